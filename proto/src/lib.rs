@@ -1,0 +1,12 @@
+//! The Transfer gRPC API, `transfer.v1`, generated from `transfer/v1/transfer.proto`.
+//!
+//! The proto file is the contract: every message and field is documented there.
+
+/// Generated messages, client and server for package `transfer.v1`.
+pub mod v1 {
+    tonic::include_proto!("transfer.v1");
+}
+
+/// The encoded `FileDescriptorSet` of the API (with its imports), for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/transfer_descriptor.bin"));

@@ -1,0 +1,202 @@
+//! [`BlobStore`] on a local filesystem.
+//!
+//! Layout under the root directory:
+//! - `staging/<upload uuid>`: an upload in progress, written part by part at offsets;
+//! - `content/<first two hex digits of md5>/<md5 hex>-<size>`: complete content.
+//!
+//! Only server-made ids and digests become file names. Blocking file I/O runs on
+//! Tokio's blocking pool.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use uuid::Uuid;
+
+use super::{BlobError, BlobStore, ContentKey, Part};
+
+pub struct FsBlobStore {
+    staging: PathBuf,
+    content: PathBuf,
+}
+
+impl FsBlobStore {
+    /// Opens (creating if needed) a store rooted at `root`.
+    pub fn open(root: &Path) -> Result<Self, BlobError> {
+        let staging = root.join("staging");
+        let content = root.join("content");
+        for dir in [&staging, &content] {
+            fs::create_dir_all(dir).map_err(io("creating the storage directories"))?;
+        }
+        Ok(Self { staging, content })
+    }
+
+    fn staging_path(&self, upload: Uuid) -> PathBuf {
+        self.staging.join(upload.as_simple().to_string())
+    }
+
+    fn content_dir(&self, key: &ContentKey) -> PathBuf {
+        self.content.join(hex::encode(&key.md5[..1]))
+    }
+
+    fn content_path(&self, key: &ContentKey) -> PathBuf {
+        self.content_dir(key).join(key.to_string())
+    }
+}
+
+fn io(action: &'static str) -> impl FnOnce(std::io::Error) -> BlobError {
+    move |source| BlobError::Io { action, source }
+}
+
+/// Runs blocking file work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, BlobError> + Send + 'static,
+) -> Result<T, BlobError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| BlobError::Io {
+            action: "running a storage task",
+            source: std::io::Error::other(e),
+        })?
+}
+
+/// Makes a directory entry (a created or renamed file) durable.
+fn sync_dir(dir: &Path) -> Result<(), BlobError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("syncing a directory"))
+}
+
+fn open_staged(path: &Path, upload: Uuid, write: bool) -> Result<File, BlobError> {
+    OpenOptions::new()
+        .read(true)
+        .write(write)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            ErrorKind::NotFound => BlobError::UploadNotFound(upload),
+            _ => BlobError::Io {
+                action: "opening a staged upload",
+                source: e,
+            },
+        })
+}
+
+fn read_at(file: &File, offset: u64, len: usize, size: u64) -> Result<Bytes, BlobError> {
+    if offset.checked_add(len as u64).is_none_or(|end| end > size) {
+        return Err(BlobError::OutOfBounds {
+            offset,
+            len: len as u64,
+            size,
+        });
+    }
+    let mut buf = BytesMut::zeroed(len);
+    file.read_exact_at(&mut buf, offset)
+        .map_err(io("reading stored bytes"))?;
+    Ok(buf.freeze())
+}
+
+#[async_trait]
+impl BlobStore for FsBlobStore {
+    async fn begin(&self, upload: Uuid, size: u64) -> Result<(), BlobError> {
+        let path = self.staging_path(upload);
+        let dir = self.staging.clone();
+        blocking(move || {
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(io("creating a staged upload"))?;
+            if file.metadata().map_err(io("reading staged size"))?.len() != size {
+                file.set_len(size).map_err(io("sizing a staged upload"))?;
+            }
+            file.sync_all().map_err(io("syncing a staged upload"))?;
+            sync_dir(&dir)
+        })
+        .await
+    }
+
+    async fn put_parts(&self, upload: Uuid, parts: &[Part]) -> Result<(), BlobError> {
+        let path = self.staging_path(upload);
+        let parts = parts.to_vec();
+        blocking(move || {
+            let file = open_staged(&path, upload, true)?;
+            for part in &parts {
+                file.write_all_at(&part.data, part.offset)
+                    .map_err(io("writing a part"))?;
+            }
+            // One sync for the whole batch: the parts are durable before anyone acks them.
+            file.sync_data().map_err(io("syncing written parts"))
+        })
+        .await
+    }
+
+    async fn read_staged(&self, upload: Uuid, offset: u64, len: usize) -> Result<Bytes, BlobError> {
+        let path = self.staging_path(upload);
+        blocking(move || {
+            let file = open_staged(&path, upload, false)?;
+            let size = file.metadata().map_err(io("reading staged size"))?.len();
+            read_at(&file, offset, len, size)
+        })
+        .await
+    }
+
+    async fn complete(&self, upload: Uuid, key: &ContentKey) -> Result<(), BlobError> {
+        let staged = self.staging_path(upload);
+        let staging_dir = self.staging.clone();
+        let dir = self.content_dir(key);
+        let target = self.content_path(key);
+        blocking(move || {
+            let file = open_staged(&staged, upload, false)?;
+            file.sync_all().map_err(io("syncing a staged upload"))?;
+            drop(file);
+            fs::create_dir_all(&dir).map_err(io("creating a content directory"))?;
+            if target.exists() {
+                // The same content was completed by another upload: keep one copy.
+                fs::remove_file(&staged).map_err(io("removing a duplicate upload"))?;
+            } else {
+                fs::rename(&staged, &target).map_err(io("moving an upload into place"))?;
+                sync_dir(&dir)?;
+            }
+            sync_dir(&staging_dir)
+        })
+        .await
+    }
+
+    async fn abort(&self, upload: Uuid) -> Result<(), BlobError> {
+        let path = self.staging_path(upload);
+        blocking(move || match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BlobError::Io {
+                action: "removing a staged upload",
+                source: e,
+            }),
+        })
+        .await
+    }
+
+    async fn content_exists(&self, key: &ContentKey) -> Result<bool, BlobError> {
+        let path = self.content_path(key);
+        blocking(move || path.try_exists().map_err(io("looking up content"))).await
+    }
+
+    async fn read(&self, key: &ContentKey, offset: u64, len: usize) -> Result<Bytes, BlobError> {
+        let path = self.content_path(key);
+        let key = *key;
+        blocking(move || {
+            let file = File::open(&path).map_err(|e| match e.kind() {
+                ErrorKind::NotFound => BlobError::ContentNotFound(key),
+                _ => BlobError::Io {
+                    action: "opening content",
+                    source: e,
+                },
+            })?;
+            read_at(&file, offset, len, key.size)
+        })
+        .await
+    }
+}

@@ -1,0 +1,101 @@
+//! `transferd` settings, from flags or environment variables, with sensible defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::layout::Limits;
+
+const MIB: u32 = 1 << 20;
+
+/// transferd: large-file upload and download over gRPC.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "transferd", version, about)]
+pub struct Settings {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "TRANSFERD_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Directory for staged uploads and stored content.
+    #[arg(long, env = "TRANSFERD_DATA_DIR", default_value = "transfer-data")]
+    pub data_dir: PathBuf,
+
+    /// PostgreSQL URL of the chunk ledger; migrations are applied at start-up.
+    #[arg(
+        long,
+        env = "TRANSFERD_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub database_url: String,
+
+    /// Most connections to the ledger database.
+    #[arg(long, env = "TRANSFERD_DATABASE_POOL_SIZE", default_value_t = 16)]
+    pub database_pool_size: usize,
+
+    /// Largest file accepted, in bytes.
+    #[arg(long, env = "TRANSFERD_MAX_FILE_SIZE", default_value_t = 1 << 40)]
+    pub max_file_size: u64,
+
+    /// Smallest chunk size a session may use, in bytes.
+    #[arg(long, env = "TRANSFERD_MIN_CHUNK_SIZE", default_value_t = 64 * 1024)]
+    pub min_chunk_size: u32,
+
+    /// Largest chunk size a session may use, in bytes (at most 64 MiB).
+    #[arg(long, env = "TRANSFERD_MAX_CHUNK_SIZE", default_value_t = 16 * MIB)]
+    pub max_chunk_size: u32,
+
+    /// Chunk size when the client states no preference, in bytes.
+    #[arg(long, env = "TRANSFERD_DEFAULT_CHUNK_SIZE", default_value_t = 4 * MIB)]
+    pub default_chunk_size: u32,
+
+    /// Most unacknowledged chunks one upload stream may have in flight.
+    #[arg(long, env = "TRANSFERD_MAX_WINDOW", default_value_t = 16)]
+    pub max_window: u32,
+
+    /// Seconds an upload session with no stream attached keeps its state in memory.
+    #[arg(long, env = "TRANSFERD_SESSION_IDLE_SECS", default_value_t = 60)]
+    pub session_idle_secs: u64,
+}
+
+/// Settings that contradict each other.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid settings: {0}")]
+pub struct SettingsError(String);
+
+impl Settings {
+    /// The configured bounds, checked for consistency.
+    pub fn limits(&self) -> Result<Limits, SettingsError> {
+        if self.min_chunk_size == 0 {
+            return Err(SettingsError("--min-chunk-size must be above 0".into()));
+        }
+        if self.max_chunk_size > 64 * MIB {
+            return Err(SettingsError(
+                "--max-chunk-size may be at most 64 MiB".into(),
+            ));
+        }
+        if !(self.min_chunk_size <= self.default_chunk_size
+            && self.default_chunk_size <= self.max_chunk_size)
+        {
+            return Err(SettingsError(
+                "chunk sizes must satisfy --min-chunk-size <= --default-chunk-size <= --max-chunk-size"
+                    .into(),
+            ));
+        }
+        if self.max_window == 0 {
+            return Err(SettingsError("--max-window must be at least 1".into()));
+        }
+        Ok(Limits {
+            max_file_size: self.max_file_size,
+            min_chunk_size: self.min_chunk_size,
+            max_chunk_size: self.max_chunk_size,
+            default_chunk_size: self.default_chunk_size,
+            max_window: self.max_window,
+        })
+    }
+
+    pub fn session_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.session_idle_secs.max(1))
+    }
+}

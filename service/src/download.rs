@@ -1,0 +1,87 @@
+//! `Download`: a complete file, or a byte range of it, as metadata then CRC-checked pieces.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tonic::Status;
+use transfer_proto::v1::{DataPiece, DownloadRequest, DownloadResponse, download_response};
+
+use crate::blob::{BlobStore, ContentKey};
+use crate::error::ServiceError;
+use crate::files::{file_info, owned_file};
+use crate::ledger::{ChunkLedger, FileState};
+use crate::owner::Owner;
+use crate::request::parse_id;
+
+/// Bytes per piece. 1 MiB keeps every message under the 4 MiB that gRPC clients accept
+/// by default.
+pub const PIECE_SIZE: u64 = 1 << 20;
+/// Pieces read ahead of the client.
+const READ_AHEAD: usize = 4;
+
+pub type DownloadStream = tokio_stream::wrappers::ReceiverStream<Result<DownloadResponse, Status>>;
+
+/// Checks the request and starts streaming. Errors found before the first byte (unknown
+/// file, bad offset) come back here; a storage error mid-way ends the stream.
+pub async fn download(
+    ledger: &dyn ChunkLedger,
+    blobs: Arc<dyn BlobStore>,
+    owner: &Owner,
+    request: DownloadRequest,
+) -> Result<DownloadStream, ServiceError> {
+    let id = parse_id("file_id", &request.file_id)?;
+    let file = owned_file(ledger, owner, id).await?;
+    if file.state != FileState::Complete {
+        return Err(ServiceError::FileNotComplete {
+            id,
+            state: file.state,
+        });
+    }
+    if request.offset > file.size {
+        return Err(ServiceError::OffsetPastEnd {
+            offset: request.offset,
+            size: file.size,
+        });
+    }
+    let end = match request.length {
+        0 => file.size,
+        length => request.offset.saturating_add(length).min(file.size),
+    };
+    let key = ContentKey {
+        md5: file.md5,
+        size: file.size,
+    };
+
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    let first = DownloadResponse {
+        message: Some(download_response::Message::File(file_info(&file))),
+    };
+    tokio::spawn(async move {
+        if tx.send(Ok(first)).await.is_err() {
+            return;
+        }
+        let mut offset = request.offset;
+        while offset < end {
+            let len = (end - offset).min(PIECE_SIZE) as usize;
+            let piece = match blobs.read(&key, offset, len).await {
+                Ok(data) => DataPiece {
+                    offset,
+                    crc32c: crc32c::crc32c(&data),
+                    data,
+                },
+                Err(error) => {
+                    let _ = tx.send(Err(ServiceError::from(error).into())).await;
+                    return;
+                }
+            };
+            let message = DownloadResponse {
+                message: Some(download_response::Message::Piece(piece)),
+            };
+            if tx.send(Ok(message)).await.is_err() {
+                return;
+            }
+            offset += len as u64;
+        }
+    });
+    Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+}

@@ -1,0 +1,85 @@
+//! The service's typed errors, and their one conversion to a gRPC [`Status`].
+
+use tonic::{Code, Status};
+use uuid::Uuid;
+
+use crate::blob::BlobError;
+use crate::ledger::{FileState, LedgerError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{field}: {problem}")]
+    BadRequest {
+        field: &'static str,
+        problem: String,
+    },
+    #[error("file size {size} bytes exceeds this server's maximum of {max} bytes")]
+    FileTooLarge { size: u64, max: u64 },
+    #[error("no upload session {0}")]
+    UploadNotFound(Uuid),
+    #[error("no file {0}")]
+    FileNotFound(Uuid),
+    #[error("upload {id} is {state}: it accepts no more chunks")]
+    UploadNotOpen { id: Uuid, state: FileState },
+    #[error("file {id} is {state}, not complete: it cannot be read yet")]
+    FileNotComplete { id: Uuid, state: FileState },
+    #[error("offset {offset} is past the end of the file ({size} bytes)")]
+    OffsetPastEnd { offset: u64, size: u64 },
+    #[error(
+        "more than {window} chunks sent without acknowledgement: keep at most the session's max_window in flight"
+    )]
+    WindowExceeded { window: u32 },
+    #[error("{0}")]
+    UnexpectedMessage(&'static str),
+    #[error(
+        "whole-file MD5 mismatch: declared {declared}, computed {computed} from the received chunks; the upload failed and its chunks were discarded"
+    )]
+    Md5Mismatch { declared: String, computed: String },
+    #[error("stored data of upload {id} is missing or unreadable: {reason}")]
+    StoredDataLost { id: Uuid, reason: String },
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+impl ServiceError {
+    pub fn code(&self) -> Code {
+        match self {
+            ServiceError::BadRequest { .. } | ServiceError::UnexpectedMessage(_) => {
+                Code::InvalidArgument
+            }
+            ServiceError::FileTooLarge { .. } | ServiceError::WindowExceeded { .. } => {
+                Code::ResourceExhausted
+            }
+            ServiceError::UploadNotFound(_) | ServiceError::FileNotFound(_) => Code::NotFound,
+            ServiceError::UploadNotOpen { .. } | ServiceError::FileNotComplete { .. } => {
+                Code::FailedPrecondition
+            }
+            ServiceError::OffsetPastEnd { .. } => Code::OutOfRange,
+            ServiceError::Md5Mismatch { .. } | ServiceError::StoredDataLost { .. } => {
+                Code::DataLoss
+            }
+            ServiceError::Ledger(LedgerError::NotFound(_)) => Code::NotFound,
+            ServiceError::Ledger(LedgerError::NotUploading { .. }) => Code::FailedPrecondition,
+            ServiceError::Ledger(LedgerError::Unavailable(_)) | ServiceError::ShuttingDown => {
+                Code::Unavailable
+            }
+            ServiceError::Ledger(_) => Code::Internal,
+            ServiceError::Blob(BlobError::ContentNotFound(_)) => Code::DataLoss,
+            ServiceError::Blob(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<ServiceError> for Status {
+    fn from(error: ServiceError) -> Self {
+        let code = error.code();
+        if matches!(code, Code::Internal | Code::Unavailable | Code::DataLoss) {
+            tracing::warn!(%error, ?code, "request failed");
+        }
+        Status::new(code, error.to_string())
+    }
+}

@@ -1,0 +1,69 @@
+//! `GetFile` and `AbortUpload`, and how a file record is shown to clients.
+
+use std::time::SystemTime;
+
+use transfer_proto::v1::{self as proto, FileInfo};
+use uuid::Uuid;
+
+use crate::blob::BlobStore;
+use crate::error::ServiceError;
+use crate::ledger::{ChunkLedger, FileRecord, FileState};
+use crate::owner::Owner;
+use crate::upload::SessionRegistry;
+
+/// A file of `owner` by id; another owner's file is reported as missing.
+pub async fn owned_file(
+    ledger: &dyn ChunkLedger,
+    owner: &Owner,
+    id: Uuid,
+) -> Result<FileRecord, ServiceError> {
+    match ledger.get_file(id).await? {
+        Some(file) if file.owner == owner.as_str() => Ok(file),
+        _ => Err(ServiceError::FileNotFound(id)),
+    }
+}
+
+/// Cancels an open upload: the ledger forgets its chunks, the session stops writing,
+/// and the staged bytes are removed.
+pub async fn abort_upload(
+    ledger: &dyn ChunkLedger,
+    blobs: &dyn BlobStore,
+    sessions: &SessionRegistry,
+    owner: &Owner,
+    id: Uuid,
+) -> Result<(), ServiceError> {
+    let file = owned_file(ledger, owner, id)
+        .await
+        .map_err(|_| ServiceError::UploadNotFound(id))?;
+    if file.state != FileState::Uploading {
+        return Err(ServiceError::UploadNotOpen {
+            id,
+            state: file.state,
+        });
+    }
+    ledger.abort_upload(id).await?;
+    sessions.aborted(id).await;
+    blobs.abort(id).await?;
+    Ok(())
+}
+
+pub fn file_info(file: &FileRecord) -> FileInfo {
+    FileInfo {
+        file_id: file.id.to_string(),
+        name: file.name.clone(),
+        size: file.size,
+        md5: file.md5.to_vec().into(),
+        state: proto_state(file.state).into(),
+        created_at: Some(SystemTime::from(file.created_at).into()),
+        completed_at: file.completed_at.map(|t| SystemTime::from(t).into()),
+    }
+}
+
+fn proto_state(state: FileState) -> proto::FileState {
+    match state {
+        FileState::Uploading => proto::FileState::Uploading,
+        FileState::Complete => proto::FileState::Complete,
+        FileState::Aborted => proto::FileState::Aborted,
+        FileState::Failed => proto::FileState::Failed,
+    }
+}

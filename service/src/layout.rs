@@ -1,0 +1,129 @@
+//! How a file is cut into chunks, and the server's bounds on sizes and windows.
+
+/// The server's configured bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest file accepted, in bytes.
+    pub max_file_size: u64,
+    /// Smallest chunk size a session may use, in bytes.
+    pub min_chunk_size: u32,
+    /// Largest chunk size a session may use, in bytes.
+    pub max_chunk_size: u32,
+    /// Chunk size used when the client states no preference.
+    pub default_chunk_size: u32,
+    /// Most unacknowledged chunks one stream may have in flight.
+    pub max_window: u32,
+}
+
+impl Limits {
+    /// The chunk size for a new session: the client's preference (or the default when it
+    /// has none) clamped to the configured bounds.
+    pub fn choose_chunk_size(&self, preferred: u32) -> u32 {
+        let wanted = if preferred == 0 {
+            self.default_chunk_size
+        } else {
+            preferred
+        };
+        wanted.clamp(self.min_chunk_size, self.max_chunk_size)
+    }
+}
+
+/// The chunks of one file: chunk `i` covers bytes `[i * chunk_size, min((i + 1) * chunk_size, size))`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkLayout {
+    pub size: u64,
+    pub chunk_size: u32,
+}
+
+impl ChunkLayout {
+    pub fn new(size: u64, chunk_size: u32) -> Self {
+        debug_assert!(chunk_size > 0 || size == 0);
+        Self { size, chunk_size }
+    }
+
+    /// Number of chunks; 0 for an empty file.
+    pub fn chunk_count(&self) -> u64 {
+        if self.chunk_size == 0 {
+            return 0;
+        }
+        self.size.div_ceil(u64::from(self.chunk_size))
+    }
+
+    /// Byte offset of chunk `index`.
+    pub fn offset(&self, index: u64) -> u64 {
+        index * u64::from(self.chunk_size)
+    }
+
+    /// The length chunk `index` must have, or `None` when the index is out of range.
+    pub fn chunk_len(&self, index: u64) -> Option<u32> {
+        if index >= self.chunk_count() {
+            return None;
+        }
+        let rest = self.size - self.offset(index);
+        Some(rest.min(u64::from(self.chunk_size)) as u32)
+    }
+}
+
+/// Compacts ascending, distinct indexes into half-open ranges `[start, end)`.
+pub fn index_ranges(indexes: impl IntoIterator<Item = u64>) -> Vec<(u64, u64)> {
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for index in indexes {
+        match ranges.last_mut() {
+            Some((_, end)) if *end == index => *end += 1,
+            _ => ranges.push((index, index + 1)),
+        }
+    }
+    ranges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_chunk_holds_the_remainder() {
+        let layout = ChunkLayout::new(10, 4);
+        assert_eq!(layout.chunk_count(), 3);
+        assert_eq!(layout.chunk_len(0), Some(4));
+        assert_eq!(layout.chunk_len(2), Some(2));
+        assert_eq!(layout.chunk_len(3), None);
+        assert_eq!(layout.offset(2), 8);
+    }
+
+    #[test]
+    fn an_exact_multiple_has_no_short_chunk() {
+        let layout = ChunkLayout::new(8, 4);
+        assert_eq!(layout.chunk_count(), 2);
+        assert_eq!(layout.chunk_len(1), Some(4));
+    }
+
+    #[test]
+    fn an_empty_file_has_no_chunks() {
+        assert_eq!(ChunkLayout::new(0, 4).chunk_count(), 0);
+        assert_eq!(ChunkLayout::new(0, 4).chunk_len(0), None);
+    }
+
+    #[test]
+    fn chunk_size_preference_is_clamped_to_bounds() {
+        let limits = Limits {
+            max_file_size: 1 << 40,
+            min_chunk_size: 64,
+            max_chunk_size: 1024,
+            default_chunk_size: 256,
+            max_window: 8,
+        };
+        assert_eq!(limits.choose_chunk_size(0), 256);
+        assert_eq!(limits.choose_chunk_size(1), 64);
+        assert_eq!(limits.choose_chunk_size(100_000), 1024);
+        assert_eq!(limits.choose_chunk_size(512), 512);
+    }
+
+    #[test]
+    fn indexes_compact_into_ranges() {
+        assert_eq!(
+            index_ranges([0, 1, 2, 5, 7, 8]),
+            vec![(0, 3), (5, 6), (7, 9)]
+        );
+        assert!(index_ranges([]).is_empty());
+    }
+}

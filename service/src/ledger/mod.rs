@@ -1,0 +1,171 @@
+//! The chunk ledger: the durable record of files, upload sessions, committed chunks and
+//! stored content.
+//!
+//! The ledger only records; the protocol rules (which index is valid, when a session is
+//! complete) live in [`crate::upload`]. An implementation must make every method atomic:
+//! when it returns `Ok`, what it recorded survives a crash.
+
+mod postgres;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use postgres::PostgresLedger;
+
+/// A 16-byte MD5 digest.
+pub type Md5Digest = [u8; 16];
+
+/// Where a file is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileState {
+    /// An upload session is open; chunks may still be missing.
+    Uploading,
+    /// All bytes are stored and the whole-file MD5 verified.
+    Complete,
+    /// Cancelled by the owner; its chunks are gone.
+    Aborted,
+    /// The whole-file MD5 did not match the declared one; its chunks are gone.
+    Failed,
+}
+
+impl FileState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileState::Uploading => "uploading",
+            FileState::Complete => "complete",
+            FileState::Aborted => "aborted",
+            FileState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "uploading" => FileState::Uploading,
+            "complete" => FileState::Complete,
+            "aborted" => FileState::Aborted,
+            "failed" => FileState::Failed,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for FileState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A file an owner has. While `state` is [`FileState::Uploading`] its id is also the
+/// id of its upload session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRecord {
+    pub id: Uuid,
+    pub owner: String,
+    pub name: String,
+    pub size: u64,
+    /// The declared MD5 while uploading; once complete, the MD5 the server computed
+    /// (which then equals the declared one).
+    pub md5: Md5Digest,
+    /// Chunk size of the upload session; 0 for a file that was an instant upload.
+    pub chunk_size: u32,
+    pub chunk_count: u64,
+    pub state: FileState,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// What a new upload session records.
+#[derive(Debug, Clone)]
+pub struct NewUpload {
+    pub owner: String,
+    pub name: String,
+    pub size: u64,
+    pub md5: Md5Digest,
+    pub chunk_size: u32,
+    pub chunk_count: u64,
+}
+
+/// One chunk whose bytes are durably stored, to be recorded as committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommittedChunk {
+    pub index: u64,
+    pub size: u32,
+    pub crc32c: u32,
+}
+
+/// The answer of [`ChunkLedger::open_upload`].
+#[derive(Debug, Clone)]
+pub struct OpenedUpload {
+    pub file: FileRecord,
+    /// False when an open session for the same owner, MD5 and size already existed
+    /// and was returned instead.
+    pub created: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("no file {0} in the ledger")]
+    NotFound(Uuid),
+    #[error("upload {id} is {state}, not open")]
+    NotUploading { id: Uuid, state: FileState },
+    #[error("the ledger database could not be reached: {0}")]
+    Unavailable(String),
+    #[error("the ledger database failed: {0}")]
+    Database(String),
+    #[error("the ledger holds a value it cannot read: {0}")]
+    Corrupt(String),
+}
+
+/// The durable record of uploads and content.
+///
+/// Contract for every implementation (checked by the ledger conformance tests):
+/// - Each method is atomic and durable once it returns `Ok`.
+/// - At most one file per (owner, MD5, size) is `Uploading` at any time, even when
+///   several callers open the same upload at once.
+/// - Chunks are recorded only while their file is `Uploading`; recording an index twice
+///   keeps the first record.
+/// - Content is recorded once per (MD5, size), however many files refer to it.
+#[async_trait]
+pub trait ChunkLedger: Send + Sync + 'static {
+    /// If content with this MD5 and size is stored, records that `owner` has it as a
+    /// complete file named `name` (reusing the owner's complete file with the same
+    /// name and content if there is one) and returns it. `None` when no such content
+    /// is stored.
+    async fn add_file_for_stored_content(
+        &self,
+        owner: &str,
+        name: &str,
+        md5: &Md5Digest,
+        size: u64,
+    ) -> Result<Option<FileRecord>, LedgerError>;
+
+    /// Opens an upload session, or returns the open one for the same owner, MD5 and size.
+    async fn open_upload(&self, upload: &NewUpload) -> Result<OpenedUpload, LedgerError>;
+
+    /// A file by id, in whatever state.
+    async fn get_file(&self, id: Uuid) -> Result<Option<FileRecord>, LedgerError>;
+
+    /// Indexes of the committed chunks of an upload, ascending.
+    async fn committed_chunks(&self, id: Uuid) -> Result<Vec<u64>, LedgerError>;
+
+    /// Records chunks as committed, in one transaction. Returns the indexes that were
+    /// newly recorded (an index recorded before keeps its first record). Fails with
+    /// [`LedgerError::NotUploading`] when the upload is no longer open.
+    async fn commit_chunks(
+        &self,
+        id: Uuid,
+        chunks: &[CommittedChunk],
+    ) -> Result<Vec<u64>, LedgerError>;
+
+    /// Marks an open upload complete and records its content as stored.
+    async fn complete_upload(&self, id: Uuid) -> Result<FileRecord, LedgerError>;
+
+    /// Marks an open upload failed, with the reason, and forgets its chunks.
+    async fn fail_upload(&self, id: Uuid, reason: &str) -> Result<(), LedgerError>;
+
+    /// Marks an open upload aborted and forgets its chunks.
+    async fn abort_upload(&self, id: Uuid) -> Result<(), LedgerError>;
+}

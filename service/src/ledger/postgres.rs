@@ -1,0 +1,355 @@
+//! [`ChunkLedger`] on PostgreSQL (tokio-postgres with a deadpool connection pool).
+//! The schema comes from the versioned migrations in `migrations/postgres`, applied by
+//! [`PostgresLedger::connect`].
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::{NoTls, Row};
+use uuid::Uuid;
+
+use super::{
+    ChunkLedger, CommittedChunk, FileRecord, FileState, LedgerError, Md5Digest, NewUpload,
+    OpenedUpload,
+};
+
+mod embedded {
+    refinery::embed_migrations!("../migrations/postgres");
+}
+
+/// The columns every query that returns a file selects, in the order [`file_from_row`] reads.
+const FILE_COLUMNS: &str =
+    "id, owner, name, size, md5, chunk_size, chunk_count, state, created_at, completed_at";
+
+pub struct PostgresLedger {
+    pool: Pool,
+}
+
+impl PostgresLedger {
+    /// Connects to `url` (`postgres://user@host:port/db`), applies pending migrations and
+    /// returns a ledger with a pool of at most `pool_size` connections.
+    pub async fn connect(url: &str, pool_size: usize) -> Result<Self, LedgerError> {
+        let config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| LedgerError::Unavailable(format!("bad database URL: {e}")))?;
+
+        let (mut client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+        let connection = tokio::spawn(connection);
+        embedded::migrations::runner()
+            .run_async(&mut client)
+            .await
+            .map_err(|e| LedgerError::Database(format!("migrating the ledger failed: {e}")))?;
+        drop(client);
+        let _ = connection.await;
+
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .build()
+            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, LedgerError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| LedgerError::Unavailable(e.to_string()))
+    }
+
+    /// Why a state change of `id` matched no open upload: it is missing or not open.
+    async fn not_open(client: &impl GenericClient, id: Uuid) -> Result<LedgerError, LedgerError> {
+        let row = client
+            .query_opt("SELECT state FROM files WHERE id = $1", &[&id])
+            .await
+            .map_err(db_error)?;
+        Ok(match row {
+            None => LedgerError::NotFound(id),
+            Some(row) => LedgerError::NotUploading {
+                id,
+                state: parse_state(row.get(0))?,
+            },
+        })
+    }
+
+    /// Moves an open upload to `aborted` or `failed` and deletes its chunk rows.
+    async fn close_upload(
+        &self,
+        id: Uuid,
+        state: FileState,
+        reason: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let updated = tx
+            .execute(
+                "UPDATE files SET state = $2, failure = $3, updated_at = now() \
+                 WHERE id = $1 AND state = 'uploading'",
+                &[&id, &state.as_str(), &reason],
+            )
+            .await
+            .map_err(db_error)?;
+        if updated == 0 {
+            return Err(Self::not_open(&tx, id).await?);
+        }
+        tx.execute("DELETE FROM chunks WHERE file_id = $1", &[&id])
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
+    }
+}
+
+#[async_trait]
+impl ChunkLedger for PostgresLedger {
+    async fn add_file_for_stored_content(
+        &self,
+        owner: &str,
+        name: &str,
+        md5: &Md5Digest,
+        size: u64,
+    ) -> Result<Option<FileRecord>, LedgerError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "WITH existing AS ( \
+                 SELECT {FILE_COLUMNS} FROM files \
+                 WHERE owner = $1 AND name = $2 AND md5 = $3 AND size = $4 AND state = 'complete' \
+                 ORDER BY created_at LIMIT 1), \
+             inserted AS ( \
+                 INSERT INTO files (id, owner, name, size, md5, chunk_size, chunk_count, state, completed_at) \
+                 SELECT $5, $1, $2, $4, $3, 0, 0, 'complete', now() \
+                 WHERE EXISTS (SELECT 1 FROM contents WHERE md5 = $3 AND size = $4) \
+                   AND NOT EXISTS (SELECT 1 FROM existing) \
+                 RETURNING {FILE_COLUMNS}) \
+             SELECT * FROM existing UNION ALL SELECT * FROM inserted"
+        );
+        let row = client
+            .query_opt(
+                &sql,
+                &[
+                    &owner,
+                    &name,
+                    &md5.as_slice(),
+                    &to_i64(size)?,
+                    &Uuid::new_v4(),
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        row.as_ref().map(file_from_row).transpose()
+    }
+
+    async fn open_upload(&self, upload: &NewUpload) -> Result<OpenedUpload, LedgerError> {
+        let client = self.client().await?;
+        let insert = format!(
+            "INSERT INTO files (id, owner, name, size, md5, chunk_size, chunk_count, state) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'uploading') \
+             ON CONFLICT (owner, md5, size) WHERE state = 'uploading' DO NOTHING \
+             RETURNING {FILE_COLUMNS}"
+        );
+        let select = format!(
+            "SELECT {FILE_COLUMNS} FROM files \
+             WHERE owner = $1 AND md5 = $2 AND size = $3 AND state = 'uploading'"
+        );
+        let size = to_i64(upload.size)?;
+        let chunk_size = i32::try_from(upload.chunk_size).map_err(|_| {
+            LedgerError::Database(format!("chunk size {} too large", upload.chunk_size))
+        })?;
+        let chunk_count = to_i64(upload.chunk_count)?;
+        // The insert loses to a concurrent open of the same content; the select then finds
+        // the winner. If that session closed in between, try again.
+        for _ in 0..5 {
+            if let Some(row) = client
+                .query_opt(
+                    &insert,
+                    &[
+                        &Uuid::new_v4(),
+                        &upload.owner,
+                        &upload.name,
+                        &size,
+                        &upload.md5.as_slice(),
+                        &chunk_size,
+                        &chunk_count,
+                    ],
+                )
+                .await
+                .map_err(db_error)?
+            {
+                return Ok(OpenedUpload {
+                    file: file_from_row(&row)?,
+                    created: true,
+                });
+            }
+            if let Some(row) = client
+                .query_opt(&select, &[&upload.owner, &upload.md5.as_slice(), &size])
+                .await
+                .map_err(db_error)?
+            {
+                return Ok(OpenedUpload {
+                    file: file_from_row(&row)?,
+                    created: false,
+                });
+            }
+        }
+        Err(LedgerError::Database(
+            "could not open an upload session: it kept closing concurrently".into(),
+        ))
+    }
+
+    async fn get_file(&self, id: Uuid) -> Result<Option<FileRecord>, LedgerError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {FILE_COLUMNS} FROM files WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .map_err(db_error)?;
+        row.as_ref().map(file_from_row).transpose()
+    }
+
+    async fn committed_chunks(&self, id: Uuid) -> Result<Vec<u64>, LedgerError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT idx FROM chunks WHERE file_id = $1 ORDER BY idx",
+                &[&id],
+            )
+            .await
+            .map_err(db_error)?;
+        rows.iter().map(|row| to_u64(row.get(0))).collect()
+    }
+
+    async fn commit_chunks(
+        &self,
+        id: Uuid,
+        chunks: &[CommittedChunk],
+    ) -> Result<Vec<u64>, LedgerError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        // Lock the file row against a concurrent abort, and check it is still open.
+        let state = tx
+            .query_opt("SELECT state FROM files WHERE id = $1 FOR SHARE", &[&id])
+            .await
+            .map_err(db_error)?
+            .ok_or(LedgerError::NotFound(id))?;
+        let state = parse_state(state.get(0))?;
+        if state != FileState::Uploading {
+            return Err(LedgerError::NotUploading { id, state });
+        }
+
+        let mut indexes = Vec::with_capacity(chunks.len());
+        let mut sizes = Vec::with_capacity(chunks.len());
+        let mut crcs = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            indexes.push(to_i64(chunk.index)?);
+            sizes.push(i32::try_from(chunk.size).map_err(|_| {
+                LedgerError::Database(format!("chunk size {} too large", chunk.size))
+            })?);
+            crcs.push(i64::from(chunk.crc32c));
+        }
+        let inserted = tx
+            .query(
+                "INSERT INTO chunks (file_id, idx, size, crc32c) \
+                 SELECT $1, * FROM unnest($2::BIGINT[], $3::INTEGER[], $4::BIGINT[]) \
+                 ON CONFLICT (file_id, idx) DO NOTHING RETURNING idx",
+                &[&id, &indexes, &sizes, &crcs],
+            )
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        let mut newly: Vec<u64> = inserted
+            .iter()
+            .map(|row| to_u64(row.get(0)))
+            .collect::<Result<_, _>>()?;
+        newly.sort_unstable();
+        Ok(newly)
+    }
+
+    async fn complete_upload(&self, id: Uuid) -> Result<FileRecord, LedgerError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "UPDATE files SET state = 'complete', completed_at = now(), updated_at = now() \
+                     WHERE id = $1 AND state = 'uploading' RETURNING {FILE_COLUMNS}"
+                ),
+                &[&id],
+            )
+            .await
+            .map_err(db_error)?;
+        let Some(row) = row else {
+            return Err(Self::not_open(&tx, id).await?);
+        };
+        let file = file_from_row(&row)?;
+        tx.execute(
+            "INSERT INTO contents (md5, size) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&file.md5.as_slice(), &to_i64(file.size)?],
+        )
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(file)
+    }
+
+    async fn fail_upload(&self, id: Uuid, reason: &str) -> Result<(), LedgerError> {
+        self.close_upload(id, FileState::Failed, Some(reason)).await
+    }
+
+    async fn abort_upload(&self, id: Uuid) -> Result<(), LedgerError> {
+        self.close_upload(id, FileState::Aborted, None).await
+    }
+}
+
+fn db_error(e: tokio_postgres::Error) -> LedgerError {
+    if e.is_closed() {
+        LedgerError::Unavailable(e.to_string())
+    } else {
+        LedgerError::Database(
+            e.as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.to_string()),
+        )
+    }
+}
+
+fn to_i64(value: u64) -> Result<i64, LedgerError> {
+    i64::try_from(value)
+        .map_err(|_| LedgerError::Database(format!("{value} is too large to record")))
+}
+
+fn to_u64(value: i64) -> Result<u64, LedgerError> {
+    u64::try_from(value).map_err(|_| LedgerError::Corrupt(format!("negative value {value}")))
+}
+
+fn parse_state(s: &str) -> Result<FileState, LedgerError> {
+    FileState::parse(s).ok_or_else(|| LedgerError::Corrupt(format!("unknown file state {s:?}")))
+}
+
+fn file_from_row(row: &Row) -> Result<FileRecord, LedgerError> {
+    let md5: &[u8] = row.get("md5");
+    let md5 = Md5Digest::try_from(md5)
+        .map_err(|_| LedgerError::Corrupt(format!("an MD5 of {} bytes", md5.len())))?;
+    let chunk_size: i32 = row.get("chunk_size");
+    Ok(FileRecord {
+        id: row.get("id"),
+        owner: row.get("owner"),
+        name: row.get("name"),
+        size: to_u64(row.get("size"))?,
+        md5,
+        chunk_size: u32::try_from(chunk_size)
+            .map_err(|_| LedgerError::Corrupt(format!("negative chunk size {chunk_size}")))?,
+        chunk_count: to_u64(row.get("chunk_count"))?,
+        state: parse_state(row.get("state"))?,
+        created_at: row.get("created_at"),
+        completed_at: row.get("completed_at"),
+    })
+}

@@ -1,0 +1,24 @@
+//! `transferd`: the Transfer gRPC service.
+//!
+//! Layers, with dependencies running one way (top to bottom):
+//! - [`grpc`]: thin tonic handlers: parse a request, call the protocol, convert errors once.
+//! - [`upload`], [`download`], [`files`]: the protocol rules (valid indexes, duplicates,
+//!   windows, whole-file MD5), written against the two storage traits below.
+//! - [`ledger`] ([`ledger::ChunkLedger`]): the record of uploads, committed chunks and content.
+//! - [`blob`] ([`blob::BlobStore`]): the bytes, shaped like a multipart upload.
+
+pub mod blob;
+pub mod config;
+pub mod download;
+pub mod error;
+pub mod files;
+pub mod grpc;
+pub mod layout;
+pub mod ledger;
+pub mod owner;
+pub mod request;
+pub mod server;
+pub mod upload;
+
+pub use config::Settings;
+pub use error::ServiceError;

@@ -1,0 +1,102 @@
+//! Assembles `transferd`: ledger, blob store, the Transfer service, gRPC health and
+//! reflection, served over HTTP/2 with windows sized for large transfers.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use transfer_proto::v1::transfer_service_server::TransferServiceServer;
+
+use crate::Settings;
+use crate::blob::{BlobError, BlobStore, FsBlobStore};
+use crate::config::SettingsError;
+use crate::grpc::TransferApi;
+use crate::ledger::{ChunkLedger, LedgerError, PostgresLedger};
+use crate::upload::SessionRegistry;
+
+/// HTTP/2 flow-control windows: hyper's defaults let one stream move only a few MiB per
+/// round trip, far below what a large upload needs.
+const STREAM_WINDOW: u32 = 32 << 20;
+const CONNECTION_WINDOW: u32 = 64 << 20;
+/// Room for a chunk's message framing beyond its data.
+const MESSAGE_OVERHEAD: usize = 64 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("opening the ledger failed: {0}")]
+    Ledger(#[from] LedgerError),
+    #[error("opening the data directory failed: {0}")]
+    Blob(#[from] BlobError),
+    #[error("building gRPC reflection failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("serving gRPC failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A `transferd` with its storage opened, ready to serve.
+pub struct Transferd {
+    api: TransferApi,
+    max_message_size: usize,
+}
+
+impl Transferd {
+    /// Opens the ledger (applying migrations) and the blob store.
+    pub async fn open(settings: &Settings) -> Result<Self, StartupError> {
+        let limits = settings.limits()?;
+        let ledger: Arc<dyn ChunkLedger> = Arc::new(
+            PostgresLedger::connect(&settings.database_url, settings.database_pool_size).await?,
+        );
+        let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(&settings.data_dir)?);
+        let sessions = SessionRegistry::new(
+            Arc::clone(&ledger),
+            Arc::clone(&blobs),
+            limits,
+            settings.session_idle_timeout(),
+        );
+        Ok(Self {
+            api: TransferApi::new(ledger, blobs, sessions, limits),
+            max_message_size: limits.max_chunk_size as usize + MESSAGE_OVERHEAD,
+        })
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then lets running calls finish.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), StartupError> {
+        let transfer = TransferServiceServer::new(self.api)
+            .max_decoding_message_size(self.max_message_size)
+            .max_encoding_message_size(self.max_message_size);
+
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<TransferServiceServer<TransferApi>>()
+            .await;
+
+        // grpcurl builds from before v1 still ask for v1alpha: serve both.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(transfer_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+
+        Server::builder()
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .tcp_nodelay(true)
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(transfer)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,97 @@
+//! `CheckUpload`: instant upload when the content is stored, otherwise the upload session.
+
+use transfer_proto::v1::CheckUploadRequest;
+
+use crate::error::ServiceError;
+use crate::layout::{ChunkLayout, Limits, index_ranges};
+use crate::ledger::{ChunkLedger, FileRecord, Md5Digest, NewUpload};
+use crate::owner::Owner;
+use crate::request::parse_md5;
+
+const MAX_NAME_LEN: usize = 1024;
+
+/// A validated `CheckUpload` request.
+#[derive(Debug, Clone)]
+pub struct UploadIntent {
+    pub name: String,
+    pub size: u64,
+    pub md5: Md5Digest,
+    pub preferred_chunk_size: u32,
+}
+
+impl UploadIntent {
+    pub fn parse(request: CheckUploadRequest, limits: &Limits) -> Result<Self, ServiceError> {
+        if request.name.is_empty() || request.name.len() > MAX_NAME_LEN {
+            return Err(ServiceError::BadRequest {
+                field: "name",
+                problem: format!(
+                    "must be 1 to {MAX_NAME_LEN} bytes long, got {} bytes",
+                    request.name.len()
+                ),
+            });
+        }
+        let md5 = parse_md5("md5", &request.md5)?;
+        if request.size > limits.max_file_size {
+            return Err(ServiceError::FileTooLarge {
+                size: request.size,
+                max: limits.max_file_size,
+            });
+        }
+        Ok(Self {
+            name: request.name,
+            size: request.size,
+            md5,
+            preferred_chunk_size: request.preferred_chunk_size,
+        })
+    }
+}
+
+/// The answer to `CheckUpload`.
+#[derive(Debug, Clone)]
+pub enum CheckOutcome {
+    /// The content is stored; the owner now has this complete file.
+    AlreadyStored(FileRecord),
+    /// Stream the missing chunks into this session.
+    Session {
+        file: FileRecord,
+        /// Committed chunks as half-open index ranges.
+        committed: Vec<(u64, u64)>,
+        max_window: u32,
+    },
+}
+
+pub async fn check_upload(
+    ledger: &dyn ChunkLedger,
+    limits: &Limits,
+    owner: &Owner,
+    intent: UploadIntent,
+) -> Result<CheckOutcome, ServiceError> {
+    if let Some(file) = ledger
+        .add_file_for_stored_content(owner.as_str(), &intent.name, &intent.md5, intent.size)
+        .await?
+    {
+        return Ok(CheckOutcome::AlreadyStored(file));
+    }
+
+    let chunk_size = limits.choose_chunk_size(intent.preferred_chunk_size);
+    let opened = ledger
+        .open_upload(&NewUpload {
+            owner: owner.as_str().to_owned(),
+            name: intent.name,
+            size: intent.size,
+            md5: intent.md5,
+            chunk_size,
+            chunk_count: ChunkLayout::new(intent.size, chunk_size).chunk_count(),
+        })
+        .await?;
+    let committed = if opened.created {
+        Vec::new()
+    } else {
+        index_ranges(ledger.committed_chunks(opened.file.id).await?)
+    };
+    Ok(CheckOutcome::Session {
+        file: opened.file,
+        committed,
+        max_window: limits.max_window,
+    })
+}

@@ -1,0 +1,13 @@
+//! Uploads: `CheckUpload` opens or finds a session, `UploadChunks` streams into it.
+//!
+//! - [`check`]: instant upload or an upload session, with its committed chunks.
+//! - [`session`]: one task per active session that writes, commits, acks and hashes.
+//! - [`stream`]: one `UploadChunks` stream: validation, window, forwarding acks.
+//! - [`hasher`]: the whole-file MD5, computed once over the committed prefix.
+
+pub mod check;
+mod hasher;
+pub mod session;
+pub mod stream;
+
+pub use session::SessionRegistry;

@@ -1,0 +1,668 @@
+//! Active upload sessions: one task per session owns its writes, commits, acks and hash.
+//!
+//! Every `UploadChunks` stream of a session (a client may resume on a new stream while
+//! an old one lingers, and two clients with the same content share one session) sends
+//! its validated chunks to the session's task. That single writer makes duplicates and
+//! completion race-free: it writes a batch of chunks to the blob store (durable), commits
+//! them to the ledger in one transaction, and only then acks them. It feeds the
+//! contiguous prefix of committed chunks to the [`OrderedHasher`], and when the last
+//! chunk is committed checks the whole-file MD5 and completes the file.
+//!
+//! A session task stops when its session completes, fails or is aborted, or after it
+//! has been idle with no stream attached for a while; the next stream starts a new task,
+//! which rebuilds its state from the ledger and the staged bytes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+use uuid::Uuid;
+
+use super::hasher::OrderedHasher;
+use crate::blob::{BlobError, BlobStore, ContentKey, Part};
+use crate::error::ServiceError;
+use crate::layout::{ChunkLayout, Limits};
+use crate::ledger::{ChunkLedger, CommittedChunk, FileRecord, FileState, LedgerError};
+use crate::owner::Owner;
+
+/// Most chunks written and committed in one batch.
+const MAX_BATCH_CHUNKS: usize = 64;
+/// Most bytes written and committed in one batch.
+const MAX_BATCH_BYTES: usize = 128 << 20;
+
+/// A chunk whose index, length and CRC32C the stream has already checked.
+#[derive(Debug)]
+pub struct VerifiedChunk {
+    pub index: u64,
+    pub data: Bytes,
+    pub crc32c: u32,
+}
+
+/// What a session tells the streams attached to it.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// A chunk this stream sent is durably stored (by this or an earlier send).
+    Ack {
+        index: u64,
+        already_stored: bool,
+        /// Chunks of the session still missing after this one.
+        remaining: u64,
+    },
+    /// The whole file is stored and verified.
+    Completed(FileRecord),
+    /// The stream must end with this status.
+    Failed(Status),
+}
+
+/// What a stream learns when it attaches to a session.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionInfo {
+    pub id: Uuid,
+    pub layout: ChunkLayout,
+    pub max_window: u32,
+    /// Chunks still missing when the stream attached.
+    pub remaining: u64,
+}
+
+/// A stream's attachment to a session: send chunks in, receive events out.
+pub struct AttachedStream {
+    pub info: SessionInfo,
+    stream_id: u64,
+    commands: mpsc::Sender<Command>,
+    pub events: mpsc::UnboundedReceiver<SessionEvent>,
+}
+
+impl AttachedStream {
+    /// Hands a chunk to the session. Waits while the session is busy.
+    pub async fn send_chunk(&self, chunk: VerifiedChunk) -> Result<(), ServiceError> {
+        self.commands
+            .send(Command::Chunk {
+                stream: self.stream_id,
+                chunk,
+            })
+            .await
+            .map_err(|_| ServiceError::ShuttingDown)
+    }
+}
+
+enum Command {
+    Attach {
+        owner: Owner,
+        reply: oneshot::Sender<Result<AttachedStream, Status>>,
+    },
+    Chunk {
+        stream: u64,
+        chunk: VerifiedChunk,
+    },
+    /// The ledger has aborted this upload: tell the streams and stop before any more
+    /// writes, then reply so the caller can drop the staged bytes.
+    Aborted {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// The active sessions of this server, by upload id.
+pub struct SessionRegistry {
+    ledger: Arc<dyn ChunkLedger>,
+    blobs: Arc<dyn BlobStore>,
+    limits: Limits,
+    idle_timeout: Duration,
+    sessions: Mutex<HashMap<Uuid, mpsc::Sender<Command>>>,
+}
+
+impl SessionRegistry {
+    pub fn new(
+        ledger: Arc<dyn ChunkLedger>,
+        blobs: Arc<dyn BlobStore>,
+        limits: Limits,
+        idle_timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            ledger,
+            blobs,
+            limits,
+            idle_timeout,
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Attaches a new stream of `owner` to upload `id`, starting its session task if
+    /// none runs.
+    pub async fn attach(
+        self: &Arc<Self>,
+        owner: &Owner,
+        id: Uuid,
+    ) -> Result<AttachedStream, Status> {
+        // A session task that is just stopping drops the request; the next try starts a
+        // fresh task.
+        for _ in 0..3 {
+            let commands = self.session(id);
+            let (reply, answer) = oneshot::channel();
+            let attach = Command::Attach {
+                owner: owner.clone(),
+                reply,
+            };
+            if commands.send(attach).await.is_err() {
+                continue;
+            }
+            if let Ok(result) = answer.await {
+                return result;
+            }
+        }
+        Err(ServiceError::ShuttingDown.into())
+    }
+
+    /// Tells the session of an upload the ledger has just aborted, and waits until it
+    /// will write no more.
+    pub async fn aborted(&self, id: Uuid) {
+        let commands = self.lock().get(&id).cloned();
+        if let Some(commands) = commands {
+            let (done, stopped) = oneshot::channel();
+            if commands.send(Command::Aborted { done }).await.is_ok() {
+                let _ = stopped.await;
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, mpsc::Sender<Command>>> {
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The command channel of session `id`, starting its task if needed.
+    fn session(self: &Arc<Self>, id: Uuid) -> mpsc::Sender<Command> {
+        let mut sessions = self.lock();
+        if let Some(commands) = sessions.get(&id) {
+            return commands.clone();
+        }
+        let capacity = usize::try_from(self.limits.max_window).unwrap_or(1).max(1);
+        let (commands, inbox) = mpsc::channel(capacity);
+        sessions.insert(id, commands.clone());
+        tokio::spawn(SessionTask::run(
+            Arc::clone(self),
+            id,
+            commands.clone(),
+            inbox,
+        ));
+        commands
+    }
+
+    /// Forgets session `id` if `commands` is still its channel.
+    fn remove(&self, id: Uuid, commands: &mpsc::Sender<Command>) {
+        let mut sessions = self.lock();
+        if sessions.get(&id).is_some_and(|c| c.same_channel(commands)) {
+            sessions.remove(&id);
+        }
+    }
+}
+
+/// The state of one active session.
+struct Session {
+    registry: Arc<SessionRegistry>,
+    /// This session's own command channel, handed to the streams that attach.
+    commands: mpsc::Sender<Command>,
+    file: FileRecord,
+    /// The content was already stored when this task started (an earlier run stored it
+    /// but stopped before recording it): completing needs no hashing.
+    content_already_stored: bool,
+    layout: ChunkLayout,
+    committed: Vec<bool>,
+    committed_count: u64,
+    /// The hash of the committed prefix `[0, hashed)`; `None` once finished.
+    hasher: Option<OrderedHasher>,
+    hashed: u64,
+    /// Committed chunks past the hashed prefix whose bytes are still in memory.
+    parked: BTreeMap<u64, Bytes>,
+    parked_bytes: usize,
+    park_budget: usize,
+    streams: HashMap<u64, mpsc::UnboundedSender<SessionEvent>>,
+    next_stream_id: u64,
+}
+
+/// Why a session task stops.
+enum Stop {
+    /// Completed, failed or aborted: the streams have been told.
+    Closed,
+}
+
+struct SessionTask;
+
+impl SessionTask {
+    async fn run(
+        registry: Arc<SessionRegistry>,
+        id: Uuid,
+        commands: mpsc::Sender<Command>,
+        mut inbox: mpsc::Receiver<Command>,
+    ) {
+        let load = Session::load(Arc::clone(&registry), id, commands.clone()).await;
+        let failure = match load {
+            Ok(mut session) => {
+                let _ = session.serve(&mut inbox).await;
+                None
+            }
+            Err(error) => Some(Status::from(error)),
+        };
+        registry.remove(id, &commands);
+        inbox.close();
+        // Streams that asked to attach meanwhile hear why the session could not load, or
+        // (when it just stopped) retry with a fresh task.
+        while let Some(command) = inbox.recv().await {
+            if let (Command::Attach { reply, .. }, Some(status)) = (command, &failure) {
+                let _ = reply.send(Err(status.clone()));
+            }
+        }
+    }
+}
+
+impl Session {
+    /// Rebuilds a session from the ledger and the staged bytes.
+    async fn load(
+        registry: Arc<SessionRegistry>,
+        id: Uuid,
+        commands: mpsc::Sender<Command>,
+    ) -> Result<Self, ServiceError> {
+        let ledger = &registry.ledger;
+        let file = ledger
+            .get_file(id)
+            .await?
+            .ok_or(ServiceError::UploadNotFound(id))?;
+        if file.state != FileState::Uploading {
+            return Err(ServiceError::UploadNotOpen {
+                id,
+                state: file.state,
+            });
+        }
+        let layout = ChunkLayout::new(file.size, file.chunk_size);
+        let count =
+            usize::try_from(layout.chunk_count()).map_err(|_| ServiceError::StoredDataLost {
+                id,
+                reason: "more chunks than this machine can track".into(),
+            })?;
+        let mut committed = vec![false; count];
+        let mut committed_count = 0;
+        for index in ledger.committed_chunks(id).await? {
+            if let Some(slot) = usize::try_from(index)
+                .ok()
+                .and_then(|i| committed.get_mut(i))
+            {
+                *slot = true;
+                committed_count += 1;
+            }
+        }
+        let park_budget =
+            (registry.limits.max_window as usize).saturating_mul(file.chunk_size as usize);
+        let mut session = Session {
+            registry: Arc::clone(&registry),
+            commands,
+            content_already_stored: false,
+            layout,
+            committed,
+            committed_count,
+            hasher: Some(OrderedHasher::start()),
+            hashed: 0,
+            parked: BTreeMap::new(),
+            parked_bytes: 0,
+            park_budget,
+            streams: HashMap::new(),
+            next_stream_id: 0,
+            file,
+        };
+        if session.is_fully_committed()
+            && registry
+                .blobs
+                .content_exists(&session.content_key())
+                .await?
+        {
+            session.content_already_stored = true;
+            return Ok(session);
+        }
+        registry.blobs.begin(id, layout.size).await?;
+        session.advance_hash().await?;
+        Ok(session)
+    }
+
+    fn id(&self) -> Uuid {
+        self.file.id
+    }
+
+    fn content_key(&self) -> ContentKey {
+        ContentKey {
+            md5: self.file.md5,
+            size: self.file.size,
+        }
+    }
+
+    fn is_fully_committed(&self) -> bool {
+        self.committed_count == self.layout.chunk_count()
+    }
+
+    fn is_committed(&self, index: u64) -> bool {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.committed.get(i))
+            .copied()
+            .unwrap_or(false)
+    }
+
+    fn remaining(&self) -> u64 {
+        self.layout.chunk_count() - self.committed_count
+    }
+
+    fn tell(&self, stream: u64, event: SessionEvent) {
+        if let Some(events) = self.streams.get(&stream) {
+            let _ = events.send(event);
+        }
+    }
+
+    fn tell_all(&self, event: impl Fn() -> SessionEvent) {
+        for events in self.streams.values() {
+            let _ = events.send(event());
+        }
+    }
+
+    /// Handles commands until the session closes or goes idle.
+    async fn serve(&mut self, inbox: &mut mpsc::Receiver<Command>) -> Result<(), Stop> {
+        let idle_timeout = self.registry.idle_timeout;
+        loop {
+            let command = match tokio::time::timeout(idle_timeout, inbox.recv()).await {
+                Ok(Some(command)) => command,
+                // The registry is gone: the server is stopping.
+                Ok(None) => return Ok(()),
+                Err(_) => {
+                    self.streams.retain(|_, events| !events.is_closed());
+                    if self.streams.is_empty() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            match command {
+                Command::Attach { owner, reply } => self.attach(owner, reply).await?,
+                Command::Aborted { done } => return self.aborted(done),
+                Command::Chunk { stream, chunk } => {
+                    let mut batch = vec![(stream, chunk)];
+                    let mut batch_bytes = batch[0].1.data.len();
+                    let mut deferred = None;
+                    while batch.len() < MAX_BATCH_CHUNKS && batch_bytes < MAX_BATCH_BYTES {
+                        match inbox.try_recv() {
+                            Ok(Command::Chunk { stream, chunk }) => {
+                                batch_bytes += chunk.data.len();
+                                batch.push((stream, chunk));
+                            }
+                            Ok(other) => {
+                                deferred = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.store_batch(batch).await?;
+                    match deferred {
+                        Some(Command::Attach { owner, reply }) => self.attach(owner, reply).await?,
+                        Some(Command::Aborted { done }) => return self.aborted(done),
+                        Some(Command::Chunk { .. }) | None => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn aborted(&self, done: oneshot::Sender<()>) -> Result<(), Stop> {
+        let status = Status::from(ServiceError::UploadNotOpen {
+            id: self.id(),
+            state: FileState::Aborted,
+        });
+        self.tell_all(|| SessionEvent::Failed(status.clone()));
+        let _ = done.send(());
+        Err(Stop::Closed)
+    }
+
+    async fn attach(
+        &mut self,
+        owner: Owner,
+        reply: oneshot::Sender<Result<AttachedStream, Status>>,
+    ) -> Result<(), Stop> {
+        // Another owner's session looks like no session at all.
+        if owner.as_str() != self.file.owner {
+            let _ = reply.send(Err(ServiceError::UploadNotFound(self.id()).into()));
+            return Ok(());
+        }
+        let stream_id = self.next_stream_id;
+        self.next_stream_id += 1;
+        let (events, events_rx) = mpsc::unbounded_channel();
+        self.streams.insert(stream_id, events);
+        let attached = AttachedStream {
+            info: SessionInfo {
+                id: self.id(),
+                layout: self.layout,
+                max_window: self.registry.limits.max_window,
+                remaining: self.remaining(),
+            },
+            stream_id,
+            commands: self.commands.clone(),
+            events: events_rx,
+        };
+        if reply.send(Ok(attached)).is_err() {
+            self.streams.remove(&stream_id);
+            return Ok(());
+        }
+        if self.is_fully_committed() {
+            return self.finish().await;
+        }
+        Ok(())
+    }
+
+    /// Writes, commits and acks a batch of chunks, then advances the hash.
+    async fn store_batch(&mut self, batch: Vec<(u64, VerifiedChunk)>) -> Result<(), Stop> {
+        let mut fresh: Vec<(u64, VerifiedChunk)> = Vec::with_capacity(batch.len());
+        let mut repeats: Vec<(u64, u64)> = Vec::new();
+        for (stream, chunk) in batch {
+            if self.is_committed(chunk.index) {
+                self.tell(
+                    stream,
+                    SessionEvent::Ack {
+                        index: chunk.index,
+                        already_stored: true,
+                        remaining: self.remaining(),
+                    },
+                );
+            } else if fresh.iter().any(|(_, c)| c.index == chunk.index) {
+                repeats.push((stream, chunk.index));
+            } else {
+                fresh.push((stream, chunk));
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(());
+        }
+
+        let parts: Vec<Part> = fresh
+            .iter()
+            .map(|(_, c)| Part {
+                index: c.index,
+                offset: self.layout.offset(c.index),
+                data: c.data.clone(),
+            })
+            .collect();
+        let rows: Vec<CommittedChunk> = fresh
+            .iter()
+            .map(|(_, c)| CommittedChunk {
+                index: c.index,
+                size: c.data.len() as u32,
+                crc32c: c.crc32c,
+            })
+            .collect();
+        let stored = match self.registry.blobs.put_parts(self.id(), &parts).await {
+            Ok(()) => self
+                .registry
+                .ledger
+                .commit_chunks(self.id(), &rows)
+                .await
+                .map_err(ServiceError::from),
+            Err(e) => Err(ServiceError::from(e)),
+        };
+        if let Err(error) = stored {
+            return self.batch_failed(error, &fresh, &repeats);
+        }
+
+        for (_, chunk) in &fresh {
+            if let Some(slot) = usize::try_from(chunk.index)
+                .ok()
+                .and_then(|i| self.committed.get_mut(i))
+            {
+                *slot = true;
+            }
+            self.committed_count += 1;
+        }
+        let remaining = self.remaining();
+        for (stream, chunk) in &fresh {
+            self.tell(
+                *stream,
+                SessionEvent::Ack {
+                    index: chunk.index,
+                    already_stored: false,
+                    remaining,
+                },
+            );
+        }
+        for (stream, index) in repeats {
+            self.tell(
+                stream,
+                SessionEvent::Ack {
+                    index,
+                    already_stored: true,
+                    remaining,
+                },
+            );
+        }
+
+        for (_, chunk) in fresh {
+            if chunk.index >= self.hashed {
+                self.parked_bytes += chunk.data.len();
+                self.parked.insert(chunk.index, chunk.data);
+            }
+        }
+        if let Err(error) = self.advance_hash().await {
+            let status = Status::from(error);
+            self.tell_all(|| SessionEvent::Failed(status.clone()));
+            return Err(Stop::Closed);
+        }
+        if self.is_fully_committed() {
+            return self.finish().await;
+        }
+        Ok(())
+    }
+
+    /// A batch could not be stored: its streams end with the error; the session stays
+    /// open unless the upload itself was closed.
+    fn batch_failed(
+        &mut self,
+        error: ServiceError,
+        fresh: &[(u64, VerifiedChunk)],
+        repeats: &[(u64, u64)],
+    ) -> Result<(), Stop> {
+        let closed = matches!(
+            error,
+            ServiceError::Ledger(LedgerError::NotUploading { .. } | LedgerError::NotFound(_))
+                | ServiceError::Blob(BlobError::UploadNotFound(_))
+        );
+        let status = Status::from(error);
+        if closed {
+            self.tell_all(|| SessionEvent::Failed(status.clone()));
+            return Err(Stop::Closed);
+        }
+        for stream in fresh
+            .iter()
+            .map(|(s, _)| *s)
+            .chain(repeats.iter().map(|(s, _)| *s))
+        {
+            if let Some(events) = self.streams.remove(&stream) {
+                let _ = events.send(SessionEvent::Failed(status.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds the hasher every committed chunk that extends the hashed prefix, reading
+    /// back from staging those no longer in memory.
+    async fn advance_hash(&mut self) -> Result<(), ServiceError> {
+        let Some(hasher) = self.hasher.as_ref() else {
+            return Ok(());
+        };
+        while self.is_committed(self.hashed) {
+            let index = self.hashed;
+            let data = match self.parked.remove(&index) {
+                Some(data) => {
+                    self.parked_bytes -= data.len();
+                    data
+                }
+                None => {
+                    let len = self.layout.chunk_len(index).unwrap_or(0) as usize;
+                    self.registry
+                        .blobs
+                        .read_staged(self.file.id, self.layout.offset(index), len)
+                        .await
+                        .map_err(|e| ServiceError::StoredDataLost {
+                            id: self.file.id,
+                            reason: e.to_string(),
+                        })?
+                }
+            };
+            hasher.feed(data).await;
+            self.hashed += 1;
+        }
+        // Keep at most the budget in memory: drop the chunks needed last.
+        while self.parked_bytes > self.park_budget {
+            match self.parked.pop_last() {
+                Some((_, data)) => self.parked_bytes -= data.len(),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// All chunks are committed: verify the whole-file MD5 and complete (or fail) the file.
+    async fn finish(&mut self) -> Result<(), Stop> {
+        let result = self.verify_and_complete().await;
+        match result {
+            Ok(file) => self.tell_all(|| SessionEvent::Completed(file.clone())),
+            Err(error) => {
+                let status = Status::from(error);
+                self.tell_all(|| SessionEvent::Failed(status.clone()));
+            }
+        }
+        Err(Stop::Closed)
+    }
+
+    async fn verify_and_complete(&mut self) -> Result<FileRecord, ServiceError> {
+        let id = self.id();
+        let key = self.content_key();
+        let blobs = &self.registry.blobs;
+        let ledger = &self.registry.ledger;
+        if self.content_already_stored {
+            blobs.abort(id).await?;
+            return Ok(ledger.complete_upload(id).await?);
+        }
+        let hasher = self.hasher.take().ok_or(ServiceError::StoredDataLost {
+            id,
+            reason: "the upload's hash state was lost".into(),
+        })?;
+        let computed = hasher.finish().await.ok_or(ServiceError::StoredDataLost {
+            id,
+            reason: "hashing the upload failed".into(),
+        })?;
+        if computed != self.file.md5 {
+            let error = ServiceError::Md5Mismatch {
+                declared: hex::encode(self.file.md5),
+                computed: hex::encode(computed),
+            };
+            ledger.fail_upload(id, &error.to_string()).await?;
+            blobs.abort(id).await?;
+            return Err(error);
+        }
+        blobs.complete(id, &key).await?;
+        Ok(ledger.complete_upload(id).await?)
+    }
+}

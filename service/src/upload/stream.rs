@@ -1,0 +1,212 @@
+//! One `UploadChunks` stream: the first message names the session; every chunk is
+//! checked (index, length, CRC32C) and, if good, handed to the session, whose acks are
+//! forwarded back. The stream ends after `completed`, on an error, or once the client
+//! has finished sending and every chunk it sent has been answered.
+
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tonic::Status;
+use transfer_proto::v1::{
+    Chunk, ChunkAck, ChunkOutcome, UploadChunksRequest, UploadChunksResponse, UploadCompleted,
+    upload_chunks_request, upload_chunks_response,
+};
+
+use super::session::{AttachedStream, SessionEvent, SessionRegistry, VerifiedChunk};
+use crate::error::ServiceError;
+use crate::files::file_info;
+use crate::owner::Owner;
+use crate::request::parse_id;
+
+type Outbound = mpsc::Sender<Result<UploadChunksResponse, Status>>;
+
+/// Runs one stream to its end, sending every answer (and a final error, if any) to
+/// `outbound`.
+pub async fn run(
+    registry: std::sync::Arc<SessionRegistry>,
+    owner: Owner,
+    inbound: impl Stream<Item = Result<UploadChunksRequest, Status>> + Unpin,
+    outbound: Outbound,
+) {
+    if let Err(status) = drive(registry, owner, inbound, &outbound).await {
+        let _ = outbound.send(Err(status)).await;
+    }
+}
+
+/// What the stream knows while it runs.
+struct StreamState {
+    attached: AttachedStream,
+    /// Chunks handed to the session and not yet acked.
+    in_flight: u32,
+    /// Chunks of the session still missing, as last heard.
+    remaining: u64,
+}
+
+async fn drive(
+    registry: std::sync::Arc<SessionRegistry>,
+    owner: Owner,
+    mut inbound: impl Stream<Item = Result<UploadChunksRequest, Status>> + Unpin,
+    outbound: &Outbound,
+) -> Result<(), Status> {
+    let upload_id = match inbound.next().await {
+        Some(Ok(UploadChunksRequest {
+            message: Some(upload_chunks_request::Message::Start(start)),
+        })) => parse_id("start.upload_id", &start.upload_id)?,
+        Some(Ok(_)) => {
+            return Err(ServiceError::UnexpectedMessage(
+                "the first message of UploadChunks must be `start` naming the upload session",
+            )
+            .into());
+        }
+        None => {
+            return Err(ServiceError::UnexpectedMessage(
+                "UploadChunks ended before its `start` message",
+            )
+            .into());
+        }
+        // The client went away; there is nobody to answer.
+        Some(Err(_)) => return Ok(()),
+    };
+    let attached = registry.attach(&owner, upload_id).await?;
+    let mut state = StreamState {
+        remaining: attached.info.remaining,
+        attached,
+        in_flight: 0,
+    };
+
+    let mut sending = true;
+    // Set once an ack says no chunk is missing: `completed` or an error follows.
+    let mut finishing = state.remaining == 0;
+    loop {
+        tokio::select! {
+            biased;
+            event = state.attached.events.recv() => match event {
+                Some(SessionEvent::Ack { index, already_stored, remaining }) => {
+                    state.in_flight = state.in_flight.saturating_sub(1);
+                    state.remaining = remaining;
+                    finishing |= remaining == 0;
+                    let outcome = if already_stored {
+                        ChunkOutcome::AlreadyStored
+                    } else {
+                        ChunkOutcome::Stored
+                    };
+                    send_ack(outbound, index, outcome, String::new(), remaining).await?;
+                }
+                Some(SessionEvent::Completed(file)) => {
+                    let completed = upload_chunks_response::Message::Completed(UploadCompleted {
+                        file: Some(file_info(&file)),
+                    });
+                    send(outbound, completed).await?;
+                    return Ok(());
+                }
+                Some(SessionEvent::Failed(status)) => return Err(status),
+                None => return Err(ServiceError::ShuttingDown.into()),
+            },
+            message = inbound.next(), if sending => match message {
+                Some(Ok(UploadChunksRequest { message: Some(upload_chunks_request::Message::Chunk(chunk)) })) => {
+                    receive_chunk(&mut state, chunk, outbound).await?;
+                }
+                Some(Ok(UploadChunksRequest { message: Some(upload_chunks_request::Message::Start(_)) })) => {
+                    return Err(ServiceError::UnexpectedMessage(
+                        "`start` may only be the first message of UploadChunks",
+                    )
+                    .into());
+                }
+                Some(Ok(UploadChunksRequest { message: None })) => {
+                    return Err(ServiceError::UnexpectedMessage(
+                        "an UploadChunks message must carry `start` or `chunk`",
+                    )
+                    .into());
+                }
+                None => sending = false,
+                // The client went away; what it sent and we acked is stored.
+                Some(Err(_)) => return Ok(()),
+            },
+        }
+        if !sending && state.in_flight == 0 && !finishing {
+            return Ok(());
+        }
+    }
+}
+
+/// Checks one chunk and hands it to the session, or answers it with a rejection.
+async fn receive_chunk(
+    state: &mut StreamState,
+    chunk: Chunk,
+    outbound: &Outbound,
+) -> Result<(), Status> {
+    let layout = state.attached.info.layout;
+    let index = chunk.index;
+    let rejection = match layout.chunk_len(index) {
+        None => Some((
+            ChunkOutcome::IndexOutOfRange,
+            format!(
+                "chunk index {index} is out of range: this upload has {} chunks (0 to {})",
+                layout.chunk_count(),
+                layout.chunk_count().saturating_sub(1)
+            ),
+        )),
+        Some(len) if chunk.data.len() != len as usize => Some((
+            ChunkOutcome::WrongLength,
+            format!(
+                "chunk {index} must be {len} bytes long, got {} bytes",
+                chunk.data.len()
+            ),
+        )),
+        Some(_) => {
+            let computed = crc32c::crc32c(&chunk.data);
+            (computed != chunk.crc32c).then(|| {
+                (
+                    ChunkOutcome::BadChecksum,
+                    format!(
+                        "CRC32C of chunk {index} is {computed:#010x} but the message says {:#010x}: send it again",
+                        chunk.crc32c
+                    ),
+                )
+            })
+        }
+    };
+    if let Some((outcome, detail)) = rejection {
+        return send_ack(outbound, index, outcome, detail, state.remaining).await;
+    }
+
+    let window = state.attached.info.max_window;
+    if state.in_flight >= window {
+        return Err(ServiceError::WindowExceeded { window }.into());
+    }
+    state.in_flight += 1;
+    state
+        .attached
+        .send_chunk(VerifiedChunk {
+            index,
+            data: chunk.data,
+            crc32c: chunk.crc32c,
+        })
+        .await?;
+    Ok(())
+}
+
+async fn send_ack(
+    outbound: &Outbound,
+    index: u64,
+    outcome: ChunkOutcome,
+    detail: String,
+    chunks_remaining: u64,
+) -> Result<(), Status> {
+    let ack = ChunkAck {
+        index,
+        outcome: outcome.into(),
+        detail,
+        chunks_remaining,
+    };
+    send(outbound, upload_chunks_response::Message::Ack(ack)).await
+}
+
+async fn send(outbound: &Outbound, message: upload_chunks_response::Message) -> Result<(), Status> {
+    outbound
+        .send(Ok(UploadChunksResponse {
+            message: Some(message),
+        }))
+        .await
+        // The client stopped listening: end quietly.
+        .map_err(|_| Status::cancelled("the client closed the stream"))
+}
