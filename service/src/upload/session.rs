@@ -67,6 +67,14 @@ pub struct SessionInfo {
     pub remaining: u64,
 }
 
+/// The answer to a stream that asks to attach.
+pub enum Attachment {
+    /// The session is open: stream chunks into it.
+    Stream(AttachedStream),
+    /// The upload has already completed: this is the file.
+    Completed(FileRecord),
+}
+
 /// A stream's attachment to a session: send chunks in, receive events out.
 pub struct AttachedStream {
     pub info: SessionInfo,
@@ -91,7 +99,7 @@ impl AttachedStream {
 enum Command {
     Attach {
         owner: Owner,
-        reply: oneshot::Sender<Result<AttachedStream, Status>>,
+        reply: oneshot::Sender<Result<Attachment, Status>>,
     },
     Chunk {
         stream: u64,
@@ -131,11 +139,7 @@ impl SessionRegistry {
 
     /// Attaches a new stream of `owner` to upload `id`, starting its session task if
     /// none runs.
-    pub async fn attach(
-        self: &Arc<Self>,
-        owner: &Owner,
-        id: Uuid,
-    ) -> Result<AttachedStream, Status> {
+    pub async fn attach(self: &Arc<Self>, owner: &Owner, id: Uuid) -> Result<Attachment, Status> {
         // A session task that is just stopping drops the request; the next try starts a
         // fresh task.
         for _ in 0..3 {
@@ -229,6 +233,16 @@ enum Stop {
 
 struct SessionTask;
 
+/// How a session task ends, and so how it answers streams that ask to attach meanwhile.
+enum Ended {
+    /// It served and stopped: such streams retry with a fresh task.
+    Served,
+    /// The upload was already complete when the task started.
+    AlreadyComplete(FileRecord),
+    /// It could not load the session.
+    LoadFailed(Status),
+}
+
 impl SessionTask {
     async fn run(
         registry: Arc<SessionRegistry>,
@@ -236,24 +250,39 @@ impl SessionTask {
         commands: mpsc::Sender<Command>,
         mut inbox: mpsc::Receiver<Command>,
     ) {
-        let load = Session::load(Arc::clone(&registry), id, commands.clone()).await;
-        let failure = match load {
-            Ok(mut session) => {
+        let ended = match Session::load(Arc::clone(&registry), id, commands.clone()).await {
+            Ok(Loaded::Open(mut session)) => {
                 let _ = session.serve(&mut inbox).await;
-                None
+                Ended::Served
             }
-            Err(error) => Some(Status::from(error)),
+            Ok(Loaded::Complete(file)) => Ended::AlreadyComplete(file),
+            Err(error) => Ended::LoadFailed(Status::from(error)),
         };
         registry.remove(id, &commands);
         inbox.close();
-        // Streams that asked to attach meanwhile hear why the session could not load, or
-        // (when it just stopped) retry with a fresh task.
         while let Some(command) = inbox.recv().await {
-            if let (Command::Attach { reply, .. }, Some(status)) = (command, &failure) {
-                let _ = reply.send(Err(status.clone()));
-            }
+            let Command::Attach { owner, reply } = command else {
+                continue;
+            };
+            let answer = match &ended {
+                Ended::Served => continue,
+                Ended::AlreadyComplete(file) if file.owner == owner.as_str() => {
+                    Ok(Attachment::Completed(file.clone()))
+                }
+                Ended::AlreadyComplete(_) => Err(ServiceError::UploadNotFound(id).into()),
+                Ended::LoadFailed(status) => Err(status.clone()),
+            };
+            let _ = reply.send(answer);
         }
     }
+}
+
+/// What loading a session finds.
+enum Loaded {
+    Open(Session),
+    /// The upload completed earlier (a stream that lost the `completed` message, or a
+    /// second client that raced the first, attaches after the end).
+    Complete(FileRecord),
 }
 
 impl Session {
@@ -262,12 +291,15 @@ impl Session {
         registry: Arc<SessionRegistry>,
         id: Uuid,
         commands: mpsc::Sender<Command>,
-    ) -> Result<Self, ServiceError> {
+    ) -> Result<Loaded, ServiceError> {
         let ledger = &registry.ledger;
         let file = ledger
             .get_file(id)
             .await?
             .ok_or(ServiceError::UploadNotFound(id))?;
+        if file.state == FileState::Complete {
+            return Ok(Loaded::Complete(file));
+        }
         if file.state != FileState::Uploading {
             return Err(ServiceError::UploadNotOpen {
                 id,
@@ -316,11 +348,11 @@ impl Session {
                 .await?
         {
             session.content_already_stored = true;
-            return Ok(session);
+            return Ok(Loaded::Open(session));
         }
         registry.blobs.begin(id, layout.size).await?;
         session.advance_hash().await?;
-        Ok(session)
+        Ok(Loaded::Open(session))
     }
 
     fn id(&self) -> Uuid {
@@ -422,7 +454,7 @@ impl Session {
     async fn attach(
         &mut self,
         owner: Owner,
-        reply: oneshot::Sender<Result<AttachedStream, Status>>,
+        reply: oneshot::Sender<Result<Attachment, Status>>,
     ) -> Result<(), Stop> {
         // Another owner's session looks like no session at all.
         if owner.as_str() != self.file.owner {
@@ -444,7 +476,7 @@ impl Session {
             commands: self.commands.clone(),
             events: events_rx,
         };
-        if reply.send(Ok(attached)).is_err() {
+        if reply.send(Ok(Attachment::Stream(attached))).is_err() {
             self.streams.remove(&stream_id);
             return Ok(());
         }

@@ -11,9 +11,10 @@ use transfer_proto::v1::{
     upload_chunks_request, upload_chunks_response,
 };
 
-use super::session::{AttachedStream, SessionEvent, SessionRegistry, VerifiedChunk};
+use super::session::{AttachedStream, Attachment, SessionEvent, SessionRegistry, VerifiedChunk};
 use crate::error::ServiceError;
 use crate::files::file_info;
+use crate::ledger::FileRecord;
 use crate::owner::Owner;
 use crate::request::parse_id;
 
@@ -66,7 +67,10 @@ async fn drive(
         // The client went away; there is nobody to answer.
         Some(Err(_)) => return Ok(()),
     };
-    let attached = registry.attach(&owner, upload_id).await?;
+    let attached = match registry.attach(&owner, upload_id).await? {
+        Attachment::Stream(attached) => attached,
+        Attachment::Completed(file) => return send_completed(outbound, &file).await,
+    };
     let mut state = StreamState {
         remaining: attached.info.remaining,
         attached,
@@ -91,13 +95,7 @@ async fn drive(
                     };
                     send_ack(outbound, index, outcome, String::new(), remaining).await?;
                 }
-                Some(SessionEvent::Completed(file)) => {
-                    let completed = upload_chunks_response::Message::Completed(UploadCompleted {
-                        file: Some(file_info(&file)),
-                    });
-                    send(outbound, completed).await?;
-                    return Ok(());
-                }
+                Some(SessionEvent::Completed(file)) => return send_completed(outbound, &file).await,
                 Some(SessionEvent::Failed(status)) => return Err(status),
                 None => return Err(ServiceError::ShuttingDown.into()),
             },
@@ -199,6 +197,17 @@ async fn send_ack(
         chunks_remaining,
     };
     send(outbound, upload_chunks_response::Message::Ack(ack)).await
+}
+
+async fn send_completed(outbound: &Outbound, file: &FileRecord) -> Result<(), Status> {
+    let completed = UploadCompleted {
+        file: Some(file_info(file)),
+    };
+    send(
+        outbound,
+        upload_chunks_response::Message::Completed(completed),
+    )
+    .await
 }
 
 async fn send(outbound: &Outbound, message: upload_chunks_response::Message) -> Result<(), Status> {

@@ -1,0 +1,282 @@
+//! Small helpers over the generated tonic client. Tests that check one rule drive the
+//! raw stream ([`ChunkStream`]); tests that need a file on the server use [`upload_file`].
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Request, Status, Streaming};
+use transfer_proto::v1::transfer_service_client::TransferServiceClient;
+use transfer_proto::v1::{
+    CheckUploadRequest, Chunk, ChunkAck, DownloadRequest, FileInfo, UploadChunksRequest,
+    UploadChunksResponse, UploadSession, UploadStart, check_upload_response, download_response,
+    upload_chunks_request, upload_chunks_response,
+};
+
+use crate::data::{TestFile, crc32c};
+
+pub type Client = TransferServiceClient<Channel>;
+
+/// Wraps a message in a request acting for `owner` (the default owner when `None`).
+pub fn request<T>(message: T, owner: Option<&str>) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(owner) = owner {
+        request.metadata_mut().insert(
+            "x-transfer-owner",
+            owner.parse().expect("an owner that is valid metadata"),
+        );
+    }
+    request
+}
+
+/// Calls `CheckUpload` for a test file.
+pub async fn check(
+    client: &mut Client,
+    owner: Option<&str>,
+    file: &TestFile,
+    chunk_size: u32,
+) -> Result<check_upload_response::Result, Status> {
+    let response = client
+        .check_upload(request(
+            CheckUploadRequest {
+                name: file.name.clone(),
+                size: file.data.len() as u64,
+                md5: file.md5.clone().into(),
+                preferred_chunk_size: chunk_size,
+            },
+            owner,
+        ))
+        .await?;
+    Ok(response
+        .into_inner()
+        .result
+        .expect("CheckUpload always answers with a result"))
+}
+
+/// `CheckUpload` that must answer with a session.
+pub async fn open_session(
+    client: &mut Client,
+    owner: Option<&str>,
+    file: &TestFile,
+    chunk_size: u32,
+) -> UploadSession {
+    match check(client, owner, file, chunk_size).await {
+        Ok(check_upload_response::Result::Session(session)) => session,
+        other => panic!("expected an upload session, got {other:?}"),
+    }
+}
+
+/// One open `UploadChunks` stream.
+pub struct ChunkStream {
+    requests: Option<mpsc::Sender<UploadChunksRequest>>,
+    responses: Streaming<UploadChunksResponse>,
+}
+
+impl ChunkStream {
+    /// Opens a stream and sends `start` for `upload_id`.
+    pub async fn open(
+        client: &mut Client,
+        owner: Option<&str>,
+        upload_id: &str,
+    ) -> Result<Self, Status> {
+        let start = UploadChunksRequest {
+            message: Some(upload_chunks_request::Message::Start(UploadStart {
+                upload_id: upload_id.to_owned(),
+            })),
+        };
+        Self::open_with_first(client, owner, start).await
+    }
+
+    /// Opens a stream whose first message is `first`, whatever it is.
+    pub async fn open_with_first(
+        client: &mut Client,
+        owner: Option<&str>,
+        first: UploadChunksRequest,
+    ) -> Result<Self, Status> {
+        let (requests, outgoing) = mpsc::channel(1024);
+        requests
+            .send(first)
+            .await
+            .expect("the request channel is open");
+        let responses = client
+            .upload_chunks(request(ReceiverStream::new(outgoing), owner))
+            .await?
+            .into_inner();
+        Ok(Self {
+            requests: Some(requests),
+            responses,
+        })
+    }
+
+    /// Sends a chunk with its correct CRC32C.
+    pub async fn send_chunk(&self, index: u64, data: Bytes) {
+        let crc32c = crc32c(&data);
+        self.send(Chunk {
+            index,
+            data,
+            crc32c,
+        })
+        .await;
+    }
+
+    pub async fn send(&self, chunk: Chunk) {
+        self.send_message(UploadChunksRequest {
+            message: Some(upload_chunks_request::Message::Chunk(chunk)),
+        })
+        .await;
+    }
+
+    pub async fn send_message(&self, message: UploadChunksRequest) {
+        if let Some(requests) = &self.requests {
+            // The server may already have ended the stream; the responses tell why.
+            let _ = requests.send(message).await;
+        }
+    }
+
+    /// Half-closes the stream: the client sends nothing more.
+    pub fn finish_sending(&mut self) {
+        self.requests = None;
+    }
+
+    /// The next response; `Ok(None)` when the server ended the stream cleanly.
+    pub async fn next(&mut self) -> Result<Option<upload_chunks_response::Message>, Status> {
+        match self.responses.next().await {
+            None => Ok(None),
+            Some(Err(status)) => Err(status),
+            Some(Ok(response)) => Ok(Some(
+                response
+                    .message
+                    .expect("every UploadChunks response carries a message"),
+            )),
+        }
+    }
+
+    pub async fn expect_ack(&mut self) -> ChunkAck {
+        match self.next().await {
+            Ok(Some(upload_chunks_response::Message::Ack(ack))) => ack,
+            other => panic!("expected an ack, got {other:?}"),
+        }
+    }
+
+    pub async fn expect_completed(&mut self) -> FileInfo {
+        match self.next().await {
+            Ok(Some(upload_chunks_response::Message::Completed(done))) => {
+                done.file.expect("completed carries the file")
+            }
+            other => panic!("expected completed, got {other:?}"),
+        }
+    }
+
+    /// Reads until the stream ends, returning the acks and how it ended.
+    pub async fn drain(&mut self) -> (Vec<ChunkAck>, Result<Option<FileInfo>, Status>) {
+        let mut acks = Vec::new();
+        loop {
+            match self.next().await {
+                Ok(Some(upload_chunks_response::Message::Ack(ack))) => acks.push(ack),
+                Ok(Some(upload_chunks_response::Message::Completed(done))) => {
+                    return (acks, Ok(done.file));
+                }
+                Ok(None) => return (acks, Ok(None)),
+                Err(status) => return (acks, Err(status)),
+            }
+        }
+    }
+}
+
+/// Uploads a whole test file the way a well-behaved client does: `CheckUpload`, then the
+/// missing chunks in order within the window, until `completed`.
+pub async fn upload_file(
+    client: &mut Client,
+    owner: Option<&str>,
+    file: &TestFile,
+    chunk_size: u32,
+) -> FileInfo {
+    let session = match check(client, owner, file, chunk_size).await {
+        Ok(check_upload_response::Result::AlreadyStored(info)) => return info,
+        Ok(check_upload_response::Result::Session(session)) => session,
+        Err(status) => panic!("CheckUpload failed: {status}"),
+    };
+    let committed = |index: u64| {
+        session
+            .committed
+            .iter()
+            .any(|r| r.start <= index && index < r.end)
+    };
+    let missing: Vec<u64> = (0..session.chunk_count)
+        .filter(|i| !committed(*i))
+        .collect();
+    let mut stream = ChunkStream::open(client, owner, &session.upload_id)
+        .await
+        .expect("opening UploadChunks");
+    let window = session.max_window as usize;
+    let mut in_flight = 0;
+    let mut next = missing.iter();
+    loop {
+        while in_flight < window {
+            let Some(&index) = next.next() else { break };
+            stream
+                .send_chunk(index, file.chunk(index, session.chunk_size))
+                .await;
+            in_flight += 1;
+        }
+        match stream.next().await {
+            Ok(Some(upload_chunks_response::Message::Ack(_))) => in_flight -= 1,
+            Ok(Some(upload_chunks_response::Message::Completed(done))) => {
+                return done.file.expect("completed carries the file");
+            }
+            other => panic!("upload of {} ended with {other:?}", file.name),
+        }
+    }
+}
+
+/// What a download returned: the metadata and the bytes, every piece's CRC32C checked.
+#[derive(Debug)]
+pub struct DownloadResult {
+    pub file: FileInfo,
+    pub data: Vec<u8>,
+}
+
+pub async fn download(
+    client: &mut Client,
+    owner: Option<&str>,
+    file_id: &str,
+    offset: u64,
+    length: u64,
+) -> Result<DownloadResult, Status> {
+    let mut stream = client
+        .download(request(
+            DownloadRequest {
+                file_id: file_id.to_owned(),
+                offset,
+                length,
+            },
+            owner,
+        ))
+        .await?
+        .into_inner();
+    let file = match stream.next().await {
+        Some(Ok(response)) => match response.message {
+            Some(download_response::Message::File(file)) => file,
+            other => panic!("the first download message must be the file, got {other:?}"),
+        },
+        Some(Err(status)) => return Err(status),
+        None => panic!("download ended without a message"),
+    };
+    let mut data = Vec::new();
+    while let Some(response) = stream.next().await {
+        match response?.message {
+            Some(download_response::Message::Piece(piece)) => {
+                assert_eq!(
+                    piece.offset,
+                    offset + data.len() as u64,
+                    "pieces are consecutive"
+                );
+                assert_eq!(piece.crc32c, crc32c(&piece.data), "piece CRC32C matches");
+                data.extend_from_slice(&piece.data);
+            }
+            other => panic!("expected a piece, got {other:?}"),
+        }
+    }
+    Ok(DownloadResult { file, data })
+}

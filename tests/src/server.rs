@@ -1,0 +1,165 @@
+//! The real `transferd`, in this process, on an ephemeral port of 127.0.0.1, with its own
+//! database and data directory (the `spawn_app` pattern).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+use transfer_proto::v1::transfer_service_client::TransferServiceClient;
+use transfer_service::Settings;
+use transfer_service::server::Transferd;
+
+use crate::database::TestDatabase;
+
+/// The service's defaults, with chunk bounds low enough for small test files.
+pub fn default_settings() -> Settings {
+    let mut settings = <Settings as clap::Parser>::parse_from(["transferd"]);
+    settings.min_chunk_size = 1024;
+    settings.default_chunk_size = 64 * 1024;
+    settings
+}
+
+struct Running {
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub settings: Settings,
+    running: Option<Running>,
+    data_dir: TempDir,
+    // Dropped last: the server's connections must go first.
+    pub db: TestDatabase,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server whose settings `configure` may change (bounds, windows).
+    pub async fn start_with(configure: impl FnOnce(&mut Settings)) -> Self {
+        let db = TestDatabase::create().await;
+        let data_dir = tempfile::tempdir().expect("creating a temporary data directory");
+        let mut settings = default_settings();
+        settings.database_url = db.url.clone();
+        settings.data_dir = data_dir.path().to_owned();
+        configure(&mut settings);
+        let (addr, running) = launch(&settings).await;
+        Self {
+            addr,
+            settings,
+            running: Some(running),
+            data_dir,
+            db,
+        }
+    }
+
+    /// Stops the server and starts a new one on the same database and data directory,
+    /// as after a restart of the process. Calls still running are cut off.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let (addr, running) = launch(&self.settings).await;
+        self.addr = addr;
+        self.running = Some(running);
+    }
+
+    async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            let _ = running.shutdown.send(());
+            // Graceful shutdown waits for open connections; a restart need not.
+            let abort = running.task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(2), running.task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Endpoint::from_shared(self.endpoint())
+            .expect("a valid endpoint")
+            .connect()
+            .await
+            .expect("connecting to the test server")
+    }
+
+    pub async fn client(&self) -> TransferServiceClient<Channel> {
+        TransferServiceClient::new(self.channel().await).max_decoding_message_size(64 << 20)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// Every complete content file the blob store holds.
+    pub fn content_files(&self) -> Vec<PathBuf> {
+        files_under(&self.data_dir().join("content"))
+    }
+
+    /// Every staged upload the blob store holds.
+    pub fn staging_files(&self) -> Vec<PathBuf> {
+        files_under(&self.data_dir().join("staging"))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            let _ = running.shutdown.send(());
+            running.task.abort();
+        }
+    }
+}
+
+async fn launch(settings: &Settings) -> (SocketAddr, Running) {
+    let transferd = Transferd::open(settings)
+        .await
+        .unwrap_or_else(|e| panic!("transferd failed to start: {e}"));
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding an ephemeral port");
+    let addr = listener.local_addr().expect("the listener's address");
+    let (shutdown, signal) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let stopped = async {
+            let _ = signal.await;
+        };
+        if let Err(e) = transferd.serve(listener, stopped).await {
+            eprintln!("transferd stopped with an error: {e}");
+        }
+    });
+    (addr, Running { shutdown, task })
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}

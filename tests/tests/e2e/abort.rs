@@ -1,0 +1,113 @@
+use tonic::Code;
+use transfer_proto::v1::{AbortUploadRequest, FileState, GetFileRequest};
+use transfer_tests::client::{open_session, request};
+use transfer_tests::{ChunkStream, TestFile, TestServer, upload_file};
+
+use crate::CHUNK;
+
+#[tokio::test]
+async fn aborting_a_session_removes_its_chunks_and_staged_bytes() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let file = TestFile::new("abort.bin", 10 * CHUNK as usize, 80);
+    let session = open_session(&mut client, None, &file, CHUNK).await;
+    let mut stream = ChunkStream::open(&mut client, None, &session.upload_id)
+        .await
+        .unwrap();
+    for index in 0..4 {
+        stream.send_chunk(index, file.chunk(index, CHUNK)).await;
+    }
+    for _ in 0..4 {
+        stream.expect_ack().await;
+    }
+    assert_eq!(server.staging_files().len(), 1);
+
+    client
+        .abort_upload(request(
+            AbortUploadRequest {
+                upload_id: session.upload_id.clone(),
+            },
+            None,
+        ))
+        .await
+        .unwrap();
+
+    // The open stream is told, and further chunks are refused.
+    stream.send_chunk(4, file.chunk(4, CHUNK)).await;
+    let status = stream.drain().await.1.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.message().contains("aborted"), "{}", status.message());
+
+    assert!(server.staging_files().is_empty());
+    let ledger = server.db.client().await;
+    let rows: i64 = ledger
+        .query_one("SELECT count(*) FROM chunks", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0);
+    let info = client
+        .get_file(request(
+            GetFileRequest {
+                file_id: session.upload_id.clone(),
+            },
+            None,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .file
+        .unwrap();
+    assert_eq!(info.state(), FileState::Aborted);
+
+    // Asking again starts afresh.
+    let again = open_session(&mut client, None, &file, CHUNK).await;
+    assert_ne!(again.upload_id, session.upload_id);
+    assert!(again.committed.is_empty());
+}
+
+#[tokio::test]
+async fn aborting_twice_or_after_completion_is_a_failed_precondition() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let file = TestFile::new("done.bin", 10_000, 81);
+    let done = upload_file(&mut client, None, &file, CHUNK).await;
+    let status = client
+        .abort_upload(request(
+            AbortUploadRequest {
+                upload_id: done.file_id.clone(),
+            },
+            None,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("complete"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(
+        server.content_files().len(),
+        1,
+        "the stored file is untouched"
+    );
+}
+
+#[tokio::test]
+async fn aborting_an_unknown_or_foreign_session_is_not_found() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let file = TestFile::new("alices.bin", 10_000, 82);
+    let session = open_session(&mut client, Some("alice"), &file, CHUNK).await;
+    for (id, owner) in [
+        (uuid::Uuid::new_v4().to_string(), None),
+        (session.upload_id.clone(), Some("mallory")),
+    ] {
+        let status = client
+            .abort_upload(request(AbortUploadRequest { upload_id: id }, owner))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+    }
+}

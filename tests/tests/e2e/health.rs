@@ -1,0 +1,24 @@
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use transfer_tests::TestServer;
+
+#[tokio::test]
+async fn the_health_service_reports_transfer_as_serving() {
+    let server = TestServer::start().await;
+    let mut health = HealthClient::new(server.channel().await);
+    for service in ["", "transfer.v1.TransferService"] {
+        let response = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            response.status(),
+            ServingStatus::Serving,
+            "service {service:?}"
+        );
+    }
+}

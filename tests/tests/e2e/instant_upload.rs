@@ -1,0 +1,86 @@
+use transfer_proto::v1::FileState;
+use transfer_proto::v1::check_upload_response::Result as Check;
+use transfer_tests::client::check;
+use transfer_tests::{TestFile, TestServer, download, upload_file};
+
+use crate::CHUNK;
+
+#[tokio::test]
+async fn stored_content_is_an_instant_upload_with_no_session() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let file = TestFile::new("report.bin", 100_000, 1);
+    let first = upload_file(&mut client, None, &file, CHUNK).await;
+
+    let again = TestFile {
+        name: "copy-of-report.bin".into(),
+        ..file.clone()
+    };
+    let Ok(Check::AlreadyStored(copy)) = check(&mut client, None, &again, CHUNK).await else {
+        panic!("content already stored must be an instant upload");
+    };
+    assert_ne!(
+        copy.file_id, first.file_id,
+        "the caller gets a file of its own"
+    );
+    assert_eq!(copy.name, "copy-of-report.bin");
+    assert_eq!(copy.size, 100_000);
+    assert_eq!(copy.md5.as_ref(), file.md5.as_slice());
+    assert_eq!(copy.state(), FileState::Complete);
+
+    let downloaded = download(&mut client, None, &copy.file_id, 0, 0)
+        .await
+        .unwrap();
+    assert_eq!(downloaded.data, file.data);
+    assert_eq!(
+        server.content_files().len(),
+        1,
+        "the content is stored once"
+    );
+}
+
+#[tokio::test]
+async fn asking_again_for_the_same_name_returns_the_same_file() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let file = TestFile::new("same.bin", 10_000, 2);
+    let first = upload_file(&mut client, None, &file, CHUNK).await;
+    let Ok(Check::AlreadyStored(again)) = check(&mut client, None, &file, CHUNK).await else {
+        panic!("expected an instant upload");
+    };
+    assert_eq!(again.file_id, first.file_id);
+}
+
+#[tokio::test]
+async fn another_owner_gets_stored_content_instantly_without_a_second_copy() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let file = TestFile::new("shared.bin", 50_000, 3);
+    let alice = upload_file(&mut client, Some("alice"), &file, CHUNK).await;
+    let Ok(Check::AlreadyStored(bob)) = check(&mut client, Some("bob"), &file, CHUNK).await else {
+        panic!("expected an instant upload for another owner");
+    };
+    assert_ne!(alice.file_id, bob.file_id);
+    let bobs = download(&mut client, Some("bob"), &bob.file_id, 0, 0)
+        .await
+        .unwrap();
+    assert_eq!(bobs.data, file.data);
+    // Each owner sees only its own file.
+    let status = download(&mut client, Some("bob"), &alice.file_id, 0, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    assert_eq!(server.content_files().len(), 1);
+}
+
+#[tokio::test]
+async fn same_size_with_a_different_md5_is_not_an_instant_upload() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    upload_file(&mut client, None, &TestFile::new("a.bin", 20_000, 4), CHUNK).await;
+    let other = TestFile::new("b.bin", 20_000, 5);
+    assert!(matches!(
+        check(&mut client, None, &other, CHUNK).await,
+        Ok(Check::Session(_))
+    ));
+}

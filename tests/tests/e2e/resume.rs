@@ -1,0 +1,121 @@
+use transfer_proto::v1::{ChunkOutcome, ChunkRange};
+use transfer_tests::client::open_session;
+use transfer_tests::{ChunkStream, TestFile, TestServer, download};
+
+use crate::CHUNK;
+
+#[tokio::test]
+async fn a_dropped_stream_resumes_with_only_the_missing_chunks() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let file = TestFile::new("resume.bin", 25 * CHUNK as usize - 100, 10);
+    let session = open_session(&mut client, None, &file, CHUNK).await;
+    assert_eq!(session.chunk_count, 25);
+    assert!(session.committed.is_empty());
+
+    let mut stream = ChunkStream::open(&mut client, None, &session.upload_id)
+        .await
+        .unwrap();
+    for index in 0..10 {
+        stream.send_chunk(index, file.chunk(index, CHUNK)).await;
+    }
+    for _ in 0..10 {
+        assert_eq!(stream.expect_ack().await.outcome(), ChunkOutcome::Stored);
+    }
+    // Acked means recorded: the ledger holds every acked chunk already.
+    let ledger = server.db.client().await;
+    let rows: i64 = ledger
+        .query_one("SELECT count(*) FROM chunks", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 10);
+    drop(stream); // the connection drops midway
+
+    let resumed = open_session(&mut client, None, &file, CHUNK).await;
+    assert_eq!(
+        resumed.upload_id, session.upload_id,
+        "the same session comes back"
+    );
+    assert_eq!(resumed.committed, vec![ChunkRange { start: 0, end: 10 }]);
+
+    let mut stream = ChunkStream::open(&mut client, None, &resumed.upload_id)
+        .await
+        .unwrap();
+    for index in 10..25 {
+        stream.send_chunk(index, file.chunk(index, CHUNK)).await;
+    }
+    let (acks, end) = stream.drain().await;
+    assert_eq!(acks.len(), 15);
+    assert!(acks.iter().all(|a| a.outcome() == ChunkOutcome::Stored));
+    let done = end.unwrap().expect("the upload completes");
+    assert_eq!(done.file_id, session.upload_id);
+
+    let downloaded = download(&mut client, None, &done.file_id, 0, 0)
+        .await
+        .unwrap();
+    assert_eq!(downloaded.data, file.data);
+    let rows: i64 = ledger
+        .query_one("SELECT count(*) FROM chunks", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 25, "no chunk was recorded twice");
+}
+
+#[tokio::test]
+async fn committed_chunks_come_back_as_compact_ranges() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let file = TestFile::new("gaps.bin", 10 * CHUNK as usize, 11);
+    let session = open_session(&mut client, None, &file, CHUNK).await;
+    let mut stream = ChunkStream::open(&mut client, None, &session.upload_id)
+        .await
+        .unwrap();
+    for index in [0, 1, 2, 5, 7, 8] {
+        stream.send_chunk(index, file.chunk(index, CHUNK)).await;
+    }
+    for _ in 0..6 {
+        stream.expect_ack().await;
+    }
+    drop(stream);
+    let resumed = open_session(&mut client, None, &file, CHUNK).await;
+    assert_eq!(
+        resumed.committed,
+        vec![
+            ChunkRange { start: 0, end: 3 },
+            ChunkRange { start: 5, end: 6 },
+            ChunkRange { start: 7, end: 9 },
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_session_keeps_its_chunk_size_whatever_the_client_asks_later() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let file = TestFile::new("fixed.bin", 100_000, 12);
+    let first = open_session(&mut client, None, &file, CHUNK).await;
+    let again = open_session(&mut client, None, &file, 4 * CHUNK).await;
+    assert_eq!(again.upload_id, first.upload_id);
+    assert_eq!(again.chunk_size, CHUNK);
+    assert_eq!(again.chunk_count, first.chunk_count);
+}
+
+#[tokio::test]
+async fn a_chunk_sent_again_after_its_ack_is_already_stored() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let file = TestFile::new("twice.bin", 3 * CHUNK as usize, 13);
+    let session = open_session(&mut client, None, &file, CHUNK).await;
+    let mut stream = ChunkStream::open(&mut client, None, &session.upload_id)
+        .await
+        .unwrap();
+    stream.send_chunk(1, file.chunk(1, CHUNK)).await;
+    assert_eq!(stream.expect_ack().await.outcome(), ChunkOutcome::Stored);
+    stream.send_chunk(1, file.chunk(1, CHUNK)).await;
+    let ack = stream.expect_ack().await;
+    assert_eq!(ack.index, 1);
+    assert_eq!(ack.outcome(), ChunkOutcome::AlreadyStored);
+    assert_eq!(ack.chunks_remaining, 2);
+}
