@@ -31,10 +31,25 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         data_dir = %settings.data_dir.display(),
         "transferd serving gRPC"
     );
-    transferd.serve(listener, shutdown_signal()).await?;
+    // Running calls get a grace period to finish; acked chunks are durable either way.
+    let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
+    let signalled = std::sync::Arc::clone(&stopping);
+    let shutdown = async move {
+        shutdown_signal().await;
+        signalled.notify_one();
+    };
+    tokio::select! {
+        served = transferd.serve(listener, shutdown) => served?,
+        _ = async {
+            stopping.notified().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!("calls still running after {SHUTDOWN_GRACE:?}: stopping anyway"),
+    }
     tracing::info!("transferd stopped");
     Ok(())
 }
+
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 async fn shutdown_signal() {

@@ -1,0 +1,328 @@
+//! The [`ChunkLedger`] contract, checked on every implementation.
+
+use std::sync::Arc;
+
+use transfer_service::ledger::{
+    ChunkLedger, CommittedChunk, FileState, LedgerError, NewUpload, PostgresLedger,
+};
+use transfer_tests::{TestDatabase, md5};
+use uuid::Uuid;
+
+/// A ledger implementation under test, which can be opened again on the same storage.
+pub trait LedgerBackend {
+    fn open(&self) -> impl Future<Output = Arc<dyn ChunkLedger>>;
+}
+
+pub struct Postgres(TestDatabase);
+
+impl LedgerBackend for Postgres {
+    async fn open(&self) -> Arc<dyn ChunkLedger> {
+        Arc::new(
+            PostgresLedger::connect(&self.0.url, 8)
+                .await
+                .expect("opening the PostgreSQL ledger"),
+        )
+    }
+}
+
+async fn postgres() -> Postgres {
+    Postgres(TestDatabase::create().await)
+}
+
+crate::conformance_tests!(crate::ledger::suite, postgres => crate::ledger::postgres();
+    opening_the_same_content_twice_returns_the_same_session,
+    concurrent_opens_of_the_same_content_make_one_session,
+    each_owner_gets_a_session_of_its_own,
+    committed_chunks_are_recorded_once,
+    concurrent_commits_of_one_index_record_it_once,
+    chunks_are_refused_once_an_upload_is_aborted,
+    completing_records_the_content_for_instant_upload,
+    an_instant_upload_reuses_the_owners_file_of_the_same_name,
+    a_closed_upload_can_be_completed_failed_or_aborted_no_more,
+    a_failed_upload_forgets_its_chunks_and_frees_the_content,
+    unknown_ids_are_not_found,
+    the_ledger_survives_reopening,
+);
+
+pub mod suite {
+    use super::*;
+
+    fn upload(owner: &str, seed: &str) -> NewUpload {
+        NewUpload {
+            owner: owner.into(),
+            name: format!("{seed}.bin"),
+            size: 10_000,
+            md5: md5(seed.as_bytes()).try_into().expect("16 bytes"),
+            chunk_size: 4096,
+            chunk_count: 3,
+        }
+    }
+
+    fn chunk(index: u64) -> CommittedChunk {
+        CommittedChunk {
+            index,
+            size: 4096,
+            crc32c: 0xDEAD_BEEF,
+        }
+    }
+
+    pub async fn opening_the_same_content_twice_returns_the_same_session(b: &impl LedgerBackend) {
+        let ledger = b.open().await;
+        let first = ledger.open_upload(&upload("o", "a")).await.unwrap();
+        assert!(first.created);
+        assert_eq!(first.file.state, FileState::Uploading);
+        assert_eq!(first.file.chunk_size, 4096);
+        assert_eq!(first.file.chunk_count, 3);
+        let again = ledger.open_upload(&upload("o", "a")).await.unwrap();
+        assert!(!again.created);
+        assert_eq!(again.file, first.file);
+    }
+
+    pub async fn concurrent_opens_of_the_same_content_make_one_session(b: &impl LedgerBackend) {
+        let ledger = b.open().await;
+        let opens = (0..16).map(|_| {
+            let ledger = Arc::clone(&ledger);
+            tokio::spawn(async move { ledger.open_upload(&upload("o", "race")).await.unwrap() })
+        });
+        let mut ids = Vec::new();
+        let mut created = 0;
+        for open in opens {
+            let opened = open.await.unwrap();
+            created += usize::from(opened.created);
+            ids.push(opened.file.id);
+        }
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 1, "one session for all");
+        assert_eq!(created, 1, "created exactly once");
+    }
+
+    pub async fn each_owner_gets_a_session_of_its_own(b: &impl LedgerBackend) {
+        let ledger = b.open().await;
+        let alice = ledger.open_upload(&upload("alice", "x")).await.unwrap();
+        let bob = ledger.open_upload(&upload("bob", "x")).await.unwrap();
+        assert_ne!(alice.file.id, bob.file.id);
+        assert_eq!(bob.file.owner, "bob");
+    }
+
+    pub async fn committed_chunks_are_recorded_once(b: &impl LedgerBackend) {
+        let ledger = b.open().await;
+        let id = ledger.open_upload(&upload("o", "c")).await.unwrap().file.id;
+        assert!(ledger.committed_chunks(id).await.unwrap().is_empty());
+        let newly = ledger
+            .commit_chunks(id, &[chunk(2), chunk(0)])
+            .await
+            .unwrap();
+        assert_eq!(newly, vec![0, 2]);
+        let newly = ledger
+            .commit_chunks(id, &[chunk(0), chunk(1)])
+            .await
+            .unwrap();
+        assert_eq!(
+            newly,
+            vec![1],
+            "an index recorded before keeps its first record"
+        );
+        assert_eq!(ledger.committed_chunks(id).await.unwrap(), vec![0, 1, 2]);
+    }
+
+    pub async fn concurrent_commits_of_one_index_record_it_once(b: &impl LedgerBackend) {
+        let ledger = b.open().await;
+        let id = ledger
+            .open_upload(&upload("o", "cc"))
+            .await
+            .unwrap()
+            .file
+            .id;
+        let commits = (0..8).map(|_| {
+            let ledger = Arc::clone(&ledger);
+            tokio::spawn(async move { ledger.commit_chunks(id, &[chunk(1)]).await.unwrap() })
+        });
+        let mut newly = 0;
+        for commit in commits {
+            newly += commit.await.unwrap().len();
+        }
+        assert_eq!(newly, 1);
+        assert_eq!(ledger.committed_chunks(id).await.unwrap(), vec![1]);
+    }
+
+    pub async fn chunks_are_refused_once_an_upload_is_aborted(b: &impl LedgerBackend) {
+        let ledger = b.open().await;
+        let id = ledger
+            .open_upload(&upload("o", "ab"))
+            .await
+            .unwrap()
+            .file
+            .id;
+        ledger.commit_chunks(id, &[chunk(0)]).await.unwrap();
+        ledger.abort_upload(id).await.unwrap();
+        assert!(
+            ledger.committed_chunks(id).await.unwrap().is_empty(),
+            "chunks forgotten"
+        );
+        let refused = ledger.commit_chunks(id, &[chunk(1)]).await.unwrap_err();
+        assert!(matches!(
+            refused,
+            LedgerError::NotUploading {
+                state: FileState::Aborted,
+                ..
+            }
+        ));
+        assert_eq!(
+            ledger.get_file(id).await.unwrap().unwrap().state,
+            FileState::Aborted
+        );
+    }
+
+    pub async fn completing_records_the_content_for_instant_upload(b: &impl LedgerBackend) {
+        let ledger = b.open().await;
+        let new = upload("alice", "done");
+        let none = ledger
+            .add_file_for_stored_content("bob", "copy.bin", &new.md5, new.size)
+            .await
+            .unwrap();
+        assert!(none.is_none(), "no content before completion");
+        let id = ledger.open_upload(&new).await.unwrap().file.id;
+        ledger
+            .commit_chunks(id, &[chunk(0), chunk(1), chunk(2)])
+            .await
+            .unwrap();
+        let done = ledger.complete_upload(id).await.unwrap();
+        assert_eq!(done.state, FileState::Complete);
+        assert!(done.completed_at.is_some());
+
+        let copy = ledger
+            .add_file_for_stored_content("bob", "copy.bin", &new.md5, new.size)
+            .await
+            .unwrap()
+            .expect("content is stored now");
+        assert_ne!(copy.id, id);
+        assert_eq!(copy.owner, "bob");
+        assert_eq!(copy.name, "copy.bin");
+        assert_eq!(copy.state, FileState::Complete);
+        assert_eq!((copy.md5, copy.size), (new.md5, new.size));
+        let other_size = ledger
+            .add_file_for_stored_content("bob", "copy.bin", &new.md5, new.size + 1)
+            .await
+            .unwrap();
+        assert!(
+            other_size.is_none(),
+            "content is found by MD5 and size together"
+        );
+    }
+
+    pub async fn an_instant_upload_reuses_the_owners_file_of_the_same_name(b: &impl LedgerBackend) {
+        let ledger = b.open().await;
+        let new = upload("o", "reuse");
+        let id = ledger.open_upload(&new).await.unwrap().file.id;
+        ledger.complete_upload(id).await.unwrap();
+        let again = ledger
+            .add_file_for_stored_content("o", &new.name, &new.md5, new.size)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.id, id);
+        let renamed = ledger
+            .add_file_for_stored_content("o", "other-name.bin", &new.md5, new.size)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(renamed.id, id);
+    }
+
+    pub async fn a_closed_upload_can_be_completed_failed_or_aborted_no_more(
+        b: &impl LedgerBackend,
+    ) {
+        let ledger = b.open().await;
+        let id = ledger
+            .open_upload(&upload("o", "closed"))
+            .await
+            .unwrap()
+            .file
+            .id;
+        ledger.complete_upload(id).await.unwrap();
+        for refused in [
+            ledger.complete_upload(id).await.map(|_| ()),
+            ledger.fail_upload(id, "late").await,
+            ledger.abort_upload(id).await,
+            ledger.commit_chunks(id, &[chunk(0)]).await.map(|_| ()),
+        ] {
+            assert!(matches!(
+                refused,
+                Err(LedgerError::NotUploading {
+                    state: FileState::Complete,
+                    ..
+                })
+            ));
+        }
+    }
+
+    pub async fn a_failed_upload_forgets_its_chunks_and_frees_the_content(b: &impl LedgerBackend) {
+        let ledger = b.open().await;
+        let new = upload("o", "fail");
+        let id = ledger.open_upload(&new).await.unwrap().file.id;
+        ledger.commit_chunks(id, &[chunk(0)]).await.unwrap();
+        ledger.fail_upload(id, "MD5 mismatch").await.unwrap();
+        assert_eq!(
+            ledger.get_file(id).await.unwrap().unwrap().state,
+            FileState::Failed
+        );
+        assert!(ledger.committed_chunks(id).await.unwrap().is_empty());
+        assert!(
+            ledger
+                .add_file_for_stored_content("o", &new.name, &new.md5, new.size)
+                .await
+                .unwrap()
+                .is_none(),
+            "a failed upload stores no content"
+        );
+        let next = ledger.open_upload(&new).await.unwrap();
+        assert!(next.created);
+        assert_ne!(next.file.id, id);
+    }
+
+    pub async fn unknown_ids_are_not_found(b: &impl LedgerBackend) {
+        let ledger = b.open().await;
+        let id = Uuid::new_v4();
+        assert!(ledger.get_file(id).await.unwrap().is_none());
+        assert!(matches!(
+            ledger.commit_chunks(id, &[chunk(0)]).await,
+            Err(LedgerError::NotFound(_))
+        ));
+        assert!(matches!(
+            ledger.complete_upload(id).await,
+            Err(LedgerError::NotFound(_))
+        ));
+        assert!(matches!(
+            ledger.abort_upload(id).await,
+            Err(LedgerError::NotFound(_))
+        ));
+    }
+
+    pub async fn the_ledger_survives_reopening(b: &impl LedgerBackend) {
+        let id = {
+            let ledger = b.open().await;
+            let id = ledger
+                .open_upload(&upload("o", "persist"))
+                .await
+                .unwrap()
+                .file
+                .id;
+            ledger
+                .commit_chunks(id, &[chunk(0), chunk(2)])
+                .await
+                .unwrap();
+            id
+        };
+        let ledger = b.open().await;
+        let file = ledger
+            .get_file(id)
+            .await
+            .unwrap()
+            .expect("the file is still there");
+        assert_eq!(file.state, FileState::Uploading);
+        assert_eq!(ledger.committed_chunks(id).await.unwrap(), vec![0, 2]);
+        let again = ledger.open_upload(&upload("o", "persist")).await.unwrap();
+        assert_eq!(again.file.id, id);
+    }
+}

@@ -1,0 +1,23 @@
+//! Conformance suites: one set of test functions per storage trait, run against every
+//! implementation, so all backends keep the same contract (the trait docs state it).
+
+mod blob;
+mod ledger;
+
+/// Instantiates a suite for one backend: one `#[tokio::test]` per listed function,
+/// each with a fresh backend from `$factory`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($suite:path, $backend:ident => $factory:expr; $($test:ident),+ $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    use $suite as suite;
+                    let backend = $factory.await;
+                    suite::$test(&backend).await;
+                }
+            )+
+        }
+    };
+}
