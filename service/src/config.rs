@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::layout::Limits;
+use crate::ledger::LedgerLocation;
 
 const MIB: u32 = 1 << 20;
 
@@ -22,13 +23,11 @@ pub struct Settings {
     #[arg(long, env = "TRANSFERD_DATA_DIR", default_value = "transfer-data")]
     pub data_dir: PathBuf,
 
-    /// PostgreSQL URL of the chunk ledger; migrations are applied at start-up.
-    #[arg(
-        long,
-        env = "TRANSFERD_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    pub database_url: String,
+    /// The chunk ledger: `postgres://USER@HOST:PORT/DB` or `sqlite://PATH`. Without it, an
+    /// embedded SQLite file in the data directory (`ledger.sqlite3`). Migrations are
+    /// applied at start-up.
+    #[arg(long, env = "TRANSFERD_DATABASE_URL")]
+    pub database_url: Option<String>,
 
     /// Most connections to the ledger database.
     #[arg(long, env = "TRANSFERD_DATABASE_POOL_SIZE", default_value_t = 16)]
@@ -93,6 +92,12 @@ impl Settings {
             default_chunk_size: self.default_chunk_size,
             max_window: self.max_window,
         })
+    }
+
+    /// Where the ledger lives.
+    pub fn ledger_location(&self) -> Result<LedgerLocation, SettingsError> {
+        LedgerLocation::from_url(self.database_url.as_deref(), &self.data_dir)
+            .map_err(SettingsError)
     }
 
     pub fn session_idle_timeout(&self) -> Duration {

@@ -13,7 +13,7 @@ use crate::Settings;
 use crate::blob::{BlobError, BlobStore, FsBlobStore};
 use crate::config::SettingsError;
 use crate::grpc::TransferApi;
-use crate::ledger::{ChunkLedger, LedgerError, PostgresLedger};
+use crate::ledger::LedgerError;
 use crate::upload::SessionRegistry;
 
 /// HTTP/2 flow-control windows: hyper's defaults let one stream move only a few MiB per
@@ -47,9 +47,9 @@ impl Transferd {
     /// Opens the ledger (applying migrations) and the blob store.
     pub async fn open(settings: &Settings) -> Result<Self, StartupError> {
         let limits = settings.limits()?;
-        let ledger: Arc<dyn ChunkLedger> = Arc::new(
-            PostgresLedger::connect(&settings.database_url, settings.database_pool_size).await?,
-        );
+        let location = settings.ledger_location()?;
+        let ledger = location.open(settings.database_pool_size).await?;
+        tracing::info!(ledger = %location, "ledger open");
         let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(&settings.data_dir)?);
         let sessions = SessionRegistry::new(
             Arc::clone(&ledger),

@@ -9,4 +9,25 @@ pub mod server;
 pub use client::{ChunkStream, DownloadResult, download, upload_file};
 pub use data::{TestFile, crc32c, md5};
 pub use database::TestDatabase;
-pub use server::TestServer;
+pub use server::{Ledger, TestServer};
+
+/// Runs each listed `async fn NAME(ledger: Ledger)` once on every ledger, as the tests
+/// `NAME::on_postgres` and `NAME::on_sqlite`.
+#[macro_export]
+macro_rules! ledger_tests {
+    ($($test:ident),+ $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test]
+                async fn on_postgres() {
+                    super::$test($crate::Ledger::Postgres).await;
+                }
+
+                #[tokio::test]
+                async fn on_sqlite() {
+                    super::$test($crate::Ledger::Sqlite).await;
+                }
+            }
+        )+
+    };
+}

@@ -24,6 +24,15 @@ pub fn default_settings() -> Settings {
     settings
 }
 
+/// Which ledger a test server records in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ledger {
+    /// A fresh database on the test PostgreSQL server.
+    Postgres,
+    /// The embedded default: no database URL, a SQLite file in the data directory.
+    Sqlite,
+}
+
 struct Running {
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<()>,
@@ -35,20 +44,23 @@ pub struct TestServer {
     running: Option<Running>,
     data_dir: TempDir,
     // Dropped last: the server's connections must go first.
-    pub db: TestDatabase,
+    db: Option<TestDatabase>,
 }
 
 impl TestServer {
-    pub async fn start() -> Self {
-        Self::start_with(|_| {}).await
+    pub async fn start(ledger: Ledger) -> Self {
+        Self::start_with(ledger, |_| {}).await
     }
 
     /// Starts a server whose settings `configure` may change (bounds, windows).
-    pub async fn start_with(configure: impl FnOnce(&mut Settings)) -> Self {
-        let db = TestDatabase::create().await;
+    pub async fn start_with(ledger: Ledger, configure: impl FnOnce(&mut Settings)) -> Self {
+        let db = match ledger {
+            Ledger::Postgres => Some(TestDatabase::create().await),
+            Ledger::Sqlite => None,
+        };
         let data_dir = tempfile::tempdir().expect("creating a temporary data directory");
         let mut settings = default_settings();
-        settings.database_url = db.url.clone();
+        settings.database_url = db.as_ref().map(|db| db.url.clone());
         settings.data_dir = data_dir.path().to_owned();
         configure(&mut settings);
         let (addr, running) = launch(&settings).await;
@@ -102,6 +114,23 @@ impl TestServer {
 
     pub fn data_dir(&self) -> &Path {
         self.data_dir.path()
+    }
+
+    /// How many chunk rows the ledger holds, read with plain SQL.
+    pub async fn chunk_rows(&self) -> i64 {
+        let sql = "SELECT count(*) FROM chunks";
+        match &self.db {
+            Some(db) => db
+                .client()
+                .await
+                .query_one(sql, &[])
+                .await
+                .expect(sql)
+                .get(0),
+            None => rusqlite::Connection::open(self.data_dir().join("ledger.sqlite3"))
+                .and_then(|conn| conn.query_row(sql, [], |row| row.get(0)))
+                .expect(sql),
+        }
     }
 
     /// Every complete content file the blob store holds.

@@ -6,14 +6,78 @@
 //! when it returns `Ok`, what it recorded survives a crash.
 
 mod postgres;
+mod sqlite;
 
 use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use postgres::PostgresLedger;
+pub use sqlite::SqliteLedger;
+
+/// Where the ledger lives, from a database URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerLocation {
+    /// `postgres://…` or `postgresql://…`.
+    Postgres(String),
+    /// `sqlite://PATH` (relative or absolute path of the database file).
+    Sqlite(PathBuf),
+}
+
+impl LedgerLocation {
+    /// The ledger a URL names; without a URL, the embedded SQLite file in `data_dir`.
+    pub fn from_url(url: Option<&str>, data_dir: &Path) -> Result<Self, String> {
+        let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) else {
+            return Ok(LedgerLocation::Sqlite(data_dir.join("ledger.sqlite3")));
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(LedgerLocation::Postgres(url.to_owned()));
+        }
+        match url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            Some(path) if !path.is_empty() => Ok(LedgerLocation::Sqlite(PathBuf::from(path))),
+            _ => Err(format!(
+                "unsupported database URL {url:?}: use postgres://USER@HOST:PORT/DB or sqlite://PATH"
+            )),
+        }
+    }
+
+    /// Opens the ledger, applying pending migrations.
+    pub async fn open(&self, pool_size: usize) -> Result<Arc<dyn ChunkLedger>, LedgerError> {
+        Ok(match self {
+            LedgerLocation::Postgres(url) => {
+                Arc::new(PostgresLedger::connect(url, pool_size).await?)
+            }
+            LedgerLocation::Sqlite(path) => Arc::new(SqliteLedger::open(path, pool_size).await?),
+        })
+    }
+}
+
+impl fmt::Display for LedgerLocation {
+    /// Shown in logs: the password of a PostgreSQL URL is left out.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LedgerLocation::Postgres(url) => {
+                let shown = match (url.find("://"), url.rfind('@')) {
+                    (Some(scheme), Some(at)) if at > scheme => {
+                        let user = &url[scheme + 3..at];
+                        let user = user.split(':').next().unwrap_or_default();
+                        format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
+                    }
+                    _ => url.clone(),
+                };
+                write!(f, "PostgreSQL {shown}")
+            }
+            LedgerLocation::Sqlite(path) => write!(f, "embedded SQLite {}", path.display()),
+        }
+    }
+}
 
 /// A 16-byte MD5 digest.
 pub type Md5Digest = [u8; 16];
@@ -168,4 +232,46 @@ pub trait ChunkLedger: Send + Sync + 'static {
 
     /// Marks an open upload aborted and forgets its chunks.
     async fn abort_upload(&self, id: Uuid) -> Result<(), LedgerError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LedgerLocation;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn no_url_means_the_embedded_ledger_in_the_data_directory() {
+        assert_eq!(
+            LedgerLocation::from_url(None, Path::new("/data")).unwrap(),
+            LedgerLocation::Sqlite(PathBuf::from("/data/ledger.sqlite3"))
+        );
+    }
+
+    #[test]
+    fn the_url_scheme_picks_the_ledger() {
+        let dir = Path::new("d");
+        assert_eq!(
+            LedgerLocation::from_url(Some("sqlite:///var/lib/t.db"), dir).unwrap(),
+            LedgerLocation::Sqlite(PathBuf::from("/var/lib/t.db"))
+        );
+        assert_eq!(
+            LedgerLocation::from_url(Some("sqlite://rel/t.db"), dir).unwrap(),
+            LedgerLocation::Sqlite(PathBuf::from("rel/t.db"))
+        );
+        assert!(matches!(
+            LedgerLocation::from_url(Some("postgresql://u@h/db"), dir).unwrap(),
+            LedgerLocation::Postgres(_)
+        ));
+        assert!(LedgerLocation::from_url(Some("mysql://h/db"), dir).is_err());
+        assert!(LedgerLocation::from_url(Some("sqlite://"), dir).is_err());
+    }
+
+    #[test]
+    fn logs_never_show_a_database_password() {
+        let location = LedgerLocation::Postgres("postgres://app:secret@db:5432/transfer".into());
+        assert_eq!(
+            location.to_string(),
+            "PostgreSQL postgres://app@db:5432/transfer"
+        );
+    }
 }

@@ -25,7 +25,7 @@ async fn filesystem() -> Filesystem {
     Filesystem(tempfile::tempdir().expect("a temporary directory"))
 }
 
-crate::conformance_tests!(crate::blob::suite, filesystem => crate::blob::filesystem();
+crate::conformance_tests!(crate::blob::suite; [filesystem => crate::blob::filesystem()]; [
     parts_written_in_any_order_read_back_at_their_offsets,
     an_upload_never_begun_is_not_found,
     begin_again_keeps_the_parts_written,
@@ -36,7 +36,7 @@ crate::conformance_tests!(crate::blob::suite, filesystem => crate::blob::filesys
     missing_content_is_not_found,
     staged_parts_survive_reopening,
     an_empty_upload_completes,
-);
+]);
 
 pub mod suite {
     use super::*;

@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
+use tempfile::TempDir;
 use transfer_service::ledger::{
-    ChunkLedger, CommittedChunk, FileState, LedgerError, NewUpload, PostgresLedger,
+    ChunkLedger, CommittedChunk, FileState, LedgerError, NewUpload, PostgresLedger, SqliteLedger,
 };
 use transfer_tests::{TestDatabase, md5};
 use uuid::Uuid;
@@ -29,7 +30,26 @@ async fn postgres() -> Postgres {
     Postgres(TestDatabase::create().await)
 }
 
-crate::conformance_tests!(crate::ledger::suite, postgres => crate::ledger::postgres();
+pub struct Sqlite(TempDir);
+
+impl LedgerBackend for Sqlite {
+    async fn open(&self) -> Arc<dyn ChunkLedger> {
+        Arc::new(
+            SqliteLedger::open(&self.0.path().join("ledger.sqlite3"), 4)
+                .await
+                .expect("opening the SQLite ledger"),
+        )
+    }
+}
+
+async fn sqlite() -> Sqlite {
+    Sqlite(tempfile::tempdir().expect("a temporary directory"))
+}
+
+crate::conformance_tests!(crate::ledger::suite; [
+    postgres => crate::ledger::postgres(),
+    sqlite => crate::ledger::sqlite(),
+]; [
     opening_the_same_content_twice_returns_the_same_session,
     concurrent_opens_of_the_same_content_make_one_session,
     each_owner_gets_a_session_of_its_own,
@@ -42,7 +62,7 @@ crate::conformance_tests!(crate::ledger::suite, postgres => crate::ledger::postg
     a_failed_upload_forgets_its_chunks_and_frees_the_content,
     unknown_ids_are_not_found,
     the_ledger_survives_reopening,
-);
+]);
 
 pub mod suite {
     use super::*;

@@ -4,11 +4,14 @@
 mod blob;
 mod ledger;
 
-/// Instantiates a suite for one backend: one `#[tokio::test]` per listed function,
-/// each with a fresh backend from `$factory`.
+/// Instantiates a suite for each backend: one `#[tokio::test]` per listed function in a
+/// module per backend, each test with a fresh backend from that backend's factory.
 #[macro_export]
 macro_rules! conformance_tests {
-    ($suite:path, $backend:ident => $factory:expr; $($test:ident),+ $(,)?) => {
+    ($suite:path; [$($backend:ident => $factory:expr),+ $(,)?]; $tests:tt) => {
+        $( $crate::conformance_tests!(@backend $suite, $backend => $factory; $tests); )+
+    };
+    (@backend $suite:path, $backend:ident => $factory:expr; [$($test:ident),+ $(,)?]) => {
         mod $backend {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,13 +1,12 @@
 use tonic::Code;
 use transfer_proto::v1::{AbortUploadRequest, FileState, GetFileRequest};
 use transfer_tests::client::{open_session, request};
-use transfer_tests::{ChunkStream, TestFile, TestServer, upload_file};
+use transfer_tests::{ChunkStream, Ledger, TestFile, TestServer, upload_file};
 
 use crate::CHUNK;
 
-#[tokio::test]
-async fn aborting_a_session_removes_its_chunks_and_staged_bytes() {
-    let server = TestServer::start().await;
+async fn aborting_a_session_removes_its_chunks_and_staged_bytes(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let file = TestFile::new("abort.bin", 10 * CHUNK as usize, 80);
     let session = open_session(&mut client, None, &file, CHUNK).await;
@@ -39,12 +38,7 @@ async fn aborting_a_session_removes_its_chunks_and_staged_bytes() {
     assert!(status.message().contains("aborted"), "{}", status.message());
 
     assert!(server.staging_files().is_empty());
-    let ledger = server.db.client().await;
-    let rows: i64 = ledger
-        .query_one("SELECT count(*) FROM chunks", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let rows = server.chunk_rows().await;
     assert_eq!(rows, 0);
     let info = client
         .get_file(request(
@@ -66,9 +60,8 @@ async fn aborting_a_session_removes_its_chunks_and_staged_bytes() {
     assert!(again.committed.is_empty());
 }
 
-#[tokio::test]
-async fn aborting_twice_or_after_completion_is_a_failed_precondition() {
-    let server = TestServer::start().await;
+async fn aborting_twice_or_after_completion_is_a_failed_precondition(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let file = TestFile::new("done.bin", 10_000, 81);
     let done = upload_file(&mut client, None, &file, CHUNK).await;
@@ -94,9 +87,8 @@ async fn aborting_twice_or_after_completion_is_a_failed_precondition() {
     );
 }
 
-#[tokio::test]
-async fn aborting_an_unknown_or_foreign_session_is_not_found() {
-    let server = TestServer::start().await;
+async fn aborting_an_unknown_or_foreign_session_is_not_found(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let file = TestFile::new("alices.bin", 10_000, 82);
     let session = open_session(&mut client, Some("alice"), &file, CHUNK).await;
@@ -111,3 +103,9 @@ async fn aborting_an_unknown_or_foreign_session_is_not_found() {
         assert_eq!(status.code(), Code::NotFound);
     }
 }
+
+transfer_tests::ledger_tests!(
+    aborting_a_session_removes_its_chunks_and_staged_bytes,
+    aborting_twice_or_after_completion_is_a_failed_precondition,
+    aborting_an_unknown_or_foreign_session_is_not_found,
+);

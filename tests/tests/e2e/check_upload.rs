@@ -1,7 +1,7 @@
 use tonic::Code;
 use transfer_proto::v1::CheckUploadRequest;
 use transfer_tests::client::request;
-use transfer_tests::{TestServer, md5};
+use transfer_tests::{Ledger, TestServer, md5};
 
 fn valid() -> CheckUploadRequest {
     CheckUploadRequest {
@@ -25,9 +25,8 @@ async fn status_of(
         .expect_err("the request must be refused")
 }
 
-#[tokio::test]
-async fn an_md5_that_is_not_16_bytes_is_invalid() {
-    let server = TestServer::start().await;
+async fn an_md5_that_is_not_16_bytes_is_invalid(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let hex_digest = CheckUploadRequest {
         md5: b"9dd4e461268c8034f5c8564e155c67a6".to_vec().into(),
         ..valid()
@@ -42,9 +41,8 @@ async fn an_md5_that_is_not_16_bytes_is_invalid() {
     );
 }
 
-#[tokio::test]
-async fn an_empty_or_overlong_name_is_invalid() {
-    let server = TestServer::start().await;
+async fn an_empty_or_overlong_name_is_invalid(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     for name in [String::new(), "n".repeat(1025)] {
         let status = status_of(&server, CheckUploadRequest { name, ..valid() }, None).await;
         assert_eq!(status.code(), Code::InvalidArgument);
@@ -56,9 +54,8 @@ async fn an_empty_or_overlong_name_is_invalid() {
     }
 }
 
-#[tokio::test]
-async fn a_file_over_the_size_limit_is_resource_exhausted() {
-    let server = TestServer::start_with(|s| s.max_file_size = 1 << 20).await;
+async fn a_file_over_the_size_limit_is_resource_exhausted(ledger: Ledger) {
+    let server = TestServer::start_with(ledger, |s| s.max_file_size = 1 << 20).await;
     let too_big = CheckUploadRequest {
         size: (1 << 20) + 1,
         ..valid()
@@ -68,9 +65,8 @@ async fn a_file_over_the_size_limit_is_resource_exhausted() {
     assert!(status.message().contains("1048576"), "{}", status.message());
 }
 
-#[tokio::test]
-async fn a_preferred_chunk_size_is_clamped_to_the_servers_bounds() {
-    let server = TestServer::start_with(|s| {
+async fn a_preferred_chunk_size_is_clamped_to_the_servers_bounds(ledger: Ledger) {
+    let server = TestServer::start_with(ledger, |s| {
         s.min_chunk_size = 4096;
         s.max_chunk_size = 1 << 20;
     })
@@ -94,9 +90,8 @@ async fn a_preferred_chunk_size_is_clamped_to_the_servers_bounds() {
     }
 }
 
-#[tokio::test]
-async fn a_malformed_owner_is_invalid() {
-    let server = TestServer::start().await;
+async fn a_malformed_owner_is_invalid(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let status = status_of(&server, valid(), Some(&"o".repeat(200))).await;
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(
@@ -105,3 +100,11 @@ async fn a_malformed_owner_is_invalid() {
         status.message()
     );
 }
+
+transfer_tests::ledger_tests!(
+    an_md5_that_is_not_16_bytes_is_invalid,
+    an_empty_or_overlong_name_is_invalid,
+    a_file_over_the_size_limit_is_resource_exhausted,
+    a_preferred_chunk_size_is_clamped_to_the_servers_bounds,
+    a_malformed_owner_is_invalid,
+);

@@ -1,12 +1,11 @@
 use transfer_proto::v1::{Chunk, ChunkOutcome};
 use transfer_tests::client::open_session;
-use transfer_tests::{ChunkStream, TestFile, TestServer, crc32c, download};
+use transfer_tests::{ChunkStream, Ledger, TestFile, TestServer, crc32c, download};
 
 use crate::CHUNK;
 
-#[tokio::test]
-async fn chunks_out_of_order_and_duplicated_make_a_correct_file() {
-    let server = TestServer::start().await;
+async fn chunks_out_of_order_and_duplicated_make_a_correct_file(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let file = TestFile::new("shuffled.bin", 12 * CHUNK as usize + 7, 20);
     let session = open_session(&mut client, None, &file, CHUNK).await;
@@ -40,9 +39,8 @@ async fn chunks_out_of_order_and_duplicated_make_a_correct_file() {
     assert_eq!(downloaded.data, file.data);
 }
 
-#[tokio::test]
-async fn a_chunk_with_a_bad_crc_is_rejected_and_can_be_sent_again() {
-    let server = TestServer::start().await;
+async fn a_chunk_with_a_bad_crc_is_rejected_and_can_be_sent_again(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let file = TestFile::new("crc.bin", 2 * CHUNK as usize, 21);
     let session = open_session(&mut client, None, &file, CHUNK).await;
@@ -74,9 +72,8 @@ async fn a_chunk_with_a_bad_crc_is_rejected_and_can_be_sent_again() {
     assert_eq!(downloaded.data, file.data);
 }
 
-#[tokio::test]
-async fn a_chunk_of_the_wrong_length_is_rejected() {
-    let server = TestServer::start().await;
+async fn a_chunk_of_the_wrong_length_is_rejected(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let file = TestFile::new("length.bin", 2 * CHUNK as usize + 10, 22);
     let session = open_session(&mut client, None, &file, CHUNK).await;
@@ -106,9 +103,8 @@ async fn a_chunk_of_the_wrong_length_is_rejected() {
     assert_eq!(end.unwrap(), None, "the stream ends without completing");
 }
 
-#[tokio::test]
-async fn a_chunk_index_past_the_end_is_rejected() {
-    let server = TestServer::start().await;
+async fn a_chunk_index_past_the_end_is_rejected(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let file = TestFile::new("range.bin", 3 * CHUNK as usize, 23);
     let session = open_session(&mut client, None, &file, CHUNK).await;
@@ -127,9 +123,8 @@ async fn a_chunk_index_past_the_end_is_rejected() {
     );
 }
 
-#[tokio::test]
-async fn sending_more_than_the_window_ends_the_stream_with_resource_exhausted() {
-    let server = TestServer::start_with(|s| s.max_window = 2).await;
+async fn sending_more_than_the_window_ends_the_stream_with_resource_exhausted(ledger: Ledger) {
+    let server = TestServer::start_with(ledger, |s| s.max_window = 2).await;
     let mut client = server.client().await;
     let file = TestFile::new("window.bin", 400 * CHUNK as usize, 24);
     let session = open_session(&mut client, None, &file, CHUNK).await;
@@ -155,3 +150,11 @@ async fn sending_more_than_the_window_ends_the_stream_with_resource_exhausted() 
     let committed: u64 = resumed.committed.iter().map(|r| r.end - r.start).sum();
     assert!(committed >= acks.len() as u64);
 }
+
+transfer_tests::ledger_tests!(
+    chunks_out_of_order_and_duplicated_make_a_correct_file,
+    a_chunk_with_a_bad_crc_is_rejected_and_can_be_sent_again,
+    a_chunk_of_the_wrong_length_is_rejected,
+    a_chunk_index_past_the_end_is_rejected,
+    sending_more_than_the_window_ends_the_stream_with_resource_exhausted,
+);

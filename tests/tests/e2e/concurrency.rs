@@ -1,12 +1,11 @@
 use transfer_proto::v1::ChunkOutcome;
 use transfer_tests::client::open_session;
-use transfer_tests::{ChunkStream, TestFile, TestServer, download, upload_file};
+use transfer_tests::{ChunkStream, Ledger, TestFile, TestServer, download, upload_file};
 
 use crate::CHUNK;
 
-#[tokio::test]
-async fn two_clients_uploading_the_same_content_at_once_end_with_one_correct_file() {
-    let server = TestServer::start().await;
+async fn two_clients_uploading_the_same_content_at_once_end_with_one_correct_file(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let file = TestFile::new("race.bin", 64 * CHUNK as usize + 5, 60);
     let mut uploads = Vec::new();
     for _ in 0..2 {
@@ -27,9 +26,8 @@ async fn two_clients_uploading_the_same_content_at_once_end_with_one_correct_fil
     assert!(server.staging_files().is_empty());
 }
 
-#[tokio::test]
-async fn two_owners_uploading_the_same_content_at_once_share_one_blob() {
-    let server = TestServer::start().await;
+async fn two_owners_uploading_the_same_content_at_once_share_one_blob(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let file = TestFile::new("race2.bin", 64 * CHUNK as usize, 61);
     let mut uploads = Vec::new();
     for owner in ["alice", "bob"] {
@@ -50,9 +48,8 @@ async fn two_owners_uploading_the_same_content_at_once_share_one_blob() {
     assert!(server.staging_files().is_empty());
 }
 
-#[tokio::test]
-async fn two_streams_on_one_session_store_each_chunk_once() {
-    let server = TestServer::start().await;
+async fn two_streams_on_one_session_store_each_chunk_once(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let file = TestFile::new("shared-session.bin", 32 * CHUNK as usize, 62);
     let session = open_session(&mut client, None, &file, CHUNK).await;
@@ -96,15 +93,16 @@ async fn two_streams_on_one_session_store_each_chunk_once() {
             "each stream hears that the upload completed"
         );
     }
-    let ledger = server.db.client().await;
-    let rows: i64 = ledger
-        .query_one("SELECT count(*) FROM chunks", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let rows = server.chunk_rows().await;
     assert_eq!(rows, 32);
     let downloaded = download(&mut client, None, &session.upload_id, 0, 0)
         .await
         .unwrap();
     assert_eq!(downloaded.data, file.data);
 }
+
+transfer_tests::ledger_tests!(
+    two_clients_uploading_the_same_content_at_once_end_with_one_correct_file,
+    two_owners_uploading_the_same_content_at_once_share_one_blob,
+    two_streams_on_one_session_store_each_chunk_once,
+);

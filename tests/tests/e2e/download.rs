@@ -1,13 +1,12 @@
 use tonic::Code;
 use transfer_proto::v1::FileState;
 use transfer_tests::client::open_session;
-use transfer_tests::{TestFile, TestServer, download, upload_file};
+use transfer_tests::{Ledger, TestFile, TestServer, download, upload_file};
 
 use crate::CHUNK;
 
-#[tokio::test]
-async fn a_whole_file_downloads_byte_identical_with_its_metadata() {
-    let server = TestServer::start().await;
+async fn a_whole_file_downloads_byte_identical_with_its_metadata(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     // Over 2 MiB: several download pieces, and a last piece that is short.
     let file = TestFile::new("big.bin", (2 << 20) + 12_345, 70);
@@ -22,9 +21,8 @@ async fn a_whole_file_downloads_byte_identical_with_its_metadata() {
     assert_eq!(downloaded.file.state(), FileState::Complete);
 }
 
-#[tokio::test]
-async fn a_download_from_an_offset_returns_the_rest_of_the_file() {
-    let server = TestServer::start().await;
+async fn a_download_from_an_offset_returns_the_rest_of_the_file(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let file = TestFile::new("offset.bin", (1 << 20) + 5_000, 71);
     let done = upload_file(&mut client, None, &file, 64 * 1024).await;
@@ -40,9 +38,8 @@ async fn a_download_from_an_offset_returns_the_rest_of_the_file() {
     }
 }
 
-#[tokio::test]
-async fn a_download_with_a_length_returns_that_range() {
-    let server = TestServer::start().await;
+async fn a_download_with_a_length_returns_that_range(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let file = TestFile::new("range.bin", 100_000, 72);
     let done = upload_file(&mut client, None, &file, CHUNK).await;
@@ -57,9 +54,8 @@ async fn a_download_with_a_length_returns_that_range() {
     assert_eq!(tail.data, file.data[99_000..]);
 }
 
-#[tokio::test]
-async fn a_download_at_the_end_sends_only_the_metadata() {
-    let server = TestServer::start().await;
+async fn a_download_at_the_end_sends_only_the_metadata(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let file = TestFile::new("end.bin", 10_000, 73);
     let done = upload_file(&mut client, None, &file, CHUNK).await;
@@ -70,9 +66,8 @@ async fn a_download_at_the_end_sends_only_the_metadata() {
     assert_eq!(downloaded.file.size, 10_000);
 }
 
-#[tokio::test]
-async fn a_download_past_the_end_is_out_of_range() {
-    let server = TestServer::start().await;
+async fn a_download_past_the_end_is_out_of_range(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let file = TestFile::new("short.bin", 10_000, 74);
     let done = upload_file(&mut client, None, &file, CHUNK).await;
@@ -83,9 +78,8 @@ async fn a_download_past_the_end_is_out_of_range() {
     assert!(status.message().contains("10001"), "{}", status.message());
 }
 
-#[tokio::test]
-async fn downloading_an_unknown_or_malformed_id_fails_clearly() {
-    let server = TestServer::start().await;
+async fn downloading_an_unknown_or_malformed_id_fails_clearly(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let unknown = uuid::Uuid::new_v4().to_string();
     let status = download(&mut client, None, &unknown, 0, 0)
@@ -98,9 +92,8 @@ async fn downloading_an_unknown_or_malformed_id_fails_clearly() {
     assert_eq!(status.code(), Code::InvalidArgument);
 }
 
-#[tokio::test]
-async fn a_file_still_uploading_cannot_be_downloaded() {
-    let server = TestServer::start().await;
+async fn a_file_still_uploading_cannot_be_downloaded(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let file = TestFile::new("partial.bin", 10_000, 75);
     let session = open_session(&mut client, None, &file, CHUNK).await;
@@ -114,3 +107,13 @@ async fn a_file_still_uploading_cannot_be_downloaded() {
         status.message()
     );
 }
+
+transfer_tests::ledger_tests!(
+    a_whole_file_downloads_byte_identical_with_its_metadata,
+    a_download_from_an_offset_returns_the_rest_of_the_file,
+    a_download_with_a_length_returns_that_range,
+    a_download_at_the_end_sends_only_the_metadata,
+    a_download_past_the_end_is_out_of_range,
+    downloading_an_unknown_or_malformed_id_fails_clearly,
+    a_file_still_uploading_cannot_be_downloaded,
+);

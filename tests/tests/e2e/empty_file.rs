@@ -1,12 +1,11 @@
 use transfer_proto::v1::check_upload_response::Result as Check;
 use transfer_tests::client::{check, open_session};
-use transfer_tests::{ChunkStream, TestFile, TestServer, download};
+use transfer_tests::{ChunkStream, Ledger, TestFile, TestServer, download};
 
 use crate::CHUNK;
 
-#[tokio::test]
-async fn a_zero_byte_file_uploads_downloads_and_is_then_instant() {
-    let server = TestServer::start().await;
+async fn a_zero_byte_file_uploads_downloads_and_is_then_instant(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let empty = TestFile::new("empty.txt", 0, 50);
     let session = open_session(&mut client, None, &empty, CHUNK).await;
@@ -31,3 +30,5 @@ async fn a_zero_byte_file_uploads_downloads_and_is_then_instant() {
         Ok(Check::AlreadyStored(_))
     ));
 }
+
+transfer_tests::ledger_tests!(a_zero_byte_file_uploads_downloads_and_is_then_instant,);

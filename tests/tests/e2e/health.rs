@@ -1,11 +1,10 @@
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use transfer_tests::TestServer;
+use transfer_tests::{Ledger, TestServer};
 
-#[tokio::test]
-async fn the_health_service_reports_transfer_as_serving() {
-    let server = TestServer::start().await;
+async fn the_health_service_reports_transfer_as_serving(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut health = HealthClient::new(server.channel().await);
     for service in ["", "transfer.v1.TransferService"] {
         let response = health
@@ -22,3 +21,5 @@ async fn the_health_service_reports_transfer_as_serving() {
         );
     }
 }
+
+transfer_tests::ledger_tests!(the_health_service_reports_transfer_as_serving,);

@@ -1,13 +1,12 @@
 use transfer_proto::v1::FileState;
 use transfer_proto::v1::check_upload_response::Result as Check;
 use transfer_tests::client::check;
-use transfer_tests::{TestFile, TestServer, download, upload_file};
+use transfer_tests::{Ledger, TestFile, TestServer, download, upload_file};
 
 use crate::CHUNK;
 
-#[tokio::test]
-async fn stored_content_is_an_instant_upload_with_no_session() {
-    let server = TestServer::start().await;
+async fn stored_content_is_an_instant_upload_with_no_session(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let file = TestFile::new("report.bin", 100_000, 1);
     let first = upload_file(&mut client, None, &file, CHUNK).await;
@@ -39,9 +38,8 @@ async fn stored_content_is_an_instant_upload_with_no_session() {
     );
 }
 
-#[tokio::test]
-async fn asking_again_for_the_same_name_returns_the_same_file() {
-    let server = TestServer::start().await;
+async fn asking_again_for_the_same_name_returns_the_same_file(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let file = TestFile::new("same.bin", 10_000, 2);
     let first = upload_file(&mut client, None, &file, CHUNK).await;
@@ -51,9 +49,8 @@ async fn asking_again_for_the_same_name_returns_the_same_file() {
     assert_eq!(again.file_id, first.file_id);
 }
 
-#[tokio::test]
-async fn another_owner_gets_stored_content_instantly_without_a_second_copy() {
-    let server = TestServer::start().await;
+async fn another_owner_gets_stored_content_instantly_without_a_second_copy(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let file = TestFile::new("shared.bin", 50_000, 3);
     let alice = upload_file(&mut client, Some("alice"), &file, CHUNK).await;
@@ -73,9 +70,8 @@ async fn another_owner_gets_stored_content_instantly_without_a_second_copy() {
     assert_eq!(server.content_files().len(), 1);
 }
 
-#[tokio::test]
-async fn same_size_with_a_different_md5_is_not_an_instant_upload() {
-    let server = TestServer::start().await;
+async fn same_size_with_a_different_md5_is_not_an_instant_upload(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     upload_file(&mut client, None, &TestFile::new("a.bin", 20_000, 4), CHUNK).await;
     let other = TestFile::new("b.bin", 20_000, 5);
@@ -84,3 +80,10 @@ async fn same_size_with_a_different_md5_is_not_an_instant_upload() {
         Ok(Check::Session(_))
     ));
 }
+
+transfer_tests::ledger_tests!(
+    stored_content_is_an_instant_upload_with_no_session,
+    asking_again_for_the_same_name_returns_the_same_file,
+    another_owner_gets_stored_content_instantly_without_a_second_copy,
+    same_size_with_a_different_md5_is_not_an_instant_upload,
+);

@@ -1,7 +1,7 @@
 use tonic::Code;
 use transfer_proto::v1::{FileState, GetFileRequest};
 use transfer_tests::client::{open_session, request};
-use transfer_tests::{ChunkStream, TestFile, TestServer, md5, upload_file};
+use transfer_tests::{ChunkStream, Ledger, TestFile, TestServer, md5, upload_file};
 
 use crate::CHUNK;
 
@@ -9,9 +9,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[tokio::test]
-async fn a_whole_file_md5_mismatch_fails_the_upload_with_data_loss() {
-    let server = TestServer::start().await;
+async fn a_whole_file_md5_mismatch_fails_the_upload_with_data_loss(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let real = TestFile::new("lying.bin", 5 * CHUNK as usize, 40);
     let declared = md5(b"something else entirely");
@@ -70,3 +69,5 @@ async fn a_whole_file_md5_mismatch_fails_the_upload_with_data_loss() {
     let done = upload_file(&mut client, None, &real, CHUNK).await;
     assert_eq!(done.md5.as_ref(), real.md5.as_slice());
 }
+
+transfer_tests::ledger_tests!(a_whole_file_md5_mismatch_fails_the_upload_with_data_loss,);

@@ -1,12 +1,11 @@
 use transfer_proto::v1::ChunkRange;
 use transfer_tests::client::open_session;
-use transfer_tests::{ChunkStream, TestFile, TestServer, download};
+use transfer_tests::{ChunkStream, Ledger, TestFile, TestServer, download};
 
 use crate::CHUNK;
 
-#[tokio::test]
-async fn an_upload_resumes_after_a_server_restart_and_verifies_the_whole_file() {
-    let mut server = TestServer::start().await;
+async fn an_upload_resumes_after_a_server_restart_and_verifies_the_whole_file(ledger: Ledger) {
+    let mut server = TestServer::start(ledger).await;
     let file = TestFile::new("restart.bin", 20 * CHUNK as usize + 1, 90);
     let upload_id = {
         let mut client = server.client().await;
@@ -54,3 +53,5 @@ async fn an_upload_resumes_after_a_server_restart_and_verifies_the_whole_file() 
         .unwrap();
     assert_eq!(downloaded.data, file.data);
 }
+
+transfer_tests::ledger_tests!(an_upload_resumes_after_a_server_restart_and_verifies_the_whole_file,);

@@ -1,12 +1,11 @@
 use transfer_proto::v1::{ChunkOutcome, ChunkRange};
 use transfer_tests::client::open_session;
-use transfer_tests::{ChunkStream, TestFile, TestServer, download};
+use transfer_tests::{ChunkStream, Ledger, TestFile, TestServer, download};
 
 use crate::CHUNK;
 
-#[tokio::test]
-async fn a_dropped_stream_resumes_with_only_the_missing_chunks() {
-    let server = TestServer::start().await;
+async fn a_dropped_stream_resumes_with_only_the_missing_chunks(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let file = TestFile::new("resume.bin", 25 * CHUNK as usize - 100, 10);
     let session = open_session(&mut client, None, &file, CHUNK).await;
@@ -23,12 +22,7 @@ async fn a_dropped_stream_resumes_with_only_the_missing_chunks() {
         assert_eq!(stream.expect_ack().await.outcome(), ChunkOutcome::Stored);
     }
     // Acked means recorded: the ledger holds every acked chunk already.
-    let ledger = server.db.client().await;
-    let rows: i64 = ledger
-        .query_one("SELECT count(*) FROM chunks", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let rows = server.chunk_rows().await;
     assert_eq!(rows, 10);
     drop(stream); // the connection drops midway
 
@@ -55,17 +49,12 @@ async fn a_dropped_stream_resumes_with_only_the_missing_chunks() {
         .await
         .unwrap();
     assert_eq!(downloaded.data, file.data);
-    let rows: i64 = ledger
-        .query_one("SELECT count(*) FROM chunks", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let rows = server.chunk_rows().await;
     assert_eq!(rows, 25, "no chunk was recorded twice");
 }
 
-#[tokio::test]
-async fn committed_chunks_come_back_as_compact_ranges() {
-    let server = TestServer::start().await;
+async fn committed_chunks_come_back_as_compact_ranges(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let file = TestFile::new("gaps.bin", 10 * CHUNK as usize, 11);
     let session = open_session(&mut client, None, &file, CHUNK).await;
@@ -90,9 +79,8 @@ async fn committed_chunks_come_back_as_compact_ranges() {
     );
 }
 
-#[tokio::test]
-async fn a_session_keeps_its_chunk_size_whatever_the_client_asks_later() {
-    let server = TestServer::start().await;
+async fn a_session_keeps_its_chunk_size_whatever_the_client_asks_later(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let file = TestFile::new("fixed.bin", 100_000, 12);
     let first = open_session(&mut client, None, &file, CHUNK).await;
@@ -102,9 +90,8 @@ async fn a_session_keeps_its_chunk_size_whatever_the_client_asks_later() {
     assert_eq!(again.chunk_count, first.chunk_count);
 }
 
-#[tokio::test]
-async fn a_chunk_sent_again_after_its_ack_is_already_stored() {
-    let server = TestServer::start().await;
+async fn a_chunk_sent_again_after_its_ack_is_already_stored(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let file = TestFile::new("twice.bin", 3 * CHUNK as usize, 13);
     let session = open_session(&mut client, None, &file, CHUNK).await;
@@ -119,3 +106,10 @@ async fn a_chunk_sent_again_after_its_ack_is_already_stored() {
     assert_eq!(ack.outcome(), ChunkOutcome::AlreadyStored);
     assert_eq!(ack.chunks_remaining, 2);
 }
+
+transfer_tests::ledger_tests!(
+    a_dropped_stream_resumes_with_only_the_missing_chunks,
+    committed_chunks_come_back_as_compact_ranges,
+    a_session_keeps_its_chunk_size_whatever_the_client_asks_later,
+    a_chunk_sent_again_after_its_ack_is_already_stored,
+);

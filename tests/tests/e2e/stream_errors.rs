@@ -1,7 +1,7 @@
 use tonic::Code;
 use transfer_proto::v1::{UploadChunksRequest, UploadStart, upload_chunks_request};
 use transfer_tests::client::open_session;
-use transfer_tests::{ChunkStream, TestFile, TestServer, upload_file};
+use transfer_tests::{ChunkStream, Ledger, TestFile, TestServer, upload_file};
 
 use crate::CHUNK;
 
@@ -13,9 +13,8 @@ async fn end_status(mut stream: ChunkStream) -> tonic::Status {
         .expect_err("the stream must end with an error")
 }
 
-#[tokio::test]
-async fn an_unknown_session_is_not_found() {
-    let server = TestServer::start().await;
+async fn an_unknown_session_is_not_found(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let id = uuid::Uuid::new_v4().to_string();
     let status = match ChunkStream::open(&mut client, None, &id).await {
@@ -26,9 +25,8 @@ async fn an_unknown_session_is_not_found() {
     assert!(status.message().contains(&id), "{}", status.message());
 }
 
-#[tokio::test]
-async fn a_session_id_that_is_not_a_uuid_is_invalid() {
-    let server = TestServer::start().await;
+async fn a_session_id_that_is_not_a_uuid_is_invalid(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let stream = ChunkStream::open(&mut client, None, "../../etc/passwd")
         .await
@@ -42,9 +40,8 @@ async fn a_session_id_that_is_not_a_uuid_is_invalid() {
     );
 }
 
-#[tokio::test]
-async fn a_stream_that_starts_with_a_chunk_is_invalid() {
-    let server = TestServer::start().await;
+async fn a_stream_that_starts_with_a_chunk_is_invalid(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let first = UploadChunksRequest {
         message: Some(upload_chunks_request::Message::Chunk(Default::default())),
@@ -61,9 +58,8 @@ async fn a_stream_that_starts_with_a_chunk_is_invalid() {
     );
 }
 
-#[tokio::test]
-async fn a_second_start_message_is_invalid() {
-    let server = TestServer::start().await;
+async fn a_second_start_message_is_invalid(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let file = TestFile::new("twostarts.bin", 10_000, 30);
     let session = open_session(&mut client, None, &file, CHUNK).await;
@@ -81,9 +77,8 @@ async fn a_second_start_message_is_invalid() {
     assert_eq!(status.code(), Code::InvalidArgument);
 }
 
-#[tokio::test]
-async fn another_owners_session_is_not_found() {
-    let server = TestServer::start().await;
+async fn another_owners_session_is_not_found(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let file = TestFile::new("mine.bin", 10_000, 31);
     let session = open_session(&mut client, Some("alice"), &file, CHUNK).await;
@@ -93,9 +88,8 @@ async fn another_owners_session_is_not_found() {
     assert_eq!(end_status(stream).await.code(), Code::NotFound);
 }
 
-#[tokio::test]
-async fn a_stream_on_a_completed_session_hears_completed_at_once() {
-    let server = TestServer::start().await;
+async fn a_stream_on_a_completed_session_hears_completed_at_once(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let file = TestFile::new("done.bin", 10_000, 32);
     let done = upload_file(&mut client, None, &file, CHUNK).await;
@@ -111,9 +105,8 @@ async fn a_stream_on_a_completed_session_hears_completed_at_once() {
     assert_eq!(end_status(stream).await.code(), Code::NotFound);
 }
 
-#[tokio::test]
-async fn a_bad_stream_does_not_disturb_another_upload() {
-    let server = TestServer::start().await;
+async fn a_bad_stream_does_not_disturb_another_upload(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let good = TestFile::new("good.bin", 40 * CHUNK as usize, 33);
     let bad = TestFile::new("bad.bin", 40 * CHUNK as usize, 34);
@@ -137,3 +130,13 @@ async fn a_bad_stream_does_not_disturb_another_upload() {
         .unwrap();
     assert_eq!(downloaded.data, good.data);
 }
+
+transfer_tests::ledger_tests!(
+    an_unknown_session_is_not_found,
+    a_session_id_that_is_not_a_uuid_is_invalid,
+    a_stream_that_starts_with_a_chunk_is_invalid,
+    a_second_start_message_is_invalid,
+    another_owners_session_is_not_found,
+    a_stream_on_a_completed_session_hears_completed_at_once,
+    a_bad_stream_does_not_disturb_another_upload,
+);

@@ -1,0 +1,434 @@
+//! [`ChunkLedger`] on an embedded SQLite file: the zero set-up default.
+//!
+//! rusqlite (with SQLite bundled, so nothing needs installing) behind a deadpool pool
+//! whose calls run on Tokio's blocking pool. The file is in WAL mode with
+//! `synchronous = FULL`, so a committed transaction survives a crash; write
+//! transactions start `IMMEDIATE` so concurrent writers queue instead of failing.
+//! The schema comes from the migrations in `migrations/sqlite`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_sqlite::{Config, Hook, HookError, Pool, Runtime};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use uuid::Uuid;
+
+use super::{
+    ChunkLedger, CommittedChunk, FileRecord, FileState, LedgerError, Md5Digest, NewUpload,
+    OpenedUpload,
+};
+
+mod embedded {
+    refinery::embed_migrations!("../migrations/sqlite");
+}
+
+/// The columns every query that returns a file selects, in the order [`file_from_row`] reads.
+const FILE_COLUMNS: &str =
+    "id, owner, name, size, md5, chunk_size, chunk_count, state, created_at, completed_at";
+
+/// How long a writer waits for another to finish before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct SqliteLedger {
+    pool: Pool,
+}
+
+/// Settings every connection needs (they are per connection in SQLite).
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(())
+}
+
+impl SqliteLedger {
+    /// Opens (creating if needed) the ledger file at `path` and applies pending migrations.
+    pub async fn open(path: &Path, pool_size: usize) -> Result<Self, LedgerError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                LedgerError::Unavailable(format!("creating {}: {e}", dir.display()))
+            })?;
+        }
+        let pool = Config::new(path)
+            .builder(Runtime::Tokio1)
+            .map_err(|e| LedgerError::Unavailable(e.to_string()))?
+            .max_size(pool_size.max(1))
+            .post_create(Hook::sync_fn(|conn, _| {
+                let conn = conn
+                    .lock()
+                    .map_err(|_| HookError::message("a poisoned SQLite connection"))?;
+                configure(&conn).map_err(HookError::Backend)
+            }))
+            .build()
+            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+        let ledger = Self { pool };
+        ledger
+            .with(|conn| {
+                // WAL lets readers work while a writer commits; it is a property of the file.
+                conn.pragma_update(None, "journal_mode", "WAL")
+                    .map_err(db_error)?;
+                embedded::migrations::runner().run(conn).map_err(|e| {
+                    LedgerError::Database(format!("migrating the ledger failed: {e}"))
+                })?;
+                Ok(())
+            })
+            .await?;
+        Ok(ledger)
+    }
+
+    /// Runs `work` on a pooled connection, on the blocking pool.
+    async fn with<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        let conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+        conn.interact(work)
+            .await
+            .map_err(|e| LedgerError::Unavailable(format!("the ledger connection failed: {e}")))?
+    }
+
+    /// Runs `work` in a write transaction, committed when it returns `Ok`.
+    async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Transaction<'_>) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_error)?;
+            let result = work(&tx)?;
+            tx.commit().map_err(db_error)?;
+            Ok(result)
+        })
+        .await
+    }
+}
+
+fn db_error(e: rusqlite::Error) -> LedgerError {
+    LedgerError::Database(e.to_string())
+}
+
+fn now_micros() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+fn to_i64(value: u64) -> Result<i64, LedgerError> {
+    i64::try_from(value)
+        .map_err(|_| LedgerError::Database(format!("{value} is too large to record")))
+}
+
+fn to_u64(value: i64) -> Result<u64, LedgerError> {
+    u64::try_from(value).map_err(|_| LedgerError::Corrupt(format!("negative value {value}")))
+}
+
+fn parse_state(s: &str) -> Result<FileState, LedgerError> {
+    FileState::parse(s).ok_or_else(|| LedgerError::Corrupt(format!("unknown file state {s:?}")))
+}
+
+fn time(micros: i64) -> Result<DateTime<Utc>, LedgerError> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| LedgerError::Corrupt(format!("a time of {micros} µs")))
+}
+
+/// A `files` row as SQLite returns it, before checking its values.
+struct RawFile {
+    id: String,
+    owner: String,
+    name: String,
+    size: i64,
+    md5: Vec<u8>,
+    chunk_size: i64,
+    chunk_count: i64,
+    state: String,
+    created_at: i64,
+    completed_at: Option<i64>,
+}
+
+fn raw_file(row: &Row<'_>) -> rusqlite::Result<RawFile> {
+    Ok(RawFile {
+        id: row.get(0)?,
+        owner: row.get(1)?,
+        name: row.get(2)?,
+        size: row.get(3)?,
+        md5: row.get(4)?,
+        chunk_size: row.get(5)?,
+        chunk_count: row.get(6)?,
+        state: row.get(7)?,
+        created_at: row.get(8)?,
+        completed_at: row.get(9)?,
+    })
+}
+
+impl TryFrom<RawFile> for FileRecord {
+    type Error = LedgerError;
+
+    fn try_from(raw: RawFile) -> Result<Self, LedgerError> {
+        Ok(FileRecord {
+            id: Uuid::parse_str(&raw.id)
+                .map_err(|_| LedgerError::Corrupt(format!("file id {:?}", raw.id)))?,
+            owner: raw.owner,
+            name: raw.name,
+            size: to_u64(raw.size)?,
+            md5: Md5Digest::try_from(raw.md5.as_slice())
+                .map_err(|_| LedgerError::Corrupt(format!("an MD5 of {} bytes", raw.md5.len())))?,
+            chunk_size: u32::try_from(raw.chunk_size)
+                .map_err(|_| LedgerError::Corrupt(format!("chunk size {}", raw.chunk_size)))?,
+            chunk_count: to_u64(raw.chunk_count)?,
+            state: parse_state(&raw.state)?,
+            created_at: time(raw.created_at)?,
+            completed_at: raw.completed_at.map(time).transpose()?,
+        })
+    }
+}
+
+/// The file `id`, if any.
+fn select_file(conn: &Connection, id: Uuid) -> Result<Option<FileRecord>, LedgerError> {
+    conn.prepare_cached(&format!("SELECT {FILE_COLUMNS} FROM files WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id.to_string()], raw_file).optional())
+        .map_err(db_error)?
+        .map(FileRecord::try_from)
+        .transpose()
+}
+
+/// The error for a state change of `id` that found no open upload.
+fn not_open(conn: &Connection, id: Uuid) -> Result<LedgerError, LedgerError> {
+    Ok(match select_file(conn, id)? {
+        None => LedgerError::NotFound(id),
+        Some(file) => LedgerError::NotUploading {
+            id,
+            state: file.state,
+        },
+    })
+}
+
+/// Moves an open upload to `aborted` or `failed` and deletes its chunk rows.
+fn close_upload(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    state: FileState,
+    reason: Option<&str>,
+) -> Result<(), LedgerError> {
+    let updated = tx
+        .execute(
+            "UPDATE files SET state = ?2, failure = ?3, updated_at = ?4 \
+             WHERE id = ?1 AND state = 'uploading'",
+            params![id.to_string(), state.as_str(), reason, now_micros()],
+        )
+        .map_err(db_error)?;
+    if updated == 0 {
+        return Err(not_open(tx, id)?);
+    }
+    tx.execute("DELETE FROM chunks WHERE file_id = ?1", [id.to_string()])
+        .map_err(db_error)?;
+    Ok(())
+}
+
+#[async_trait]
+impl ChunkLedger for SqliteLedger {
+    async fn add_file_for_stored_content(
+        &self,
+        owner: &str,
+        name: &str,
+        md5: &Md5Digest,
+        size: u64,
+    ) -> Result<Option<FileRecord>, LedgerError> {
+        let (owner, name, md5, size) = (owner.to_owned(), name.to_owned(), *md5, to_i64(size)?);
+        self.write(move |tx| {
+            let existing = tx
+                .prepare_cached(&format!(
+                    "SELECT {FILE_COLUMNS} FROM files \
+                     WHERE owner = ?1 AND name = ?2 AND md5 = ?3 AND size = ?4 AND state = 'complete' \
+                     ORDER BY created_at LIMIT 1"
+                ))
+                .and_then(|mut s| s.query_row(params![owner, name, md5, size], raw_file).optional())
+                .map_err(db_error)?;
+            if let Some(file) = existing {
+                return FileRecord::try_from(file).map(Some);
+            }
+            let stored = tx
+                .prepare_cached("SELECT 1 FROM contents WHERE md5 = ?1 AND size = ?2")
+                .and_then(|mut s| s.exists(params![md5, size]))
+                .map_err(db_error)?;
+            if !stored {
+                return Ok(None);
+            }
+            let now = now_micros();
+            let file = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO files (id, owner, name, size, md5, chunk_size, chunk_count, state, \
+                                        created_at, updated_at, completed_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, 'complete', ?6, ?6, ?6) \
+                     RETURNING {FILE_COLUMNS}"
+                ))
+                .and_then(|mut s| {
+                    s.query_row(
+                        params![Uuid::new_v4().to_string(), owner, name, size, md5, now],
+                        raw_file,
+                    )
+                })
+                .map_err(db_error)?;
+            FileRecord::try_from(file).map(Some)
+        })
+        .await
+    }
+
+    async fn open_upload(&self, upload: &NewUpload) -> Result<OpenedUpload, LedgerError> {
+        let upload = upload.clone();
+        let size = to_i64(upload.size)?;
+        let chunk_count = to_i64(upload.chunk_count)?;
+        self.write(move |tx| {
+            let open = tx
+                .prepare_cached(&format!(
+                    "SELECT {FILE_COLUMNS} FROM files \
+                     WHERE owner = ?1 AND md5 = ?2 AND size = ?3 AND state = 'uploading'"
+                ))
+                .and_then(|mut s| {
+                    s.query_row(params![upload.owner, upload.md5, size], raw_file)
+                        .optional()
+                })
+                .map_err(db_error)?;
+            if let Some(file) = open {
+                return Ok(OpenedUpload {
+                    file: FileRecord::try_from(file)?,
+                    created: false,
+                });
+            }
+            let now = now_micros();
+            let file = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO files (id, owner, name, size, md5, chunk_size, chunk_count, state, \
+                                        created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'uploading', ?8, ?8) \
+                     RETURNING {FILE_COLUMNS}"
+                ))
+                .and_then(|mut s| {
+                    s.query_row(
+                        params![
+                            Uuid::new_v4().to_string(),
+                            upload.owner,
+                            upload.name,
+                            size,
+                            upload.md5,
+                            upload.chunk_size,
+                            chunk_count,
+                            now
+                        ],
+                        raw_file,
+                    )
+                })
+                .map_err(db_error)?;
+            Ok(OpenedUpload {
+                file: FileRecord::try_from(file)?,
+                created: true,
+            })
+        })
+        .await
+    }
+
+    async fn get_file(&self, id: Uuid) -> Result<Option<FileRecord>, LedgerError> {
+        self.with(move |conn| select_file(conn, id)).await
+    }
+
+    async fn committed_chunks(&self, id: Uuid) -> Result<Vec<u64>, LedgerError> {
+        self.with(move |conn| {
+            let mut statement = conn
+                .prepare_cached("SELECT idx FROM chunks WHERE file_id = ?1 ORDER BY idx")
+                .map_err(db_error)?;
+            let indexes = statement
+                .query_map([id.to_string()], |row| row.get::<_, i64>(0))
+                .map_err(db_error)?;
+            indexes
+                .map(|index| to_u64(index.map_err(db_error)?))
+                .collect()
+        })
+        .await
+    }
+
+    async fn commit_chunks(
+        &self,
+        id: Uuid,
+        chunks: &[CommittedChunk],
+    ) -> Result<Vec<u64>, LedgerError> {
+        let chunks = chunks.to_vec();
+        self.write(move |tx| {
+            let state: Option<String> = tx
+                .prepare_cached("SELECT state FROM files WHERE id = ?1")
+                .and_then(|mut s| s.query_row([id.to_string()], |row| row.get(0)).optional())
+                .map_err(db_error)?;
+            let state = parse_state(&state.ok_or(LedgerError::NotFound(id))?)?;
+            if state != FileState::Uploading {
+                return Err(LedgerError::NotUploading { id, state });
+            }
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO chunks (file_id, idx, size, crc32c, committed_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(db_error)?;
+            let now = now_micros();
+            let id = id.to_string();
+            let mut newly = Vec::with_capacity(chunks.len());
+            for chunk in &chunks {
+                let inserted = insert
+                    .execute(params![
+                        id,
+                        to_i64(chunk.index)?,
+                        chunk.size,
+                        chunk.crc32c,
+                        now
+                    ])
+                    .map_err(db_error)?;
+                if inserted == 1 {
+                    newly.push(chunk.index);
+                }
+            }
+            newly.sort_unstable();
+            Ok(newly)
+        })
+        .await
+    }
+
+    async fn complete_upload(&self, id: Uuid) -> Result<FileRecord, LedgerError> {
+        self.write(move |tx| {
+            let now = now_micros();
+            let updated = tx
+                .prepare_cached(&format!(
+                    "UPDATE files SET state = 'complete', completed_at = ?2, updated_at = ?2 \
+                     WHERE id = ?1 AND state = 'uploading' RETURNING {FILE_COLUMNS}"
+                ))
+                .and_then(|mut s| {
+                    s.query_row(params![id.to_string(), now], raw_file)
+                        .optional()
+                })
+                .map_err(db_error)?;
+            let Some(file) = updated else {
+                return Err(not_open(tx, id)?);
+            };
+            let file = FileRecord::try_from(file)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO contents (md5, size, created_at) VALUES (?1, ?2, ?3)",
+                params![file.md5, to_i64(file.size)?, now],
+            )
+            .map_err(db_error)?;
+            Ok(file)
+        })
+        .await
+    }
+
+    async fn fail_upload(&self, id: Uuid, reason: &str) -> Result<(), LedgerError> {
+        let reason = reason.to_owned();
+        self.write(move |tx| close_upload(tx, id, FileState::Failed, Some(&reason)))
+            .await
+    }
+
+    async fn abort_upload(&self, id: Uuid) -> Result<(), LedgerError> {
+        self.write(move |tx| close_upload(tx, id, FileState::Aborted, None))
+            .await
+    }
+}
