@@ -82,6 +82,12 @@ impl Settings {
                     .into(),
             ));
         }
+        if self.max_file_size > i64::MAX as u64 {
+            return Err(SettingsError(format!(
+                "--max-file-size may be at most {} bytes",
+                i64::MAX
+            )));
+        }
         if self.max_window == 0 {
             return Err(SettingsError("--max-window must be at least 1".into()));
         }

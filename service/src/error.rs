@@ -41,8 +41,10 @@ pub enum ServiceError {
     Ledger(#[from] LedgerError),
     #[error(transparent)]
     Blob(#[from] BlobError),
-    #[error("the server is shutting down")]
-    ShuttingDown,
+    #[error(
+        "the upload session closed while this stream was using it: call CheckUpload and continue"
+    )]
+    SessionClosed,
 }
 
 impl ServiceError {
@@ -64,7 +66,7 @@ impl ServiceError {
             }
             ServiceError::Ledger(LedgerError::NotFound(_)) => Code::NotFound,
             ServiceError::Ledger(LedgerError::NotUploading { .. }) => Code::FailedPrecondition,
-            ServiceError::Ledger(LedgerError::Unavailable(_)) | ServiceError::ShuttingDown => {
+            ServiceError::Ledger(LedgerError::Unavailable(_)) | ServiceError::SessionClosed => {
                 Code::Unavailable
             }
             ServiceError::Ledger(_) => Code::Internal,

@@ -32,16 +32,21 @@ pub async fn abort_upload(
     owner: &Owner,
     id: Uuid,
 ) -> Result<(), ServiceError> {
-    let file = owned_file(ledger, owner, id)
-        .await
-        .map_err(|_| ServiceError::UploadNotFound(id))?;
-    if file.state != FileState::Uploading {
-        return Err(ServiceError::UploadNotOpen {
-            id,
-            state: file.state,
-        });
+    let file = owned_file(ledger, owner, id).await.map_err(|e| match e {
+        ServiceError::FileNotFound(id) => ServiceError::UploadNotFound(id),
+        other => other,
+    })?;
+    match file.state {
+        FileState::Uploading => ledger.abort_upload(id).await?,
+        // Aborting again finishes what an interrupted abort may have left.
+        FileState::Aborted => {}
+        FileState::Complete | FileState::Failed => {
+            return Err(ServiceError::UploadNotOpen {
+                id,
+                state: file.state,
+            });
+        }
     }
-    ledger.abort_upload(id).await?;
     sessions.aborted(id).await;
     blobs.abort(id).await?;
     Ok(())
@@ -54,6 +59,7 @@ pub fn file_info(file: &FileRecord) -> FileInfo {
         size: file.size,
         md5: file.md5.to_vec().into(),
         state: proto_state(file.state).into(),
+        failure: file.failure.clone().unwrap_or_default(),
         created_at: Some(SystemTime::from(file.created_at).into()),
         completed_at: file.completed_at.map(|t| SystemTime::from(t).into()),
     }

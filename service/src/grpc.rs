@@ -57,7 +57,16 @@ impl TransferService for TransferApi {
     ) -> Result<Response<CheckUploadResponse>, Status> {
         let owner = Owner::from_metadata(request.metadata())?;
         let intent = UploadIntent::parse(request.into_inner(), &self.limits)?;
-        let result = match check_upload(self.ledger.as_ref(), &self.limits, &owner, intent).await? {
+        let outcome = check_upload(
+            self.ledger.as_ref(),
+            self.blobs.as_ref(),
+            &self.sessions,
+            &self.limits,
+            &owner,
+            intent,
+        )
+        .await?;
+        let result = match outcome {
             CheckOutcome::AlreadyStored(file) => {
                 check_upload_response::Result::AlreadyStored(file_info(&file))
             }

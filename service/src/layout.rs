@@ -64,18 +64,6 @@ impl ChunkLayout {
     }
 }
 
-/// Compacts ascending, distinct indexes into half-open ranges `[start, end)`.
-pub fn index_ranges(indexes: impl IntoIterator<Item = u64>) -> Vec<(u64, u64)> {
-    let mut ranges: Vec<(u64, u64)> = Vec::new();
-    for index in indexes {
-        match ranges.last_mut() {
-            Some((_, end)) if *end == index => *end += 1,
-            _ => ranges.push((index, index + 1)),
-        }
-    }
-    ranges
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,14 +104,5 @@ mod tests {
         assert_eq!(limits.choose_chunk_size(1), 64);
         assert_eq!(limits.choose_chunk_size(100_000), 1024);
         assert_eq!(limits.choose_chunk_size(512), 512);
-    }
-
-    #[test]
-    fn indexes_compact_into_ranges() {
-        assert_eq!(
-            index_ranges([0, 1, 2, 5, 7, 8]),
-            vec![(0, 3), (5, 6), (7, 9)]
-        );
-        assert!(index_ranges([]).is_empty());
     }
 }

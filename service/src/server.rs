@@ -13,13 +13,15 @@ use crate::Settings;
 use crate::blob::{BlobError, BlobStore, FsBlobStore};
 use crate::config::SettingsError;
 use crate::grpc::TransferApi;
-use crate::ledger::LedgerError;
+use crate::ledger::{ChunkLedger, FileState, LedgerError};
 use crate::upload::SessionRegistry;
 
 /// HTTP/2 flow-control windows: hyper's defaults let one stream move only a few MiB per
 /// round trip, far below what a large upload needs.
 const STREAM_WINDOW: u32 = 32 << 20;
 const CONNECTION_WINDOW: u32 = 64 << 20;
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 /// Room for a chunk's message framing beyond its data.
 const MESSAGE_OVERHEAD: usize = 64 << 10;
 
@@ -37,6 +39,33 @@ pub enum StartupError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// Removes staged bytes whose upload is no longer open: left behind when the server
+/// stopped between closing an upload in the ledger and dropping its staging.
+async fn sweep_orphaned_staging(ledger: Arc<dyn ChunkLedger>, blobs: Arc<dyn BlobStore>) {
+    let staged = match blobs.list_staged().await {
+        Ok(staged) => staged,
+        Err(error) => {
+            tracing::warn!(%error, "could not list staged uploads to sweep");
+            return;
+        }
+    };
+    for id in staged {
+        let open = match ledger.get_file(id).await {
+            Ok(file) => file.is_some_and(|f| f.state == FileState::Uploading),
+            Err(error) => {
+                tracing::warn!(%error, "could not sweep staged uploads");
+                return;
+            }
+        };
+        if !open {
+            match blobs.abort(id).await {
+                Ok(()) => tracing::info!(upload = %id, "removed staging of a closed upload"),
+                Err(error) => tracing::warn!(upload = %id, %error, "could not remove staging"),
+            }
+        }
+    }
+}
+
 /// A `transferd` with its storage opened, ready to serve.
 pub struct Transferd {
     api: TransferApi,
@@ -51,6 +80,10 @@ impl Transferd {
         let ledger = location.open(settings.database_pool_size).await?;
         tracing::info!(ledger = %location, "ledger open");
         let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(&settings.data_dir)?);
+        tokio::spawn(sweep_orphaned_staging(
+            Arc::clone(&ledger),
+            Arc::clone(&blobs),
+        ));
         let sessions = SessionRegistry::new(
             Arc::clone(&ledger),
             Arc::clone(&blobs),
@@ -91,6 +124,9 @@ impl Transferd {
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .tcp_nodelay(true)
+            // Find clients that vanished without closing their connection.
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -209,23 +209,48 @@ pub async fn upload_file(
     let mut stream = ChunkStream::open(client, owner, &session.upload_id)
         .await
         .expect("opening UploadChunks");
-    let window = session.max_window as usize;
-    let mut in_flight = 0;
-    let mut next = missing.iter();
-    loop {
-        while in_flight < window {
-            let Some(&index) = next.next() else { break };
-            stream
-                .send_chunk(index, file.chunk(index, session.chunk_size))
-                .await;
-            in_flight += 1;
-        }
-        match stream.next().await {
-            Ok(Some(upload_chunks_response::Message::Ack(_))) => in_flight -= 1,
-            Ok(Some(upload_chunks_response::Message::Completed(done))) => {
-                return done.file.expect("completed carries the file");
+    let (_, end) = stream
+        .send_windowed(file, session.chunk_size, &missing, session.max_window)
+        .await;
+    match end {
+        Ok(Some(done)) => done,
+        other => panic!("upload of {} ended with {other:?}", file.name),
+    }
+}
+
+impl ChunkStream {
+    /// Sends the chunks `indexes` of `file` in that order, never more than `window`
+    /// unacknowledged, then reads until the stream ends. Returns the acks and the end.
+    pub async fn send_windowed(
+        &mut self,
+        file: &TestFile,
+        chunk_size: u32,
+        indexes: &[u64],
+        window: u32,
+    ) -> (Vec<ChunkAck>, Result<Option<FileInfo>, Status>) {
+        let mut acks = Vec::new();
+        let mut in_flight = 0;
+        let mut next = indexes.iter();
+        loop {
+            while in_flight < window {
+                let Some(&index) = next.next() else { break };
+                self.send_chunk(index, file.chunk(index, chunk_size)).await;
+                in_flight += 1;
             }
-            other => panic!("upload of {} ended with {other:?}", file.name),
+            if in_flight == 0 {
+                self.finish_sending();
+            }
+            match self.next().await {
+                Ok(Some(upload_chunks_response::Message::Ack(ack))) => {
+                    in_flight -= 1;
+                    acks.push(ack);
+                }
+                Ok(Some(upload_chunks_response::Message::Completed(done))) => {
+                    return (acks, Ok(done.file));
+                }
+                Ok(None) => return (acks, Ok(None)),
+                Err(status) => return (acks, Err(status)),
+            }
         }
     }
 }

@@ -147,13 +147,17 @@ impl BlobStore for FsBlobStore {
     async fn complete(&self, upload: Uuid, key: &ContentKey) -> Result<(), BlobError> {
         let staged = self.staging_path(upload);
         let staging_dir = self.staging.clone();
+        let content_root = self.content.clone();
         let dir = self.content_dir(key);
         let target = self.content_path(key);
         blocking(move || {
             let file = open_staged(&staged, upload, false)?;
             file.sync_all().map_err(io("syncing a staged upload"))?;
             drop(file);
-            fs::create_dir_all(&dir).map_err(io("creating a content directory"))?;
+            if !dir.exists() {
+                fs::create_dir_all(&dir).map_err(io("creating a content directory"))?;
+                sync_dir(&content_root)?;
+            }
             if target.exists() {
                 // The same content was completed by another upload: keep one copy.
                 fs::remove_file(&staged).map_err(io("removing a duplicate upload"))?;
@@ -175,6 +179,26 @@ impl BlobStore for FsBlobStore {
                 action: "removing a staged upload",
                 source: e,
             }),
+        })
+        .await
+    }
+
+    async fn list_staged(&self) -> Result<Vec<Uuid>, BlobError> {
+        let dir = self.staging.clone();
+        blocking(move || {
+            let mut staged = Vec::new();
+            for entry in fs::read_dir(&dir).map_err(io("listing staged uploads"))? {
+                let entry = entry.map_err(io("listing staged uploads"))?;
+                // Anything not named by an upload id is not ours: leave it alone.
+                if let Some(id) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| Uuid::try_parse(n).ok())
+                {
+                    staged.push(id);
+                }
+            }
+            Ok(staged)
         })
         .await
     }

@@ -81,6 +81,9 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Drops an upload's staging. Succeeds if there is none.
     async fn abort(&self, upload: Uuid) -> Result<(), BlobError>;
 
+    /// The uploads that have staging, in no particular order.
+    async fn list_staged(&self) -> Result<Vec<Uuid>, BlobError>;
+
     /// Whether content `key` is stored.
     async fn content_exists(&self, key: &ContentKey) -> Result<bool, BlobError>;
 

@@ -137,6 +137,8 @@ pub struct FileRecord {
     pub chunk_size: u32,
     pub chunk_count: u64,
     pub state: FileState,
+    /// Why a `Failed` upload failed.
+    pub failure: Option<String>,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
 }
@@ -212,8 +214,17 @@ pub trait ChunkLedger: Send + Sync + 'static {
     /// A file by id, in whatever state.
     async fn get_file(&self, id: Uuid) -> Result<Option<FileRecord>, LedgerError>;
 
-    /// Indexes of the committed chunks of an upload, ascending.
-    async fn committed_chunks(&self, id: Uuid) -> Result<Vec<u64>, LedgerError>;
+    /// The open upload session of `owner` for this content, if any.
+    async fn find_open_upload(
+        &self,
+        owner: &str,
+        md5: &Md5Digest,
+        size: u64,
+    ) -> Result<Option<FileRecord>, LedgerError>;
+
+    /// The committed chunks of an upload as ascending, non-overlapping, non-adjacent
+    /// half-open ranges of indexes `[start, end)`.
+    async fn committed_ranges(&self, id: Uuid) -> Result<Vec<(u64, u64)>, LedgerError>;
 
     /// Records chunks as committed, in one transaction. Returns the indexes that were
     /// newly recorded (an index recorded before keeps its first record). Fails with

@@ -19,8 +19,14 @@ mod embedded {
 }
 
 /// The columns every query that returns a file selects, in the order [`file_from_row`] reads.
-const FILE_COLUMNS: &str =
-    "id, owner, name, size, md5, chunk_size, chunk_count, state, created_at, completed_at";
+const FILE_COLUMNS: &str = "id, owner, name, size, md5, chunk_size, chunk_count, state, failure, \
+     created_at, completed_at";
+
+/// Runs of consecutive committed indexes, computed in the database so that a session
+/// with millions of chunks sends back a few ranges rather than millions of rows.
+const COMMITTED_RANGES: &str = "SELECT min(idx), max(idx) + 1 FROM ( \
+         SELECT idx, idx - row_number() OVER (ORDER BY idx) AS run FROM chunks WHERE file_id = $1 \
+     ) AS numbered GROUP BY run ORDER BY 1";
 
 pub struct PostgresLedger {
     pool: Pool,
@@ -155,10 +161,6 @@ impl ChunkLedger for PostgresLedger {
              ON CONFLICT (owner, md5, size) WHERE state = 'uploading' DO NOTHING \
              RETURNING {FILE_COLUMNS}"
         );
-        let select = format!(
-            "SELECT {FILE_COLUMNS} FROM files \
-             WHERE owner = $1 AND md5 = $2 AND size = $3 AND state = 'uploading'"
-        );
         let size = to_i64(upload.size)?;
         let chunk_size = i32::try_from(upload.chunk_size).map_err(|_| {
             LedgerError::Database(format!("chunk size {} too large", upload.chunk_size))
@@ -188,13 +190,12 @@ impl ChunkLedger for PostgresLedger {
                     created: true,
                 });
             }
-            if let Some(row) = client
-                .query_opt(&select, &[&upload.owner, &upload.md5.as_slice(), &size])
-                .await
-                .map_err(db_error)?
+            if let Some(file) = self
+                .find_open_upload(&upload.owner, &upload.md5, upload.size)
+                .await?
             {
                 return Ok(OpenedUpload {
-                    file: file_from_row(&row)?,
+                    file,
                     created: false,
                 });
             }
@@ -216,16 +217,35 @@ impl ChunkLedger for PostgresLedger {
         row.as_ref().map(file_from_row).transpose()
     }
 
-    async fn committed_chunks(&self, id: Uuid) -> Result<Vec<u64>, LedgerError> {
+    async fn find_open_upload(
+        &self,
+        owner: &str,
+        md5: &Md5Digest,
+        size: u64,
+    ) -> Result<Option<FileRecord>, LedgerError> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT idx FROM chunks WHERE file_id = $1 ORDER BY idx",
-                &[&id],
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT {FILE_COLUMNS} FROM files \
+                     WHERE owner = $1 AND md5 = $2 AND size = $3 AND state = 'uploading'"
+                ),
+                &[&owner, &md5.as_slice(), &to_i64(size)?],
             )
             .await
             .map_err(db_error)?;
-        rows.iter().map(|row| to_u64(row.get(0))).collect()
+        row.as_ref().map(file_from_row).transpose()
+    }
+
+    async fn committed_ranges(&self, id: Uuid) -> Result<Vec<(u64, u64)>, LedgerError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(COMMITTED_RANGES, &[&id])
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|row| Ok((to_u64(row.get(0))?, to_u64(row.get(1))?)))
+            .collect()
     }
 
     async fn commit_chunks(
@@ -349,6 +369,7 @@ fn file_from_row(row: &Row) -> Result<FileRecord, LedgerError> {
             .map_err(|_| LedgerError::Corrupt(format!("negative chunk size {chunk_size}")))?,
         chunk_count: to_u64(row.get("chunk_count"))?,
         state: parse_state(row.get("state"))?,
+        failure: row.get("failure"),
         created_at: row.get("created_at"),
         completed_at: row.get("completed_at"),
     })

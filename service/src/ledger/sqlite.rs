@@ -25,8 +25,8 @@ mod embedded {
 }
 
 /// The columns every query that returns a file selects, in the order [`file_from_row`] reads.
-const FILE_COLUMNS: &str =
-    "id, owner, name, size, md5, chunk_size, chunk_count, state, created_at, completed_at";
+const FILE_COLUMNS: &str = "id, owner, name, size, md5, chunk_size, chunk_count, state, failure, \
+     created_at, completed_at";
 
 /// How long a writer waits for another to finish before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -146,6 +146,7 @@ struct RawFile {
     chunk_size: i64,
     chunk_count: i64,
     state: String,
+    failure: Option<String>,
     created_at: i64,
     completed_at: Option<i64>,
 }
@@ -160,8 +161,9 @@ fn raw_file(row: &Row<'_>) -> rusqlite::Result<RawFile> {
         chunk_size: row.get(5)?,
         chunk_count: row.get(6)?,
         state: row.get(7)?,
-        created_at: row.get(8)?,
-        completed_at: row.get(9)?,
+        failure: row.get(8)?,
+        created_at: row.get(9)?,
+        completed_at: row.get(10)?,
     })
 }
 
@@ -181,6 +183,7 @@ impl TryFrom<RawFile> for FileRecord {
                 .map_err(|_| LedgerError::Corrupt(format!("chunk size {}", raw.chunk_size)))?,
             chunk_count: to_u64(raw.chunk_count)?,
             state: parse_state(&raw.state)?,
+            failure: raw.failure,
             created_at: time(raw.created_at)?,
             completed_at: raw.completed_at.map(time).transpose()?,
         })
@@ -194,6 +197,23 @@ fn select_file(conn: &Connection, id: Uuid) -> Result<Option<FileRecord>, Ledger
         .map_err(db_error)?
         .map(FileRecord::try_from)
         .transpose()
+}
+
+/// The open upload of `owner` for this content, if any.
+fn select_open_upload(
+    conn: &Connection,
+    owner: &str,
+    md5: &Md5Digest,
+    size: i64,
+) -> Result<Option<FileRecord>, LedgerError> {
+    conn.prepare_cached(&format!(
+        "SELECT {FILE_COLUMNS} FROM files \
+         WHERE owner = ?1 AND md5 = ?2 AND size = ?3 AND state = 'uploading'"
+    ))
+    .and_then(|mut s| s.query_row(params![owner, md5, size], raw_file).optional())
+    .map_err(db_error)?
+    .map(FileRecord::try_from)
+    .transpose()
 }
 
 /// The error for a state change of `id` that found no open upload.
@@ -283,19 +303,9 @@ impl ChunkLedger for SqliteLedger {
         let size = to_i64(upload.size)?;
         let chunk_count = to_i64(upload.chunk_count)?;
         self.write(move |tx| {
-            let open = tx
-                .prepare_cached(&format!(
-                    "SELECT {FILE_COLUMNS} FROM files \
-                     WHERE owner = ?1 AND md5 = ?2 AND size = ?3 AND state = 'uploading'"
-                ))
-                .and_then(|mut s| {
-                    s.query_row(params![upload.owner, upload.md5, size], raw_file)
-                        .optional()
-                })
-                .map_err(db_error)?;
-            if let Some(file) = open {
+            if let Some(file) = select_open_upload(tx, &upload.owner, &upload.md5, size)? {
                 return Ok(OpenedUpload {
-                    file: FileRecord::try_from(file)?,
+                    file,
                     created: false,
                 });
             }
@@ -335,16 +345,39 @@ impl ChunkLedger for SqliteLedger {
         self.with(move |conn| select_file(conn, id)).await
     }
 
-    async fn committed_chunks(&self, id: Uuid) -> Result<Vec<u64>, LedgerError> {
+    async fn find_open_upload(
+        &self,
+        owner: &str,
+        md5: &Md5Digest,
+        size: u64,
+    ) -> Result<Option<FileRecord>, LedgerError> {
+        let (owner, md5, size) = (owner.to_owned(), *md5, to_i64(size)?);
+        self.with(move |conn| select_open_upload(conn, &owner, &md5, size))
+            .await
+    }
+
+    async fn committed_ranges(&self, id: Uuid) -> Result<Vec<(u64, u64)>, LedgerError> {
         self.with(move |conn| {
+            // Runs of consecutive indexes, computed in the database: a few ranges rather
+            // than millions of rows for a large session.
             let mut statement = conn
-                .prepare_cached("SELECT idx FROM chunks WHERE file_id = ?1 ORDER BY idx")
+                .prepare_cached(
+                    "SELECT min(idx), max(idx) + 1 FROM ( \
+                         SELECT idx, idx - row_number() OVER (ORDER BY idx) AS run \
+                         FROM chunks WHERE file_id = ?1 \
+                     ) GROUP BY run ORDER BY 1",
+                )
                 .map_err(db_error)?;
-            let indexes = statement
-                .query_map([id.to_string()], |row| row.get::<_, i64>(0))
+            let ranges = statement
+                .query_map([id.to_string()], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+                })
                 .map_err(db_error)?;
-            indexes
-                .map(|index| to_u64(index.map_err(db_error)?))
+            ranges
+                .map(|range| {
+                    let (start, end) = range.map_err(db_error)?;
+                    Ok((to_u64(start)?, to_u64(end)?))
+                })
                 .collect()
         })
         .await

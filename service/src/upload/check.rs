@@ -2,8 +2,11 @@
 
 use transfer_proto::v1::CheckUploadRequest;
 
+use super::SessionRegistry;
+use crate::blob::BlobStore;
 use crate::error::ServiceError;
-use crate::layout::{ChunkLayout, Limits, index_ranges};
+use crate::files::abort_upload;
+use crate::layout::{ChunkLayout, Limits};
 use crate::ledger::{ChunkLedger, FileRecord, Md5Digest, NewUpload};
 use crate::owner::Owner;
 use crate::request::parse_md5;
@@ -28,6 +31,12 @@ impl UploadIntent {
                     "must be 1 to {MAX_NAME_LEN} bytes long, got {} bytes",
                     request.name.len()
                 ),
+            });
+        }
+        if request.name.contains('\0') {
+            return Err(ServiceError::BadRequest {
+                field: "name",
+                problem: "must not contain NUL characters".into(),
             });
         }
         let md5 = parse_md5("md5", &request.md5)?;
@@ -62,6 +71,8 @@ pub enum CheckOutcome {
 
 pub async fn check_upload(
     ledger: &dyn ChunkLedger,
+    blobs: &dyn BlobStore,
+    sessions: &SessionRegistry,
     limits: &Limits,
     owner: &Owner,
     intent: UploadIntent,
@@ -70,6 +81,17 @@ pub async fn check_upload(
         .add_file_for_stored_content(owner.as_str(), &intent.name, &intent.md5, intent.size)
         .await?
     {
+        // The owner may have had a session for this content open when another upload
+        // stored it: that session is no longer needed.
+        if let Some(open) = ledger
+            .find_open_upload(owner.as_str(), &intent.md5, intent.size)
+            .await?
+        {
+            match abort_upload(ledger, blobs, sessions, owner, open.id).await {
+                Ok(()) | Err(ServiceError::UploadNotOpen { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
         return Ok(CheckOutcome::AlreadyStored(file));
     }
 
@@ -87,7 +109,7 @@ pub async fn check_upload(
     let committed = if opened.created {
         Vec::new()
     } else {
-        index_ranges(ledger.committed_chunks(opened.file.id).await?)
+        ledger.committed_ranges(opened.file.id).await?
     };
     Ok(CheckOutcome::Session {
         file: opened.file,

@@ -22,10 +22,10 @@ use tonic::Status;
 use uuid::Uuid;
 
 use super::hasher::OrderedHasher;
-use crate::blob::{BlobError, BlobStore, ContentKey, Part};
+use crate::blob::{BlobStore, ContentKey, Part};
 use crate::error::ServiceError;
 use crate::layout::{ChunkLayout, Limits};
-use crate::ledger::{ChunkLedger, CommittedChunk, FileRecord, FileState, LedgerError};
+use crate::ledger::{ChunkLedger, CommittedChunk, FileRecord, FileState};
 use crate::owner::Owner;
 
 /// Most chunks written and committed in one batch.
@@ -75,6 +75,10 @@ pub enum Attachment {
     Completed(FileRecord),
 }
 
+/// The session a stream was attached to has closed.
+#[derive(Debug)]
+pub struct SessionClosed;
+
 /// A stream's attachment to a session: send chunks in, receive events out.
 pub struct AttachedStream {
     pub info: SessionInfo,
@@ -84,15 +88,16 @@ pub struct AttachedStream {
 }
 
 impl AttachedStream {
-    /// Hands a chunk to the session. Waits while the session is busy.
-    pub async fn send_chunk(&self, chunk: VerifiedChunk) -> Result<(), ServiceError> {
+    /// Hands a chunk to the session. Waits while the session is busy. Fails when the
+    /// session has closed; its last event then says why.
+    pub async fn send_chunk(&self, chunk: VerifiedChunk) -> Result<(), SessionClosed> {
         self.commands
             .send(Command::Chunk {
                 stream: self.stream_id,
                 chunk,
             })
             .await
-            .map_err(|_| ServiceError::ShuttingDown)
+            .map_err(|_| SessionClosed)
     }
 }
 
@@ -156,7 +161,7 @@ impl SessionRegistry {
                 return result;
             }
         }
-        Err(ServiceError::ShuttingDown.into())
+        Err(ServiceError::SessionClosed.into())
     }
 
     /// Tells the session of an upload the ledger has just aborted, and waits until it
@@ -314,11 +319,10 @@ impl Session {
             })?;
         let mut committed = vec![false; count];
         let mut committed_count = 0;
-        for index in ledger.committed_chunks(id).await? {
-            if let Some(slot) = usize::try_from(index)
-                .ok()
-                .and_then(|i| committed.get_mut(i))
-            {
+        for (start, end) in ledger.committed_ranges(id).await? {
+            let start = usize::try_from(start).unwrap_or(usize::MAX).min(count);
+            let end = usize::try_from(end).unwrap_or(usize::MAX).min(count);
+            for slot in committed.get_mut(start..end).unwrap_or_default() {
                 *slot = true;
                 committed_count += 1;
             }
@@ -400,7 +404,7 @@ impl Session {
         loop {
             let command = match tokio::time::timeout(idle_timeout, inbox.recv()).await {
                 Ok(Some(command)) => command,
-                // The registry is gone: the server is stopping.
+                // Unreachable: this session holds a sender of its own inbox.
                 Ok(None) => return Ok(()),
                 Err(_) => {
                     self.streams.retain(|_, events| !events.is_closed());
@@ -461,6 +465,7 @@ impl Session {
             let _ = reply.send(Err(ServiceError::UploadNotFound(self.id()).into()));
             return Ok(());
         }
+        self.streams.retain(|_, events| !events.is_closed());
         let stream_id = self.next_stream_id;
         self.next_stream_id += 1;
         let (events, events_rx) = mpsc::unbounded_channel();
@@ -536,7 +541,7 @@ impl Session {
             Err(e) => Err(ServiceError::from(e)),
         };
         if let Err(error) = stored {
-            return self.batch_failed(error, &fresh, &repeats);
+            return self.batch_failed(error);
         }
 
         for (_, chunk) in &fresh {
@@ -587,34 +592,14 @@ impl Session {
         Ok(())
     }
 
-    /// A batch could not be stored: its streams end with the error; the session stays
-    /// open unless the upload itself was closed.
-    fn batch_failed(
-        &mut self,
-        error: ServiceError,
-        fresh: &[(u64, VerifiedChunk)],
-        repeats: &[(u64, u64)],
-    ) -> Result<(), Stop> {
-        let closed = matches!(
-            error,
-            ServiceError::Ledger(LedgerError::NotUploading { .. } | LedgerError::NotFound(_))
-                | ServiceError::Blob(BlobError::UploadNotFound(_))
-        );
+    /// A batch could not be stored. Whether the ledger recorded it is unknown (a commit
+    /// can fail after the database applied it), so this task's view may be stale: end
+    /// every stream with the error and stop; the next stream starts a task that reloads
+    /// the truth from the ledger.
+    fn batch_failed(&mut self, error: ServiceError) -> Result<(), Stop> {
         let status = Status::from(error);
-        if closed {
-            self.tell_all(|| SessionEvent::Failed(status.clone()));
-            return Err(Stop::Closed);
-        }
-        for stream in fresh
-            .iter()
-            .map(|(s, _)| *s)
-            .chain(repeats.iter().map(|(s, _)| *s))
-        {
-            if let Some(events) = self.streams.remove(&stream) {
-                let _ = events.send(SessionEvent::Failed(status.clone()));
-            }
-        }
-        Ok(())
+        self.tell_all(|| SessionEvent::Failed(status.clone()));
+        Err(Stop::Closed)
     }
 
     /// Feeds the hasher every committed chunk that extends the hashed prefix, reading

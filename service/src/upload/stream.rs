@@ -88,20 +88,17 @@ async fn drive(
                     state.in_flight = state.in_flight.saturating_sub(1);
                     state.remaining = remaining;
                     finishing |= remaining == 0;
-                    let outcome = if already_stored {
-                        ChunkOutcome::AlreadyStored
-                    } else {
-                        ChunkOutcome::Stored
-                    };
-                    send_ack(outbound, index, outcome, String::new(), remaining).await?;
+                    send_stored_ack(outbound, index, already_stored, remaining).await?;
                 }
                 Some(SessionEvent::Completed(file)) => return send_completed(outbound, &file).await,
                 Some(SessionEvent::Failed(status)) => return Err(status),
-                None => return Err(ServiceError::ShuttingDown.into()),
+                None => return Err(ServiceError::SessionClosed.into()),
             },
             message = inbound.next(), if sending => match message {
                 Some(Ok(UploadChunksRequest { message: Some(upload_chunks_request::Message::Chunk(chunk)) })) => {
-                    receive_chunk(&mut state, chunk, outbound).await?;
+                    if let Handed::SessionClosed = receive_chunk(&mut state, chunk, outbound).await? {
+                        return last_word(&mut state.attached, outbound).await;
+                    }
                 }
                 Some(Ok(UploadChunksRequest { message: Some(upload_chunks_request::Message::Start(_)) })) => {
                     return Err(ServiceError::UnexpectedMessage(
@@ -116,8 +113,9 @@ async fn drive(
                     .into());
                 }
                 None => sending = false,
-                // The client went away; what it sent and we acked is stored.
-                Some(Err(_)) => return Ok(()),
+                // A message that could not be decoded (too large, malformed), or the client
+                // went away (then nobody hears this). What was acked is stored.
+                Some(Err(status)) => return Err(status),
             },
         }
         if !sending && state.in_flight == 0 && !finishing {
@@ -126,12 +124,37 @@ async fn drive(
     }
 }
 
+/// What became of a chunk the stream received.
+enum Handed {
+    /// Handed to the session, or answered with a rejection.
+    Done,
+    /// The session had closed: its last event says why.
+    SessionClosed,
+}
+
+/// After the session closed under a stream: forwards what it still said (acks, then
+/// `completed` or the error that closed it).
+async fn last_word(attached: &mut AttachedStream, outbound: &Outbound) -> Result<(), Status> {
+    while let Some(event) = attached.events.recv().await {
+        match event {
+            SessionEvent::Ack {
+                index,
+                already_stored,
+                remaining,
+            } => send_stored_ack(outbound, index, already_stored, remaining).await?,
+            SessionEvent::Completed(file) => return send_completed(outbound, &file).await,
+            SessionEvent::Failed(status) => return Err(status),
+        }
+    }
+    Err(ServiceError::SessionClosed.into())
+}
+
 /// Checks one chunk and hands it to the session, or answers it with a rejection.
 async fn receive_chunk(
     state: &mut StreamState,
     chunk: Chunk,
     outbound: &Outbound,
-) -> Result<(), Status> {
+) -> Result<Handed, Status> {
     let layout = state.attached.info.layout;
     let index = chunk.index;
     let rejection = match layout.chunk_len(index) {
@@ -164,7 +187,8 @@ async fn receive_chunk(
         }
     };
     if let Some((outcome, detail)) = rejection {
-        return send_ack(outbound, index, outcome, detail, state.remaining).await;
+        send_ack(outbound, index, outcome, detail, state.remaining).await?;
+        return Ok(Handed::Done);
     }
 
     let window = state.attached.info.max_window;
@@ -172,15 +196,32 @@ async fn receive_chunk(
         return Err(ServiceError::WindowExceeded { window }.into());
     }
     state.in_flight += 1;
-    state
+    let handed = state
         .attached
         .send_chunk(VerifiedChunk {
             index,
             data: chunk.data,
             crc32c: chunk.crc32c,
         })
-        .await?;
-    Ok(())
+        .await;
+    Ok(match handed {
+        Ok(()) => Handed::Done,
+        Err(_) => Handed::SessionClosed,
+    })
+}
+
+async fn send_stored_ack(
+    outbound: &Outbound,
+    index: u64,
+    already_stored: bool,
+    remaining: u64,
+) -> Result<(), Status> {
+    let outcome = if already_stored {
+        ChunkOutcome::AlreadyStored
+    } else {
+        ChunkOutcome::Stored
+    };
+    send_ack(outbound, index, outcome, String::new(), remaining).await
 }
 
 async fn send_ack(

@@ -36,6 +36,7 @@ crate::conformance_tests!(crate::blob::suite; [filesystem => crate::blob::filesy
     missing_content_is_not_found,
     staged_parts_survive_reopening,
     an_empty_upload_completes,
+    staged_uploads_are_listed_until_completed_or_aborted,
 ]);
 
 pub mod suite {
@@ -213,5 +214,22 @@ pub mod suite {
         store.complete(upload, &key(&file)).await.unwrap();
         assert!(store.content_exists(&key(&file)).await.unwrap());
         assert_eq!(store.read(&key(&file), 0, 0).await.unwrap(), Bytes::new());
+    }
+
+    pub async fn staged_uploads_are_listed_until_completed_or_aborted(b: &impl BlobBackend) {
+        let store = b.open();
+        let file = TestFile::new("f", PART, 10);
+        let (done, dropped, open) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        for upload in [done, dropped, open] {
+            stage_all(store.as_ref(), upload, &file).await;
+        }
+        let mut listed = store.list_staged().await.unwrap();
+        listed.sort();
+        let mut expected = vec![done, dropped, open];
+        expected.sort();
+        assert_eq!(listed, expected);
+        store.complete(done, &key(&file)).await.unwrap();
+        store.abort(dropped).await.unwrap();
+        assert_eq!(store.list_staged().await.unwrap(), vec![open]);
     }
 }

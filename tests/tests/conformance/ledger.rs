@@ -61,6 +61,8 @@ crate::conformance_tests!(crate::ledger::suite; [
     a_closed_upload_can_be_completed_failed_or_aborted_no_more,
     a_failed_upload_forgets_its_chunks_and_frees_the_content,
     unknown_ids_are_not_found,
+    committed_chunks_come_back_as_runs,
+    the_open_session_of_an_owner_is_found_by_content,
     the_ledger_survives_reopening,
 ]);
 
@@ -128,7 +130,7 @@ pub mod suite {
     pub async fn committed_chunks_are_recorded_once(b: &impl LedgerBackend) {
         let ledger = b.open().await;
         let id = ledger.open_upload(&upload("o", "c")).await.unwrap().file.id;
-        assert!(ledger.committed_chunks(id).await.unwrap().is_empty());
+        assert!(ledger.committed_ranges(id).await.unwrap().is_empty());
         let newly = ledger
             .commit_chunks(id, &[chunk(2), chunk(0)])
             .await
@@ -143,7 +145,7 @@ pub mod suite {
             vec![1],
             "an index recorded before keeps its first record"
         );
-        assert_eq!(ledger.committed_chunks(id).await.unwrap(), vec![0, 1, 2]);
+        assert_eq!(ledger.committed_ranges(id).await.unwrap(), vec![(0, 3)]);
     }
 
     pub async fn concurrent_commits_of_one_index_record_it_once(b: &impl LedgerBackend) {
@@ -163,7 +165,7 @@ pub mod suite {
             newly += commit.await.unwrap().len();
         }
         assert_eq!(newly, 1);
-        assert_eq!(ledger.committed_chunks(id).await.unwrap(), vec![1]);
+        assert_eq!(ledger.committed_ranges(id).await.unwrap(), vec![(1, 2)]);
     }
 
     pub async fn chunks_are_refused_once_an_upload_is_aborted(b: &impl LedgerBackend) {
@@ -177,7 +179,7 @@ pub mod suite {
         ledger.commit_chunks(id, &[chunk(0)]).await.unwrap();
         ledger.abort_upload(id).await.unwrap();
         assert!(
-            ledger.committed_chunks(id).await.unwrap().is_empty(),
+            ledger.committed_ranges(id).await.unwrap().is_empty(),
             "chunks forgotten"
         );
         let refused = ledger.commit_chunks(id, &[chunk(1)]).await.unwrap_err();
@@ -287,7 +289,7 @@ pub mod suite {
             ledger.get_file(id).await.unwrap().unwrap().state,
             FileState::Failed
         );
-        assert!(ledger.committed_chunks(id).await.unwrap().is_empty());
+        assert!(ledger.committed_ranges(id).await.unwrap().is_empty());
         assert!(
             ledger
                 .add_file_for_stored_content("o", &new.name, &new.md5, new.size)
@@ -341,8 +343,58 @@ pub mod suite {
             .unwrap()
             .expect("the file is still there");
         assert_eq!(file.state, FileState::Uploading);
-        assert_eq!(ledger.committed_chunks(id).await.unwrap(), vec![0, 2]);
+        assert_eq!(
+            ledger.committed_ranges(id).await.unwrap(),
+            vec![(0, 1), (2, 3)]
+        );
         let again = ledger.open_upload(&upload("o", "persist")).await.unwrap();
         assert_eq!(again.file.id, id);
+    }
+
+    pub async fn committed_chunks_come_back_as_runs(b: &impl LedgerBackend) {
+        let ledger = b.open().await;
+        let mut new = upload("o", "runs");
+        new.chunk_count = 100;
+        let id = ledger.open_upload(&new).await.unwrap().file.id;
+        let indexes = [0, 1, 2, 5, 7, 8, 9, 99];
+        let chunks: Vec<_> = indexes.iter().map(|&i| chunk(i)).collect();
+        ledger.commit_chunks(id, &chunks).await.unwrap();
+        assert_eq!(
+            ledger.committed_ranges(id).await.unwrap(),
+            vec![(0, 3), (5, 6), (7, 10), (99, 100)]
+        );
+    }
+
+    pub async fn the_open_session_of_an_owner_is_found_by_content(b: &impl LedgerBackend) {
+        let ledger = b.open().await;
+        let new = upload("alice", "find");
+        assert!(
+            ledger
+                .find_open_upload("alice", &new.md5, new.size)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let opened = ledger.open_upload(&new).await.unwrap().file;
+        let found = ledger
+            .find_open_upload("alice", &new.md5, new.size)
+            .await
+            .unwrap();
+        assert_eq!(found, Some(opened.clone()));
+        assert!(
+            ledger
+                .find_open_upload("bob", &new.md5, new.size)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        ledger.complete_upload(opened.id).await.unwrap();
+        assert!(
+            ledger
+                .find_open_upload("alice", &new.md5, new.size)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 }

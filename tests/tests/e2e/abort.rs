@@ -60,7 +60,7 @@ async fn aborting_a_session_removes_its_chunks_and_staged_bytes(ledger: Ledger) 
     assert!(again.committed.is_empty());
 }
 
-async fn aborting_twice_or_after_completion_is_a_failed_precondition(ledger: Ledger) {
+async fn aborting_after_completion_is_a_failed_precondition(ledger: Ledger) {
     let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let file = TestFile::new("done.bin", 10_000, 81);
@@ -104,8 +104,27 @@ async fn aborting_an_unknown_or_foreign_session_is_not_found(ledger: Ledger) {
     }
 }
 
+async fn aborting_twice_is_harmless(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let mut client = server.client().await;
+    let file = TestFile::new("twice.bin", 10_000, 83);
+    let session = open_session(&mut client, None, &file, CHUNK).await;
+    for _ in 0..2 {
+        client
+            .abort_upload(request(
+                AbortUploadRequest {
+                    upload_id: session.upload_id.clone(),
+                },
+                None,
+            ))
+            .await
+            .expect("abort, and abort again");
+    }
+}
+
 transfer_tests::ledger_tests!(
     aborting_a_session_removes_its_chunks_and_staged_bytes,
-    aborting_twice_or_after_completion_is_a_failed_precondition,
+    aborting_after_completion_is_a_failed_precondition,
+    aborting_twice_is_harmless,
     aborting_an_unknown_or_foreign_session_is_not_found,
 );

@@ -41,9 +41,9 @@ async fn an_md5_that_is_not_16_bytes_is_invalid(ledger: Ledger) {
     );
 }
 
-async fn an_empty_or_overlong_name_is_invalid(ledger: Ledger) {
+async fn an_empty_overlong_or_nul_name_is_invalid(ledger: Ledger) {
     let server = TestServer::start(ledger).await;
-    for name in [String::new(), "n".repeat(1025)] {
+    for name in [String::new(), "n".repeat(1025), "nul\0name".into()] {
         let status = status_of(&server, CheckUploadRequest { name, ..valid() }, None).await;
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(
@@ -103,7 +103,7 @@ async fn a_malformed_owner_is_invalid(ledger: Ledger) {
 
 transfer_tests::ledger_tests!(
     an_md5_that_is_not_16_bytes_is_invalid,
-    an_empty_or_overlong_name_is_invalid,
+    an_empty_overlong_or_nul_name_is_invalid,
     a_file_over_the_size_limit_is_resource_exhausted,
     a_preferred_chunk_size_is_clamped_to_the_servers_bounds,
     a_malformed_owner_is_invalid,

@@ -1,5 +1,7 @@
+use transfer_proto::v1::AbortUploadRequest;
 use transfer_proto::v1::ChunkOutcome;
 use transfer_tests::client::open_session;
+use transfer_tests::client::request;
 use transfer_tests::{ChunkStream, Ledger, TestFile, TestServer, download, upload_file};
 
 use crate::CHUNK;
@@ -101,7 +103,77 @@ async fn two_streams_on_one_session_store_each_chunk_once(ledger: Ledger) {
     assert_eq!(downloaded.data, file.data);
 }
 
+async fn two_streams_racing_to_the_end_both_hear_completed(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let mut client = server.client().await;
+    let file = TestFile::new("both-ends.bin", 48 * CHUNK as usize, 63);
+    let session = open_session(&mut client, None, &file, CHUNK).await;
+    let forward: Vec<u64> = (0..48).collect();
+    let backward: Vec<u64> = (0..48).rev().collect();
+    let mut streams = Vec::new();
+    for order in [forward, backward] {
+        let mut client = server.client().await;
+        let (upload_id, file) = (session.upload_id.clone(), file.clone());
+        let window = session.max_window;
+        streams.push(tokio::spawn(async move {
+            let mut stream = ChunkStream::open(&mut client, None, &upload_id)
+                .await
+                .unwrap();
+            stream.send_windowed(&file, CHUNK, &order, window).await.1
+        }));
+    }
+    for stream in streams {
+        let end = stream.await.unwrap();
+        let done = end
+            .expect("no stream ends in an error")
+            .expect("every stream hears completed");
+        assert_eq!(done.file_id, session.upload_id);
+    }
+    assert_eq!(server.chunk_rows().await, 48);
+}
+
+async fn aborting_tells_every_stream_of_the_session(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let mut client = server.client().await;
+    let file = TestFile::new("abort-all.bin", 400 * CHUNK as usize, 64);
+    let session = open_session(&mut client, None, &file, CHUNK).await;
+    let mut streams = Vec::new();
+    for first in [0, 200] {
+        let mut stream = ChunkStream::open(&mut client, None, &session.upload_id)
+            .await
+            .unwrap();
+        // Attached once a chunk is acked.
+        stream.send_chunk(first, file.chunk(first, CHUNK)).await;
+        stream.expect_ack().await;
+        let file = file.clone();
+        let window = session.max_window;
+        streams.push(tokio::spawn(async move {
+            let rest: Vec<u64> = (first + 1..first + 200).collect();
+            stream.send_windowed(&file, CHUNK, &rest, window).await.1
+        }));
+    }
+    client
+        .abort_upload(request(
+            AbortUploadRequest {
+                upload_id: session.upload_id.clone(),
+            },
+            None,
+        ))
+        .await
+        .unwrap();
+    for stream in streams {
+        let status = stream
+            .await
+            .unwrap()
+            .expect_err("the stream ends with an error");
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status}");
+        assert!(status.message().contains("aborted"), "{}", status.message());
+    }
+}
+
 transfer_tests::ledger_tests!(
+    two_streams_racing_to_the_end_both_hear_completed,
+    aborting_tells_every_stream_of_the_session,
     two_clients_uploading_the_same_content_at_once_end_with_one_correct_file,
     two_owners_uploading_the_same_content_at_once_share_one_blob,
     two_streams_on_one_session_store_each_chunk_once,

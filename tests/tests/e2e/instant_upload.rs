@@ -81,7 +81,51 @@ async fn same_size_with_a_different_md5_is_not_an_instant_upload(ledger: Ledger)
     ));
 }
 
+async fn an_instant_upload_closes_the_owners_open_session_for_that_content(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let mut client = server.client().await;
+    let file = TestFile::new("overtaken.bin", 10 * CHUNK as usize, 6);
+    let alices =
+        transfer_tests::client::open_session(&mut client, Some("alice"), &file, CHUNK).await;
+    let mut stream =
+        transfer_tests::ChunkStream::open(&mut client, Some("alice"), &alices.upload_id)
+            .await
+            .unwrap();
+    stream.send_chunk(0, file.chunk(0, CHUNK)).await;
+    stream.expect_ack().await;
+    drop(stream);
+
+    upload_file(&mut client, Some("bob"), &file, CHUNK).await;
+    let Ok(Check::AlreadyStored(copy)) = check(&mut client, Some("alice"), &file, CHUNK).await
+    else {
+        panic!("alice's content is stored now: an instant upload");
+    };
+    let old = client
+        .get_file(transfer_tests::client::request(
+            transfer_proto::v1::GetFileRequest {
+                file_id: alices.upload_id.clone(),
+            },
+            Some("alice"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .file
+        .unwrap();
+    assert_eq!(
+        old.state(),
+        FileState::Aborted,
+        "the superseded session is closed"
+    );
+    assert_ne!(copy.file_id, alices.upload_id);
+    assert!(
+        server.staging_files().is_empty(),
+        "its staged bytes are gone"
+    );
+}
+
 transfer_tests::ledger_tests!(
+    an_instant_upload_closes_the_owners_open_session_for_that_content,
     stored_content_is_an_instant_upload_with_no_session,
     asking_again_for_the_same_name_returns_the_same_file,
     another_owner_gets_stored_content_instantly_without_a_second_copy,

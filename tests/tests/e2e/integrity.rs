@@ -54,6 +54,11 @@ async fn a_whole_file_md5_mismatch_fails_the_upload_with_data_loss(ledger: Ledge
         .unwrap();
     assert_eq!(file.state(), FileState::Failed);
     assert!(
+        file.failure.contains(&hex(&declared)),
+        "failure: {}",
+        file.failure
+    );
+    assert!(
         server.staging_files().is_empty(),
         "the staged bytes are discarded"
     );

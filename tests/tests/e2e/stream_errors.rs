@@ -131,7 +131,28 @@ async fn a_bad_stream_does_not_disturb_another_upload(ledger: Ledger) {
     assert_eq!(downloaded.data, good.data);
 }
 
+async fn a_message_over_the_size_limit_ends_the_stream_with_an_error(ledger: Ledger) {
+    let server = TestServer::start_with(ledger, |s| s.max_chunk_size = 64 * 1024).await;
+    let mut client = server.client().await;
+    let file = TestFile::new("huge-message.bin", 1 << 20, 35);
+    let session = open_session(&mut client, None, &file, 64 * 1024).await;
+    let mut stream = ChunkStream::open(&mut client, None, &session.upload_id)
+        .await
+        .unwrap();
+    stream.send_chunk(0, file.data.slice(..512 * 1024)).await;
+    let (acks, end) = stream.drain().await;
+    assert!(acks.is_empty());
+    let status = end.expect_err("an oversized message is an error, not a quiet end");
+    assert_eq!(status.code(), Code::OutOfRange, "{status}");
+    assert!(
+        status.message().contains("too large"),
+        "{}",
+        status.message()
+    );
+}
+
 transfer_tests::ledger_tests!(
+    a_message_over_the_size_limit_ends_the_stream_with_an_error,
     an_unknown_session_is_not_found,
     a_session_id_that_is_not_a_uuid_is_invalid,
     a_stream_that_starts_with_a_chunk_is_invalid,
