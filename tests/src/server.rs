@@ -118,7 +118,11 @@ impl TestServer {
 
     /// How many chunk rows the ledger holds, read with plain SQL.
     pub async fn chunk_rows(&self) -> i64 {
-        let sql = "SELECT count(*) FROM chunks";
+        self.ledger_number("SELECT count(*) FROM chunks").await
+    }
+
+    /// The single integer a plain SQL query returns from the ledger's database.
+    pub async fn ledger_number(&self, sql: &str) -> i64 {
         match &self.db {
             Some(db) => db
                 .client()

@@ -162,6 +162,13 @@ pub struct CommittedChunk {
     pub crc32c: u32,
 }
 
+/// How far hashing of an open upload got: the MD5 state after its first `chunks` chunks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashCheckpoint {
+    pub chunks: u64,
+    pub state: Vec<u8>,
+}
+
 /// The answer of [`ChunkLedger::open_upload`].
 #[derive(Debug, Clone)]
 pub struct OpenedUpload {
@@ -234,6 +241,17 @@ pub trait ChunkLedger: Send + Sync + 'static {
         id: Uuid,
         chunks: &[CommittedChunk],
     ) -> Result<Vec<u64>, LedgerError>;
+
+    /// The latest hash checkpoint of an open upload, if one was saved.
+    async fn hash_checkpoint(&self, id: Uuid) -> Result<Option<HashCheckpoint>, LedgerError>;
+
+    /// Saves a hash checkpoint of an open upload, unless a later one (more chunks) is
+    /// already saved. Fails with [`LedgerError::NotUploading`] when the upload is closed.
+    async fn save_hash_checkpoint(
+        &self,
+        id: Uuid,
+        checkpoint: &HashCheckpoint,
+    ) -> Result<(), LedgerError>;
 
     /// Marks an open upload complete and records its content as stored.
     async fn complete_upload(&self, id: Uuid) -> Result<FileRecord, LedgerError>;

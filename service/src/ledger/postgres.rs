@@ -10,8 +10,8 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use super::{
-    ChunkLedger, CommittedChunk, FileRecord, FileState, LedgerError, Md5Digest, NewUpload,
-    OpenedUpload,
+    ChunkLedger, CommittedChunk, FileRecord, FileState, HashCheckpoint, LedgerError, Md5Digest,
+    NewUpload, OpenedUpload,
 };
 
 mod embedded {
@@ -292,6 +292,51 @@ impl ChunkLedger for PostgresLedger {
             .collect::<Result<_, _>>()?;
         newly.sort_unstable();
         Ok(newly)
+    }
+
+    async fn hash_checkpoint(&self, id: Uuid) -> Result<Option<HashCheckpoint>, LedgerError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT hashed_chunks, md5_state FROM files \
+                 WHERE id = $1 AND md5_state IS NOT NULL",
+                &[&id],
+            )
+            .await
+            .map_err(db_error)?;
+        row.map(|row| {
+            Ok(HashCheckpoint {
+                chunks: to_u64(row.get(0))?,
+                state: row.get(1),
+            })
+        })
+        .transpose()
+    }
+
+    async fn save_hash_checkpoint(
+        &self,
+        id: Uuid,
+        checkpoint: &HashCheckpoint,
+    ) -> Result<(), LedgerError> {
+        let client = self.client().await?;
+        let updated = client
+            .execute(
+                "UPDATE files SET hashed_chunks = $2, md5_state = $3 \
+                 WHERE id = $1 AND state = 'uploading' AND hashed_chunks <= $2",
+                &[&id, &to_i64(checkpoint.chunks)?, &checkpoint.state],
+            )
+            .await
+            .map_err(db_error)?;
+        if updated == 0 {
+            let file = self.get_file(id).await?.ok_or(LedgerError::NotFound(id))?;
+            if file.state != FileState::Uploading {
+                return Err(LedgerError::NotUploading {
+                    id,
+                    state: file.state,
+                });
+            }
+        }
+        Ok(())
     }
 
     async fn complete_upload(&self, id: Uuid) -> Result<FileRecord, LedgerError> {

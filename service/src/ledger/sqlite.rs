@@ -16,8 +16,8 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehav
 use uuid::Uuid;
 
 use super::{
-    ChunkLedger, CommittedChunk, FileRecord, FileState, LedgerError, Md5Digest, NewUpload,
-    OpenedUpload,
+    ChunkLedger, CommittedChunk, FileRecord, FileState, HashCheckpoint, LedgerError, Md5Digest,
+    NewUpload, OpenedUpload,
 };
 
 mod embedded {
@@ -423,6 +423,61 @@ impl ChunkLedger for SqliteLedger {
             }
             newly.sort_unstable();
             Ok(newly)
+        })
+        .await
+    }
+
+    async fn hash_checkpoint(&self, id: Uuid) -> Result<Option<HashCheckpoint>, LedgerError> {
+        self.with(move |conn| {
+            let row: Option<(i64, Vec<u8>)> = conn
+                .prepare_cached(
+                    "SELECT hashed_chunks, md5_state FROM files \
+                     WHERE id = ?1 AND md5_state IS NOT NULL",
+                )
+                .and_then(|mut s| {
+                    s.query_row([id.to_string()], |row| Ok((row.get(0)?, row.get(1)?)))
+                        .optional()
+                })
+                .map_err(db_error)?;
+            row.map(|(chunks, state)| {
+                Ok(HashCheckpoint {
+                    chunks: to_u64(chunks)?,
+                    state,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn save_hash_checkpoint(
+        &self,
+        id: Uuid,
+        checkpoint: &HashCheckpoint,
+    ) -> Result<(), LedgerError> {
+        let chunks = to_i64(checkpoint.chunks)?;
+        let state = checkpoint.state.clone();
+        self.write(move |tx| {
+            let updated = tx
+                .execute(
+                    "UPDATE files SET hashed_chunks = ?2, md5_state = ?3 \
+                     WHERE id = ?1 AND state = 'uploading' AND hashed_chunks <= ?2",
+                    params![id.to_string(), chunks, state],
+                )
+                .map_err(db_error)?;
+            if updated == 0 {
+                match select_file(tx, id)? {
+                    None => return Err(LedgerError::NotFound(id)),
+                    Some(file) if file.state != FileState::Uploading => {
+                        return Err(LedgerError::NotUploading {
+                            id,
+                            state: file.state,
+                        });
+                    }
+                    Some(_) => {}
+                }
+            }
+            Ok(())
         })
         .await
     }

@@ -3,10 +3,13 @@
 //! Chunks are committed in any order, but MD5 must see the bytes in order. The session
 //! feeds the hasher the contiguous prefix of committed chunks as it grows; the hashing
 //! itself runs on Tokio's blocking pool, so receiving, writing and hashing overlap.
+//! A checkpoint (the MD5 state, a few dozen bytes) lets a later session task resume
+//! hashing where this one stopped instead of reading the prefix back from storage.
 
 use bytes::Bytes;
+use md5::digest::common::hazmat::{SerializableState, SerializedState};
 use md5::{Digest, Md5};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::ledger::Md5Digest;
@@ -14,34 +17,53 @@ use crate::ledger::Md5Digest;
 /// How many chunks may wait for the hasher before feeding it waits.
 const QUEUE_CHUNKS: usize = 4;
 
+enum Input {
+    Bytes(Bytes),
+    /// Answer with the state once everything fed before this is hashed.
+    Checkpoint(oneshot::Sender<Vec<u8>>),
+}
+
 /// Hashes bytes fed in file order in a background task.
 pub struct OrderedHasher {
-    feed: mpsc::Sender<Bytes>,
+    feed: mpsc::Sender<Input>,
     task: JoinHandle<Option<Md5>>,
 }
 
 impl OrderedHasher {
+    /// Starts hashing from the beginning of a file.
     pub fn start() -> Self {
-        let (feed, mut queue) = mpsc::channel::<Bytes>(QUEUE_CHUNKS);
+        Self::resume_from(Md5::new())
+    }
+
+    /// Starts from a checkpoint taken by [`OrderedHasher::checkpoint`]; `None` if it is
+    /// not a valid MD5 state.
+    pub fn resume(checkpoint: &[u8]) -> Option<Self> {
+        let state = SerializedState::<Md5>::try_from(checkpoint).ok()?;
+        Md5::deserialize(&state).ok().map(Self::resume_from)
+    }
+
+    fn resume_from(mut md5: Md5) -> Self {
+        let (feed, mut queue) = mpsc::channel::<Input>(QUEUE_CHUNKS);
         let task = tokio::spawn(async move {
-            let mut md5 = Md5::new();
             while let Some(first) = queue.recv().await {
-                let mut pieces = vec![first];
+                let mut inputs = vec![first];
                 while let Ok(next) = queue.try_recv() {
-                    pieces.push(next);
+                    inputs.push(next);
                 }
-                md5 = match tokio::task::spawn_blocking(move || {
-                    for piece in &pieces {
-                        md5.update(piece);
+                md5 = tokio::task::spawn_blocking(move || {
+                    for input in inputs {
+                        match input {
+                            Input::Bytes(bytes) => md5.update(&bytes),
+                            Input::Checkpoint(reply) => {
+                                let _ = reply.send(md5.serialize().to_vec());
+                            }
+                        }
                     }
                     md5
                 })
                 .await
-                {
-                    Ok(md5) => md5,
-                    // Only a panic inside `update` (none is possible) or runtime shutdown.
-                    Err(_) => return None,
-                };
+                // Only a panic inside `update` (none is possible) or runtime shutdown.
+                .ok()?;
             }
             Some(md5)
         });
@@ -51,7 +73,15 @@ impl OrderedHasher {
     /// Feeds the next bytes of the file. Waits while the hasher is behind.
     pub async fn feed(&self, bytes: Bytes) {
         // The task only ends once `feed` is dropped, so this cannot fail while we exist.
-        let _ = self.feed.send(bytes).await;
+        let _ = self.feed.send(Input::Bytes(bytes)).await;
+    }
+
+    /// Asks for the state after everything fed so far; the answer comes once that is
+    /// hashed, so the caller need not wait for it.
+    pub async fn checkpoint(&self) -> oneshot::Receiver<Vec<u8>> {
+        let (reply, answer) = oneshot::channel();
+        let _ = self.feed.send(Input::Checkpoint(reply)).await;
+        answer
     }
 
     /// The digest of everything fed. `None` if the hashing task was lost.
@@ -59,5 +89,44 @@ impl OrderedHasher {
         drop(self.feed);
         let md5 = self.task.await.ok()??;
         Some(md5.finalize().into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn md5_of(data: &[u8]) -> Md5Digest {
+        Md5::digest(data).into()
+    }
+
+    #[tokio::test]
+    async fn pieces_fed_in_order_hash_like_the_whole() {
+        let hasher = OrderedHasher::start();
+        for piece in [&b"hello "[..], b"large ", b"world"] {
+            hasher.feed(Bytes::copy_from_slice(piece)).await;
+        }
+        assert_eq!(hasher.finish().await, Some(md5_of(b"hello large world")));
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_resumes_where_it_was_taken() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let (head, tail) = data.split_at(4099);
+        let first = OrderedHasher::start();
+        first.feed(Bytes::copy_from_slice(head)).await;
+        let checkpoint = first.checkpoint().await.await.unwrap();
+        // Bytes fed after the checkpoint are not part of it.
+        first.feed(Bytes::from_static(b"ignored")).await;
+        drop(first);
+
+        let second = OrderedHasher::resume(&checkpoint).expect("a valid checkpoint");
+        second.feed(Bytes::copy_from_slice(tail)).await;
+        assert_eq!(second.finish().await, Some(md5_of(&data)));
+    }
+
+    #[test]
+    fn a_malformed_checkpoint_is_refused() {
+        assert!(OrderedHasher::resume(b"not an md5 state").is_none());
     }
 }

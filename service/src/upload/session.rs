@@ -25,13 +25,18 @@ use super::hasher::OrderedHasher;
 use crate::blob::{BlobStore, ContentKey, Part};
 use crate::error::ServiceError;
 use crate::layout::{ChunkLayout, Limits};
-use crate::ledger::{ChunkLedger, CommittedChunk, FileRecord, FileState};
+use crate::ledger::{
+    ChunkLedger, CommittedChunk, FileRecord, FileState, HashCheckpoint, LedgerError,
+};
 use crate::owner::Owner;
 
 /// Most chunks written and committed in one batch.
 const MAX_BATCH_CHUNKS: usize = 64;
 /// Most bytes written and committed in one batch.
 const MAX_BATCH_BYTES: usize = 128 << 20;
+/// How much newly hashed data makes the session save a hash checkpoint, so that a
+/// restarted session re-reads at most this much to rebuild the MD5.
+const CHECKPOINT_BYTES: u64 = 128 << 20;
 
 /// A chunk whose index, length and CRC32C the stream has already checked.
 #[derive(Debug)]
@@ -222,6 +227,8 @@ struct Session {
     /// The hash of the committed prefix `[0, hashed)`; `None` once finished.
     hasher: Option<OrderedHasher>,
     hashed: u64,
+    /// Chunks covered by the last hash checkpoint saved to the ledger.
+    checkpointed: u64,
     /// Committed chunks past the hashed prefix whose bytes are still in memory.
     parked: BTreeMap<u64, Bytes>,
     parked_bytes: usize,
@@ -327,6 +334,17 @@ impl Session {
                 committed_count += 1;
             }
         }
+        // Resume the hash from the latest checkpoint that the committed prefix covers.
+        let prefix = committed.iter().take_while(|c| **c).count() as u64;
+        let (hasher, hashed) = match ledger.hash_checkpoint(id).await? {
+            Some(checkpoint) if checkpoint.chunks <= prefix => {
+                match OrderedHasher::resume(&checkpoint.state) {
+                    Some(hasher) => (hasher, checkpoint.chunks),
+                    None => (OrderedHasher::start(), 0),
+                }
+            }
+            _ => (OrderedHasher::start(), 0),
+        };
         let park_budget =
             (registry.limits.max_window as usize).saturating_mul(file.chunk_size as usize);
         let mut session = Session {
@@ -336,8 +354,9 @@ impl Session {
             layout,
             committed,
             committed_count,
-            hasher: Some(OrderedHasher::start()),
-            hashed: 0,
+            hasher: Some(hasher),
+            hashed,
+            checkpointed: hashed,
             parked: BTreeMap::new(),
             parked_bytes: 0,
             park_budget,
@@ -409,6 +428,10 @@ impl Session {
                 Err(_) => {
                     self.streams.retain(|_, events| !events.is_closed());
                     if self.streams.is_empty() {
+                        // The next task for this upload resumes hashing from here.
+                        if self.hashed > self.checkpointed {
+                            let _ = self.save_checkpoint().await.await;
+                        }
                         return Ok(());
                     }
                     continue;
@@ -586,6 +609,11 @@ impl Session {
             self.tell_all(|| SessionEvent::Failed(status.clone()));
             return Err(Stop::Closed);
         }
+        let unsaved = (self.hashed - self.checkpointed) * u64::from(self.layout.chunk_size);
+        if unsaved >= CHECKPOINT_BYTES && !self.is_fully_committed() {
+            // Saved in the background: the ack path does not wait for it.
+            drop(self.save_checkpoint().await);
+        }
         if self.is_fully_committed() {
             return self.finish().await;
         }
@@ -638,6 +666,31 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Saves a checkpoint of the hash so far to the ledger, once the hasher reaches it.
+    /// The returned task ends when it is saved (or failed to be).
+    async fn save_checkpoint(&mut self) -> tokio::task::JoinHandle<()> {
+        let answer = match &self.hasher {
+            Some(hasher) => hasher.checkpoint().await,
+            None => return tokio::spawn(async {}),
+        };
+        let chunks = self.hashed;
+        self.checkpointed = chunks;
+        let ledger = Arc::clone(&self.registry.ledger);
+        let id = self.id();
+        tokio::spawn(async move {
+            let Ok(state) = answer.await else {
+                return;
+            };
+            let checkpoint = HashCheckpoint { chunks, state };
+            match ledger.save_hash_checkpoint(id, &checkpoint).await {
+                Ok(()) | Err(LedgerError::NotUploading { .. }) => {}
+                Err(error) => {
+                    tracing::warn!(upload = %id, %error, "saving a hash checkpoint failed")
+                }
+            }
+        })
     }
 
     /// All chunks are committed: verify the whole-file MD5 and complete (or fail) the file.

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use tempfile::TempDir;
 use transfer_service::ledger::{
-    ChunkLedger, CommittedChunk, FileState, LedgerError, NewUpload, PostgresLedger, SqliteLedger,
+    ChunkLedger, CommittedChunk, FileState, HashCheckpoint, LedgerError, NewUpload, PostgresLedger,
+    SqliteLedger,
 };
 use transfer_tests::{TestDatabase, md5};
 use uuid::Uuid;
@@ -63,6 +64,7 @@ crate::conformance_tests!(crate::ledger::suite; [
     unknown_ids_are_not_found,
     committed_chunks_come_back_as_runs,
     the_open_session_of_an_owner_is_found_by_content,
+    a_hash_checkpoint_is_kept_only_while_it_is_the_latest,
     the_ledger_survives_reopening,
 ]);
 
@@ -396,5 +398,37 @@ pub mod suite {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    pub async fn a_hash_checkpoint_is_kept_only_while_it_is_the_latest(b: &impl LedgerBackend) {
+        let ledger = b.open().await;
+        let id = ledger
+            .open_upload(&upload("o", "hash"))
+            .await
+            .unwrap()
+            .file
+            .id;
+        assert_eq!(ledger.hash_checkpoint(id).await.unwrap(), None);
+        let at = |chunks: u64| HashCheckpoint {
+            chunks,
+            state: vec![chunks as u8; 24],
+        };
+        ledger.save_hash_checkpoint(id, &at(2)).await.unwrap();
+        assert_eq!(ledger.hash_checkpoint(id).await.unwrap(), Some(at(2)));
+        // A late save of an older checkpoint does not replace a newer one.
+        ledger.save_hash_checkpoint(id, &at(1)).await.unwrap();
+        assert_eq!(ledger.hash_checkpoint(id).await.unwrap(), Some(at(2)));
+        drop(ledger);
+        let ledger = b.open().await;
+        assert_eq!(
+            ledger.hash_checkpoint(id).await.unwrap(),
+            Some(at(2)),
+            "it survives reopening"
+        );
+        ledger.complete_upload(id).await.unwrap();
+        assert!(matches!(
+            ledger.save_hash_checkpoint(id, &at(3)).await,
+            Err(LedgerError::NotUploading { .. })
+        ));
     }
 }
