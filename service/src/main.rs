@@ -1,3 +1,5 @@
+use std::io::IsTerminal;
+
 use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -6,10 +8,12 @@ use transfer_service::server::Transferd;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // Migration chatter from refinery is noise at info level.
+    let default_filter = || EnvFilter::new("info,refinery_core=warn");
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let settings = Settings::parse();
     match run(settings).await {

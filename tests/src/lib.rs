@@ -4,11 +4,15 @@
 pub mod client;
 pub mod data;
 pub mod database;
+pub mod process;
+pub mod proxy;
 pub mod server;
 
 pub use client::{ChunkStream, DownloadResult, download, upload_file};
 pub use data::{TestFile, crc32c, md5};
 pub use database::TestDatabase;
+pub use process::TransferdProcess;
+pub use proxy::CuttingProxy;
 pub use server::{Ledger, TestServer};
 
 /// Runs each listed `async fn NAME(ledger: Ledger)` once on every ledger, as the tests

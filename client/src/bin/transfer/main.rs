@@ -1,0 +1,192 @@
+//! `transfer`: upload and download files with a Transfer server, with progress bars.
+//!
+//! Exit codes: 0 success, 1 a transfer failed, 2 usage error, 130 interrupted (Ctrl-C
+//! pauses cleanly; running the same command again resumes).
+
+mod bars;
+mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use transfer_client::{
+    AbortOutcome, ClientConfig, TransferClient, TransferHandle, TransferManager, TransferState,
+};
+
+use crate::bars::Bars;
+use crate::report::Report;
+
+/// Upload and download large files with a Transfer server.
+#[derive(Debug, Parser)]
+#[command(name = "transfer", version, about)]
+struct Cli {
+    /// The server's address.
+    #[arg(
+        long,
+        env = "TRANSFER_SERVER",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
+    server: String,
+
+    /// Act for this owner (sent as `x-transfer-owner`).
+    #[arg(long, env = "TRANSFER_OWNER", global = true)]
+    owner: Option<String>,
+
+    /// Print results as JSON, one object per line, on standard output.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Upload files; content the server already has is not sent again.
+    Upload {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Preferred chunk size in bytes (the server clamps it); default: the server's.
+        #[arg(long, default_value_t = 0)]
+        chunk_size: u32,
+        /// Most unacknowledged chunks in flight per file.
+        #[arg(long, default_value_t = 16)]
+        window: u32,
+        /// Files uploaded at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+    /// Download a file by id, resuming from PATH.part if an earlier run left one.
+    Download {
+        file_id: String,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Show a file's metadata.
+    Stat { file_id: String },
+    /// Abort the server's open upload session for a local file.
+    Abort { file: PathBuf },
+}
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_INTERRUPTED: u8 = 130;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut config = ClientConfig::new(cli.server.clone());
+    config.owner = cli.owner.clone();
+    if let Command::Upload {
+        chunk_size, window, ..
+    } = &cli.command
+    {
+        config.chunk_size = *chunk_size;
+        config.window = *window;
+    }
+    let report = Report::new(cli.json);
+    let client = match TransferClient::new(config) {
+        Ok(client) => client,
+        Err(error) => {
+            report.error(&error);
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    match cli.command {
+        Command::Upload {
+            files, concurrency, ..
+        } => {
+            let manager = TransferManager::new(client, concurrency);
+            let handles: Vec<_> = files.iter().map(|f| manager.upload_path(f)).collect();
+            run(handles, &report, |report, path, uploaded| {
+                report.uploaded(path, uploaded)
+            })
+            .await
+        }
+        Command::Download { file_id, output } => {
+            let handles = vec![client.download(file_id, output)];
+            run(handles, &report, |report, _, downloaded| {
+                report.downloaded(downloaded)
+            })
+            .await
+        }
+        Command::Stat { file_id } => match client.stat(&file_id).await {
+            Ok(file) => {
+                report.file(&file);
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                report.error(&error);
+                ExitCode::from(EXIT_FAILED)
+            }
+        },
+        Command::Abort { file } => match client.abort_path(&file).await {
+            Ok(outcome) => {
+                report.aborted(&file, &outcome);
+                match outcome {
+                    AbortOutcome::Aborted { .. } => ExitCode::SUCCESS,
+                    AbortOutcome::AlreadyStored(_) => ExitCode::from(EXIT_FAILED),
+                }
+            }
+            Err(error) => {
+                report.error(&error);
+                ExitCode::from(EXIT_FAILED)
+            }
+        },
+    }
+}
+
+/// Shows progress until every transfer ends, reports each, and pauses them all on Ctrl-C.
+async fn run<T: Send + 'static>(
+    handles: Vec<TransferHandle<T>>,
+    report: &Report,
+    done: impl Fn(&Report, &str, &T),
+) -> ExitCode {
+    let bars = Bars::new();
+    let names: Vec<String> = handles.iter().map(|h| h.progress().name).collect();
+    let controls: Vec<_> = handles.iter().map(|h| h.control()).collect();
+    let progress: Vec<_> = handles.iter().map(|h| h.watch()).collect();
+    for watch in &progress {
+        bars.follow(watch.clone());
+    }
+    let finished = futures::future::join_all(handles.into_iter().map(TransferHandle::wait));
+    let outcomes = tokio::select! {
+        outcomes = finished => outcomes,
+        _ = tokio::signal::ctrl_c() => {
+            for control in &controls {
+                control.pause();
+            }
+            // Let in-flight chunks be acknowledged, so the next run sends none twice.
+            let settled = futures::future::join_all(progress.into_iter().map(|mut watch| async move {
+                let _ = watch
+                    .wait_for(|p| {
+                        p.state.is_finished()
+                            || matches!(p.state, TransferState::Paused | TransferState::Hashing | TransferState::Queued)
+                    })
+                    .await;
+            }));
+            let _ = tokio::time::timeout(Duration::from_secs(10), settled).await;
+            bars.clear();
+            report.interrupted();
+            return ExitCode::from(EXIT_INTERRUPTED);
+        }
+    };
+    bars.clear();
+    let mut failed = false;
+    for (name, outcome) in names.iter().zip(outcomes) {
+        match outcome {
+            Ok(value) => done(report, name, &value),
+            Err(error) => {
+                failed = true;
+                report.failed(name, &error);
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,136 @@
+//! What the CLI prints: lines for people, or one JSON object per line with `--json`.
+
+use std::path::Path;
+
+use serde_json::json;
+use transfer_client::proto::FileInfo;
+use transfer_client::{AbortOutcome, DownloadedFile, TransferError, UploadedFile};
+
+pub struct Report {
+    json: bool,
+}
+
+fn file_json(file: &FileInfo) -> serde_json::Value {
+    json!({
+        "file_id": file.file_id,
+        "name": file.name,
+        "size": file.size,
+        "md5": hex::encode(&file.md5),
+        "state": file.state().as_str_name(),
+    })
+}
+
+impl Report {
+    pub fn new(json: bool) -> Self {
+        Self { json }
+    }
+
+    fn emit(&self, value: serde_json::Value) {
+        println!("{value}");
+    }
+
+    pub fn uploaded(&self, path: &str, uploaded: &UploadedFile) {
+        let file = &uploaded.file;
+        if self.json {
+            let mut value = file_json(file);
+            value["path"] = json!(path);
+            value["status"] = json!("completed");
+            value["instant"] = json!(uploaded.instant);
+            value["chunks_sent"] = json!(uploaded.chunks_sent);
+            self.emit(value);
+        } else {
+            let how = if uploaded.instant {
+                "already stored, nothing sent"
+            } else {
+                "uploaded"
+            };
+            println!(
+                "{path}: {how}; file id {} ({} bytes, md5 {})",
+                file.file_id,
+                file.size,
+                hex::encode(&file.md5)
+            );
+        }
+    }
+
+    pub fn downloaded(&self, downloaded: &DownloadedFile) {
+        let file = &downloaded.file;
+        let path = downloaded.path.display().to_string();
+        if self.json {
+            let mut value = file_json(file);
+            value["path"] = json!(path);
+            value["status"] = json!("completed");
+            value["resumed_from"] = json!(downloaded.resumed_from);
+            self.emit(value);
+        } else {
+            println!(
+                "{path}: downloaded file {} ({} bytes, md5 {} verified)",
+                file.file_id,
+                file.size,
+                hex::encode(&file.md5)
+            );
+        }
+    }
+
+    pub fn file(&self, file: &FileInfo) {
+        if self.json {
+            self.emit(file_json(file));
+        } else {
+            println!("file id   {}", file.file_id);
+            println!("name      {}", file.name);
+            println!("size      {} bytes", file.size);
+            println!("md5       {}", hex::encode(&file.md5));
+            println!("state     {}", file.state().as_str_name());
+            if !file.failure.is_empty() {
+                println!("failure   {}", file.failure);
+            }
+        }
+    }
+
+    pub fn aborted(&self, path: &Path, outcome: &AbortOutcome) {
+        let path = path.display().to_string();
+        match (outcome, self.json) {
+            (AbortOutcome::Aborted { upload_id }, true) => {
+                self.emit(json!({"path": path, "status": "aborted", "upload_id": upload_id}))
+            }
+            (AbortOutcome::Aborted { upload_id }, false) => {
+                println!("{path}: upload session {upload_id} aborted")
+            }
+            (AbortOutcome::AlreadyStored(file), true) => {
+                let mut value = file_json(file);
+                value["path"] = json!(path);
+                value["status"] = json!("already_stored");
+                self.emit(value);
+            }
+            (AbortOutcome::AlreadyStored(file), false) => {
+                eprintln!(
+                    "{path}: already stored as file {}: nothing to abort",
+                    file.file_id
+                )
+            }
+        }
+    }
+
+    pub fn failed(&self, name: &str, error: &TransferError) {
+        if self.json {
+            self.emit(json!({"path": name, "status": "failed", "error": error.to_string()}));
+        } else {
+            eprintln!("{error}");
+        }
+    }
+
+    pub fn error(&self, error: &TransferError) {
+        if self.json {
+            self.emit(json!({"status": "failed", "error": error.to_string()}));
+        } else {
+            eprintln!("transfer: {error}");
+        }
+    }
+
+    pub fn interrupted(&self) {
+        if self.json {
+            self.emit(json!({"status": "paused"}));
+        }
+        eprintln!("transfer: paused; run the same command again to resume");
+    }
+}

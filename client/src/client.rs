@@ -1,0 +1,206 @@
+//! The connection to a Transfer server and the calls that start transfers.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+use transfer_proto::v1::transfer_service_client::TransferServiceClient;
+use transfer_proto::v1::{
+    AbortUploadRequest, CheckUploadRequest, FileInfo, GetFileRequest, check_upload_response,
+};
+
+use crate::config::ClientConfig;
+use crate::download::{DownloadedFile, download};
+use crate::error::TransferError;
+use crate::progress::TransferHandle;
+use crate::source::{ChunkSource, FileSource, md5_of};
+use crate::upload::{UploadedFile, upload};
+
+/// HTTP/2 flow-control windows: the defaults allow only a few MiB per round trip.
+const STREAM_WINDOW: u32 = 32 << 20;
+const CONNECTION_WINDOW: u32 = 64 << 20;
+
+/// The generated client, with the owner metadata added to every call.
+pub type RawClient = TransferServiceClient<InterceptedService<Channel, OwnerMetadata>>;
+
+/// Adds `x-transfer-owner` to every request.
+#[derive(Clone)]
+pub struct OwnerMetadata(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl Interceptor for OwnerMetadata {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(owner) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("x-transfer-owner", owner.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A client of one Transfer server. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct TransferClient {
+    raw: RawClient,
+    config: Arc<ClientConfig>,
+}
+
+/// What aborting the upload of a local file did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AbortOutcome {
+    /// The open session was aborted.
+    Aborted { upload_id: String },
+    /// The content is already stored: there was nothing to abort.
+    AlreadyStored(FileInfo),
+}
+
+impl TransferClient {
+    /// A client for `config.endpoint`. Connects on first use, and reconnects by itself.
+    pub fn new(config: ClientConfig) -> Result<Self, TransferError> {
+        let bad = |reason: String| TransferError::BadEndpoint {
+            endpoint: config.endpoint.clone(),
+            reason,
+        };
+        let owner = config
+            .owner
+            .as_deref()
+            .map(|o| {
+                o.parse()
+                    .map_err(|_| bad(format!("owner {o:?} is not valid metadata")))
+            })
+            .transpose()?;
+        let channel = Endpoint::from_shared(config.endpoint.clone())
+            .map_err(|e| bad(e.to_string()))?
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10))
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .connect_lazy();
+        let raw = TransferServiceClient::with_interceptor(channel, OwnerMetadata(owner))
+            .max_decoding_message_size(64 << 20);
+        Ok(Self {
+            raw,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The generated client, for calls the high-level API does not cover.
+    pub fn raw(&self) -> RawClient {
+        self.raw.clone()
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Uploads a local file. The handle reports progress and takes pause, resume, cancel.
+    pub fn upload_path(&self, path: impl AsRef<Path>) -> TransferHandle<UploadedFile> {
+        let path = path.as_ref().to_owned();
+        let client = self.clone();
+        TransferHandle::spawn(path.display().to_string(), move |reporter| async move {
+            let name = upload_name(&path);
+            let source = FileSource::open(&path).map_err(|source| TransferError::Read {
+                file: path.display().to_string(),
+                source,
+            })?;
+            upload(client, name, source, reporter, None).await
+        })
+    }
+
+    /// Uploads any source of known size under `name`.
+    pub fn upload_source(
+        &self,
+        name: impl Into<String>,
+        source: impl ChunkSource,
+    ) -> TransferHandle<UploadedFile> {
+        let name = name.into();
+        let client = self.clone();
+        TransferHandle::spawn(name.clone(), move |reporter| {
+            upload(client, name, source, reporter, None)
+        })
+    }
+
+    /// Downloads a file into `dest`, resuming from `<dest>.part` if an earlier run left one.
+    pub fn download(
+        &self,
+        file_id: impl Into<String>,
+        dest: impl AsRef<Path>,
+    ) -> TransferHandle<DownloadedFile> {
+        let (file_id, dest) = (file_id.into(), dest.as_ref().to_owned());
+        let client = self.clone();
+        TransferHandle::spawn(dest.display().to_string(), move |reporter| {
+            download(client, file_id, dest, reporter, None)
+        })
+    }
+
+    /// A file's metadata.
+    pub async fn stat(&self, file_id: &str) -> Result<FileInfo, TransferError> {
+        let response = self
+            .raw()
+            .get_file(GetFileRequest {
+                file_id: file_id.to_owned(),
+            })
+            .await
+            .map_err(|s| TransferError::refused(file_id, &s))?;
+        response
+            .into_inner()
+            .file
+            .ok_or_else(|| TransferError::protocol(file_id, "GetFile answered without a file"))
+    }
+
+    /// Aborts the server's open upload session for a local file (found by its content).
+    pub async fn abort_path(&self, path: impl AsRef<Path>) -> Result<AbortOutcome, TransferError> {
+        let path = path.as_ref();
+        let file = path.display().to_string();
+        let read_error = |source| TransferError::Read {
+            file: file.clone(),
+            source,
+        };
+        let source = FileSource::open(path).map_err(read_error)?;
+        let md5 = md5_of(&source, |_| {}).await.map_err(read_error)?;
+        let check = self
+            .raw()
+            .check_upload(CheckUploadRequest {
+                name: upload_name(path),
+                size: source.size(),
+                md5: md5.to_vec().into(),
+                preferred_chunk_size: self.config.chunk_size,
+            })
+            .await
+            .map_err(|s| TransferError::refused(&file, &s))?;
+        match check.into_inner().result {
+            Some(check_upload_response::Result::AlreadyStored(info)) => {
+                Ok(AbortOutcome::AlreadyStored(info))
+            }
+            Some(check_upload_response::Result::Session(session)) => {
+                self.raw()
+                    .abort_upload(AbortUploadRequest {
+                        upload_id: session.upload_id.clone(),
+                    })
+                    .await
+                    .map_err(|s| TransferError::refused(&file, &s))?;
+                Ok(AbortOutcome::Aborted {
+                    upload_id: session.upload_id,
+                })
+            }
+            None => Err(TransferError::protocol(
+                &file,
+                "CheckUpload answered nothing",
+            )),
+        }
+    }
+}
+
+/// The name a local file is uploaded under: its file name.
+pub(crate) fn upload_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}

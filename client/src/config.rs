@@ -1,0 +1,89 @@
+//! Client settings.
+
+use std::time::Duration;
+
+/// How a transfer retries after a broken stream, a lost connection or a server restart.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts in a row that make no progress before the transfer fails.
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubles with each failed attempt in a row.
+    pub initial_backoff: Duration,
+    /// Longest wait between attempts.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `attempt` (1-based): exponential with full jitter,
+    /// so many clients retrying at once spread out.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exponential = self
+            .initial_backoff
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.max_backoff);
+        exponential.mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+}
+
+/// Settings of a [`crate::TransferClient`].
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The server, e.g. `http://127.0.0.1:50051`.
+    pub endpoint: String,
+    /// Owner to act for (the `x-transfer-owner` metadata); the server's default if `None`.
+    pub owner: Option<String>,
+    /// Most unacknowledged chunks in flight per upload; the server's `max_window` caps it.
+    pub window: u32,
+    /// Preferred chunk size in bytes; 0 lets the server choose.
+    pub chunk_size: u32,
+    /// A stream on which nothing is acknowledged for this long is treated as broken.
+    pub stall_timeout: Duration,
+    /// How often one chunk may be rejected (bad checksum) before the upload fails.
+    pub max_chunk_resends: u32,
+    pub retry: RetryPolicy,
+}
+
+impl ClientConfig {
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            owner: None,
+            window: 16,
+            chunk_size: 0,
+            stall_timeout: Duration::from_secs(30),
+            max_chunk_resends: 3,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+        };
+        for _ in 0..100 {
+            let first = policy.backoff(1);
+            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+            let third = policy.backoff(3);
+            assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400));
+            assert!(policy.backoff(30) <= Duration::from_secs(1));
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Downloading: stream into `<dest>.part` from where an earlier run stopped, check every
+//! piece's CRC32C and the whole file's MD5, then rename into place.
+
+use std::io::{self, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use md5::{Digest, Md5};
+use tokio::fs::{File, OpenOptions};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::OwnedSemaphorePermit;
+use transfer_proto::v1::{DownloadRequest, FileInfo, FileState, download_response};
+
+use crate::client::TransferClient;
+use crate::error::TransferError;
+use crate::progress::{Command, Reporter, TransferState};
+use crate::retry::Interruption;
+
+/// A finished download.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DownloadedFile {
+    pub file: FileInfo,
+    pub path: PathBuf,
+    /// Bytes that were already in `<dest>.part` when this download started.
+    pub resumed_from: u64,
+}
+
+/// Where a download keeps its bytes until they are verified.
+pub fn part_path(dest: &Path) -> PathBuf {
+    let mut part = dest.as_os_str().to_owned();
+    part.push(".part");
+    PathBuf::from(part)
+}
+
+/// The MD5 of the `.part` file's first `len` bytes.
+struct PartHash {
+    md5: Md5,
+    len: u64,
+}
+
+struct Download<'a> {
+    client: &'a TransferClient,
+    file_id: String,
+    label: String,
+    dest: PathBuf,
+    part: PathBuf,
+    hash: PartHash,
+}
+
+pub(crate) async fn download(
+    client: TransferClient,
+    file_id: String,
+    dest: PathBuf,
+    mut reporter: Reporter,
+    slot: Option<OwnedSemaphorePermit>,
+) -> Result<DownloadedFile, TransferError> {
+    let _slot = slot;
+    let part = part_path(&dest);
+    let resumed_from = tokio::fs::metadata(&part).await.map_or(0, |m| m.len());
+    let mut download = Download {
+        client: &client,
+        file_id,
+        label: reporter.name(),
+        dest,
+        part,
+        hash: PartHash {
+            md5: Md5::new(),
+            len: 0,
+        },
+    };
+    let retry = &client.config().retry;
+    let mut failures = 0;
+    loop {
+        if reporter.until_running().await.is_err() {
+            return download.cancel().await;
+        }
+        let had = download.hash.len;
+        match download.attempt(&mut reporter).await {
+            Ok(file) => {
+                return Ok(DownloadedFile {
+                    file,
+                    path: download.dest,
+                    resumed_from,
+                });
+            }
+            Err(Interruption::Fatal(error)) => return Err(error),
+            Err(Interruption::Cancelled) => return download.cancel().await,
+            Err(Interruption::Paused) => failures = 0,
+            Err(Interruption::Retry(reason)) => {
+                if download.hash.len > had {
+                    failures = 0;
+                }
+                failures += 1;
+                if failures > retry.max_attempts {
+                    return Err(TransferError::RetriesExhausted {
+                        file: download.label.clone(),
+                        attempts: failures - 1,
+                        last: reason,
+                    });
+                }
+                reporter.state(TransferState::Retrying {
+                    attempt: failures,
+                    reason,
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep(retry.backoff(failures)) => {}
+                    command = reporter.command_changed() => if command == Command::Cancel {
+                        return download.cancel().await;
+                    },
+                }
+            }
+        }
+    }
+}
+
+impl Download<'_> {
+    fn write_error(&self, source: io::Error) -> Interruption {
+        Interruption::Fatal(TransferError::Write {
+            file: self.part.display().to_string(),
+            source,
+        })
+    }
+
+    fn protocol(&self, problem: impl Into<String>) -> Interruption {
+        Interruption::Fatal(TransferError::protocol(&self.label, problem))
+    }
+
+    /// Opens the `.part` file and brings the hash up to its length.
+    async fn open_part(&mut self) -> Result<(File, u64), Interruption> {
+        let mut part = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.part)
+            .await
+            .map_err(|e| self.write_error(e))?;
+        let len = part
+            .metadata()
+            .await
+            .map_err(|e| self.write_error(e))?
+            .len();
+        if len < self.hash.len {
+            // Someone shortened the file: hash it again from the start.
+            self.hash = PartHash {
+                md5: Md5::new(),
+                len: 0,
+            };
+        }
+        if self.hash.len < len {
+            part.seek(SeekFrom::Start(self.hash.len))
+                .await
+                .map_err(|e| self.write_error(e))?;
+            let mut buf = vec![0; 1 << 20];
+            while self.hash.len < len {
+                let want = (len - self.hash.len).min(buf.len() as u64) as usize;
+                let got = part
+                    .read(&mut buf[..want])
+                    .await
+                    .map_err(|e| self.write_error(e))?;
+                if got == 0 {
+                    break;
+                }
+                self.hash.md5.update(&buf[..got]);
+                self.hash.len += got as u64;
+            }
+        }
+        part.seek(SeekFrom::Start(self.hash.len))
+            .await
+            .map_err(|e| self.write_error(e))?;
+        Ok((part, self.hash.len))
+    }
+
+    async fn attempt(&mut self, reporter: &mut Reporter) -> Result<FileInfo, Interruption> {
+        let (mut part, offset) = self.open_part().await?;
+        let request = DownloadRequest {
+            file_id: self.file_id.clone(),
+            offset,
+            length: 0,
+        };
+        let mut stream = match self.client.raw().download(request).await {
+            Ok(response) => response.into_inner(),
+            Err(status) if status.code() == tonic::Code::OutOfRange && offset > 0 => {
+                // The `.part` file is longer than the file: it is not this file's. Start over.
+                part.set_len(0).await.map_err(|e| self.write_error(e))?;
+                return Err(Interruption::Retry(
+                    "the .part file was longer than the file; starting over".into(),
+                ));
+            }
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                return Err(Interruption::Fatal(TransferError::refused(
+                    &self.label,
+                    &status,
+                )));
+            }
+            Err(status) => return Err(Interruption::from_status(&self.label, &status)),
+        };
+        let stall = self.client.config().stall_timeout;
+        let file = match tokio::time::timeout(stall, stream.next()).await {
+            Ok(Some(Ok(response))) => match response.message {
+                Some(download_response::Message::File(file)) => file,
+                _ => return Err(self.protocol("the first Download message is not the file")),
+            },
+            Ok(Some(Err(status))) => return Err(Interruption::from_status(&self.label, &status)),
+            Ok(None) => return Err(Interruption::Retry("the download ended at once".into())),
+            Err(_) => {
+                return Err(Interruption::Retry(
+                    "no answer: the stream is stalled".into(),
+                ));
+            }
+        };
+        if file.state() != FileState::Complete {
+            return Err(Interruption::Fatal(TransferError::Refused {
+                file: self.label.clone(),
+                code: tonic::Code::FailedPrecondition,
+                message: format!("file {} is not complete", self.file_id),
+            }));
+        }
+        reporter.phase(TransferState::Downloading, offset, file.size);
+
+        let mut received = offset;
+        loop {
+            tokio::select! {
+                message = tokio::time::timeout(stall, stream.next()) => {
+                    let piece = match message {
+                        Ok(Some(Ok(response))) => match response.message {
+                            Some(download_response::Message::Piece(piece)) => piece,
+                            _ => return Err(self.protocol("a Download message that is not a piece")),
+                        },
+                        Ok(Some(Err(status))) => {
+                            part.flush().await.map_err(|e| self.write_error(e))?;
+                            return Err(Interruption::from_status(&self.label, &status));
+                        }
+                        Ok(None) => break,
+                        Err(_) => {
+                            part.flush().await.map_err(|e| self.write_error(e))?;
+                            return Err(Interruption::Retry("no data: the stream is stalled".into()));
+                        }
+                    };
+                    if piece.offset != received {
+                        return Err(self.protocol(format!("a piece at offset {} where {received} was due", piece.offset)));
+                    }
+                    if crc32c::crc32c(&piece.data) != piece.crc32c {
+                        part.flush().await.map_err(|e| self.write_error(e))?;
+                        return Err(Interruption::Retry(format!("the piece at offset {received} failed its CRC32C")));
+                    }
+                    part.write_all(&piece.data).await.map_err(|e| self.write_error(e))?;
+                    self.hash.md5.update(&piece.data);
+                    received += piece.data.len() as u64;
+                    self.hash.len = received;
+                    reporter.advance(received, received - offset);
+                }
+                command = reporter.command_changed() => {
+                    part.flush().await.map_err(|e| self.write_error(e))?;
+                    match command {
+                        Command::Cancel => return Err(Interruption::Cancelled),
+                        Command::Pause => return Err(Interruption::Paused),
+                        Command::Run => {}
+                    }
+                }
+            }
+        }
+        part.flush().await.map_err(|e| self.write_error(e))?;
+        if received != file.size {
+            return Err(Interruption::Retry(format!(
+                "the download ended at byte {received} of {}",
+                file.size
+            )));
+        }
+
+        reporter.state(TransferState::Verifying);
+        let actual: [u8; 16] = self.hash.md5.clone().finalize().into();
+        if actual.as_slice() != file.md5.as_ref() {
+            drop(part);
+            let _ = tokio::fs::remove_file(&self.part).await;
+            self.hash = PartHash {
+                md5: Md5::new(),
+                len: 0,
+            };
+            return Err(Interruption::Fatal(TransferError::Md5Mismatch {
+                file: self.label.clone(),
+                expected: hex::encode(&file.md5),
+                actual: hex::encode(actual),
+            }));
+        }
+        part.sync_all().await.map_err(|e| self.write_error(e))?;
+        drop(part);
+        tokio::fs::rename(&self.part, &self.dest)
+            .await
+            .map_err(|e| self.write_error(e))?;
+        Ok(file)
+    }
+
+    async fn cancel(&self) -> Result<DownloadedFile, TransferError> {
+        let _ = tokio::fs::remove_file(&self.part).await;
+        Err(TransferError::Cancelled {
+            file: self.label.clone(),
+        })
+    }
+}

@@ -1,0 +1,123 @@
+//! Where upload bytes come from: anything that can read a byte range of a known size.
+
+use std::fs::File;
+use std::io::{self, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use md5::{Digest, Md5};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeek, AsyncSeekExt};
+use tokio::sync::Mutex;
+
+/// Bytes of a known size, readable at any offset (chunks are re-read when they must be
+/// sent again, so nothing holds the whole file in memory).
+pub trait ChunkSource: Send + Sync + 'static {
+    fn size(&self) -> u64;
+
+    /// Reads exactly `len` bytes at `offset`.
+    fn read_at(&self, offset: u64, len: usize) -> impl Future<Output = io::Result<Bytes>> + Send;
+}
+
+/// A local file, read with positioned reads on the blocking pool.
+pub struct FileSource {
+    file: Arc<File>,
+    size: u64,
+}
+
+impl FileSource {
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let file = File::open(path)?;
+        let size = file.metadata()?.len();
+        Ok(Self {
+            file: Arc::new(file),
+            size,
+        })
+    }
+}
+
+impl ChunkSource for FileSource {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    async fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+        let file = Arc::clone(&self.file);
+        tokio::task::spawn_blocking(move || {
+            let mut buf = BytesMut::zeroed(len);
+            file.read_exact_at(&mut buf, offset)?;
+            Ok(buf.freeze())
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}
+
+/// Any async reader that can seek, with the size the caller states.
+pub struct ReaderSource<R> {
+    reader: Mutex<R>,
+    size: u64,
+}
+
+impl<R> ReaderSource<R> {
+    pub fn new(reader: R, size: u64) -> Self {
+        Self {
+            reader: Mutex::new(reader),
+            size,
+        }
+    }
+}
+
+impl<R: AsyncRead + AsyncSeek + Unpin + Send + 'static> ChunkSource for ReaderSource<R> {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    async fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+        let mut reader = self.reader.lock().await;
+        reader.seek(SeekFrom::Start(offset)).await?;
+        let mut buf = BytesMut::zeroed(len);
+        reader.read_exact(&mut buf).await?;
+        Ok(buf.freeze())
+    }
+}
+
+/// Bytes to read per step while hashing.
+const HASH_PIECE: u64 = 4 << 20;
+
+/// The MD5 of a whole source, reading the next piece while the last one is hashed.
+/// `progress` is told the bytes hashed so far.
+pub(crate) async fn md5_of(
+    source: &impl ChunkSource,
+    progress: impl Fn(u64),
+) -> io::Result<[u8; 16]> {
+    let size = source.size();
+    let piece = |offset: u64| ((size - offset).min(HASH_PIECE)) as usize;
+    let mut md5 = Md5::new();
+    let mut offset = 0;
+    let mut next = if size > 0 {
+        Some(source.read_at(0, piece(0)).await?)
+    } else {
+        None
+    };
+    while let Some(bytes) = next.take() {
+        offset += bytes.len() as u64;
+        let hashing = tokio::task::spawn_blocking(move || {
+            md5.update(&bytes);
+            md5
+        });
+        let reading = async {
+            if offset < size {
+                source.read_at(offset, piece(offset)).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (hashed, read) = tokio::join!(hashing, reading);
+        md5 = hashed.map_err(io::Error::other)?;
+        next = read?;
+        progress(offset);
+    }
+    Ok(md5.finalize().into())
+}

@@ -1,0 +1,440 @@
+//! Uploading: hash, ask `CheckUpload`, then stream only the missing chunks with a window
+//! of unacknowledged chunks, resuming after any interruption from what the server has.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+
+use futures::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+use transfer_proto::v1::{
+    AbortUploadRequest, CheckUploadRequest, Chunk, ChunkAck, ChunkOutcome, FileInfo,
+    UploadChunksRequest, UploadChunksResponse, UploadSession, UploadStart, check_upload_response,
+    upload_chunks_request, upload_chunks_response,
+};
+
+use crate::client::TransferClient;
+use crate::error::TransferError;
+use crate::progress::{Command, Reporter, TransferState};
+use crate::retry::Interruption;
+use crate::source::{ChunkSource, md5_of};
+
+/// A finished upload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadedFile {
+    /// The file as the server records it.
+    pub file: FileInfo,
+    /// True when the content was already stored and no chunk was sent.
+    pub instant: bool,
+    /// Chunks this upload sent (including any sent again after a rejection).
+    pub chunks_sent: u64,
+}
+
+/// What the upload knows across attempts.
+struct Upload<'a, S> {
+    client: &'a TransferClient,
+    name: String,
+    /// How the file is called in errors and progress.
+    label: String,
+    source: &'a S,
+    md5: [u8; 16],
+    /// The session the acked set below belongs to.
+    session_id: Option<String>,
+    /// Chunks the server acknowledged in this session: never sent again.
+    acked: HashSet<u64>,
+    chunks_sent: u64,
+}
+
+pub(crate) async fn upload(
+    client: TransferClient,
+    name: String,
+    source: impl ChunkSource,
+    mut reporter: Reporter,
+    slot: Option<OwnedSemaphorePermit>,
+) -> Result<UploadedFile, TransferError> {
+    let _slot = slot;
+    let label = reporter.name();
+    let size = source.size();
+    reporter.phase(TransferState::Hashing, 0, size);
+    let md5 = md5_of(&source, |done| reporter.advance(done, done))
+        .await
+        .map_err(|e| read_error(&label, e))?;
+
+    let mut upload = Upload {
+        client: &client,
+        name,
+        label,
+        source: &source,
+        md5,
+        session_id: None,
+        acked: HashSet::new(),
+        chunks_sent: 0,
+    };
+    let retry = &client.config().retry;
+    let mut failures = 0;
+    loop {
+        if reporter.until_running().await.is_err() {
+            return upload.cancel().await;
+        }
+        let acked_before = upload.acked.len();
+        match upload.attempt(&mut reporter).await {
+            Ok(done) => return Ok(done),
+            Err(Interruption::Fatal(error)) => return Err(error),
+            Err(Interruption::Cancelled) => return upload.cancel().await,
+            Err(Interruption::Paused) => failures = 0,
+            Err(Interruption::Retry(reason)) => {
+                // Attempts that got chunks acknowledged do not count against the limit.
+                if upload.acked.len() > acked_before {
+                    failures = 0;
+                }
+                failures += 1;
+                if failures > retry.max_attempts {
+                    return Err(TransferError::RetriesExhausted {
+                        file: upload.label.clone(),
+                        attempts: failures - 1,
+                        last: reason,
+                    });
+                }
+                reporter.state(TransferState::Retrying {
+                    attempt: failures,
+                    reason,
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep(retry.backoff(failures)) => {}
+                    command = reporter.command_changed() => if command == Command::Cancel {
+                        return upload.cancel().await;
+                    },
+                }
+            }
+        }
+    }
+}
+
+fn read_error(file: &str, source: std::io::Error) -> TransferError {
+    if source.kind() == std::io::ErrorKind::UnexpectedEof {
+        return TransferError::SourceChanged {
+            file: file.to_owned(),
+        };
+    }
+    TransferError::Read {
+        file: file.to_owned(),
+        source,
+    }
+}
+
+impl<S: ChunkSource> Upload<'_, S> {
+    /// One try: `CheckUpload`, then one stream, until the file completes or the attempt
+    /// is interrupted.
+    async fn attempt(&mut self, reporter: &mut Reporter) -> Result<UploadedFile, Interruption> {
+        let size = self.source.size();
+        let check = self
+            .client
+            .raw()
+            .check_upload(CheckUploadRequest {
+                name: self.name.clone(),
+                size,
+                md5: self.md5.to_vec().into(),
+                preferred_chunk_size: self.client.config().chunk_size,
+            })
+            .await
+            .map_err(|s| Interruption::from_status(&self.label, &s))?
+            .into_inner();
+        let session = match check.result {
+            Some(check_upload_response::Result::AlreadyStored(file)) => {
+                return self.finished(file, true);
+            }
+            Some(check_upload_response::Result::Session(session)) => session,
+            None => return Err(self.protocol("CheckUpload answered nothing")),
+        };
+        if self.session_id.as_deref() != Some(session.upload_id.as_str()) {
+            self.session_id = Some(session.upload_id.clone());
+            self.acked.clear();
+        }
+        let layout = Layout::of(&session, size).ok_or_else(|| {
+            self.protocol(format!(
+                "session of {} chunks of {} bytes does not fit a {size}-byte file",
+                session.chunk_count, session.chunk_size
+            ))
+        })?;
+        let committed = |index: u64| {
+            session
+                .committed
+                .iter()
+                .any(|r| r.start <= index && index < r.end)
+        };
+        let missing: VecDeque<u64> = (0..layout.count)
+            .filter(|i| !committed(*i) && !self.acked.contains(i))
+            .collect();
+        let done_bytes = size - missing.iter().map(|&i| layout.len(i)).sum::<u64>();
+        reporter.phase(TransferState::Uploading, done_bytes, size);
+
+        let window = self.client.config().window.min(session.max_window).max(1) as usize;
+        let (requests, outgoing) = mpsc::channel(window + 1);
+        let start = UploadChunksRequest {
+            message: Some(upload_chunks_request::Message::Start(UploadStart {
+                upload_id: session.upload_id.clone(),
+            })),
+        };
+        let _ = requests.send(start).await;
+        let responses = self
+            .client
+            .raw()
+            .upload_chunks(ReceiverStream::new(outgoing))
+            .await
+            .map_err(|s| Interruption::from_status(&self.label, &s))?
+            .into_inner();
+        let mut stream = ChunkStream {
+            requests: Some(requests),
+            responses,
+            window,
+            missing,
+            in_flight: BTreeSet::new(),
+            rejections: BTreeMap::new(),
+            layout,
+            done_bytes,
+            phase_bytes: 0,
+        };
+        stream.run(self, reporter).await
+    }
+
+    fn finished(&self, file: FileInfo, instant: bool) -> Result<UploadedFile, Interruption> {
+        if file.md5.as_ref() != self.md5 || file.size != self.source.size() {
+            return Err(Interruption::Fatal(TransferError::Md5Mismatch {
+                file: self.label.clone(),
+                expected: hex::encode(self.md5),
+                actual: hex::encode(&file.md5),
+            }));
+        }
+        Ok(UploadedFile {
+            file,
+            instant,
+            chunks_sent: self.chunks_sent,
+        })
+    }
+
+    fn protocol(&self, problem: impl Into<String>) -> Interruption {
+        Interruption::Fatal(TransferError::protocol(&self.label, problem))
+    }
+
+    /// Cancels: the server's session (if any) is aborted.
+    async fn cancel(&self) -> Result<UploadedFile, TransferError> {
+        if let Some(upload_id) = &self.session_id {
+            let abort = AbortUploadRequest {
+                upload_id: upload_id.clone(),
+            };
+            // Best effort: if the server cannot be reached the session stays until
+            // someone aborts or finishes it.
+            let _ = self.client.raw().abort_upload(abort).await;
+        }
+        Err(TransferError::Cancelled {
+            file: self.label.clone(),
+        })
+    }
+}
+
+/// Chunk sizes of a session.
+#[derive(Clone, Copy)]
+struct Layout {
+    size: u64,
+    chunk_size: u64,
+    count: u64,
+}
+
+impl Layout {
+    fn of(session: &UploadSession, size: u64) -> Option<Self> {
+        let chunk_size = u64::from(session.chunk_size);
+        let count = match (size, chunk_size) {
+            (0, _) => 0,
+            (_, 0) => return None,
+            _ => size.div_ceil(chunk_size),
+        };
+        (count == session.chunk_count).then_some(Self {
+            size,
+            chunk_size,
+            count,
+        })
+    }
+
+    fn len(&self, index: u64) -> u64 {
+        (self.size - index * self.chunk_size).min(self.chunk_size)
+    }
+}
+
+/// One `UploadChunks` stream of an attempt.
+struct ChunkStream {
+    requests: Option<mpsc::Sender<UploadChunksRequest>>,
+    responses: Streaming<UploadChunksResponse>,
+    window: usize,
+    /// Chunks still to send, in order.
+    missing: VecDeque<u64>,
+    /// Chunks sent and not yet acknowledged.
+    in_flight: BTreeSet<u64>,
+    /// How often each chunk was rejected.
+    rejections: BTreeMap<u64, u32>,
+    layout: Layout,
+    /// Bytes acknowledged (or committed before this attempt).
+    done_bytes: u64,
+    /// Bytes acknowledged in this attempt, for the rate.
+    phase_bytes: u64,
+}
+
+impl ChunkStream {
+    async fn run<S: ChunkSource>(
+        &mut self,
+        upload: &mut Upload<'_, S>,
+        reporter: &mut Reporter,
+    ) -> Result<UploadedFile, Interruption> {
+        let stall = upload.client.config().stall_timeout;
+        let mut pausing = false;
+        loop {
+            // Fill the window.
+            while !pausing && self.in_flight.len() < self.window {
+                let Some(index) = self.missing.pop_front() else {
+                    break;
+                };
+                self.send(upload, index).await?;
+            }
+            if self.in_flight.is_empty() {
+                if pausing {
+                    return Err(Interruption::Paused);
+                }
+                // Everything sent and acknowledged: half-close and wait for `completed`.
+                if self.missing.is_empty() {
+                    self.requests = None;
+                }
+            }
+
+            tokio::select! {
+                response = tokio::time::timeout(stall, self.responses.next()) => {
+                    let response = response.map_err(|_| {
+                        Interruption::Retry(format!("no answer for {} s: the stream is stalled", stall.as_secs()))
+                    })?;
+                    match response {
+                        Some(Ok(UploadChunksResponse { message: Some(message) })) => {
+                            if let Some(done) = self.receive(upload, reporter, message)? {
+                                return Ok(done);
+                            }
+                        }
+                        Some(Ok(UploadChunksResponse { message: None })) => {
+                            return Err(upload.protocol("an empty UploadChunks response"));
+                        }
+                        Some(Err(status)) if status.code() == tonic::Code::DataLoss => {
+                            return Err(Interruption::Fatal(TransferError::Md5Mismatch {
+                                file: upload.label.clone(),
+                                expected: hex::encode(upload.md5),
+                                actual: status.message().to_owned(),
+                            }));
+                        }
+                        Some(Err(status)) => return Err(Interruption::from_status(&upload.label, &status)),
+                        None => return Err(Interruption::Retry("the server ended the stream before the upload completed".into())),
+                    }
+                }
+                command = reporter.command_changed() => match command {
+                    Command::Cancel => return Err(Interruption::Cancelled),
+                    Command::Pause => pausing = true,
+                    Command::Run => pausing = false,
+                },
+            }
+        }
+    }
+
+    async fn send<S: ChunkSource>(
+        &mut self,
+        upload: &mut Upload<'_, S>,
+        index: u64,
+    ) -> Result<(), Interruption> {
+        let offset = index * self.layout.chunk_size;
+        let data = upload
+            .source
+            .read_at(offset, self.layout.len(index) as usize)
+            .await
+            .map_err(|e| Interruption::Fatal(read_error(&upload.label, e)))?;
+        let chunk = Chunk {
+            index,
+            crc32c: crc32c::crc32c(&data),
+            data,
+        };
+        let message = UploadChunksRequest {
+            message: Some(upload_chunks_request::Message::Chunk(chunk)),
+        };
+        let sent = match &self.requests {
+            Some(requests) => requests.send(message).await.is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(Interruption::Retry(
+                "the stream closed while sending".into(),
+            ));
+        }
+        self.in_flight.insert(index);
+        upload.chunks_sent += 1;
+        Ok(())
+    }
+
+    /// Handles one response; `Some` when the upload is complete.
+    fn receive<S: ChunkSource>(
+        &mut self,
+        upload: &mut Upload<'_, S>,
+        reporter: &Reporter,
+        message: upload_chunks_response::Message,
+    ) -> Result<Option<UploadedFile>, Interruption> {
+        match message {
+            upload_chunks_response::Message::Completed(done) => {
+                let file = done
+                    .file
+                    .ok_or_else(|| upload.protocol("`completed` without the file"))?;
+                upload.finished(file, false).map(Some)
+            }
+            upload_chunks_response::Message::Ack(ack) => {
+                self.acknowledge(upload, reporter, ack)?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn acknowledge<S: ChunkSource>(
+        &mut self,
+        upload: &mut Upload<'_, S>,
+        reporter: &Reporter,
+        ack: ChunkAck,
+    ) -> Result<(), Interruption> {
+        if !self.in_flight.remove(&ack.index) {
+            return Err(upload.protocol(format!(
+                "an ack for chunk {} which was not in flight",
+                ack.index
+            )));
+        }
+        match ack.outcome() {
+            ChunkOutcome::Stored | ChunkOutcome::AlreadyStored => {
+                if upload.acked.insert(ack.index) {
+                    let len = self.layout.len(ack.index);
+                    self.done_bytes += len;
+                    self.phase_bytes += len;
+                    reporter.advance(self.done_bytes, self.phase_bytes);
+                }
+                Ok(())
+            }
+            ChunkOutcome::BadChecksum => {
+                let rejections = self.rejections.entry(ack.index).or_insert(0);
+                *rejections += 1;
+                if *rejections > upload.client.config().max_chunk_resends {
+                    return Err(Interruption::Fatal(TransferError::ChunkRejected {
+                        file: upload.label.clone(),
+                        index: ack.index,
+                        attempts: *rejections,
+                        detail: ack.detail,
+                    }));
+                }
+                // Damaged on the way: send it again, first.
+                self.missing.push_front(ack.index);
+                Ok(())
+            }
+            outcome => Err(Interruption::Fatal(TransferError::ChunkRejected {
+                file: upload.label.clone(),
+                index: ack.index,
+                attempts: 1,
+                detail: format!("{outcome:?}: {}", ack.detail),
+            })),
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! `transferd` as a separate process, so a test can kill it (SIGKILL) mid-transfer and
+//! start it again on the same port, database and data directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::database::TestDatabase;
+use crate::server::Ledger;
+
+/// The path of one of the workspace's binaries, built if it is missing.
+pub fn workspace_binary(name: &str, package: &str) -> PathBuf {
+    // Test executables live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("a target directory");
+    let binary = dir.join(name);
+    if !binary.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", package, "--bin", name])
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "building {name} failed");
+    }
+    binary
+}
+
+pub struct TransferdProcess {
+    pub addr: SocketAddr,
+    child: Option<Child>,
+    args: Vec<String>,
+    _data_dir: TempDir,
+    _db: Option<TestDatabase>,
+}
+
+impl TransferdProcess {
+    pub async fn start(ledger: Ledger) -> Self {
+        let db = match ledger {
+            Ledger::Postgres => Some(TestDatabase::create().await),
+            Ledger::Sqlite => None,
+        };
+        let data_dir = tempfile::tempdir().expect("a temporary data directory");
+        let addr = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            probe.local_addr().expect("its address")
+        };
+        let mut args = vec![
+            "--listen".to_owned(),
+            addr.to_string(),
+            "--data-dir".to_owned(),
+            data_dir.path().display().to_string(),
+            "--min-chunk-size".to_owned(),
+            "1024".to_owned(),
+        ];
+        if let Some(db) = &db {
+            args.extend(["--database-url".to_owned(), db.url.clone()]);
+        }
+        let mut process = Self {
+            addr,
+            child: None,
+            args,
+            _data_dir: data_dir,
+            _db: db,
+        };
+        process.launch().await;
+        process
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    async fn launch(&mut self) {
+        let child = Command::new(workspace_binary("transferd", "transfer-service"))
+            .args(&self.args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting transferd");
+        self.child = Some(child);
+        for _ in 0..300 {
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("transferd did not start listening on {}", self.addr);
+    }
+
+    /// Kills the process at once (SIGKILL): no graceful anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again with the same settings.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.launch().await;
+    }
+}
+
+impl Drop for TransferdProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,87 @@
+use tokio::process::Command;
+
+use transfer_tests::process::workspace_binary;
+use transfer_tests::{Ledger, TestFile, TestServer};
+
+use crate::on_disk;
+
+/// Runs the CLI against the test server. Async: the server runs on this test's runtime.
+async fn transfer(server: &TestServer, args: &[&str]) -> std::process::Output {
+    Command::new(workspace_binary("transfer", "transfer-client"))
+        .arg("--server")
+        .arg(server.endpoint())
+        .args(args)
+        .output()
+        .await
+        .expect("running transfer")
+}
+
+fn json_lines(output: &std::process::Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each stdout line is JSON"))
+        .collect()
+}
+
+async fn the_cli_uploads_and_downloads_a_file_round_trip(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let file = TestFile::new("cli.bin", 3 << 20, 300);
+    let (dir, path) = on_disk(&file);
+    let path = path.to_str().unwrap();
+
+    let output = transfer(&server, &["--json", "upload", path]).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let uploaded = &json_lines(&output)[0];
+    assert_eq!(uploaded["status"], "completed");
+    assert_eq!(uploaded["path"], path);
+    assert_eq!(uploaded["size"], 3 << 20);
+    assert_eq!(uploaded["instant"], false);
+    let md5: String = file.md5.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(uploaded["md5"], md5.as_str());
+    let file_id = uploaded["file_id"].as_str().unwrap().to_owned();
+
+    let again = transfer(&server, &["--json", "upload", path]).await;
+    assert_eq!(json_lines(&again)[0]["instant"], true);
+
+    let dest = dir.path().join("copy.bin");
+    let output = transfer(
+        &server,
+        &["--json", "download", &file_id, "-o", dest.to_str().unwrap()],
+    )
+    .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(json_lines(&output)[0]["status"], "completed");
+    assert_eq!(std::fs::read(&dest).unwrap(), file.data);
+
+    let stat = transfer(&server, &["--json", "stat", &file_id]).await;
+    assert_eq!(json_lines(&stat)[0]["state"], "FILE_STATE_COMPLETE");
+}
+
+async fn the_cli_exit_code_tells_failure_from_usage_errors(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let usage = transfer(&server, &["upload"]).await;
+    assert_eq!(usage.status.code(), Some(2));
+    let missing = transfer(&server, &["upload", "/no/such/file"]).await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/no/such/file"));
+    let unknown = transfer(
+        &server,
+        &["--json", "stat", &uuid::Uuid::new_v4().to_string()],
+    )
+    .await;
+    assert_eq!(unknown.status.code(), Some(1));
+    assert_eq!(json_lines(&unknown)[0]["status"], "failed");
+}
+
+transfer_tests::ledger_tests!(
+    the_cli_uploads_and_downloads_a_file_round_trip,
+    the_cli_exit_code_tells_failure_from_usage_errors,
+);

@@ -1,0 +1,167 @@
+use std::time::Duration;
+
+use transfer_client::{TransferError, TransferState};
+use transfer_tests::{CuttingProxy, Ledger, TestFile, TestServer, TransferdProcess, download};
+
+use crate::{client, on_disk};
+
+const CHUNK: u64 = 64 * 1024;
+
+async fn an_upload_cut_several_times_completes_without_resending_acked_chunks(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let file = TestFile::new("cut.bin", 8 << 20, 100);
+    let (_dir, path) = on_disk(&file);
+    // Each of the first three connections is cut after ~1.5 MiB.
+    let proxy = CuttingProxy::start(server.addr, 1_500_000, 3).await;
+    let client = client(proxy.endpoint());
+
+    let uploaded = client
+        .upload_path(&path)
+        .wait()
+        .await
+        .expect("the upload completes");
+    assert_eq!(proxy.cuts_made(), 3, "the connection was cut three times");
+    assert!(!uploaded.instant);
+    let chunks = (file.data.len() as u64).div_ceil(CHUNK);
+    // Only chunks in flight at a cut (never acknowledged) may be sent again.
+    let window = client.config().window as u64;
+    assert!(
+        uploaded.chunks_sent <= chunks + 3 * window,
+        "sent {} chunks for {chunks}: acknowledged chunks were sent again",
+        uploaded.chunks_sent
+    );
+    assert_eq!(server.chunk_rows().await, chunks as i64);
+
+    let mut raw = server.client().await;
+    let copy = download(&mut raw, None, &uploaded.file.file_id, 0, 0)
+        .await
+        .unwrap();
+    assert_eq!(copy.data, file.data);
+}
+
+async fn an_upload_survives_the_server_being_killed_and_restarted(ledger: Ledger) {
+    let mut server = TransferdProcess::start(ledger).await;
+    let file = TestFile::new("killed.bin", 24 << 20, 101);
+    let (_dir, path) = on_disk(&file);
+    let client = client(server.endpoint());
+    let upload = client.upload_path(&path);
+    let mut progress = upload.watch();
+    progress
+        .wait_for(|p| p.state == TransferState::Uploading && p.bytes_done > 4 << 20)
+        .await
+        .expect("the upload makes progress");
+
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.restart().await;
+
+    let uploaded = upload
+        .wait()
+        .await
+        .expect("the upload completes after the restart");
+    assert_eq!(uploaded.file.md5.as_ref(), file.md5.as_slice());
+    let copy = client.download(&uploaded.file.file_id, _dir.path().join("copy"));
+    let copy = copy.wait().await.expect("the download completes");
+    assert_eq!(std::fs::read(copy.path).unwrap(), file.data);
+}
+
+async fn pause_stops_sending_and_resume_finishes_the_upload(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let file = TestFile::new("pause.bin", 16 << 20, 102);
+    let (_dir, path) = on_disk(&file);
+    let upload = client(server.endpoint()).upload_path(&path);
+    let mut progress = upload.watch();
+    progress
+        .wait_for(|p| p.state == TransferState::Uploading && p.bytes_done > 0)
+        .await
+        .unwrap();
+    upload.pause();
+    progress
+        .wait_for(|p| p.state == TransferState::Paused)
+        .await
+        .unwrap();
+    let paused_at = upload.progress().bytes_done;
+    let rows = server.chunk_rows().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        server.chunk_rows().await,
+        rows,
+        "nothing is stored while paused"
+    );
+    assert_eq!(upload.progress().bytes_done, paused_at);
+    assert!(paused_at < file.data.len() as u64, "paused before the end");
+
+    upload.resume();
+    let uploaded = upload
+        .wait()
+        .await
+        .expect("the upload completes after resume");
+    assert!(!uploaded.instant);
+    assert_eq!(uploaded.file.size, file.data.len() as u64);
+}
+
+async fn cancel_aborts_the_session_on_the_server(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let file = TestFile::new("cancel.bin", 16 << 20, 103);
+    let (_dir, path) = on_disk(&file);
+    let upload = client(server.endpoint()).upload_path(&path);
+    upload
+        .watch()
+        .wait_for(|p| p.state == TransferState::Uploading && p.bytes_done > 0)
+        .await
+        .unwrap();
+    upload.cancel();
+    let result = upload.wait().await;
+    assert!(
+        matches!(result, Err(TransferError::Cancelled { .. })),
+        "{result:?}"
+    );
+    let aborted = "SELECT count(*) FROM files WHERE state = 'aborted'";
+    assert_eq!(server.ledger_number(aborted).await, 1);
+    assert_eq!(server.chunk_rows().await, 0);
+    assert!(server.staging_files().is_empty());
+}
+
+async fn a_stored_file_uploads_instantly_without_sending_a_chunk(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let file = TestFile::new("again.bin", 3 << 20, 104);
+    let (_dir, path) = on_disk(&file);
+    let client = client(server.endpoint());
+    let first = client.upload_path(&path).wait().await.unwrap();
+    assert!(!first.instant);
+    assert_eq!(first.chunks_sent, (3 << 20) / CHUNK);
+    let second = client.upload_path(&path).wait().await.unwrap();
+    assert!(second.instant);
+    assert_eq!(second.chunks_sent, 0);
+    assert_eq!(second.file.md5, first.file.md5);
+}
+
+#[tokio::test]
+async fn an_unreachable_server_fails_after_the_retry_limit() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut config = transfer_client::ClientConfig::new(format!("http://{closed}"));
+    config.retry.max_attempts = 2;
+    config.retry.initial_backoff = Duration::from_millis(10);
+    let client = transfer_client::TransferClient::new(config).unwrap();
+    let file = TestFile::new("nowhere.bin", 1000, 105);
+    let (_dir, path) = on_disk(&file);
+    let result = client.upload_path(&path).wait().await;
+    match result {
+        Err(TransferError::RetriesExhausted { attempts, file, .. }) => {
+            assert_eq!(attempts, 2);
+            assert!(file.ends_with("nowhere.bin"));
+        }
+        other => panic!("expected RetriesExhausted, got {other:?}"),
+    }
+}
+
+transfer_tests::ledger_tests!(
+    an_upload_cut_several_times_completes_without_resending_acked_chunks,
+    an_upload_survives_the_server_being_killed_and_restarted,
+    pause_stops_sending_and_resume_finishes_the_upload,
+    cancel_aborts_the_session_on_the_server,
+    a_stored_file_uploads_instantly_without_sending_a_chunk,
+);
