@@ -26,11 +26,35 @@ async fn connect(url: &str) -> Client {
             tokio::spawn(connection);
             client
         }
-        Err(e) => panic!(
-            "cannot reach PostgreSQL at {url}: {e}\n\
-             Run the tests with ./scripts/test (it starts a throwaway PostgreSQL when none \
-             runs), or set DATABASE_URL to a server where this user may create databases."
-        ),
+        Err(e) => {
+            let mut reason = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(inner) = cause {
+                reason = format!("{reason}: {inner}");
+                cause = inner.source();
+            }
+            panic!(
+                "cannot connect to PostgreSQL at {}: {reason}\n\
+                 The tests need a PostgreSQL server where they may create databases: set \
+                 DATABASE_URL to one, or run scripts/test with none running at \
+                 127.0.0.1:5432 (it then starts a throwaway one).",
+                without_password(url)
+            )
+        }
+    }
+}
+
+/// `url` with any password replaced, for messages.
+fn without_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***@{}", &url[..scheme + 3], &url[at + 1..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -102,6 +126,18 @@ impl Drop for TestDatabase {
 #[cfg(test)]
 mod tests {
     use super::with_database;
+
+    #[test]
+    fn messages_never_show_a_password() {
+        assert_eq!(
+            super::without_password("postgres://app:secret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(
+            super::without_password("postgres://app@db/x"),
+            "postgres://app@db/x"
+        );
+    }
 
     #[test]
     fn database_name_is_replaced_keeping_the_query() {

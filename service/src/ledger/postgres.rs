@@ -42,7 +42,7 @@ impl PostgresLedger {
         let (mut client, connection) = config
             .connect(NoTls)
             .await
-            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+            .map_err(|e| LedgerError::Unavailable(describe(&e)))?;
         let connection = tokio::spawn(connection);
         embedded::migrations::runner()
             .run_async(&mut client)
@@ -375,13 +375,25 @@ impl ChunkLedger for PostgresLedger {
     }
 }
 
+/// The error with its causes: tokio-postgres's own text is often just "db error".
+fn describe(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}
+
 fn db_error(e: tokio_postgres::Error) -> LedgerError {
     if e.is_closed() {
-        LedgerError::Unavailable(e.to_string())
+        LedgerError::Unavailable(describe(&e))
     } else {
         LedgerError::Database(
             e.as_db_error()
-                .map_or_else(|| e.to_string(), |d| d.to_string()),
+                .map_or_else(|| describe(&e), |d| d.to_string()),
         )
     }
 }
