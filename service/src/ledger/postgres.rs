@@ -28,6 +28,14 @@ const COMMITTED_RANGES: &str = "SELECT min(idx), max(idx) + 1 FROM ( \
          SELECT idx, idx - row_number() OVER (ORDER BY idx) AS run FROM chunks WHERE file_id = $1 \
      ) AS numbered GROUP BY run ORDER BY 1";
 
+/// Records chunks of an open upload; see [`ChunkLedger::commit_chunks`].
+const COMMIT_CHUNKS: &str = "WITH open AS ( \
+         SELECT id FROM files WHERE id = $1 AND state = 'uploading' FOR SHARE) \
+     INSERT INTO chunks (file_id, idx, size, crc32c) \
+     SELECT open.id, c.idx, c.size, c.crc32c FROM open, \
+         unnest($2::BIGINT[], $3::INTEGER[], $4::BIGINT[]) AS c(idx, size, crc32c) \
+     ON CONFLICT (file_id, idx) DO NOTHING RETURNING idx";
+
 pub struct PostgresLedger {
     pool: Pool,
 }
@@ -253,19 +261,6 @@ impl ChunkLedger for PostgresLedger {
         id: Uuid,
         chunks: &[CommittedChunk],
     ) -> Result<Vec<u64>, LedgerError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db_error)?;
-        // Lock the file row against a concurrent abort, and check it is still open.
-        let state = tx
-            .query_opt("SELECT state FROM files WHERE id = $1 FOR SHARE", &[&id])
-            .await
-            .map_err(db_error)?
-            .ok_or(LedgerError::NotFound(id))?;
-        let state = parse_state(state.get(0))?;
-        if state != FileState::Uploading {
-            return Err(LedgerError::NotUploading { id, state });
-        }
-
         let mut indexes = Vec::with_capacity(chunks.len());
         let mut sizes = Vec::with_capacity(chunks.len());
         let mut crcs = Vec::with_capacity(chunks.len());
@@ -276,16 +271,30 @@ impl ChunkLedger for PostgresLedger {
             })?);
             crcs.push(i64::from(chunk.crc32c));
         }
-        let inserted = tx
-            .query(
-                "INSERT INTO chunks (file_id, idx, size, crc32c) \
-                 SELECT $1, * FROM unnest($2::BIGINT[], $3::INTEGER[], $4::BIGINT[]) \
-                 ON CONFLICT (file_id, idx) DO NOTHING RETURNING idx",
-                &[&id, &indexes, &sizes, &crcs],
-            )
+        let client = self.client().await?;
+        // One statement, one round trip: it inserts only while the file is open, and its
+        // share lock on the file row orders it against a concurrent abort.
+        let statement = client
+            .prepare_cached(COMMIT_CHUNKS)
             .await
             .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        let inserted = client
+            .query(&statement, &[&id, &indexes, &sizes, &crcs])
+            .await
+            .map_err(db_error)?;
+        if inserted.is_empty() && !chunks.is_empty() {
+            // Either every chunk was recorded before, or the file is not open.
+            match self.get_file(id).await? {
+                None => return Err(LedgerError::NotFound(id)),
+                Some(file) if file.state != FileState::Uploading => {
+                    return Err(LedgerError::NotUploading {
+                        id,
+                        state: file.state,
+                    });
+                }
+                Some(_) => {}
+            }
+        }
         let mut newly: Vec<u64> = inserted
             .iter()
             .map(|row| to_u64(row.get(0)))
