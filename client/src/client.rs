@@ -1,7 +1,7 @@
 //! The connection to a Transfer server and the calls that start transfers.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tonic::metadata::MetadataValue;
@@ -46,7 +46,7 @@ impl Interceptor for OwnerMetadata {
 /// A client of one Transfer server. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct TransferClient {
-    raw: RawClient,
+    raw: Arc<Mutex<RawClient>>,
     config: Arc<ClientConfig>,
 }
 
@@ -74,26 +74,33 @@ impl TransferClient {
                     .map_err(|_| bad(format!("owner {o:?} is not valid metadata")))
             })
             .transpose()?;
-        let channel = Endpoint::from_shared(config.endpoint.clone())
-            .map_err(|e| bad(e.to_string()))?
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(10))
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(20))
-            .connect_lazy();
-        let raw = TransferServiceClient::with_interceptor(channel, OwnerMetadata(owner))
-            .max_decoding_message_size(64 << 20);
+        let endpoint =
+            Endpoint::from_shared(config.endpoint.clone()).map_err(|e| bad(e.to_string()))?;
+        let raw = connect(&endpoint, OwnerMetadata(owner));
         Ok(Self {
-            raw,
+            raw: Arc::new(Mutex::new(raw)),
             config: Arc::new(config),
         })
     }
 
     /// The generated client, for calls the high-level API does not cover.
     pub fn raw(&self) -> RawClient {
-        self.raw.clone()
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RawClient> {
+        self.raw.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Drops the current connection for a new one: a hung TCP connection would keep
+    /// every new stream on it hung as well. Calls already running keep the old one.
+    pub(crate) fn reconnect(&self) {
+        let mut raw = self.lock();
+        let endpoint = Endpoint::from_shared(self.config.endpoint.clone());
+        if let Ok(endpoint) = endpoint {
+            let owner = self.config.owner.as_deref().and_then(|o| o.parse().ok());
+            *raw = connect(&endpoint, OwnerMetadata(owner));
+        }
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -196,6 +203,20 @@ impl TransferClient {
             )),
         }
     }
+}
+
+/// A lazily connecting client for `endpoint`, with windows sized for large transfers.
+fn connect(endpoint: &Endpoint, owner: OwnerMetadata) -> RawClient {
+    let channel = endpoint
+        .clone()
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(10))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .connect_lazy();
+    TransferServiceClient::with_interceptor(channel, owner).max_decoding_message_size(64 << 20)
 }
 
 /// The name a local file is uploaded under: its file name.

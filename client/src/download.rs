@@ -14,7 +14,7 @@ use transfer_proto::v1::{DownloadRequest, FileInfo, FileState, download_response
 use crate::client::TransferClient;
 use crate::error::TransferError;
 use crate::progress::{Command, Reporter, TransferState};
-use crate::retry::Interruption;
+use crate::retry::{Ending, Interruption, Retrier};
 
 /// A finished download.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,14 +68,13 @@ pub(crate) async fn download(
             len: 0,
         },
     };
-    let retry = &client.config().retry;
-    let mut failures = 0;
+    let mut retrier = Retrier::new(&client.config().retry);
     loop {
         if reporter.until_running().await.is_err() {
             return download.cancel().await;
         }
         let had = download.hash.len;
-        match download.attempt(&mut reporter).await {
+        let interruption = match download.attempt(&mut reporter).await {
             Ok(file) => {
                 return Ok(DownloadedFile {
                     file,
@@ -83,32 +82,16 @@ pub(crate) async fn download(
                     resumed_from,
                 });
             }
-            Err(Interruption::Fatal(error)) => return Err(error),
-            Err(Interruption::Cancelled) => return download.cancel().await,
-            Err(Interruption::Paused) => failures = 0,
-            Err(Interruption::Retry(reason)) => {
-                if download.hash.len > had {
-                    failures = 0;
-                }
-                failures += 1;
-                if failures > retry.max_attempts {
-                    return Err(TransferError::RetriesExhausted {
-                        file: download.label.clone(),
-                        attempts: failures - 1,
-                        last: reason,
-                    });
-                }
-                reporter.state(TransferState::Retrying {
-                    attempt: failures,
-                    reason,
-                });
-                tokio::select! {
-                    _ = tokio::time::sleep(retry.backoff(failures)) => {}
-                    command = reporter.command_changed() => if command == Command::Cancel {
-                        return download.cancel().await;
-                    },
-                }
-            }
+            Err(interruption) => interruption,
+        };
+        let progressed = download.hash.len > had;
+        match retrier
+            .after(interruption, progressed, &client, &mut reporter)
+            .await
+        {
+            Ok(()) => {}
+            Err(Ending::Cancelled) => return download.cancel().await,
+            Err(Ending::Fatal(error)) => return Err(error),
         }
     }
 }
@@ -204,7 +187,7 @@ impl Download<'_> {
             Ok(Some(Err(status))) => return Err(Interruption::from_status(&self.label, &status)),
             Ok(None) => return Err(Interruption::Retry("the download ended at once".into())),
             Err(_) => {
-                return Err(Interruption::Retry(
+                return Err(Interruption::Stalled(
                     "no answer: the stream is stalled".into(),
                 ));
             }
@@ -234,7 +217,7 @@ impl Download<'_> {
                         Ok(None) => break,
                         Err(_) => {
                             part.flush().await.map_err(|e| self.write_error(e))?;
-                            return Err(Interruption::Retry("no data: the stream is stalled".into()));
+                            return Err(Interruption::Stalled("no data: the stream is stalled".into()));
                         }
                     };
                     if piece.offset != received {

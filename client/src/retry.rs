@@ -2,13 +2,19 @@
 
 use tonic::{Code, Status};
 
+use crate::client::TransferClient;
+use crate::config::RetryPolicy;
 use crate::error::TransferError;
+use crate::progress::{Command, Reporter, TransferState};
 
 /// How an attempt ended, when it did not finish the transfer.
 pub(crate) enum Interruption {
     /// Worth another attempt after a backoff: a broken stream, a lost connection, a
     /// restarting server, a session that closed under us.
     Retry(String),
+    /// Nothing arrived for the stall timeout: the connection may be hung, so the next
+    /// attempt uses a new one.
+    Stalled(String),
     /// The caller paused: wait for resume, then carry on.
     Paused,
     /// The caller cancelled.
@@ -32,6 +38,76 @@ impl Interruption {
             | Code::FailedPrecondition
             | Code::NotFound => Interruption::Retry(format!("{:?}: {}", status.code(), status.message())),
             _ => Interruption::Fatal(TransferError::refused(file, status)),
+        }
+    }
+}
+
+/// Why a transfer stops for good after an interrupted attempt.
+pub(crate) enum Ending {
+    Cancelled,
+    Fatal(TransferError),
+}
+
+/// Counts attempts in a row that made no progress, and waits between them.
+pub(crate) struct Retrier {
+    policy: RetryPolicy,
+    failures: u32,
+}
+
+impl Retrier {
+    pub fn new(policy: &RetryPolicy) -> Self {
+        Self {
+            policy: policy.clone(),
+            failures: 0,
+        }
+    }
+
+    /// Decides what follows an interrupted attempt: `Ok` to attempt again (after the
+    /// backoff, if it was a failure), or how the transfer ends. `progressed` says whether
+    /// the attempt moved the transfer on; such attempts do not count against the limit.
+    pub async fn after(
+        &mut self,
+        interruption: Interruption,
+        progressed: bool,
+        client: &TransferClient,
+        reporter: &mut Reporter,
+    ) -> Result<(), Ending> {
+        let reason = match interruption {
+            Interruption::Fatal(error) => return Err(Ending::Fatal(error)),
+            Interruption::Cancelled => return Err(Ending::Cancelled),
+            Interruption::Paused => {
+                self.failures = 0;
+                return Ok(());
+            }
+            Interruption::Retry(reason) => reason,
+            Interruption::Stalled(reason) => {
+                // The connection may be hung: streams on it would hang too.
+                client.reconnect();
+                reason
+            }
+        };
+        if progressed {
+            self.failures = 0;
+        }
+        self.failures += 1;
+        if self.failures > self.policy.max_attempts {
+            return Err(Ending::Fatal(TransferError::RetriesExhausted {
+                file: reporter.name(),
+                attempts: self.failures - 1,
+                last: reason,
+            }));
+        }
+        reporter.state(TransferState::Retrying {
+            attempt: self.failures,
+            reason,
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(self.policy.backoff(self.failures)) => Ok(()),
+            command = reporter.command_changed() => match command {
+                Command::Cancel => Err(Ending::Cancelled),
+                // Paused during the backoff: the next attempt waits for resume first.
+                Command::Pause | Command::Run => Ok(()),
+            },
         }
     }
 }

@@ -16,7 +16,7 @@ use transfer_proto::v1::{
 use crate::client::TransferClient;
 use crate::error::TransferError;
 use crate::progress::{Command, Reporter, TransferState};
-use crate::retry::Interruption;
+use crate::retry::{Ending, Interruption, Retrier};
 use crate::source::{ChunkSource, md5_of};
 
 /// A finished upload.
@@ -70,42 +70,24 @@ pub(crate) async fn upload(
         acked: HashSet::new(),
         chunks_sent: 0,
     };
-    let retry = &client.config().retry;
-    let mut failures = 0;
+    let mut retrier = Retrier::new(&client.config().retry);
     loop {
         if reporter.until_running().await.is_err() {
             return upload.cancel().await;
         }
         let acked_before = upload.acked.len();
-        match upload.attempt(&mut reporter).await {
+        let interruption = match upload.attempt(&mut reporter).await {
             Ok(done) => return Ok(done),
-            Err(Interruption::Fatal(error)) => return Err(error),
-            Err(Interruption::Cancelled) => return upload.cancel().await,
-            Err(Interruption::Paused) => failures = 0,
-            Err(Interruption::Retry(reason)) => {
-                // Attempts that got chunks acknowledged do not count against the limit.
-                if upload.acked.len() > acked_before {
-                    failures = 0;
-                }
-                failures += 1;
-                if failures > retry.max_attempts {
-                    return Err(TransferError::RetriesExhausted {
-                        file: upload.label.clone(),
-                        attempts: failures - 1,
-                        last: reason,
-                    });
-                }
-                reporter.state(TransferState::Retrying {
-                    attempt: failures,
-                    reason,
-                });
-                tokio::select! {
-                    _ = tokio::time::sleep(retry.backoff(failures)) => {}
-                    command = reporter.command_changed() => if command == Command::Cancel {
-                        return upload.cancel().await;
-                    },
-                }
-            }
+            Err(interruption) => interruption,
+        };
+        let progressed = upload.acked.len() > acked_before;
+        match retrier
+            .after(interruption, progressed, &client, &mut reporter)
+            .await
+        {
+            Ok(()) => {}
+            Err(Ending::Cancelled) => return upload.cancel().await,
+            Err(Ending::Fatal(error)) => return Err(error),
         }
     }
 }
@@ -307,7 +289,10 @@ impl ChunkStream {
             tokio::select! {
                 response = tokio::time::timeout(stall, self.responses.next()) => {
                     let response = response.map_err(|_| {
-                        Interruption::Retry(format!("no answer for {} s: the stream is stalled", stall.as_secs()))
+                        Interruption::Stalled(format!(
+                            "no answer for {:?}: the stream is stalled",
+                            stall
+                        ))
                     })?;
                     match response {
                         Some(Ok(UploadChunksResponse { message: Some(message) })) => {

@@ -2,15 +2,24 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-/// Forwards 127.0.0.1 connections to a target. The first `cuts` connections are cut
-/// (both sides closed) once `cut_after` bytes have passed through them, in either
-/// direction; later connections pass untouched.
+/// What the proxy does to a connection once its byte limit has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Close both sides: a dropped connection.
+    Cut,
+    /// Keep both sides open but forward nothing more: a hung connection.
+    Stall,
+}
+
+/// Forwards 127.0.0.1 connections to a target. The first `cuts` connections meet their
+/// fault once `cut_after` bytes have passed through them, in either direction; later
+/// connections pass untouched.
 pub struct CuttingProxy {
     pub addr: SocketAddr,
     cuts_made: Arc<AtomicUsize>,
@@ -19,6 +28,10 @@ pub struct CuttingProxy {
 
 impl CuttingProxy {
     pub async fn start(target: SocketAddr, cut_after: u64, cuts: usize) -> Self {
+        Self::with_fault(target, Fault::Cut, cut_after, cuts).await
+    }
+
+    pub async fn with_fault(target: SocketAddr, fault: Fault, cut_after: u64, cuts: usize) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding the proxy");
@@ -37,7 +50,7 @@ impl CuttingProxy {
                 } else {
                     None
                 };
-                tokio::spawn(relay(client, server, limit, Arc::clone(&counter)));
+                tokio::spawn(relay(client, server, fault, limit, Arc::clone(&counter)));
             }
         });
         Self {
@@ -63,46 +76,67 @@ impl Drop for CuttingProxy {
     }
 }
 
-async fn relay(client: TcpStream, server: TcpStream, limit: Option<u64>, cuts: Arc<AtomicUsize>) {
-    let passed = Arc::new(AtomicU64::new(0));
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    fault: Fault,
+    limit: Option<u64>,
+    cuts: Arc<AtomicUsize>,
+) {
+    let link = Arc::new(Link {
+        fault,
+        limit,
+        passed: AtomicU64::new(0),
+        faulted: AtomicBool::new(false),
+        cuts,
+    });
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
-    let up = copy(client_read, server_write, limit, Arc::clone(&passed));
-    let down = copy(server_read, client_write, limit, passed);
-    // When either direction ends (or is cut), drop both: the connection is gone.
-    let cut = tokio::select! {
-        cut = up => cut,
-        cut = down => cut,
-    };
-    if cut {
-        cuts.fetch_add(1, Ordering::SeqCst);
+    // When either direction ends or is cut, both are dropped: the connection is gone.
+    // A stalled direction never ends by itself; it ends when the peer gives up.
+    tokio::select! {
+        _ = copy(client_read, server_write, Arc::clone(&link)) => {}
+        _ = copy(server_read, client_write, link) => {}
     }
 }
 
-/// Copies until EOF, an error, or the shared byte count passes `limit` (then `true`).
+/// What both directions of one proxied connection share.
+struct Link {
+    fault: Fault,
+    limit: Option<u64>,
+    passed: AtomicU64,
+    faulted: AtomicBool,
+    cuts: Arc<AtomicUsize>,
+}
+
+/// Copies until EOF or an error, or until the bytes passed in both directions exceed
+/// the limit: then a cut returns, and a stall keeps reading without forwarding.
 async fn copy(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    limit: Option<u64>,
-    passed: Arc<AtomicU64>,
-) -> bool {
+    link: Arc<Link>,
+) {
     let mut buf = vec![0; 64 * 1024];
     loop {
         let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return false,
+            Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        let total = passed.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
-        if let Some(limit) = limit
-            && total > limit
-        {
-            // Forward only up to the limit, then cut.
-            let allowed = n.saturating_sub((total - limit) as usize);
-            let _ = to.write_all(&buf[..allowed]).await;
-            return true;
+        let before = link.passed.fetch_add(n as u64, Ordering::SeqCst);
+        let allowed = match link.limit {
+            Some(limit) => limit.saturating_sub(before).min(n as u64) as usize,
+            None => n,
+        };
+        if allowed > 0 && to.write_all(&buf[..allowed]).await.is_err() {
+            return;
         }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return false;
+        if allowed < n {
+            if !link.faulted.swap(true, Ordering::SeqCst) {
+                link.cuts.fetch_add(1, Ordering::SeqCst);
+            }
+            if link.fault == Fault::Cut {
+                return;
+            }
         }
     }
 }

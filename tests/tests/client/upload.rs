@@ -1,7 +1,9 @@
 use std::time::Duration;
 
 use transfer_client::{TransferError, TransferState};
-use transfer_tests::{CuttingProxy, Ledger, TestFile, TestServer, TransferdProcess, download};
+use transfer_tests::{
+    CuttingProxy, Fault, Ledger, TestFile, TestServer, TransferdProcess, download,
+};
 
 use crate::{client, on_disk};
 
@@ -158,7 +160,37 @@ async fn an_unreachable_server_fails_after_the_retry_limit() {
     }
 }
 
+async fn a_hung_connection_is_detected_as_stalled_and_the_upload_completes(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let file = TestFile::new("hung.bin", 4 << 20, 106);
+    let (_dir, path) = on_disk(&file);
+    // The first connection stops forwarding after ~1 MiB but stays open.
+    let proxy = CuttingProxy::with_fault(server.addr, Fault::Stall, 1 << 20, 1).await;
+    let mut config = transfer_client::ClientConfig::new(proxy.endpoint());
+    config.chunk_size = 64 * 1024;
+    config.stall_timeout = Duration::from_millis(800);
+    config.retry.initial_backoff = Duration::from_millis(20);
+    let upload = transfer_client::TransferClient::new(config)
+        .unwrap()
+        .upload_path(&path);
+    let mut retried = upload.watch();
+    let saw_stall = tokio::spawn(async move {
+        retried
+            .wait_for(|p| matches!(&p.state, TransferState::Retrying { reason, .. } if reason.contains("stalled")))
+            .await
+            .is_ok()
+    });
+    let uploaded = tokio::time::timeout(Duration::from_secs(60), upload.wait())
+        .await
+        .expect("a hung connection must not hang the upload")
+        .expect("the upload completes");
+    assert_eq!(proxy.cuts_made(), 1);
+    assert!(saw_stall.await.unwrap(), "the client reported the stall");
+    assert_eq!(uploaded.file.size, file.data.len() as u64);
+}
+
 transfer_tests::ledger_tests!(
+    a_hung_connection_is_detected_as_stalled_and_the_upload_completes,
     an_upload_cut_several_times_completes_without_resending_acked_chunks,
     an_upload_survives_the_server_being_killed_and_restarted,
     pause_stops_sending_and_resume_finishes_the_upload,
