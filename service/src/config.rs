@@ -56,6 +56,26 @@ pub struct Settings {
     /// Seconds an upload session with no stream attached keeps its state in memory.
     #[arg(long, env = "TRANSFERD_SESSION_IDLE_SECS", default_value_t = 60)]
     pub session_idle_secs: u64,
+
+    /// Without a command, transferd serves gRPC.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Copy every record of this server's ledger (or --from) into another ledger, e.g.
+    /// from the embedded SQLite file to PostgreSQL. Stop transferd first; the blob files
+    /// in the data directory stay where they are. Running it again is harmless.
+    MigrateLedger {
+        /// The ledger to copy from; default: this server's (--database-url, or the
+        /// embedded SQLite file in --data-dir).
+        #[arg(long)]
+        from: Option<String>,
+        /// The ledger to copy into: postgres://USER@HOST:PORT/DB or sqlite://PATH.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 /// Settings that contradict each other.

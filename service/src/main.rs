@@ -4,6 +4,8 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 use transfer_service::Settings;
+use transfer_service::config::Command;
+use transfer_service::ledger::{LedgerLocation, copy_ledger};
 use transfer_service::server::Transferd;
 
 #[tokio::main]
@@ -16,7 +18,11 @@ async fn main() -> std::process::ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let settings = Settings::parse();
-    match run(settings).await {
+    let result = match &settings.command {
+        Some(Command::MigrateLedger { from, to }) => migrate(&settings, from.as_deref(), to).await,
+        None => run(settings).await,
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error}");
@@ -54,6 +60,31 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `transferd migrate-ledger`: copies one ledger into another.
+async fn migrate(
+    settings: &Settings,
+    from: Option<&str>,
+    to: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let source = match from {
+        Some(url) => LedgerLocation::from_url(Some(url), &settings.data_dir)?,
+        None => settings.ledger_location()?,
+    };
+    let target = LedgerLocation::from_url(Some(to), &settings.data_dir)?;
+    if source == target {
+        return Err("--to names the ledger being copied".into());
+    }
+    tracing::info!(from = %source, to = %target, "copying the ledger");
+    let from = source.open(settings.database_pool_size).await?;
+    let into = target.open(settings.database_pool_size).await?;
+    let copied = copy_ledger(from.as_ref(), into.as_ref()).await?;
+    println!(
+        "copied {} files, {} chunks and {} content records from {source} to {target}",
+        copied.files, copied.chunks, copied.contents
+    );
+    Ok(())
+}
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 async fn shutdown_signal() {

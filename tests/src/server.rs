@@ -82,7 +82,17 @@ impl TestServer {
         self.running = Some(running);
     }
 
-    async fn stop(&mut self) {
+    /// Like [`TestServer::restart`], with changed settings (another ledger, say).
+    pub async fn restart_with(&mut self, configure: impl FnOnce(&mut Settings)) {
+        self.stop().await;
+        configure(&mut self.settings);
+        let (addr, running) = launch(&self.settings).await;
+        self.addr = addr;
+        self.running = Some(running);
+    }
+
+    /// Stops serving (cutting off running calls); [`TestServer::restart`] starts again.
+    pub async fn stop(&mut self) {
         if let Some(running) = self.running.take() {
             let _ = running.shutdown.send(());
             // Graceful shutdown waits for open connections; a restart need not.

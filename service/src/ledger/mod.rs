@@ -5,6 +5,7 @@
 //! complete) live in [`crate::upload`]. An implementation must make every method atomic:
 //! when it returns `Ok`, what it recorded survives a crash.
 
+mod dump;
 mod postgres;
 mod sqlite;
 
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use dump::{ChunkDump, ContentDump, CopyReport, FileDump, copy_ledger};
 pub use postgres::PostgresLedger;
 pub use sqlite::SqliteLedger;
 
@@ -261,6 +263,28 @@ pub trait ChunkLedger: Send + Sync + 'static {
 
     /// Marks an open upload aborted and forgets its chunks.
     async fn abort_upload(&self, id: Uuid) -> Result<(), LedgerError>;
+
+    /// Up to `limit` files with ids above `after`, in id order, with all their records.
+    async fn dump_files(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<FileDump>, LedgerError>;
+
+    /// Up to `limit` content records after `after` (MD5, size), in that order.
+    async fn dump_contents(
+        &self,
+        after: Option<(Md5Digest, u64)>,
+        limit: usize,
+    ) -> Result<Vec<ContentDump>, LedgerError>;
+
+    /// Writes dumped records as they are, in one transaction; records already present
+    /// are kept.
+    async fn restore(
+        &self,
+        files: &[FileDump],
+        contents: &[ContentDump],
+    ) -> Result<(), LedgerError>;
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ impl LedgerBackend for Postgres {
     }
 }
 
-async fn postgres() -> Postgres {
+pub async fn postgres() -> Postgres {
     Postgres(TestDatabase::create().await)
 }
 
@@ -43,7 +43,7 @@ impl LedgerBackend for Sqlite {
     }
 }
 
-async fn sqlite() -> Sqlite {
+pub async fn sqlite() -> Sqlite {
     Sqlite(tempfile::tempdir().expect("a temporary directory"))
 }
 

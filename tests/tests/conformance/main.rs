@@ -2,6 +2,7 @@
 //! implementation, so all backends keep the same contract (the trait docs state it).
 
 mod blob;
+mod copy;
 mod ledger;
 
 /// Instantiates a suite for each backend: one `#[tokio::test]` per listed function in a

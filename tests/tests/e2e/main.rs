@@ -10,6 +10,7 @@ mod empty_file;
 mod health;
 mod instant_upload;
 mod integrity;
+mod migrate;
 mod restart;
 mod resume;
 mod stream_errors;

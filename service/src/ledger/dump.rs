@@ -1,0 +1,70 @@
+//! Copying a whole ledger to another (`transferd migrate-ledger`), for instance from the
+//! embedded SQLite file to PostgreSQL. Works through [`ChunkLedger`], so any ledger can be
+//! copied to any other.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{ChunkLedger, CommittedChunk, FileRecord, HashCheckpoint, LedgerError, Md5Digest};
+
+/// All a ledger holds about one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDump {
+    pub file: FileRecord,
+    pub updated_at: DateTime<Utc>,
+    pub chunks: Vec<ChunkDump>,
+    pub checkpoint: Option<HashCheckpoint>,
+}
+
+/// One committed chunk and when it was committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkDump {
+    pub chunk: CommittedChunk,
+    pub committed_at: DateTime<Utc>,
+}
+
+/// One stored content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentDump {
+    pub md5: Md5Digest,
+    pub size: u64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a copy moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyReport {
+    pub files: u64,
+    pub chunks: u64,
+    pub contents: u64,
+}
+
+/// Records per page while copying.
+const PAGE: usize = 500;
+
+/// Copies every file, chunk, hash checkpoint and content record of `from` into `to`.
+/// Records `to` already has are kept as they are, so running it again is harmless.
+pub async fn copy_ledger(
+    from: &dyn ChunkLedger,
+    to: &dyn ChunkLedger,
+) -> Result<CopyReport, LedgerError> {
+    let mut report = CopyReport::default();
+    let mut after: Option<(Md5Digest, u64)> = None;
+    loop {
+        let contents = from.dump_contents(after, PAGE).await?;
+        let Some(last) = contents.last() else { break };
+        after = Some((last.md5, last.size));
+        to.restore(&[], &contents).await?;
+        report.contents += contents.len() as u64;
+    }
+    let mut after: Option<Uuid> = None;
+    loop {
+        let files = from.dump_files(after, PAGE).await?;
+        let Some(last) = files.last() else { break };
+        after = Some(last.file.id);
+        to.restore(&files, &[]).await?;
+        report.files += files.len() as u64;
+        report.chunks += files.iter().map(|f| f.chunks.len() as u64).sum::<u64>();
+    }
+    Ok(report)
+}

@@ -1,0 +1,108 @@
+//! Copying a ledger (`transferd migrate-ledger`) keeps every record, between any two
+//! implementations, and copying again changes nothing.
+
+use std::sync::Arc;
+
+use transfer_service::ledger::{
+    ChunkLedger, CommittedChunk, ContentDump, FileDump, HashCheckpoint, NewUpload, copy_ledger,
+};
+use transfer_tests::md5;
+
+use crate::ledger::{LedgerBackend, postgres, sqlite};
+
+/// A ledger with a file in every state, chunks, a checkpoint and content.
+async fn populate(ledger: &dyn ChunkLedger) {
+    let upload = |name: &str| NewUpload {
+        owner: "o".into(),
+        name: name.into(),
+        size: 10_000,
+        md5: md5(name.as_bytes()).try_into().expect("16 bytes"),
+        chunk_size: 4096,
+        chunk_count: 3,
+    };
+    let chunk = |index| CommittedChunk {
+        index,
+        size: 4096,
+        crc32c: 0xFFFF_FFF0 + index as u32,
+    };
+    let open = ledger.open_upload(&upload("open")).await.unwrap().file.id;
+    ledger
+        .commit_chunks(open, &[chunk(0), chunk(2)])
+        .await
+        .unwrap();
+    let checkpoint = HashCheckpoint {
+        chunks: 1,
+        state: vec![7; 24],
+    };
+    ledger
+        .save_hash_checkpoint(open, &checkpoint)
+        .await
+        .unwrap();
+    let done = ledger.open_upload(&upload("done")).await.unwrap().file.id;
+    ledger
+        .commit_chunks(done, &[chunk(0), chunk(1), chunk(2)])
+        .await
+        .unwrap();
+    let done = ledger.complete_upload(done).await.unwrap();
+    ledger
+        .add_file_for_stored_content("p", "copy", &done.md5, done.size)
+        .await
+        .unwrap();
+    let failed = ledger.open_upload(&upload("failed")).await.unwrap().file.id;
+    ledger
+        .fail_upload(failed, "MD5 mismatch: a vs b")
+        .await
+        .unwrap();
+    let aborted = ledger
+        .open_upload(&upload("aborted"))
+        .await
+        .unwrap()
+        .file
+        .id;
+    ledger.abort_upload(aborted).await.unwrap();
+}
+
+async fn everything(ledger: &dyn ChunkLedger) -> (Vec<FileDump>, Vec<ContentDump>) {
+    let mut files = ledger.dump_files(None, 1000).await.unwrap();
+    files.sort_by_key(|f| f.file.id);
+    (files, ledger.dump_contents(None, 1000).await.unwrap())
+}
+
+async fn copies_record_for_record(from: Arc<dyn ChunkLedger>, to: Arc<dyn ChunkLedger>) {
+    populate(from.as_ref()).await;
+    let report = copy_ledger(from.as_ref(), to.as_ref()).await.unwrap();
+    assert_eq!((report.files, report.chunks, report.contents), (5, 5, 1));
+    let source = everything(from.as_ref()).await;
+    assert_eq!(everything(to.as_ref()).await, source);
+    copy_ledger(from.as_ref(), to.as_ref()).await.unwrap();
+    assert_eq!(
+        everything(to.as_ref()).await,
+        source,
+        "copying again changes nothing"
+    );
+
+    // The copy works as a ledger: the open session resumes, the content is found.
+    let open = source.0.iter().find(|f| f.file.name == "open").unwrap();
+    assert_eq!(
+        to.committed_ranges(open.file.id).await.unwrap(),
+        vec![(0, 1), (2, 3)]
+    );
+    let content = source.1[0];
+    let found = to
+        .add_file_for_stored_content("q", "again", &content.md5, content.size)
+        .await
+        .unwrap();
+    assert!(found.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_ledger_copies_to_postgres_record_for_record() {
+    let (from, to) = (sqlite().await, postgres().await);
+    copies_record_for_record(from.open().await, to.open().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_ledger_copies_to_the_embedded_one_record_for_record() {
+    let (from, to) = (postgres().await, sqlite().await);
+    copies_record_for_record(from.open().await, to.open().await).await;
+}
