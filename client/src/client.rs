@@ -1,9 +1,10 @@
 //! The connection to a Transfer server and the calls that start transfers.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -109,15 +110,26 @@ impl TransferClient {
 
     /// Uploads a local file. The handle reports progress and takes pause, resume, cancel.
     pub fn upload_path(&self, path: impl AsRef<Path>) -> TransferHandle<UploadedFile> {
-        let path = path.as_ref().to_owned();
+        self.spawn_upload(path.as_ref().to_owned(), None)
+    }
+
+    /// Starts uploading `path`, once a slot of `slots` (if any) is free.
+    pub(crate) fn spawn_upload(
+        &self,
+        path: PathBuf,
+        slots: Option<Arc<Semaphore>>,
+    ) -> TransferHandle<UploadedFile> {
         let client = self.clone();
         TransferHandle::spawn(path.display().to_string(), move |reporter| async move {
-            let name = upload_name(&path);
+            let slot = match slots {
+                Some(slots) => slots.acquire_owned().await.ok(),
+                None => None,
+            };
             let source = FileSource::open(&path).map_err(|source| TransferError::Read {
                 file: path.display().to_string(),
                 source,
             })?;
-            upload(client, name, source, reporter, None).await
+            upload(client, upload_name(&path), source, reporter, slot).await
         })
     }
 
@@ -140,10 +152,23 @@ impl TransferClient {
         file_id: impl Into<String>,
         dest: impl AsRef<Path>,
     ) -> TransferHandle<DownloadedFile> {
-        let (file_id, dest) = (file_id.into(), dest.as_ref().to_owned());
+        self.spawn_download(file_id.into(), dest.as_ref().to_owned(), None)
+    }
+
+    /// Starts downloading, once a slot of `slots` (if any) is free.
+    pub(crate) fn spawn_download(
+        &self,
+        file_id: String,
+        dest: PathBuf,
+        slots: Option<Arc<Semaphore>>,
+    ) -> TransferHandle<DownloadedFile> {
         let client = self.clone();
-        TransferHandle::spawn(dest.display().to_string(), move |reporter| {
-            download(client, file_id, dest, reporter, None)
+        TransferHandle::spawn(dest.display().to_string(), move |reporter| async move {
+            let slot = match slots {
+                Some(slots) => slots.acquire_owned().await.ok(),
+                None => None,
+            };
+            download(client, file_id, dest, reporter, slot).await
         })
     }
 
@@ -220,7 +245,7 @@ fn connect(endpoint: &Endpoint, owner: OwnerMetadata) -> RawClient {
 }
 
 /// The name a local file is uploaded under: its file name.
-pub(crate) fn upload_name(path: &Path) -> String {
+fn upload_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string())

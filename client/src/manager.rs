@@ -5,12 +5,10 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use crate::client::{TransferClient, upload_name};
-use crate::download::{DownloadedFile, download};
-use crate::error::TransferError;
+use crate::client::TransferClient;
+use crate::download::DownloadedFile;
 use crate::progress::TransferHandle;
-use crate::source::FileSource;
-use crate::upload::{UploadedFile, upload};
+use crate::upload::UploadedFile;
 
 /// Runs transfers with a limit on how many run at once. Queued transfers report
 /// [`crate::TransferState::Queued`] and start as slots free up; one failing transfer
@@ -30,16 +28,8 @@ impl TransferManager {
     }
 
     pub fn upload_path(&self, path: impl AsRef<Path>) -> TransferHandle<UploadedFile> {
-        let path = path.as_ref().to_owned();
-        let (client, slots) = (self.client.clone(), Arc::clone(&self.slots));
-        TransferHandle::spawn(path.display().to_string(), move |reporter| async move {
-            let slot = slots.acquire_owned().await.ok();
-            let source = FileSource::open(&path).map_err(|source| TransferError::Read {
-                file: path.display().to_string(),
-                source,
-            })?;
-            upload(client, upload_name(&path), source, reporter, slot).await
-        })
+        self.client
+            .spawn_upload(path.as_ref().to_owned(), Some(Arc::clone(&self.slots)))
     }
 
     pub fn download(
@@ -47,11 +37,8 @@ impl TransferManager {
         file_id: impl Into<String>,
         dest: impl AsRef<Path>,
     ) -> TransferHandle<DownloadedFile> {
-        let (file_id, dest) = (file_id.into(), dest.as_ref().to_owned());
-        let (client, slots) = (self.client.clone(), Arc::clone(&self.slots));
-        TransferHandle::spawn(dest.display().to_string(), move |reporter| async move {
-            let slot = slots.acquire_owned().await.ok();
-            download(client, file_id, dest, reporter, slot).await
-        })
+        let slots = Some(Arc::clone(&self.slots));
+        self.client
+            .spawn_download(file_id.into(), dest.as_ref().to_owned(), slots)
     }
 }

@@ -9,9 +9,9 @@ use tonic::transport::Channel;
 use tonic::{Request, Status, Streaming};
 use transfer_proto::v1::transfer_service_client::TransferServiceClient;
 use transfer_proto::v1::{
-    CheckUploadRequest, Chunk, ChunkAck, DownloadRequest, FileInfo, UploadChunksRequest,
-    UploadChunksResponse, UploadSession, UploadStart, check_upload_response, download_response,
-    upload_chunks_request, upload_chunks_response,
+    AbortUploadRequest, CheckUploadRequest, Chunk, ChunkAck, DownloadRequest, FileInfo,
+    GetFileRequest, UploadChunksRequest, UploadChunksResponse, UploadSession, UploadStart,
+    check_upload_response, download_response, upload_chunks_request, upload_chunks_response,
 };
 
 use crate::data::{TestFile, crc32c};
@@ -65,6 +65,35 @@ pub async fn open_session(
         Ok(check_upload_response::Result::Session(session)) => session,
         other => panic!("expected an upload session, got {other:?}"),
     }
+}
+
+/// `GetFile`, which must succeed.
+pub async fn get_file(client: &mut Client, owner: Option<&str>, file_id: &str) -> FileInfo {
+    let message = GetFileRequest {
+        file_id: file_id.to_owned(),
+    };
+    client
+        .get_file(request(message, owner))
+        .await
+        .expect("GetFile")
+        .into_inner()
+        .file
+        .expect("GetFile answers with the file")
+}
+
+/// `AbortUpload`.
+pub async fn abort(
+    client: &mut Client,
+    owner: Option<&str>,
+    upload_id: &str,
+) -> Result<(), Status> {
+    let message = AbortUploadRequest {
+        upload_id: upload_id.to_owned(),
+    };
+    client
+        .abort_upload(request(message, owner))
+        .await
+        .map(|_| ())
 }
 
 /// One open `UploadChunks` stream.

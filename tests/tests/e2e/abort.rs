@@ -1,6 +1,6 @@
 use tonic::Code;
-use transfer_proto::v1::{AbortUploadRequest, FileState, GetFileRequest};
-use transfer_tests::client::{open_session, request};
+use transfer_proto::v1::FileState;
+use transfer_tests::client::{abort, get_file, open_session};
 use transfer_tests::{ChunkStream, Ledger, TestFile, TestServer, upload_file};
 
 use crate::CHUNK;
@@ -21,15 +21,7 @@ async fn aborting_a_session_removes_its_chunks_and_staged_bytes(ledger: Ledger) 
     }
     assert_eq!(server.staging_files().len(), 1);
 
-    client
-        .abort_upload(request(
-            AbortUploadRequest {
-                upload_id: session.upload_id.clone(),
-            },
-            None,
-        ))
-        .await
-        .unwrap();
+    abort(&mut client, None, &session.upload_id).await.unwrap();
 
     // The open stream is told, and further chunks are refused.
     stream.send_chunk(4, file.chunk(4, CHUNK)).await;
@@ -40,18 +32,7 @@ async fn aborting_a_session_removes_its_chunks_and_staged_bytes(ledger: Ledger) 
     assert!(server.staging_files().is_empty());
     let rows = server.chunk_rows().await;
     assert_eq!(rows, 0);
-    let info = client
-        .get_file(request(
-            GetFileRequest {
-                file_id: session.upload_id.clone(),
-            },
-            None,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .file
-        .unwrap();
+    let info = get_file(&mut client, None, &session.upload_id).await;
     assert_eq!(info.state(), FileState::Aborted);
 
     // Asking again starts afresh.
@@ -65,15 +46,7 @@ async fn aborting_after_completion_is_a_failed_precondition(ledger: Ledger) {
     let mut client = server.client().await;
     let file = TestFile::new("done.bin", 10_000, 81);
     let done = upload_file(&mut client, None, &file, CHUNK).await;
-    let status = client
-        .abort_upload(request(
-            AbortUploadRequest {
-                upload_id: done.file_id.clone(),
-            },
-            None,
-        ))
-        .await
-        .unwrap_err();
+    let status = abort(&mut client, None, &done.file_id).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(
         status.message().contains("complete"),
@@ -96,10 +69,7 @@ async fn aborting_an_unknown_or_foreign_session_is_not_found(ledger: Ledger) {
         (uuid::Uuid::new_v4().to_string(), None),
         (session.upload_id.clone(), Some("mallory")),
     ] {
-        let status = client
-            .abort_upload(request(AbortUploadRequest { upload_id: id }, owner))
-            .await
-            .unwrap_err();
+        let status = abort(&mut client, owner, &id).await.unwrap_err();
         assert_eq!(status.code(), Code::NotFound);
     }
 }
@@ -110,13 +80,7 @@ async fn aborting_twice_is_harmless(ledger: Ledger) {
     let file = TestFile::new("twice.bin", 10_000, 83);
     let session = open_session(&mut client, None, &file, CHUNK).await;
     for _ in 0..2 {
-        client
-            .abort_upload(request(
-                AbortUploadRequest {
-                    upload_id: session.upload_id.clone(),
-                },
-                None,
-            ))
+        abort(&mut client, None, &session.upload_id)
             .await
             .expect("abort, and abort again");
     }

@@ -1,7 +1,5 @@
-use transfer_proto::v1::AbortUploadRequest;
 use transfer_proto::v1::ChunkOutcome;
 use transfer_tests::client::open_session;
-use transfer_tests::client::request;
 use transfer_tests::{ChunkStream, Ledger, TestFile, TestServer, download, upload_file};
 
 use crate::CHUNK;
@@ -152,13 +150,7 @@ async fn aborting_tells_every_stream_of_the_session(ledger: Ledger) {
             stream.send_windowed(&file, CHUNK, &rest, window).await.1
         }));
     }
-    client
-        .abort_upload(request(
-            AbortUploadRequest {
-                upload_id: session.upload_id.clone(),
-            },
-            None,
-        ))
+    transfer_tests::client::abort(&mut client, None, &session.upload_id)
         .await
         .unwrap();
     for stream in streams {

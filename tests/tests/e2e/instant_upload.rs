@@ -100,18 +100,7 @@ async fn an_instant_upload_closes_the_owners_open_session_for_that_content(ledge
     else {
         panic!("alice's content is stored now: an instant upload");
     };
-    let old = client
-        .get_file(transfer_tests::client::request(
-            transfer_proto::v1::GetFileRequest {
-                file_id: alices.upload_id.clone(),
-            },
-            Some("alice"),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .file
-        .unwrap();
+    let old = transfer_tests::client::get_file(&mut client, Some("alice"), &alices.upload_id).await;
     assert_eq!(
         old.state(),
         FileState::Aborted,

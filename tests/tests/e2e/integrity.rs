@@ -1,6 +1,6 @@
 use tonic::Code;
-use transfer_proto::v1::{FileState, GetFileRequest};
-use transfer_tests::client::{open_session, request};
+use transfer_proto::v1::FileState;
+use transfer_tests::client::{get_file, open_session};
 use transfer_tests::{ChunkStream, Ledger, TestFile, TestServer, md5, upload_file};
 
 use crate::CHUNK;
@@ -40,18 +40,7 @@ async fn a_whole_file_md5_mismatch_fails_the_upload_with_data_loss(ledger: Ledge
         status.message()
     );
 
-    let file = client
-        .get_file(request(
-            GetFileRequest {
-                file_id: session.upload_id.clone(),
-            },
-            None,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .file
-        .unwrap();
+    let file = get_file(&mut client, None, &session.upload_id).await;
     assert_eq!(file.state(), FileState::Failed);
     assert!(
         file.failure.contains(&hex(&declared)),
