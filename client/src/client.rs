@@ -56,6 +56,8 @@ pub struct TransferClient {
 pub enum AbortOutcome {
     /// The open session was aborted.
     Aborted { upload_id: String },
+    /// No upload of this content was in progress.
+    NothingInProgress,
     /// The content is already stored: there was nothing to abort.
     AlreadyStored(FileInfo),
 }
@@ -75,6 +77,9 @@ impl TransferClient {
                     .map_err(|_| bad(format!("owner {o:?} is not valid metadata")))
             })
             .transpose()?;
+        if !(config.endpoint.starts_with("http://") || config.endpoint.starts_with("https://")) {
+            return Err(bad("it must start with http:// or https://".into()));
+        }
         let endpoint =
             Endpoint::from_shared(config.endpoint.clone()).map_err(|e| bad(e.to_string()))?;
         let raw = connect(&endpoint, OwnerMetadata(owner));
@@ -121,15 +126,11 @@ impl TransferClient {
     ) -> TransferHandle<UploadedFile> {
         let client = self.clone();
         TransferHandle::spawn(path.display().to_string(), move |reporter| async move {
-            let slot = match slots {
-                Some(slots) => slots.acquire_owned().await.ok(),
-                None => None,
-            };
             let source = FileSource::open(&path).map_err(|source| TransferError::Read {
                 file: path.display().to_string(),
                 source,
             })?;
-            upload(client, upload_name(&path), source, reporter, slot).await
+            upload(client, upload_name(&path), source, reporter, slots).await
         })
     }
 
@@ -163,12 +164,8 @@ impl TransferClient {
         slots: Option<Arc<Semaphore>>,
     ) -> TransferHandle<DownloadedFile> {
         let client = self.clone();
-        TransferHandle::spawn(dest.display().to_string(), move |reporter| async move {
-            let slot = match slots {
-                Some(slots) => slots.acquire_owned().await.ok(),
-                None => None,
-            };
-            download(client, file_id, dest, reporter, slot).await
+        TransferHandle::spawn(dest.display().to_string(), move |reporter| {
+            download(client, file_id, dest, reporter, slots)
         })
     }
 
@@ -212,14 +209,19 @@ impl TransferClient {
                 Ok(AbortOutcome::AlreadyStored(info))
             }
             Some(check_upload_response::Result::Session(session)) => {
+                // Asking opened a session if none was in progress: abort it either way.
                 self.raw()
                     .abort_upload(AbortUploadRequest {
                         upload_id: session.upload_id.clone(),
                     })
                     .await
                     .map_err(|s| TransferError::refused(&file, &s))?;
-                Ok(AbortOutcome::Aborted {
-                    upload_id: session.upload_id,
+                Ok(if session.resumed {
+                    AbortOutcome::Aborted {
+                        upload_id: session.upload_id,
+                    }
+                } else {
+                    AbortOutcome::NothingInProgress
                 })
             }
             None => Err(TransferError::protocol(

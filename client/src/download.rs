@@ -6,13 +6,16 @@ use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
 use md5::{Digest, Md5};
+use std::sync::Arc;
 use tokio::fs::{File, OpenOptions};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
-use tokio::sync::OwnedSemaphorePermit;
+
+use tokio::sync::Semaphore;
 use transfer_proto::v1::{DownloadRequest, FileInfo, FileState, download_response};
 
 use crate::client::TransferClient;
 use crate::error::TransferError;
+use crate::manager::take_slot;
 use crate::progress::{Command, Reporter, TransferState};
 use crate::retry::{Ending, Interruption, Retrier};
 
@@ -52,9 +55,8 @@ pub(crate) async fn download(
     file_id: String,
     dest: PathBuf,
     mut reporter: Reporter,
-    slot: Option<OwnedSemaphorePermit>,
+    slots: Option<Arc<Semaphore>>,
 ) -> Result<DownloadedFile, TransferError> {
-    let _slot = slot;
     let part = part_path(&dest);
     let resumed_from = tokio::fs::metadata(&part).await.map_or(0, |m| m.len());
     let mut download = Download {
@@ -69,9 +71,20 @@ pub(crate) async fn download(
         },
     };
     let mut retrier = Retrier::new(&client.config().retry);
+    let mut slot = None;
     loop {
-        if reporter.until_running().await.is_err() {
-            return download.cancel().await;
+        if reporter.command() != Command::Run {
+            // A paused transfer gives its slot to a queued one.
+            slot = None;
+            if reporter.until_running().await.is_err() {
+                return download.cancel().await;
+            }
+        }
+        if slot.is_none() && slots.is_some() {
+            slot = match take_slot(slots.as_ref(), &mut reporter).await {
+                Ok(slot) => slot,
+                Err(_) => return download.cancel().await,
+            };
         }
         let had = download.hash.len;
         let interruption = match download.attempt(&mut reporter).await {
@@ -102,6 +115,25 @@ impl Download<'_> {
             file: self.part.display().to_string(),
             source,
         })
+    }
+
+    /// How a refused download ends. A `.part` file longer than the file is not this
+    /// file's: it is emptied and the download starts over. No such file, a file not
+    /// complete (uploading, aborted, failed), a malformed id: asking again will not change
+    /// the answer.
+    async fn refused(&self, part: &mut File, offset: u64, status: &tonic::Status) -> Interruption {
+        match status.code() {
+            tonic::Code::OutOfRange if offset > 0 => match part.set_len(0).await {
+                Ok(()) => Interruption::Retry("the .part file was longer than the file".into()),
+                Err(e) => self.write_error(e),
+            },
+            tonic::Code::NotFound
+            | tonic::Code::FailedPrecondition
+            | tonic::Code::InvalidArgument => {
+                Interruption::Fatal(TransferError::refused(&self.label, status))
+            }
+            _ => Interruption::from_status(&self.label, status),
+        }
     }
 
     fn protocol(&self, problem: impl Into<String>) -> Interruption {
@@ -161,30 +193,30 @@ impl Download<'_> {
             offset,
             length: 0,
         };
-        let mut stream = match self.client.raw().download(request).await {
-            Ok(response) => response.into_inner(),
-            Err(status) if status.code() == tonic::Code::OutOfRange && offset > 0 => {
-                // The `.part` file is longer than the file: it is not this file's. Start over.
-                part.set_len(0).await.map_err(|e| self.write_error(e))?;
-                return Err(Interruption::Retry(
-                    "the .part file was longer than the file; starting over".into(),
-                ));
-            }
-            Err(status) if status.code() == tonic::Code::NotFound => {
-                return Err(Interruption::Fatal(TransferError::refused(
-                    &self.label,
-                    &status,
-                )));
-            }
-            Err(status) => return Err(Interruption::from_status(&self.label, &status)),
-        };
         let stall = self.client.config().stall_timeout;
+        let mut raw = self.client.raw();
+        // Opening waits at most the stall timeout, and gives way to pause and cancel.
+        let opened = tokio::select! {
+            opened = tokio::time::timeout(stall, raw.download(request)) => opened,
+            command = reporter.command_changed() => {
+                return Err(match command {
+                    Command::Cancel => Interruption::Cancelled,
+                    Command::Pause | Command::Run => Interruption::Paused,
+                });
+            }
+        };
+        let mut stream = match opened {
+            Err(_) => return Err(Interruption::Stalled(format!("no answer within {stall:?}"))),
+            Ok(Ok(response)) => response.into_inner(),
+            // Refusals come back here or as the first message, depending on the transport.
+            Ok(Err(status)) => return Err(self.refused(&mut part, offset, &status).await),
+        };
         let file = match tokio::time::timeout(stall, stream.next()).await {
             Ok(Some(Ok(response))) => match response.message {
                 Some(download_response::Message::File(file)) => file,
                 _ => return Err(self.protocol("the first Download message is not the file")),
             },
-            Ok(Some(Err(status))) => return Err(Interruption::from_status(&self.label, &status)),
+            Ok(Some(Err(status))) => return Err(self.refused(&mut part, offset, &status).await),
             Ok(None) => return Err(Interruption::Retry("the download ended at once".into())),
             Err(_) => {
                 return Err(Interruption::Stalled(
@@ -271,6 +303,13 @@ impl Download<'_> {
         tokio::fs::rename(&self.part, &self.dest)
             .await
             .map_err(|e| self.write_error(e))?;
+        // Make the rename itself durable.
+        if let Some(dir) = self.dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let synced = File::open(dir).await;
+            if let Ok(dir) = synced {
+                let _ = dir.sync_all().await;
+            }
+        }
         Ok(file)
     }
 

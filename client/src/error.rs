@@ -50,6 +50,8 @@ pub enum TransferError {
     Protocol { file: String, problem: String },
     #[error("{file}: cancelled")]
     Cancelled { file: String },
+    #[error("{file}: the upload session was aborted by another client")]
+    AbortedElsewhere { file: String },
 }
 
 impl TransferError {

@@ -37,6 +37,7 @@
 //! The generated tonic client is there for anything else: [`TransferClient::raw`], and
 //! the messages in [`proto`].
 
+mod chunks;
 mod client;
 mod config;
 mod download;

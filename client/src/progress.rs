@@ -220,18 +220,25 @@ impl Reporter {
         });
     }
 
+    /// A handle for reporting progress from code that cannot borrow the reporter.
+    pub fn progress_sender(&self) -> ProgressSender {
+        ProgressSender {
+            progress: self.progress.clone(),
+            phase_started: self.phase_started,
+        }
+    }
+
     pub fn state(&self, state: TransferState) {
         self.progress.send_modify(|p| p.state = state);
     }
 
     pub fn advance(&self, done: u64, since_phase_start: u64) {
-        let elapsed = self.phase_started.elapsed().as_secs_f64();
-        self.progress.send_modify(|p| {
-            p.bytes_done = done;
-            if elapsed > 0.0 {
-                p.bytes_per_sec = since_phase_start as f64 / elapsed;
-            }
-        });
+        advance(&self.progress, self.phase_started, done, since_phase_start);
+    }
+
+    /// The caller's latest command.
+    pub fn command(&self) -> Command {
+        *self.commands.borrow()
     }
 
     /// Resolves when the caller's command changes.
@@ -257,6 +264,28 @@ impl Reporter {
             }
         }
     }
+}
+
+/// Reports bytes done, like [`Reporter::advance`].
+pub(crate) struct ProgressSender {
+    progress: watch::Sender<Progress>,
+    phase_started: Instant,
+}
+
+impl ProgressSender {
+    pub fn advance(&self, done: u64, since_phase_start: u64) {
+        advance(&self.progress, self.phase_started, done, since_phase_start);
+    }
+}
+
+fn advance(progress: &watch::Sender<Progress>, started: Instant, done: u64, since_start: u64) {
+    let elapsed = started.elapsed().as_secs_f64();
+    progress.send_modify(|p| {
+        p.bytes_done = done;
+        if elapsed > 0.0 {
+            p.bytes_per_sec = since_start as f64 / elapsed;
+        }
+    });
 }
 
 /// The caller cancelled the transfer.

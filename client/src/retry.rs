@@ -1,5 +1,7 @@
 //! Which failures a transfer retries, and which end it.
 
+use std::time::Duration;
+
 use tonic::{Code, Status};
 
 use crate::client::TransferClient;
@@ -38,6 +40,33 @@ impl Interruption {
             | Code::FailedPrecondition
             | Code::NotFound => Interruption::Retry(format!("{:?}: {}", status.code(), status.message())),
             _ => Interruption::Fatal(TransferError::refused(file, status)),
+        }
+    }
+}
+
+/// Runs one call to the server with a deadline, giving up early if the caller pauses or
+/// cancels meanwhile (the calls are idempotent: the next attempt asks again).
+pub(crate) async fn guarded<T>(
+    reporter: &mut Reporter,
+    deadline: Duration,
+    call: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Interruption> {
+    let call = tokio::time::timeout(deadline, call);
+    tokio::pin!(call);
+    loop {
+        tokio::select! {
+            result = &mut call => {
+                return match result {
+                    Ok(Ok(value)) => Ok(value),
+                    Ok(Err(status)) => Err(Interruption::from_status(&reporter.name(), &status)),
+                    Err(_) => Err(Interruption::Stalled(format!("no answer within {deadline:?}"))),
+                };
+            }
+            command = reporter.command_changed() => match command {
+                Command::Cancel => return Err(Interruption::Cancelled),
+                Command::Pause => return Err(Interruption::Paused),
+                Command::Run => {}
+            },
         }
     }
 }
@@ -101,6 +130,10 @@ impl Retrier {
             attempt: self.failures,
             reason,
         });
+        if reporter.command() != Command::Run {
+            // Paused (or cancelled) already: the next attempt waits for resume first.
+            return Ok(());
+        }
         tokio::select! {
             _ = tokio::time::sleep(self.policy.backoff(self.failures)) => Ok(()),
             command = reporter.command_changed() => match command {

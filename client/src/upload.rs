@@ -1,22 +1,25 @@
 //! Uploading: hash, ask `CheckUpload`, then stream only the missing chunks with a window
 //! of unacknowledged chunks, resuming after any interruption from what the server has.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use futures::StreamExt;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use transfer_proto::v1::{
-    AbortUploadRequest, CheckUploadRequest, Chunk, ChunkAck, ChunkOutcome, FileInfo,
-    UploadChunksRequest, UploadChunksResponse, UploadSession, UploadStart, check_upload_response,
-    upload_chunks_request, upload_chunks_response,
+    AbortUploadRequest, CheckUploadRequest, Chunk, ChunkAck, ChunkOutcome, FileInfo, FileState,
+    GetFileRequest, UploadChunksRequest, UploadChunksResponse, UploadSession, UploadStart,
+    check_upload_response, upload_chunks_request, upload_chunks_response,
 };
 
+use crate::chunks::{ChunkSet, ToSend};
 use crate::client::TransferClient;
 use crate::error::TransferError;
+use crate::manager::take_slot;
 use crate::progress::{Command, Reporter, TransferState};
-use crate::retry::{Ending, Interruption, Retrier};
+use crate::retry::{Ending, Interruption, Retrier, guarded};
 use crate::source::{ChunkSource, md5_of};
 
 /// A finished upload.
@@ -26,8 +29,12 @@ pub struct UploadedFile {
     pub file: FileInfo,
     /// True when the content was already stored and no chunk was sent.
     pub instant: bool,
-    /// Chunks this upload sent (including any sent again after a rejection).
+    /// Chunks this upload sent (including any sent again after a rejection or after a
+    /// broken connection lost them or their acks).
     pub chunks_sent: u64,
+    /// Acks that said a chunk was already stored: chunks whose earlier ack was lost with
+    /// a broken connection (this client never re-sends a chunk whose ack it received).
+    pub chunks_already_stored: u64,
 }
 
 /// What the upload knows across attempts.
@@ -41,8 +48,11 @@ struct Upload<'a, S> {
     /// The session the acked set below belongs to.
     session_id: Option<String>,
     /// Chunks the server acknowledged in this session: never sent again.
-    acked: HashSet<u64>,
+    acked: ChunkSet,
     chunks_sent: u64,
+    chunks_already_stored: u64,
+    /// The session was aborted by someone else (another client, `transfer abort`).
+    aborted_elsewhere: bool,
 }
 
 pub(crate) async fn upload(
@@ -50,30 +60,43 @@ pub(crate) async fn upload(
     name: String,
     source: impl ChunkSource,
     mut reporter: Reporter,
-    slot: Option<OwnedSemaphorePermit>,
+    slots: Option<Arc<Semaphore>>,
 ) -> Result<UploadedFile, TransferError> {
-    let _slot = slot;
     let label = reporter.name();
-    let size = source.size();
-    reporter.phase(TransferState::Hashing, 0, size);
-    let md5 = md5_of(&source, |done| reporter.advance(done, done))
+    let cancelled = || TransferError::Cancelled {
+        file: label.clone(),
+    };
+    let mut slot = take_slot(slots.as_ref(), &mut reporter)
         .await
-        .map_err(|e| read_error(&label, e))?;
+        .map_err(|_| cancelled())?;
+    let md5 = hash(&source, &mut reporter).await?;
 
     let mut upload = Upload {
         client: &client,
         name,
-        label,
+        label: label.clone(),
         source: &source,
         md5,
         session_id: None,
-        acked: HashSet::new(),
+        acked: ChunkSet::default(),
         chunks_sent: 0,
+        chunks_already_stored: 0,
+        aborted_elsewhere: false,
     };
     let mut retrier = Retrier::new(&client.config().retry);
     loop {
-        if reporter.until_running().await.is_err() {
-            return upload.cancel().await;
+        if reporter.command() != Command::Run {
+            // A paused transfer gives its slot to a queued one.
+            slot = None;
+            if reporter.until_running().await.is_err() {
+                return upload.cancel().await;
+            }
+        }
+        if slot.is_none() && slots.is_some() {
+            slot = match take_slot(slots.as_ref(), &mut reporter).await {
+                Ok(slot) => slot,
+                Err(_) => return upload.cancel().await,
+            };
         }
         let acked_before = upload.acked.len();
         let interruption = match upload.attempt(&mut reporter).await {
@@ -88,6 +111,26 @@ pub(crate) async fn upload(
             Ok(()) => {}
             Err(Ending::Cancelled) => return upload.cancel().await,
             Err(Ending::Fatal(error)) => return Err(error),
+        }
+    }
+}
+
+/// The source's MD5; only cancelling stops it early.
+async fn hash(
+    source: &impl ChunkSource,
+    reporter: &mut Reporter,
+) -> Result<[u8; 16], TransferError> {
+    let label = reporter.name();
+    reporter.phase(TransferState::Hashing, 0, source.size());
+    let progress = reporter.progress_sender();
+    let hashing = md5_of(source, |done| progress.advance(done, done));
+    tokio::pin!(hashing);
+    loop {
+        tokio::select! {
+            md5 = &mut hashing => return md5.map_err(|e| read_error(&label, e)),
+            command = reporter.command_changed() => if command == Command::Cancel {
+                return Err(TransferError::Cancelled { file: label });
+            },
         }
     }
 }
@@ -109,25 +152,37 @@ impl<S: ChunkSource> Upload<'_, S> {
     /// is interrupted.
     async fn attempt(&mut self, reporter: &mut Reporter) -> Result<UploadedFile, Interruption> {
         let size = self.source.size();
-        let check = self
-            .client
-            .raw()
-            .check_upload(CheckUploadRequest {
-                name: self.name.clone(),
-                size,
-                md5: self.md5.to_vec().into(),
-                preferred_chunk_size: self.client.config().chunk_size,
-            })
-            .await
-            .map_err(|s| Interruption::from_status(&self.label, &s))?
+        let deadline = self.client.config().stall_timeout;
+        let request = CheckUploadRequest {
+            name: self.name.clone(),
+            size,
+            md5: self.md5.to_vec().into(),
+            preferred_chunk_size: self.client.config().chunk_size,
+        };
+        let mut raw = self.client.raw();
+        let check = guarded(reporter, deadline, raw.check_upload(request))
+            .await?
             .into_inner();
         let session = match check.result {
             Some(check_upload_response::Result::AlreadyStored(file)) => {
-                return self.finished(file, true);
+                return self.finished(file, self.chunks_sent == 0);
             }
             Some(check_upload_response::Result::Session(session)) => session,
             None => return Err(self.protocol("CheckUpload answered nothing")),
         };
+        if self.aborted_elsewhere {
+            // Asking opened a new session unless another upload of ours is running:
+            // close what this call opened, and stop.
+            if !session.resumed {
+                let abort = AbortUploadRequest {
+                    upload_id: session.upload_id.clone(),
+                };
+                let _ = tokio::time::timeout(deadline, raw.abort_upload(abort)).await;
+            }
+            return Err(Interruption::Fatal(TransferError::AbortedElsewhere {
+                file: self.label.clone(),
+            }));
+        }
         if self.session_id.as_deref() != Some(session.upload_id.as_str()) {
             self.session_id = Some(session.upload_id.clone());
             self.acked.clear();
@@ -138,16 +193,14 @@ impl<S: ChunkSource> Upload<'_, S> {
                 session.chunk_count, session.chunk_size
             ))
         })?;
-        let committed = |index: u64| {
-            session
-                .committed
-                .iter()
-                .any(|r| r.start <= index && index < r.end)
-        };
-        let missing: VecDeque<u64> = (0..layout.count)
-            .filter(|i| !committed(*i) && !self.acked.contains(i))
+        let committed: Vec<(u64, u64)> = session
+            .committed
+            .iter()
+            .map(|r| (r.start.min(layout.count), r.end.min(layout.count)))
+            .filter(|(start, end)| start < end)
             .collect();
-        let done_bytes = size - missing.iter().map(|&i| layout.len(i)).sum::<u64>();
+        // The server commits before it acks, so what it lists covers every ack we had.
+        let done_bytes: u64 = committed.iter().map(|&(s, e)| layout.bytes(s, e)).sum();
         reporter.phase(TransferState::Uploading, done_bytes, size);
 
         let window = self.client.config().window.min(session.max_window).max(1) as usize;
@@ -158,25 +211,49 @@ impl<S: ChunkSource> Upload<'_, S> {
             })),
         };
         let _ = requests.send(start).await;
-        let responses = self
-            .client
-            .raw()
-            .upload_chunks(ReceiverStream::new(outgoing))
-            .await
-            .map_err(|s| Interruption::from_status(&self.label, &s))?
-            .into_inner();
+        let responses = guarded(
+            reporter,
+            deadline,
+            raw.upload_chunks(ReceiverStream::new(outgoing)),
+        )
+        .await?
+        .into_inner();
         let mut stream = ChunkStream {
             requests: Some(requests),
             responses,
             window,
-            missing,
+            to_send: ToSend::new(layout.count, committed),
             in_flight: BTreeSet::new(),
             rejections: BTreeMap::new(),
             layout,
             done_bytes,
             phase_bytes: 0,
         };
-        stream.run(self, reporter).await
+        let interrupted = match stream.run(self, reporter).await {
+            Ok(done) => return Ok(done),
+            Err(interruption) => interruption,
+        };
+        // A session that closed under the stream may have been aborted by someone else:
+        // then this upload stops rather than start a new session.
+        if matches!(interrupted, Interruption::Retry(_))
+            && self.session_was_aborted(&session.upload_id).await
+        {
+            self.aborted_elsewhere = true;
+        }
+        Err(interrupted)
+    }
+
+    async fn session_was_aborted(&self, upload_id: &str) -> bool {
+        let request = GetFileRequest {
+            file_id: upload_id.to_owned(),
+        };
+        let asked = tokio::time::timeout(
+            self.client.config().stall_timeout,
+            self.client.raw().get_file(request),
+        )
+        .await;
+        matches!(asked, Ok(Ok(response))
+            if response.get_ref().file.as_ref().is_some_and(|f| f.state() == FileState::Aborted))
     }
 
     fn finished(&self, file: FileInfo, instant: bool) -> Result<UploadedFile, Interruption> {
@@ -191,6 +268,7 @@ impl<S: ChunkSource> Upload<'_, S> {
             file,
             instant,
             chunks_sent: self.chunks_sent,
+            chunks_already_stored: self.chunks_already_stored,
         })
     }
 
@@ -204,9 +282,10 @@ impl<S: ChunkSource> Upload<'_, S> {
             let abort = AbortUploadRequest {
                 upload_id: upload_id.clone(),
             };
-            // Best effort: if the server cannot be reached the session stays until
-            // someone aborts or finishes it.
-            let _ = self.client.raw().abort_upload(abort).await;
+            // Best effort, briefly: if the server cannot be reached the session stays
+            // until someone aborts or finishes it.
+            let deadline = self.client.config().stall_timeout;
+            let _ = tokio::time::timeout(deadline, self.client.raw().abort_upload(abort)).await;
         }
         Err(TransferError::Cancelled {
             file: self.label.clone(),
@@ -240,6 +319,11 @@ impl Layout {
     fn len(&self, index: u64) -> u64 {
         (self.size - index * self.chunk_size).min(self.chunk_size)
     }
+
+    /// Bytes of the chunks `[start, end)`.
+    fn bytes(&self, start: u64, end: u64) -> u64 {
+        (end * self.chunk_size).min(self.size) - start * self.chunk_size
+    }
 }
 
 /// One `UploadChunks` stream of an attempt.
@@ -247,8 +331,8 @@ struct ChunkStream {
     requests: Option<mpsc::Sender<UploadChunksRequest>>,
     responses: Streaming<UploadChunksResponse>,
     window: usize,
-    /// Chunks still to send, in order.
-    missing: VecDeque<u64>,
+    /// Chunks still to send.
+    to_send: ToSend,
     /// Chunks sent and not yet acknowledged.
     in_flight: BTreeSet<u64>,
     /// How often each chunk was rejected.
@@ -271,7 +355,7 @@ impl ChunkStream {
         loop {
             // Fill the window.
             while !pausing && self.in_flight.len() < self.window {
-                let Some(index) = self.missing.pop_front() else {
+                let Some(index) = self.to_send.next(&upload.acked) else {
                     break;
                 };
                 self.send(upload, index).await?;
@@ -281,7 +365,7 @@ impl ChunkStream {
                     return Err(Interruption::Paused);
                 }
                 // Everything sent and acknowledged: half-close and wait for `completed`.
-                if self.missing.is_empty() {
+                if self.to_send.is_empty(&upload.acked) {
                     self.requests = None;
                 }
             }
@@ -302,13 +386,6 @@ impl ChunkStream {
                         }
                         Some(Ok(UploadChunksResponse { message: None })) => {
                             return Err(upload.protocol("an empty UploadChunks response"));
-                        }
-                        Some(Err(status)) if status.code() == tonic::Code::DataLoss => {
-                            return Err(Interruption::Fatal(TransferError::Md5Mismatch {
-                                file: upload.label.clone(),
-                                expected: hex::encode(upload.md5),
-                                actual: status.message().to_owned(),
-                            }));
                         }
                         Some(Err(status)) => return Err(Interruption::from_status(&upload.label, &status)),
                         None => return Err(Interruption::Retry("the server ended the stream before the upload completed".into())),
@@ -390,7 +467,10 @@ impl ChunkStream {
             )));
         }
         match ack.outcome() {
-            ChunkOutcome::Stored | ChunkOutcome::AlreadyStored => {
+            outcome @ (ChunkOutcome::Stored | ChunkOutcome::AlreadyStored) => {
+                if outcome == ChunkOutcome::AlreadyStored {
+                    upload.chunks_already_stored += 1;
+                }
                 if upload.acked.insert(ack.index) {
                     let len = self.layout.len(ack.index);
                     self.done_bytes += len;
@@ -411,7 +491,7 @@ impl ChunkStream {
                     }));
                 }
                 // Damaged on the way: send it again, first.
-                self.missing.push_front(ack.index);
+                self.to_send.again(ack.index);
                 Ok(())
             }
             outcome => Err(Interruption::Fatal(TransferError::ChunkRejected {

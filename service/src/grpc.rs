@@ -72,9 +72,11 @@ impl TransferService for TransferApi {
             }
             CheckOutcome::Session {
                 file,
+                resumed,
                 committed,
                 max_window,
             } => check_upload_response::Result::Session(UploadSession {
+                resumed,
                 upload_id: file.id.to_string(),
                 chunk_size: file.chunk_size,
                 chunk_count: file.chunk_count,

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tempfile::TempDir;
@@ -11,24 +12,29 @@ use tempfile::TempDir;
 use crate::database::TestDatabase;
 use crate::server::Ledger;
 
-/// The path of one of the workspace's binaries, built if it is missing.
+/// The path of one of the workspace's binaries, built (once per test run) so that it is
+/// never older than the code under test.
 pub fn workspace_binary(name: &str, package: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
     // Test executables live in target/<profile>/deps; binaries one level up.
     let exe = std::env::current_exe().expect("the test executable's path");
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("a target directory");
-    let binary = dir.join(name);
-    if !binary.exists() {
+    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
+    if !built.iter().any(|b| b == name) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", package, "--bin", name])
-            .status()
-            .expect("running cargo build");
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", package, "--bin", name]);
+        if dir.ends_with("release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("running cargo build");
         assert!(status.success(), "building {name} failed");
+        built.push(name.to_owned());
     }
-    binary
+    dir.join(name)
 }
 
 pub struct TransferdProcess {

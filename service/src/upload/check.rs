@@ -63,6 +63,8 @@ pub enum CheckOutcome {
     /// Stream the missing chunks into this session.
     Session {
         file: FileRecord,
+        /// False when this call opened the session.
+        resumed: bool,
         /// Committed chunks as half-open index ranges.
         committed: Vec<(u64, u64)>,
         max_window: u32,
@@ -112,6 +114,7 @@ pub async fn check_upload(
         ledger.committed_ranges(opened.file.id).await?
     };
     Ok(CheckOutcome::Session {
+        resumed: !opened.created,
         file: opened.file,
         committed,
         max_window: limits.max_window,

@@ -69,6 +69,16 @@ async fn the_cli_exit_code_tells_failure_from_usage_errors(ledger: Ledger) {
     let server = TestServer::start(ledger).await;
     let usage = transfer(&server, &["upload"]).await;
     assert_eq!(usage.status.code(), Some(2));
+    let no_scheme = Command::new(workspace_binary("transfer", "transfer-client"))
+        .args(["--server", "127.0.0.1:1", "stat", "x"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        no_scheme.status.code(),
+        Some(2),
+        "a bad server address is a usage error"
+    );
     let missing = transfer(&server, &["upload", "/no/such/file"]).await;
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/no/such/file"));
@@ -81,7 +91,27 @@ async fn the_cli_exit_code_tells_failure_from_usage_errors(ledger: Ledger) {
     assert_eq!(json_lines(&unknown)[0]["status"], "failed");
 }
 
+async fn the_cli_aborts_an_upload_in_progress_and_says_when_there_is_none(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let file = TestFile::new("abort-me.bin", 40_000, 302);
+    let (_dir, path) = on_disk(&file);
+    let path = path.to_str().unwrap();
+
+    let nothing = transfer(&server, &["--json", "abort", path]).await;
+    assert!(nothing.status.success());
+    assert_eq!(json_lines(&nothing)[0]["status"], "nothing_in_progress");
+
+    let mut raw = server.client().await;
+    let session = transfer_tests::client::open_session(&mut raw, None, &file, 4096).await;
+    let aborted = transfer(&server, &["--json", "abort", path]).await;
+    assert!(aborted.status.success());
+    let said = &json_lines(&aborted)[0];
+    assert_eq!(said["status"], "aborted");
+    assert_eq!(said["upload_id"], session.upload_id.as_str());
+}
+
 transfer_tests::ledger_tests!(
+    the_cli_aborts_an_upload_in_progress_and_says_when_there_is_none,
     the_cli_uploads_and_downloads_a_file_round_trip,
     the_cli_exit_code_tells_failure_from_usage_errors,
 );

@@ -121,7 +121,45 @@ async fn downloading_an_unknown_file_fails_at_once(ledger: Ledger) {
     }
 }
 
+async fn downloading_a_file_still_uploading_fails_at_once(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let mut raw = server.client().await;
+    let file = TestFile::new("unfinished.bin", 100_000, 113);
+    let session = transfer_tests::client::open_session(&mut raw, None, &file, 4096).await;
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let result = client(server.endpoint())
+        .download(&session.upload_id, dir.path().join("x"))
+        .wait()
+        .await;
+    match result {
+        Err(TransferError::Refused { code, .. }) => {
+            assert_eq!(code, tonic::Code::FailedPrecondition)
+        }
+        other => panic!("expected FAILED_PRECONDITION, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "no retries");
+}
+
+async fn a_part_file_longer_than_the_file_is_started_over(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let file = TestFile::new("longer.bin", 300_000, 114);
+    let mut raw = server.client().await;
+    let stored = upload_file(&mut raw, None, &file, 64 * 1024).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("copy.bin");
+    std::fs::write(part_path(&dest), vec![7u8; 400_000]).unwrap();
+    client(server.endpoint())
+        .download(&stored.file_id, &dest)
+        .wait()
+        .await
+        .expect("the download starts over and completes");
+    assert_eq!(std::fs::read(&dest).unwrap(), file.data);
+}
+
 transfer_tests::ledger_tests!(
+    a_part_file_longer_than_the_file_is_started_over,
+    downloading_a_file_still_uploading_fails_at_once,
     an_interrupted_download_resumes_from_its_part_file,
     a_tampered_part_file_is_detected_and_no_file_is_left,
     a_download_through_cut_connections_completes,

@@ -85,7 +85,47 @@ async fn one_failing_file_does_not_stop_the_others(ledger: Ledger) {
     assert!(fine.wait().await.is_ok());
 }
 
+async fn a_paused_transfer_frees_its_slot_and_a_queued_one_cancels_at_once(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<TestFile> = (0..3)
+        .map(|i| TestFile::new(&format!("q{i}.bin"), 24 << 20, 240 + i))
+        .collect();
+    for file in &files {
+        std::fs::write(dir.path().join(&file.name), &file.data).unwrap();
+    }
+    let manager = TransferManager::new(client(server.endpoint()), 1);
+    let first = manager.upload_path(dir.path().join(&files[0].name));
+    let second = manager.upload_path(dir.path().join(&files[1].name));
+    let third = manager.upload_path(dir.path().join(&files[2].name));
+    first
+        .watch()
+        .wait_for(|p| p.state == TransferState::Uploading && p.bytes_done > 0)
+        .await
+        .unwrap();
+    assert_eq!(second.progress().state, TransferState::Queued);
+
+    first.pause();
+    second
+        .watch()
+        .wait_for(|p| !matches!(p.state, TransferState::Queued))
+        .await
+        .unwrap();
+    assert_eq!(third.progress().state, TransferState::Queued);
+    third.cancel();
+    let cancelled = tokio::time::timeout(std::time::Duration::from_secs(5), third.wait()).await;
+    assert!(matches!(
+        cancelled,
+        Ok(Err(transfer_client::TransferError::Cancelled { .. }))
+    ));
+
+    first.resume();
+    assert!(second.wait().await.is_ok());
+    assert!(first.wait().await.is_ok());
+}
+
 transfer_tests::ledger_tests!(
+    a_paused_transfer_frees_its_slot_and_a_queued_one_cancels_at_once,
     twenty_files_run_at_most_four_at_a_time_and_all_complete,
     one_failing_file_does_not_stop_the_others,
 );

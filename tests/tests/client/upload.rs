@@ -25,13 +25,15 @@ async fn an_upload_cut_several_times_completes_without_resending_acked_chunks(le
     assert_eq!(proxy.cuts_made(), 3, "the connection was cut three times");
     assert!(!uploaded.instant);
     let chunks = (file.data.len() as u64).div_ceil(CHUNK);
-    // Only chunks in flight at a cut (never acknowledged) may be sent again.
+    // Only chunks in flight at a cut (their acks never arrived) may be sent again...
     let window = client.config().window as u64;
     assert!(
         uploaded.chunks_sent <= chunks + 3 * window,
         "sent {} chunks for {chunks}: acknowledged chunks were sent again",
         uploaded.chunks_sent
     );
+    // ...and the server saw a chunk twice only when the ack of its first copy was lost.
+    assert!(uploaded.chunks_already_stored <= 3 * window);
     assert_eq!(server.chunk_rows().await, chunks as i64);
 
     let mut raw = server.client().await;
@@ -189,7 +191,48 @@ async fn a_hung_connection_is_detected_as_stalled_and_the_upload_completes(ledge
     assert_eq!(uploaded.file.size, file.data.len() as u64);
 }
 
+async fn an_upload_aborted_by_another_client_stops_instead_of_starting_over(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let file = TestFile::new("aborted.bin", 32 << 20, 107);
+    let (_dir, path) = on_disk(&file);
+    let upload = client(server.endpoint()).upload_path(&path);
+    upload
+        .watch()
+        .wait_for(|p| p.state == TransferState::Uploading && p.bytes_done > 0)
+        .await
+        .unwrap();
+    // Someone else finds the session by its content and aborts it.
+    let mut raw = server.client().await;
+    let session = transfer_tests::client::open_session(&mut raw, None, &file, 0).await;
+    assert!(session.resumed);
+    transfer_tests::client::abort(&mut raw, None, &session.upload_id)
+        .await
+        .unwrap();
+    match upload.wait().await {
+        Err(TransferError::AbortedElsewhere { file }) => assert!(file.ends_with("aborted.bin")),
+        other => panic!("expected AbortedElsewhere, got {other:?}"),
+    }
+    let open = "SELECT count(*) FROM files WHERE state = 'uploading'";
+    assert_eq!(
+        server.ledger_number(open).await,
+        0,
+        "no new session was opened"
+    );
+}
+
+#[tokio::test]
+async fn a_server_address_without_a_scheme_is_refused_at_once() {
+    match transfer_client::TransferClient::new(transfer_client::ClientConfig::new(
+        "127.0.0.1:50051",
+    )) {
+        Err(TransferError::BadEndpoint { reason, .. }) => assert!(reason.contains("http://")),
+        Err(other) => panic!("expected BadEndpoint, got {other:?}"),
+        Ok(_) => panic!("expected BadEndpoint"),
+    }
+}
+
 transfer_tests::ledger_tests!(
+    an_upload_aborted_by_another_client_stops_instead_of_starting_over,
     a_hung_connection_is_detected_as_stalled_and_the_upload_completes,
     an_upload_cut_several_times_completes_without_resending_acked_chunks,
     an_upload_survives_the_server_being_killed_and_restarted,

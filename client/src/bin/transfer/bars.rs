@@ -46,6 +46,11 @@ impl Bars {
         });
     }
 
+    /// Runs `f` (which prints) with the bars out of the way.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.bars.suspend(f)
+    }
+
     pub fn clear(&self) {
         let _ = self.bars.clear();
     }

@@ -11,8 +11,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use futures::FutureExt;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use transfer_client::{
-    AbortOutcome, ClientConfig, TransferClient, TransferHandle, TransferManager, TransferState,
+    ClientConfig, TransferClient, TransferError, TransferHandle, TransferManager, TransferState,
 };
 
 use crate::bars::Bars;
@@ -72,6 +75,7 @@ enum Command {
 }
 
 const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
 const EXIT_INTERRUPTED: u8 = 130;
 
 #[tokio::main]
@@ -91,7 +95,7 @@ async fn main() -> ExitCode {
         Ok(client) => client,
         Err(error) => {
             report.error(&error);
-            return ExitCode::from(EXIT_FAILED);
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     match cli.command {
@@ -125,10 +129,7 @@ async fn main() -> ExitCode {
         Command::Abort { file } => match client.abort_path(&file).await {
             Ok(outcome) => {
                 report.aborted(&file, &outcome);
-                match outcome {
-                    AbortOutcome::Aborted { .. } => ExitCode::SUCCESS,
-                    AbortOutcome::AlreadyStored(_) => ExitCode::from(EXIT_FAILED),
-                }
+                ExitCode::SUCCESS
             }
             Err(error) => {
                 report.error(&error);
@@ -138,7 +139,8 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Shows progress until every transfer ends, reports each, and pauses them all on Ctrl-C.
+/// Shows progress and reports each transfer as it ends. On Ctrl-C, pauses the rest:
+/// in-flight chunks are acknowledged first (up to 10 s, or until a second Ctrl-C).
 async fn run<T: Send + 'static>(
     handles: Vec<TransferHandle<T>>,
     report: &Report,
@@ -151,39 +153,64 @@ async fn run<T: Send + 'static>(
     for watch in &progress {
         bars.follow(watch.clone());
     }
-    let finished = futures::future::join_all(handles.into_iter().map(TransferHandle::wait));
-    let outcomes = tokio::select! {
-        outcomes = finished => outcomes,
-        _ = tokio::signal::ctrl_c() => {
-            for control in &controls {
-                control.pause();
-            }
-            // Let in-flight chunks be acknowledged, so the next run sends none twice.
-            let settled = futures::future::join_all(progress.into_iter().map(|mut watch| async move {
-                let _ = watch
-                    .wait_for(|p| {
-                        p.state.is_finished()
-                            || matches!(p.state, TransferState::Paused | TransferState::Hashing | TransferState::Queued)
-                    })
-                    .await;
-            }));
-            let _ = tokio::time::timeout(Duration::from_secs(10), settled).await;
-            bars.clear();
-            report.interrupted();
-            return ExitCode::from(EXIT_INTERRUPTED);
-        }
-    };
-    bars.clear();
+    let mut pending: FuturesUnordered<_> = handles
+        .into_iter()
+        .enumerate()
+        .map(|(i, handle)| async move { (i, handle.wait().await) })
+        .collect();
     let mut failed = false;
-    for (name, outcome) in names.iter().zip(outcomes) {
-        match outcome {
-            Ok(value) => done(report, name, &value),
+    let mut tell = |i: usize, outcome: Result<T, TransferError>| {
+        bars.suspend(|| match outcome {
+            Ok(value) => done(report, &names[i], &value),
             Err(error) => {
                 failed = true;
-                report.failed(name, &error);
+                report.failed(&names[i], &error);
+            }
+        });
+    };
+
+    let interrupted = tokio::select! {
+        _ = async {
+            while let Some((i, outcome)) = pending.next().await {
+                tell(i, outcome);
+            }
+        } => false,
+        _ = tokio::signal::ctrl_c() => true,
+    };
+    if interrupted {
+        for control in &controls {
+            control.pause();
+        }
+        let settled = || {
+            progress.iter().all(|p| {
+                let state = &p.borrow().state;
+                state.is_finished()
+                    || matches!(
+                        state,
+                        TransferState::Paused | TransferState::Hashing | TransferState::Queued
+                    )
+            })
+        };
+        let give_up = tokio::time::sleep(Duration::from_secs(10));
+        let again = tokio::signal::ctrl_c();
+        tokio::pin!(give_up, again);
+        while !settled() {
+            tokio::select! {
+                Some((i, outcome)) = pending.next() => tell(i, outcome),
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = &mut give_up => break,
+                _ = &mut again => break,
             }
         }
+        // Transfers that finished while pausing are reported too.
+        while let Some(Some((i, outcome))) = pending.next().now_or_never() {
+            tell(i, outcome);
+        }
+        bars.clear();
+        report.interrupted();
+        return ExitCode::from(EXIT_INTERRUPTED);
     }
+    bars.clear();
     if failed {
         ExitCode::from(EXIT_FAILED)
     } else {

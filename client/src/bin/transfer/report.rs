@@ -96,6 +96,12 @@ impl Report {
             (AbortOutcome::Aborted { upload_id }, false) => {
                 println!("{path}: upload session {upload_id} aborted")
             }
+            (AbortOutcome::NothingInProgress, true) => {
+                self.emit(json!({"path": path, "status": "nothing_in_progress"}))
+            }
+            (AbortOutcome::NothingInProgress, false) => {
+                println!("{path}: no upload of it was in progress")
+            }
             (AbortOutcome::AlreadyStored(file), true) => {
                 let mut value = file_json(file);
                 value["path"] = json!(path);
