@@ -29,7 +29,10 @@ const CONNECTION_WINDOW: u32 = 64 << 20;
 /// The generated client, with the owner metadata added to every call.
 pub type RawClient = TransferServiceClient<InterceptedService<Channel, OwnerMetadata>>;
 
-/// Adds `x-transfer-owner` to every request.
+/// Adds `x-transfer-owner` and the caller's W3C trace context (`traceparent`) to every
+/// request. The trace context is the current `tracing` span's (with
+/// `tracing-opentelemetry`) or else the current OpenTelemetry context; it is sent when
+/// the application has set a global text map propagator.
 #[derive(Clone)]
 pub struct OwnerMetadata(Option<MetadataValue<tonic::metadata::Ascii>>);
 
@@ -40,7 +43,36 @@ impl Interceptor for OwnerMetadata {
                 .metadata_mut()
                 .insert("x-transfer-owner", owner.clone());
         }
+        inject_trace_context(request.metadata_mut());
         Ok(request)
+    }
+}
+
+fn inject_trace_context(metadata: &mut tonic::metadata::MetadataMap) {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let from_span = tracing::Span::current().context();
+    let context = if from_span.span().span_context().is_valid() {
+        from_span
+    } else {
+        opentelemetry::Context::current()
+    };
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut MetadataInjector(metadata));
+    });
+}
+
+/// Writes trace context into gRPC metadata.
+struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
+
+impl opentelemetry::propagation::Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            MetadataValue::try_from(value),
+        ) {
+            self.0.insert(key, value);
+        }
     }
 }
 

@@ -127,7 +127,11 @@ impl<T: Send + 'static> TransferHandle<T> {
             phase_started: Instant::now(),
         };
         let watcher = reporter.progress.clone();
-        let work = work(reporter);
+        // The transfer's calls carry the caller's trace context and span.
+        let span = tracing::Span::current();
+        let context = opentelemetry::Context::current();
+        let work = opentelemetry::context::FutureExt::with_context(work(reporter), context);
+        let work = tracing::Instrument::instrument(work, span);
         let task = tokio::spawn(async move {
             let result = work.await;
             watcher.send_modify(|p| {

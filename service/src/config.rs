@@ -57,6 +57,11 @@ pub struct Settings {
     #[arg(long, env = "TRANSFERD_SESSION_IDLE_SECS", default_value_t = 60)]
     pub session_idle_secs: u64,
 
+    /// Log format on stderr: `text` for people, `json` for log pipelines. Traces and
+    /// metrics go over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+    #[arg(long, env = "TRANSFERD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: crate::telemetry::LogFormat,
+
     /// Without a command, transferd serves gRPC.
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -10,8 +10,11 @@ use crate::blob::{BlobStore, ContentKey};
 use crate::error::ServiceError;
 use crate::files::{file_info, owned_file};
 use crate::ledger::{ChunkLedger, FileState};
+use crate::metrics::metrics;
 use crate::owner::Owner;
 use crate::request::parse_id;
+use crate::telemetry::record_status;
+use tracing::Instrument;
 
 /// Bytes per piece. 1 MiB keeps every message under the 4 MiB that gRPC clients accept
 /// by default.
@@ -56,11 +59,35 @@ pub async fn download(
     let first = DownloadResponse {
         message: Some(download_response::Message::File(file_info(&file))),
     };
-    tokio::spawn(async move {
+    let span = tracing::Span::current();
+    span.record("transfer.file_id", id.to_string());
+    span.record("transfer.file_size", file.size);
+    let started = std::time::Instant::now();
+    let streaming = async move {
+        let code = send_pieces(blobs, key, request.offset, end, first, &tx).await;
+        metrics()
+            .download_duration
+            .record(started.elapsed().as_secs_f64(), &[]);
+        record_status(&tracing::Span::current(), code);
+    };
+    tokio::spawn(streaming.instrument(span));
+    Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// Sends the metadata, then the pieces of `[offset, end)`; the outcome as a gRPC code.
+async fn send_pieces(
+    blobs: Arc<dyn BlobStore>,
+    key: ContentKey,
+    offset: u64,
+    end: u64,
+    first: DownloadResponse,
+    tx: &mpsc::Sender<Result<DownloadResponse, Status>>,
+) -> tonic::Code {
+    {
         if tx.send(Ok(first)).await.is_err() {
-            return;
+            return tonic::Code::Cancelled;
         }
-        let mut offset = request.offset;
+        let mut offset = offset;
         while offset < end {
             let len = (end - offset).min(PIECE_SIZE) as usize;
             let piece = match blobs.read(&key, offset, len).await {
@@ -70,18 +97,21 @@ pub async fn download(
                     data,
                 },
                 Err(error) => {
-                    let _ = tx.send(Err(ServiceError::from(error).into())).await;
-                    return;
+                    let status = Status::from(ServiceError::from(error));
+                    let code = status.code();
+                    let _ = tx.send(Err(status)).await;
+                    return code;
                 }
             };
             let message = DownloadResponse {
                 message: Some(download_response::Message::Piece(piece)),
             };
             if tx.send(Ok(message)).await.is_err() {
-                return;
+                return tonic::Code::Cancelled;
             }
+            metrics().bytes_sent.add(len as u64, &[]);
             offset += len as u64;
         }
-    });
-    Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+    tonic::Code::Ok
 }

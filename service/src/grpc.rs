@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -20,6 +22,7 @@ use crate::layout::Limits;
 use crate::ledger::ChunkLedger;
 use crate::owner::Owner;
 use crate::request::parse_id;
+use crate::telemetry::{record_status, rpc_span};
 use crate::upload::SessionRegistry;
 use crate::upload::check::{CheckOutcome, UploadIntent, check_upload};
 
@@ -49,14 +52,137 @@ impl TransferApi {
     }
 }
 
+/// Runs a unary handler inside its RPC span and records the outcome there.
+async fn traced<T>(
+    span: tracing::Span,
+    handler: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    let result = handler.instrument(span.clone()).await;
+    let code = result
+        .as_ref()
+        .map_or_else(Status::code, |_| tonic::Code::Ok);
+    record_status(&span, code);
+    result
+}
+
+/// Records who a call acts for on the current span.
+fn owner_of(metadata: &tonic::metadata::MetadataMap) -> Result<Owner, Status> {
+    let owner = Owner::from_metadata(metadata)?;
+    tracing::Span::current().record("transfer.owner", owner.as_str());
+    Ok(owner)
+}
+
 #[tonic::async_trait]
 impl TransferService for TransferApi {
     async fn check_upload(
         &self,
         request: Request<CheckUploadRequest>,
     ) -> Result<Response<CheckUploadResponse>, Status> {
-        let owner = Owner::from_metadata(request.metadata())?;
+        let span = rpc_span("CheckUpload", request.metadata());
+        traced(span, self.check_upload_traced(request)).await
+    }
+
+    type UploadChunksStream = ReceiverStream<Result<UploadChunksResponse, Status>>;
+
+    async fn upload_chunks(
+        &self,
+        request: Request<Streaming<UploadChunksRequest>>,
+    ) -> Result<Response<Self::UploadChunksStream>, Status> {
+        let span = rpc_span("UploadChunks", request.metadata());
+        let owner = match span.in_scope(|| owner_of(request.metadata())) {
+            Ok(owner) => owner,
+            Err(status) => {
+                record_status(&span, status.code());
+                return Err(status);
+            }
+        };
+        let (outbound, responses) = mpsc::channel(UPLOAD_RESPONSE_QUEUE);
+        // The stream's task carries the RPC span; it records the outcome when it ends.
+        let stream = crate::upload::stream::run(
+            Arc::clone(&self.sessions),
+            owner,
+            request.into_inner(),
+            outbound,
+        );
+        tokio::spawn(stream.instrument(span));
+        Ok(Response::new(ReceiverStream::new(responses)))
+    }
+
+    type DownloadStream = DownloadStream;
+
+    async fn download(
+        &self,
+        request: Request<DownloadRequest>,
+    ) -> Result<Response<Self::DownloadStream>, Status> {
+        let span = rpc_span("Download", request.metadata());
+        let started = async {
+            let owner = owner_of(request.metadata())?;
+            let stream = download(
+                self.ledger.as_ref(),
+                Arc::clone(&self.blobs),
+                &owner,
+                request.into_inner(),
+            )
+            .await?;
+            Ok::<_, Status>(Response::new(stream))
+        };
+        // A refused download ends here; a started one records its outcome when it ends.
+        let result = started.instrument(span.clone()).await;
+        if let Err(status) = &result {
+            record_status(&span, status.code());
+        }
+        result
+    }
+
+    async fn abort_upload(
+        &self,
+        request: Request<AbortUploadRequest>,
+    ) -> Result<Response<AbortUploadResponse>, Status> {
+        let span = rpc_span("AbortUpload", request.metadata());
+        traced(span, async {
+            let owner = owner_of(request.metadata())?;
+            let id = parse_id("upload_id", &request.get_ref().upload_id)?;
+            tracing::Span::current().record("transfer.upload_id", id.to_string());
+            abort_upload(
+                self.ledger.as_ref(),
+                self.blobs.as_ref(),
+                &self.sessions,
+                &owner,
+                id,
+            )
+            .await?;
+            Ok(Response::new(AbortUploadResponse {}))
+        })
+        .await
+    }
+
+    async fn get_file(
+        &self,
+        request: Request<GetFileRequest>,
+    ) -> Result<Response<GetFileResponse>, Status> {
+        let span = rpc_span("GetFile", request.metadata());
+        traced(span, async {
+            let owner = owner_of(request.metadata())?;
+            let id = parse_id("file_id", &request.get_ref().file_id)?;
+            tracing::Span::current().record("transfer.file_id", id.to_string());
+            let file = owned_file(self.ledger.as_ref(), &owner, id).await?;
+            Ok(Response::new(GetFileResponse {
+                file: Some(file_info(&file)),
+            }))
+        })
+        .await
+    }
+}
+
+impl TransferApi {
+    async fn check_upload_traced(
+        &self,
+        request: Request<CheckUploadRequest>,
+    ) -> Result<Response<CheckUploadResponse>, Status> {
+        let owner = owner_of(request.metadata())?;
         let intent = UploadIntent::parse(request.into_inner(), &self.limits)?;
+        let span = tracing::Span::current();
+        span.record("transfer.file_size", intent.size);
         let outcome = check_upload(
             self.ledger.as_ref(),
             self.blobs.as_ref(),
@@ -68,6 +194,7 @@ impl TransferService for TransferApi {
         .await?;
         let result = match outcome {
             CheckOutcome::AlreadyStored(file) => {
+                span.record("transfer.file_id", file.id.to_string());
                 check_upload_response::Result::AlreadyStored(file_info(&file))
             }
             CheckOutcome::Session {
@@ -75,83 +202,24 @@ impl TransferService for TransferApi {
                 resumed,
                 committed,
                 max_window,
-            } => check_upload_response::Result::Session(UploadSession {
-                resumed,
-                upload_id: file.id.to_string(),
-                chunk_size: file.chunk_size,
-                chunk_count: file.chunk_count,
-                committed: committed
-                    .into_iter()
-                    .map(|(start, end)| ChunkRange { start, end })
-                    .collect(),
-                max_window,
+            } => check_upload_response::Result::Session({
+                span.record("transfer.upload_id", file.id.to_string());
+                span.record("transfer.chunk_size", file.chunk_size);
+                UploadSession {
+                    resumed,
+                    upload_id: file.id.to_string(),
+                    chunk_size: file.chunk_size,
+                    chunk_count: file.chunk_count,
+                    committed: committed
+                        .into_iter()
+                        .map(|(start, end)| ChunkRange { start, end })
+                        .collect(),
+                    max_window,
+                }
             }),
         };
         Ok(Response::new(CheckUploadResponse {
             result: Some(result),
-        }))
-    }
-
-    type UploadChunksStream = ReceiverStream<Result<UploadChunksResponse, Status>>;
-
-    async fn upload_chunks(
-        &self,
-        request: Request<Streaming<UploadChunksRequest>>,
-    ) -> Result<Response<Self::UploadChunksStream>, Status> {
-        let owner = Owner::from_metadata(request.metadata())?;
-        let (outbound, responses) = mpsc::channel(UPLOAD_RESPONSE_QUEUE);
-        tokio::spawn(crate::upload::stream::run(
-            Arc::clone(&self.sessions),
-            owner,
-            request.into_inner(),
-            outbound,
-        ));
-        Ok(Response::new(ReceiverStream::new(responses)))
-    }
-
-    type DownloadStream = DownloadStream;
-
-    async fn download(
-        &self,
-        request: Request<DownloadRequest>,
-    ) -> Result<Response<Self::DownloadStream>, Status> {
-        let owner = Owner::from_metadata(request.metadata())?;
-        let stream = download(
-            self.ledger.as_ref(),
-            Arc::clone(&self.blobs),
-            &owner,
-            request.into_inner(),
-        )
-        .await?;
-        Ok(Response::new(stream))
-    }
-
-    async fn abort_upload(
-        &self,
-        request: Request<AbortUploadRequest>,
-    ) -> Result<Response<AbortUploadResponse>, Status> {
-        let owner = Owner::from_metadata(request.metadata())?;
-        let id = parse_id("upload_id", &request.get_ref().upload_id)?;
-        abort_upload(
-            self.ledger.as_ref(),
-            self.blobs.as_ref(),
-            &self.sessions,
-            &owner,
-            id,
-        )
-        .await?;
-        Ok(Response::new(AbortUploadResponse {}))
-    }
-
-    async fn get_file(
-        &self,
-        request: Request<GetFileRequest>,
-    ) -> Result<Response<GetFileResponse>, Status> {
-        let owner = Owner::from_metadata(request.metadata())?;
-        let id = parse_id("file_id", &request.get_ref().file_id)?;
-        let file = owned_file(self.ledger.as_ref(), &owner, id).await?;
-        Ok(Response::new(GetFileResponse {
-            file: Some(file_info(&file)),
         }))
     }
 }

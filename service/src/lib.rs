@@ -15,9 +15,11 @@ pub mod files;
 pub mod grpc;
 pub mod layout;
 pub mod ledger;
+pub mod metrics;
 pub mod owner;
 pub mod request;
 pub mod server;
+pub mod telemetry;
 pub mod upload;
 
 pub use config::Settings;

@@ -1,34 +1,34 @@
-use std::io::IsTerminal;
-
 use clap::Parser;
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 use transfer_service::Settings;
 use transfer_service::config::Command;
 use transfer_service::ledger::{LedgerLocation, copy_ledger};
 use transfer_service::server::Transferd;
+use transfer_service::telemetry::Telemetry;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    // Migration chatter from refinery is noise at info level.
-    let default_filter = || EnvFilter::new("info,refinery_core=warn");
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let settings = Settings::parse();
+    let telemetry = match Telemetry::init(settings.log_format) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("transferd: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let result = match &settings.command {
         Some(Command::MigrateLedger { from, to }) => migrate(&settings, from.as_deref(), to).await,
         None => run(settings).await,
     };
-    match result {
+    let code = match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error}");
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown();
+    code
 }
 
 async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {

@@ -41,12 +41,18 @@ pub struct TransferdProcess {
     pub addr: SocketAddr,
     child: Option<Child>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     _data_dir: TempDir,
     _db: Option<TestDatabase>,
 }
 
 impl TransferdProcess {
     pub async fn start(ledger: Ledger) -> Self {
+        Self::start_with_env(ledger, &[]).await
+    }
+
+    /// Starts with extra environment variables (OTEL_* settings, say).
+    pub async fn start_with_env(ledger: Ledger, env: &[(&str, String)]) -> Self {
         let db = match ledger {
             Ledger::Postgres => Some(TestDatabase::create().await),
             Ledger::Sqlite => None,
@@ -71,6 +77,10 @@ impl TransferdProcess {
             addr,
             child: None,
             args,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
             _data_dir: data_dir,
             _db: db,
         };
@@ -86,6 +96,7 @@ impl TransferdProcess {
         let child = Command::new(workspace_binary("transferd", "transfer-service"))
             .args(&self.args)
             .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .spawn()
             .expect("starting transferd");

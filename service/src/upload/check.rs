@@ -94,6 +94,7 @@ pub async fn check_upload(
                 Err(error) => return Err(error),
             }
         }
+        crate::metrics::metrics().instant_uploads.add(1, &[]);
         return Ok(CheckOutcome::AlreadyStored(file));
     }
 

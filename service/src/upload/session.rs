@@ -19,6 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::hasher::OrderedHasher;
@@ -28,6 +29,7 @@ use crate::layout::{ChunkLayout, Limits};
 use crate::ledger::{
     ChunkLedger, CommittedChunk, FileRecord, FileState, HashCheckpoint, LedgerError,
 };
+use crate::metrics::{attribute, metrics};
 use crate::owner::Owner;
 
 /// Most chunks written and committed in one batch.
@@ -44,6 +46,10 @@ pub struct VerifiedChunk {
     pub index: u64,
     pub data: Bytes,
     pub crc32c: u32,
+    /// When the stream received it, for the commit latency.
+    pub received_at: std::time::Instant,
+    /// The span of the stream that sent it: storage spans of its batch are children.
+    pub span: tracing::Span,
 }
 
 /// What a session tells the streams attached to it.
@@ -264,7 +270,10 @@ impl SessionTask {
     ) {
         let ended = match Session::load(Arc::clone(&registry), id, commands.clone()).await {
             Ok(Loaded::Open(mut session)) => {
+                let active = &metrics().active_sessions;
+                active.add(1, &[]);
                 let _ = session.serve(&mut inbox).await;
+                active.add(-1, &[]);
                 Ended::Served
             }
             Ok(Loaded::Complete(file)) => Ended::AlreadyComplete(file),
@@ -520,6 +529,9 @@ impl Session {
         let mut repeats: Vec<(u64, u64)> = Vec::new();
         for (stream, chunk) in batch {
             if self.is_committed(chunk.index) {
+                metrics()
+                    .chunks_acknowledged
+                    .add(1, &attribute("outcome", "already_stored"));
                 self.tell(
                     stream,
                     SessionEvent::Ack {
@@ -554,13 +566,30 @@ impl Session {
                 crc32c: c.crc32c,
             })
             .collect();
-        let stored = match self.registry.blobs.put_parts(self.id(), &parts).await {
-            Ok(()) => self
-                .registry
-                .ledger
-                .commit_chunks(self.id(), &rows)
-                .await
-                .map_err(ServiceError::from),
+        // Storage spans belong to the stream whose chunk opened the batch.
+        let parent = fresh[0].1.span.clone();
+        let written = self
+            .registry
+            .blobs
+            .put_parts(self.id(), &parts)
+            .instrument(
+                tracing::info_span!(parent: &parent, "blob.put_parts", chunks = parts.len()),
+            )
+            .await;
+        let stored = match written {
+            Ok(()) => {
+                let started = std::time::Instant::now();
+                let committed = self
+                    .registry
+                    .ledger
+                    .commit_chunks(self.id(), &rows)
+                    .instrument(tracing::info_span!(parent: &parent, "ledger.commit_chunks", chunks = rows.len()))
+                    .await;
+                metrics()
+                    .ledger_transaction_duration
+                    .record(started.elapsed().as_secs_f64(), &[]);
+                committed.map_err(ServiceError::from)
+            }
             Err(e) => Err(ServiceError::from(e)),
         };
         if let Err(error) = stored {
@@ -577,6 +606,15 @@ impl Session {
             self.committed_count += 1;
         }
         let remaining = self.remaining();
+        let instruments = metrics();
+        instruments
+            .chunks_acknowledged
+            .add(fresh.len() as u64, &attribute("outcome", "stored"));
+        for (_, chunk) in &fresh {
+            instruments
+                .chunk_commit_duration
+                .record(chunk.received_at.elapsed().as_secs_f64(), &[]);
+        }
         for (stream, chunk) in &fresh {
             self.tell(
                 *stream,
@@ -588,6 +626,9 @@ impl Session {
             );
         }
         for (stream, index) in repeats {
+            metrics()
+                .chunks_acknowledged
+                .add(1, &attribute("outcome", "already_stored"));
             self.tell(
                 stream,
                 SessionEvent::Ack {
@@ -733,6 +774,11 @@ impl Session {
             return Err(error);
         }
         blobs.complete(id, &key).await?;
-        Ok(ledger.complete_upload(id).await?)
+        let file = ledger.complete_upload(id).await?;
+        let took = (chrono::Utc::now() - file.created_at)
+            .to_std()
+            .unwrap_or_default();
+        metrics().upload_duration.record(took.as_secs_f64(), &[]);
+        Ok(file)
     }
 }

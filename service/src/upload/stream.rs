@@ -15,8 +15,10 @@ use super::session::{AttachedStream, Attachment, SessionEvent, SessionRegistry, 
 use crate::error::ServiceError;
 use crate::files::file_info;
 use crate::ledger::FileRecord;
+use crate::metrics::{attribute, metrics};
 use crate::owner::Owner;
 use crate::request::parse_id;
+use crate::telemetry::record_status;
 
 type Outbound = mpsc::Sender<Result<UploadChunksResponse, Status>>;
 
@@ -28,7 +30,15 @@ pub async fn run(
     inbound: impl Stream<Item = Result<UploadChunksRequest, Status>> + Unpin,
     outbound: Outbound,
 ) {
-    if let Err(status) = drive(registry, owner, inbound, &outbound).await {
+    let metrics = metrics();
+    metrics.active_streams.add(1, &[]);
+    let ended = drive(registry, owner, inbound, &outbound).await;
+    metrics.active_streams.add(-1, &[]);
+    let code = ended
+        .as_ref()
+        .map_or_else(Status::code, |()| tonic::Code::Ok);
+    record_status(&tracing::Span::current(), code);
+    if let Err(status) = ended {
         let _ = outbound.send(Err(status)).await;
     }
 }
@@ -67,10 +77,14 @@ async fn drive(
         // The client went away; there is nobody to answer.
         Some(Err(_)) => return Ok(()),
     };
+    let span = tracing::Span::current();
+    span.record("transfer.upload_id", upload_id.to_string());
     let attached = match registry.attach(&owner, upload_id).await? {
         Attachment::Stream(attached) => attached,
         Attachment::Completed(file) => return send_completed(outbound, &file).await,
     };
+    span.record("transfer.file_size", attached.info.layout.size);
+    span.record("transfer.chunk_size", attached.info.layout.chunk_size);
     let mut state = StreamState {
         remaining: attached.info.remaining,
         attached,
@@ -187,6 +201,14 @@ async fn receive_chunk(
         }
     };
     if let Some((outcome, detail)) = rejection {
+        let reason = match outcome {
+            ChunkOutcome::BadChecksum => "bad_checksum",
+            ChunkOutcome::WrongLength => "wrong_length",
+            _ => "index_out_of_range",
+        };
+        metrics()
+            .chunks_rejected
+            .add(1, &attribute("reason", reason));
         send_ack(outbound, index, outcome, detail, state.remaining).await?;
         return Ok(Handed::Done);
     }
@@ -196,12 +218,15 @@ async fn receive_chunk(
         return Err(ServiceError::WindowExceeded { window }.into());
     }
     state.in_flight += 1;
+    metrics().bytes_received.add(chunk.data.len() as u64, &[]);
     let handed = state
         .attached
         .send_chunk(VerifiedChunk {
             index,
             data: chunk.data,
             crc32c: chunk.crc32c,
+            received_at: std::time::Instant::now(),
+            span: tracing::Span::current(),
         })
         .await;
     Ok(match handed {
