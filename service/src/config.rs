@@ -57,6 +57,11 @@ pub struct Settings {
     #[arg(long, env = "TRANSFERD_SESSION_IDLE_SECS", default_value_t = 60)]
     pub session_idle_secs: u64,
 
+    /// Serve gRPC reflection (v1 and v1alpha), so tools like grpcurl can list and
+    /// describe the API. `--reflection false` turns it off.
+    #[arg(long, env = "TRANSFERD_REFLECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub reflection: bool,
+
     /// Log format on stderr: `text` for people, `json` for log pipelines. Traces and
     /// metrics go over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
     #[arg(long, env = "TRANSFERD_LOG_FORMAT", value_enum, default_value = "text")]

@@ -70,6 +70,7 @@ async fn sweep_orphaned_staging(ledger: Arc<dyn ChunkLedger>, blobs: Arc<dyn Blo
 pub struct Transferd {
     api: TransferApi,
     max_message_size: usize,
+    reflection: bool,
 }
 
 impl Transferd {
@@ -93,6 +94,7 @@ impl Transferd {
         Ok(Self {
             api: TransferApi::new(ledger, blobs, sessions, limits),
             max_message_size: limits.max_chunk_size as usize + MESSAGE_OVERHEAD,
+            reflection: settings.reflection,
         })
     }
 
@@ -117,8 +119,14 @@ impl Transferd {
                 .register_encoded_file_descriptor_set(transfer_proto::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         };
-        let reflection_v1 = reflection().build_v1()?;
-        let reflection_v1alpha = reflection().build_v1alpha()?;
+        let (reflection_v1, reflection_v1alpha) = if self.reflection {
+            (
+                Some(reflection().build_v1()?),
+                Some(reflection().build_v1alpha()?),
+            )
+        } else {
+            (None, None)
+        };
 
         Server::builder()
             .initial_stream_window_size(STREAM_WINDOW)
@@ -128,8 +136,8 @@ impl Transferd {
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .add_service(health)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
+            .add_optional_service(reflection_v1)
+            .add_optional_service(reflection_v1alpha)
             .add_service(transfer)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
             .await?;
