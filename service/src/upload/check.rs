@@ -2,6 +2,8 @@
 
 use transfer_proto::v1::CheckUploadRequest;
 
+use tracing::{Instrument, info_span};
+
 use super::SessionRegistry;
 use crate::blob::BlobStore;
 use crate::error::ServiceError;
@@ -81,12 +83,14 @@ pub async fn check_upload(
 ) -> Result<CheckOutcome, ServiceError> {
     if let Some(file) = ledger
         .add_file_for_stored_content(owner.as_str(), &intent.name, &intent.md5, intent.size)
+        .instrument(info_span!("ledger.add_file_for_stored_content"))
         .await?
     {
         // The owner may have had a session for this content open when another upload
         // stored it: that session is no longer needed.
         if let Some(open) = ledger
             .find_open_upload(owner.as_str(), &intent.md5, intent.size)
+            .instrument(info_span!("ledger.find_open_upload"))
             .await?
         {
             match abort_upload(ledger, blobs, sessions, owner, open.id).await {
@@ -108,11 +112,15 @@ pub async fn check_upload(
             chunk_size,
             chunk_count: ChunkLayout::new(intent.size, chunk_size).chunk_count(),
         })
+        .instrument(info_span!("ledger.open_upload"))
         .await?;
     let committed = if opened.created {
         Vec::new()
     } else {
-        ledger.committed_ranges(opened.file.id).await?
+        ledger
+            .committed_ranges(opened.file.id)
+            .instrument(info_span!("ledger.committed_ranges"))
+            .await?
     };
     Ok(CheckOutcome::Session {
         resumed: !opened.created,

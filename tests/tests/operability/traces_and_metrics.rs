@@ -140,6 +140,15 @@ async fn an_upload_and_a_download_export_linked_spans_and_metrics_over_otlp() {
         Some(0)
     );
 
+    for lookup in ["ledger.add_file_for_stored_content", "ledger.open_upload"] {
+        let child = named(&spans, lookup);
+        let child = child.first().unwrap_or_else(|| panic!("a {lookup} span"));
+        assert_eq!(
+            child.parent_span_id, check.span_id,
+            "{lookup} is a child of CheckUpload"
+        );
+    }
+
     let stream = named(&spans, "transfer.v1.TransferService/UploadChunks");
     let stream = stream.first().expect("an UploadChunks span");
     assert_eq!(stream.trace_id, trace_id.to_bytes().to_vec());
