@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
@@ -179,6 +180,28 @@ impl TransferClient {
         })
     }
 
+    /// Uploads what an async reader yields, `size` bytes, under `name`. The reader need
+    /// not seek: its bytes are first copied to a temporary file (chunks may have to be
+    /// sent again, and MD5 needs the whole content first), so memory stays bounded.
+    /// A reader that yields more or fewer than `size` bytes fails the upload.
+    pub fn upload_reader(
+        &self,
+        name: impl Into<String>,
+        size: u64,
+        reader: impl AsyncRead + Unpin + Send + 'static,
+    ) -> TransferHandle<UploadedFile> {
+        let name = name.into();
+        let client = self.clone();
+        TransferHandle::spawn(name.clone(), move |reporter| async move {
+            let spool = spool(&name, size, reader).await?;
+            let source = FileSource::open(spool.path()).map_err(|source| TransferError::Read {
+                file: name.clone(),
+                source,
+            })?;
+            upload(client, name, source, reporter, None).await
+        })
+    }
+
     /// Downloads a file into `dest`, resuming from `<dest>.part` if an earlier run left one.
     pub fn download(
         &self,
@@ -276,6 +299,30 @@ fn connect(endpoint: &Endpoint, owner: OwnerMetadata) -> RawClient {
         .keep_alive_timeout(Duration::from_secs(20))
         .connect_lazy();
     TransferServiceClient::with_interceptor(channel, owner).max_decoding_message_size(64 << 20)
+}
+
+/// Copies exactly `size` bytes of a reader into a temporary file, removed when dropped.
+async fn spool(
+    name: &str,
+    size: u64,
+    mut reader: impl AsyncRead + Unpin,
+) -> Result<tempfile::NamedTempFile, TransferError> {
+    let read_error = |source| TransferError::Read {
+        file: name.to_owned(),
+        source,
+    };
+    let spool = tempfile::NamedTempFile::new().map_err(read_error)?;
+    let mut file = tokio::fs::File::from_std(spool.reopen().map_err(read_error)?);
+    let copied = tokio::io::copy(&mut (&mut reader).take(size + 1), &mut file)
+        .await
+        .map_err(read_error)?;
+    file.flush().await.map_err(read_error)?;
+    if copied != size {
+        return Err(TransferError::SourceChanged {
+            file: name.to_owned(),
+        });
+    }
+    Ok(spool)
 }
 
 /// The name a local file is uploaded under: its file name.

@@ -44,7 +44,7 @@ pub enum TransferError {
         expected: String,
         actual: String,
     },
-    #[error("{file}: the file changed while it was being transferred")]
+    #[error("{file}: the file changed while it was being transferred, or was not the size given")]
     SourceChanged { file: String },
     #[error("{file}: the server answered against the protocol: {problem}")]
     Protocol { file: String, problem: String },

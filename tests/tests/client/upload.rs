@@ -240,3 +240,32 @@ transfer_tests::ledger_tests!(
     cancel_aborts_the_session_on_the_server,
     a_stored_file_uploads_instantly_without_sending_a_chunk,
 );
+
+#[tokio::test]
+async fn any_async_reader_of_known_size_uploads() {
+    let server = TestServer::start(Ledger::Sqlite).await;
+    let file = TestFile::new("piped.bin", 3 << 20, 108);
+    // A reader that cannot seek: one end of a pipe.
+    let (mut writer, reader) = tokio::io::duplex(64 * 1024);
+    let data = file.data.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let _ = writer.write_all(&data).await;
+    });
+    let uploaded = client(server.endpoint())
+        .upload_reader("piped.bin", file.data.len() as u64, reader)
+        .wait()
+        .await
+        .expect("the upload completes");
+    assert_eq!(uploaded.file.md5.as_ref(), file.md5.as_slice());
+
+    let (_, short) = tokio::io::duplex(16);
+    let result = client(server.endpoint())
+        .upload_reader("short.bin", 100, short)
+        .wait()
+        .await;
+    assert!(
+        matches!(result, Err(TransferError::SourceChanged { .. })),
+        "{result:?}"
+    );
+}
