@@ -37,6 +37,18 @@ pub fn workspace_binary(name: &str, package: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// Runs the `transfer` CLI against a server. Async, because test servers run on the
+/// test's own runtime, which a blocking wait would stall.
+pub async fn transfer_cli(endpoint: &str, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(workspace_binary("transfer", "transfer-client"))
+        .arg("--server")
+        .arg(endpoint)
+        .args(args)
+        .output()
+        .await
+        .expect("running transfer")
+}
+
 pub struct TransferdProcess {
     pub addr: SocketAddr,
     child: Option<Child>,

@@ -1,19 +1,12 @@
 use tokio::process::Command;
 
-use transfer_tests::process::workspace_binary;
+use transfer_tests::process::{transfer_cli, workspace_binary};
 use transfer_tests::{Ledger, TestFile, TestServer};
 
 use crate::on_disk;
 
-/// Runs the CLI against the test server. Async: the server runs on this test's runtime.
 async fn transfer(server: &TestServer, args: &[&str]) -> std::process::Output {
-    Command::new(workspace_binary("transfer", "transfer-client"))
-        .arg("--server")
-        .arg(server.endpoint())
-        .args(args)
-        .output()
-        .await
-        .expect("running transfer")
+    transfer_cli(&server.endpoint(), args).await
 }
 
 fn json_lines(output: &std::process::Output) -> Vec<serde_json::Value> {

@@ -9,6 +9,15 @@ use crate::{client, on_disk};
 
 const CHUNK: u64 = 64 * 1024;
 
+/// Waits until an upload has had chunks acknowledged.
+async fn started<T>(upload: &transfer_client::TransferHandle<T>) {
+    upload
+        .watch()
+        .wait_for(|p| p.state == TransferState::Uploading && p.bytes_done > 0)
+        .await
+        .expect("the upload makes progress");
+}
+
 async fn an_upload_cut_several_times_completes_without_resending_acked_chunks(ledger: Ledger) {
     let server = TestServer::start(ledger).await;
     let file = TestFile::new("cut.bin", 8 << 20, 100);
@@ -109,11 +118,7 @@ async fn cancel_aborts_the_session_on_the_server(ledger: Ledger) {
     let file = TestFile::new("cancel.bin", 16 << 20, 103);
     let (_dir, path) = on_disk(&file);
     let upload = client(server.endpoint()).upload_path(&path);
-    upload
-        .watch()
-        .wait_for(|p| p.state == TransferState::Uploading && p.bytes_done > 0)
-        .await
-        .unwrap();
+    started(&upload).await;
     upload.cancel();
     let result = upload.wait().await;
     assert!(
@@ -196,11 +201,7 @@ async fn an_upload_aborted_by_another_client_stops_instead_of_starting_over(ledg
     let file = TestFile::new("aborted.bin", 32 << 20, 107);
     let (_dir, path) = on_disk(&file);
     let upload = client(server.endpoint()).upload_path(&path);
-    upload
-        .watch()
-        .wait_for(|p| p.state == TransferState::Uploading && p.bytes_done > 0)
-        .await
-        .unwrap();
+    started(&upload).await;
     // Someone else finds the session by its content and aborts it.
     let mut raw = server.client().await;
     let session = transfer_tests::client::open_session(&mut raw, None, &file, 0).await;

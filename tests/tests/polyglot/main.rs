@@ -12,7 +12,6 @@ use std::process::Output;
 
 use tempfile::TempDir;
 use tokio::process::Command;
-use transfer_tests::process::workspace_binary;
 use transfer_tests::{TestFile, TestServer};
 
 /// A peer program `scripts/test` installs, named by an environment variable. Fails the
@@ -56,13 +55,7 @@ pub async fn python_client_at(addr: SocketAddr, args: &[&str]) -> Output {
 
 /// Runs the Rust `transfer` CLI against the test server.
 pub async fn rust_cli(server: &TestServer, args: &[&str]) -> Output {
-    Command::new(workspace_binary("transfer", "transfer-client"))
-        .arg("--server")
-        .arg(server.endpoint())
-        .args(args)
-        .output()
-        .await
-        .expect("running transfer")
+    transfer_tests::process::transfer_cli(&server.endpoint(), args).await
 }
 
 /// The JSON object a command printed last on stdout, once it has exited 0.
