@@ -15,6 +15,7 @@ use transfer_proto::v1::{DownloadRequest, FileInfo, FileState, download_response
 
 use crate::client::TransferClient;
 use crate::error::TransferError;
+use crate::hash_pipe::HashPipe;
 use crate::manager::take_slot;
 use crate::progress::{Command, Reporter, TransferState};
 use crate::retry::{Ending, Interruption, Retrier};
@@ -233,48 +234,22 @@ impl Download<'_> {
         }
         reporter.phase(TransferState::Downloading, offset, file.size);
 
-        let mut received = offset;
-        loop {
-            tokio::select! {
-                message = tokio::time::timeout(stall, stream.next()) => {
-                    let piece = match message {
-                        Ok(Some(Ok(response))) => match response.message {
-                            Some(download_response::Message::Piece(piece)) => piece,
-                            _ => return Err(self.protocol("a Download message that is not a piece")),
-                        },
-                        Ok(Some(Err(status))) => {
-                            part.flush().await.map_err(|e| self.write_error(e))?;
-                            return Err(Interruption::from_status(&self.label, &status));
-                        }
-                        Ok(None) => break,
-                        Err(_) => {
-                            part.flush().await.map_err(|e| self.write_error(e))?;
-                            return Err(Interruption::Stalled("no data: the stream is stalled".into()));
-                        }
-                    };
-                    if piece.offset != received {
-                        return Err(self.protocol(format!("a piece at offset {} where {received} was due", piece.offset)));
-                    }
-                    if crc32c::crc32c(&piece.data) != piece.crc32c {
-                        part.flush().await.map_err(|e| self.write_error(e))?;
-                        return Err(Interruption::Retry(format!("the piece at offset {received} failed its CRC32C")));
-                    }
-                    part.write_all(&piece.data).await.map_err(|e| self.write_error(e))?;
-                    self.hash.md5.update(&piece.data);
-                    received += piece.data.len() as u64;
-                    self.hash.len = received;
-                    reporter.advance(received, received - offset);
-                }
-                command = reporter.command_changed() => {
-                    part.flush().await.map_err(|e| self.write_error(e))?;
-                    match command {
-                        Command::Cancel => return Err(Interruption::Cancelled),
-                        Command::Pause => return Err(Interruption::Paused),
-                        Command::Run => {}
-                    }
+        // Hashing runs beside receiving and writing: MD5 is the slowest step.
+        let pipe = HashPipe::start(std::mem::take(&mut self.hash.md5));
+        let received = self
+            .receive_pieces(&mut stream, &mut part, offset, reporter, &pipe)
+            .await;
+        match pipe.finish().await {
+            Some(md5) => self.hash.md5 = md5,
+            // The hash of what is in `.part` is lost: it is read back next attempt.
+            None => {
+                self.hash = PartHash {
+                    md5: Md5::new(),
+                    len: 0,
                 }
             }
         }
+        let received = received?;
         part.flush().await.map_err(|e| self.write_error(e))?;
         if received != file.size {
             return Err(Interruption::Retry(format!(
@@ -311,6 +286,63 @@ impl Download<'_> {
             }
         }
         Ok(file)
+    }
+
+    /// Receives pieces into `.part` from `offset` until the stream ends; the bytes
+    /// received go to `pipe` to be hashed. Returns where the file now ends.
+    async fn receive_pieces(
+        &mut self,
+        stream: &mut tonic::Streaming<transfer_proto::v1::DownloadResponse>,
+        part: &mut File,
+        offset: u64,
+        reporter: &mut Reporter,
+        pipe: &HashPipe,
+    ) -> Result<u64, Interruption> {
+        let stall = self.client.config().stall_timeout;
+        let mut received = offset;
+        loop {
+            tokio::select! {
+                message = tokio::time::timeout(stall, stream.next()) => {
+                    let piece = match message {
+                        Ok(Some(Ok(response))) => match response.message {
+                            Some(download_response::Message::Piece(piece)) => piece,
+                            _ => return Err(self.protocol("a Download message that is not a piece")),
+                        },
+                        Ok(Some(Err(status))) => {
+                            part.flush().await.map_err(|e| self.write_error(e))?;
+                            return Err(Interruption::from_status(&self.label, &status));
+                        }
+                        Ok(None) => break,
+                        Err(_) => {
+                            part.flush().await.map_err(|e| self.write_error(e))?;
+                            return Err(Interruption::Stalled("no data: the stream is stalled".into()));
+                        }
+                    };
+                    if piece.offset != received {
+                        return Err(self.protocol(format!("a piece at offset {} where {received} was due", piece.offset)));
+                    }
+                    if crc32c::crc32c(&piece.data) != piece.crc32c {
+                        part.flush().await.map_err(|e| self.write_error(e))?;
+                        return Err(Interruption::Retry(format!("the piece at offset {received} failed its CRC32C")));
+                    }
+                    part.write_all(&piece.data).await.map_err(|e| self.write_error(e))?;
+                    let len = piece.data.len() as u64;
+                    pipe.feed(piece.data).await;
+                    received += len;
+                    self.hash.len = received;
+                    reporter.advance(received, received - offset);
+                }
+                command = reporter.command_changed() => {
+                    part.flush().await.map_err(|e| self.write_error(e))?;
+                    match command {
+                        Command::Cancel => return Err(Interruption::Cancelled),
+                        Command::Pause => return Err(Interruption::Paused),
+                        Command::Run => {}
+                    }
+                }
+            }
+        }
+        Ok(received)
     }
 
     async fn cancel(&self) -> Result<DownloadedFile, TransferError> {

@@ -42,6 +42,7 @@ mod client;
 mod config;
 mod download;
 mod error;
+mod hash_pipe;
 mod manager;
 mod progress;
 mod retry;
