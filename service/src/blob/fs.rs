@@ -158,17 +158,23 @@ impl BlobStore for FsBlobStore {
             // Direct I/O skips copying every byte into the page cache (the costliest
             // thing the server did per byte after MD5); where the filesystem refuses it,
             // or for a part's unaligned tail, writes go through the cache.
-            let direct = open_direct(&path).ok();
+            let mut direct = open_direct(&path).ok();
             let mut aligned = AlignedBuffer::default();
             for part in &parts {
                 let direct_len = match &direct {
-                    Some(direct) if part.offset % DIRECT_ALIGN as u64 == 0 => {
+                    Some(file) if part.offset % DIRECT_ALIGN as u64 == 0 => {
                         let len = part.data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
                         let buf = aligned.filled_with(&part.data[..len]);
-                        direct
-                            .write_all_at(buf, part.offset)
-                            .map_err(io("writing a part"))?;
-                        len
+                        match file.write_all_at(buf, part.offset) {
+                            Ok(()) => len,
+                            // Some filesystems open with O_DIRECT but refuse the writes
+                            // (or this block size): write through the cache instead.
+                            Err(e) if e.kind() == ErrorKind::InvalidInput => {
+                                direct = None;
+                                0
+                            }
+                            Err(e) => return Err(io("writing a part")(e)),
+                        }
                     }
                     _ => 0,
                 };
