@@ -183,7 +183,7 @@ impl TransferClient {
     /// Uploads what an async reader yields, `size` bytes, under `name`. The reader need
     /// not seek: its bytes are first copied to a temporary file (chunks may have to be
     /// sent again, and MD5 needs the whole content first), so memory stays bounded.
-    /// A reader that yields more or fewer than `size` bytes fails the upload.
+    /// Exactly `size` bytes are read; a reader that ends sooner fails the upload.
     pub fn upload_reader(
         &self,
         name: impl Into<String>,
@@ -192,8 +192,19 @@ impl TransferClient {
     ) -> TransferHandle<UploadedFile> {
         let name = name.into();
         let client = self.clone();
-        TransferHandle::spawn(name.clone(), move |reporter| async move {
-            let spool = spool(&name, size, reader).await?;
+        TransferHandle::spawn(name.clone(), move |mut reporter| async move {
+            // Spooling can take as long as the reader does: cancel must still work.
+            let label = name.clone();
+            let spooling = spool(&label, size, reader);
+            tokio::pin!(spooling);
+            let spool = loop {
+                tokio::select! {
+                    spooled = &mut spooling => break spooled?,
+                    command = reporter.command_changed() => if command == crate::progress::Command::Cancel {
+                        return Err(TransferError::Cancelled { file: name.clone() });
+                    },
+                }
+            };
             let source = FileSource::open(spool.path()).map_err(|source| TransferError::Read {
                 file: name.clone(),
                 source,
@@ -302,6 +313,7 @@ fn connect(endpoint: &Endpoint, owner: OwnerMetadata) -> RawClient {
 }
 
 /// Copies exactly `size` bytes of a reader into a temporary file, removed when dropped.
+/// It does not wait for the reader to end after them: a pipe may stay open.
 async fn spool(
     name: &str,
     size: u64,
@@ -313,7 +325,7 @@ async fn spool(
     };
     let spool = tempfile::NamedTempFile::new().map_err(read_error)?;
     let mut file = tokio::fs::File::from_std(spool.reopen().map_err(read_error)?);
-    let copied = tokio::io::copy(&mut (&mut reader).take(size + 1), &mut file)
+    let copied = tokio::io::copy(&mut (&mut reader).take(size), &mut file)
         .await
         .map_err(read_error)?;
     file.flush().await.map_err(read_error)?;

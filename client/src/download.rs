@@ -241,12 +241,14 @@ impl Download<'_> {
             .await;
         match pipe.finish().await {
             Some(md5) => self.hash.md5 = md5,
-            // The hash of what is in `.part` is lost: it is read back next attempt.
+            // The hash of what is in `.part` is lost: it is read back next attempt,
+            // rather than verifying the file against a hash of nothing.
             None => {
                 self.hash = PartHash {
                     md5: Md5::new(),
                     len: 0,
-                }
+                };
+                return Err(Interruption::Retry("hashing the download failed".into()));
             }
         }
         let received = received?;

@@ -46,17 +46,16 @@ fn variable_set(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
 }
 
-/// Whether the OTEL_* variables ask for export.
-fn otlp_requested() -> bool {
-    let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
-    !disabled
-        && [
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-        ]
-        .iter()
-        .any(|name| variable_set(name))
+/// Whether the OTEL_* variables ask to export a signal (`TRACES` or `METRICS`): an
+/// endpoint for it or for all signals, and neither the SDK nor that exporter turned off.
+fn otlp_requested(signal: &str) -> bool {
+    let is = |name: &str, value: &str| {
+        std::env::var(name).is_ok_and(|v| v.trim().eq_ignore_ascii_case(value))
+    };
+    !is("OTEL_SDK_DISABLED", "true")
+        && !is(&format!("OTEL_{signal}_EXPORTER"), "none")
+        && (variable_set("OTEL_EXPORTER_OTLP_ENDPOINT")
+            || variable_set(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")))
 }
 
 impl Telemetry {
@@ -82,28 +81,34 @@ impl Telemetry {
                 .with_filter(log_filter())
         });
 
-        let (tracer_provider, meter_provider) = if otlp_requested() {
+        let resource = opentelemetry_sdk::Resource::builder().build();
+        let tracer_provider = if otlp_requested("TRACES") {
             let spans = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
                 .build()
                 .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+            Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(spans)
+                    .with_resource(resource.clone())
+                    .build(),
+            )
+        } else {
+            None
+        };
+        let meter_provider = if otlp_requested("METRICS") {
             let metrics = opentelemetry_otlp::MetricExporter::builder()
                 .with_tonic()
                 .build()
                 .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-            let resource = opentelemetry_sdk::Resource::builder().build();
-            let tracer_provider = SdkTracerProvider::builder()
-                .with_batch_exporter(spans)
-                .with_resource(resource.clone())
-                .build();
-            let meter_provider = SdkMeterProvider::builder()
+            let provider = SdkMeterProvider::builder()
                 .with_periodic_exporter(metrics)
                 .with_resource(resource)
                 .build();
-            opentelemetry::global::set_meter_provider(meter_provider.clone());
-            (Some(tracer_provider), Some(meter_provider))
+            opentelemetry::global::set_meter_provider(provider.clone());
+            Some(provider)
         } else {
-            (None, None)
+            None
         };
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         let traces = tracer_provider.as_ref().map(|provider| {
@@ -118,8 +123,12 @@ impl Telemetry {
             .with(traces)
             .try_init()
             .map_err(|e| TelemetryError::Logging(e.to_string()))?;
-        if tracer_provider.is_some() {
-            tracing::info!("exporting traces and metrics over OTLP");
+        if tracer_provider.is_some() || meter_provider.is_some() {
+            tracing::info!(
+                traces = tracer_provider.is_some(),
+                metrics = meter_provider.is_some(),
+                "exporting over OTLP"
+            );
         }
         Ok(Self {
             tracer_provider,

@@ -270,3 +270,42 @@ async fn any_async_reader_of_known_size_uploads() {
         "{result:?}"
     );
 }
+
+#[tokio::test]
+async fn a_reader_that_stays_open_after_its_bytes_uploads_and_a_stalled_one_cancels() {
+    let server = TestServer::start(Ledger::Sqlite).await;
+    let file = TestFile::new("open-pipe.bin", 200_000, 109);
+    let (mut writer, reader) = tokio::io::duplex(64 * 1024);
+    let data = file.data.clone();
+    let keep_open = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let _ = writer.write_all(&data).await;
+        // The writer stays open: no end of file follows the bytes.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(writer);
+    });
+    let uploaded = tokio::time::timeout(
+        Duration::from_secs(20),
+        client(server.endpoint())
+            .upload_reader("open-pipe.bin", file.data.len() as u64, reader)
+            .wait(),
+    )
+    .await
+    .expect("exactly `size` bytes are enough")
+    .expect("the upload completes");
+    assert_eq!(uploaded.file.md5.as_ref(), file.md5.as_slice());
+    keep_open.abort();
+
+    // A reader that never delivers: cancel still ends the transfer.
+    let (_writer, silent) = tokio::io::duplex(16);
+    let stuck = client(server.endpoint()).upload_reader("silent.bin", 100, silent);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stuck.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(5), stuck.wait())
+        .await
+        .expect("cancel ends a transfer still reading its source");
+    assert!(
+        matches!(result, Err(TransferError::Cancelled { .. })),
+        "{result:?}"
+    );
+}
