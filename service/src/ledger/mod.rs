@@ -194,6 +194,33 @@ pub enum LedgerError {
     Corrupt(String),
 }
 
+/// Checks that `file` (the ledger's row for `id`) exists and is open for chunks.
+fn require_open(id: Uuid, file: Option<&FileRecord>) -> Result<(), LedgerError> {
+    match file {
+        None => Err(LedgerError::NotFound(id)),
+        Some(file) if file.state != FileState::Uploading => Err(LedgerError::NotUploading {
+            id,
+            state: file.state,
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
+/// A size or index as the databases store it (signed 64-bit).
+fn to_i64(value: u64) -> Result<i64, LedgerError> {
+    i64::try_from(value)
+        .map_err(|_| LedgerError::Database(format!("{value} is too large to record")))
+}
+
+/// A stored size or index back; negative means the ledger was tampered with.
+fn to_u64(value: i64) -> Result<u64, LedgerError> {
+    u64::try_from(value).map_err(|_| LedgerError::Corrupt(format!("negative value {value}")))
+}
+
+fn parse_state(s: &str) -> Result<FileState, LedgerError> {
+    FileState::parse(s).ok_or_else(|| LedgerError::Corrupt(format!("unknown file state {s:?}")))
+}
+
 /// The durable record of uploads and content.
 ///
 /// Contract for every implementation (checked by the ledger conformance tests):

@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 use super::{
     ChunkDump, ChunkLedger, CommittedChunk, ContentDump, FileDump, FileRecord, FileState,
-    HashCheckpoint, LedgerError, Md5Digest, NewUpload, OpenedUpload,
+    HashCheckpoint, LedgerError, Md5Digest, NewUpload, OpenedUpload, parse_state, require_open,
+    to_i64, to_u64,
 };
 
 mod embedded {
@@ -284,16 +285,7 @@ impl ChunkLedger for PostgresLedger {
             .map_err(db_error)?;
         if inserted.is_empty() && !chunks.is_empty() {
             // Either every chunk was recorded before, or the file is not open.
-            match self.get_file(id).await? {
-                None => return Err(LedgerError::NotFound(id)),
-                Some(file) if file.state != FileState::Uploading => {
-                    return Err(LedgerError::NotUploading {
-                        id,
-                        state: file.state,
-                    });
-                }
-                Some(_) => {}
-            }
+            require_open(id, self.get_file(id).await?.as_ref())?;
         }
         let mut newly: Vec<u64> = inserted
             .iter()
@@ -337,13 +329,8 @@ impl ChunkLedger for PostgresLedger {
             .await
             .map_err(db_error)?;
         if updated == 0 {
-            let file = self.get_file(id).await?.ok_or(LedgerError::NotFound(id))?;
-            if file.state != FileState::Uploading {
-                return Err(LedgerError::NotUploading {
-                    id,
-                    state: file.state,
-                });
-            }
+            // A later checkpoint is already saved, or the upload is not open.
+            require_open(id, self.get_file(id).await?.as_ref())?;
         }
         Ok(())
     }
@@ -582,19 +569,6 @@ fn db_error(e: tokio_postgres::Error) -> LedgerError {
                 .map_or_else(|| describe(&e), |d| d.to_string()),
         )
     }
-}
-
-fn to_i64(value: u64) -> Result<i64, LedgerError> {
-    i64::try_from(value)
-        .map_err(|_| LedgerError::Database(format!("{value} is too large to record")))
-}
-
-fn to_u64(value: i64) -> Result<u64, LedgerError> {
-    u64::try_from(value).map_err(|_| LedgerError::Corrupt(format!("negative value {value}")))
-}
-
-fn parse_state(s: &str) -> Result<FileState, LedgerError> {
-    FileState::parse(s).ok_or_else(|| LedgerError::Corrupt(format!("unknown file state {s:?}")))
 }
 
 fn file_from_row(row: &Row) -> Result<FileRecord, LedgerError> {

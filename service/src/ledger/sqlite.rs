@@ -17,7 +17,8 @@ use uuid::Uuid;
 
 use super::{
     ChunkDump, ChunkLedger, CommittedChunk, ContentDump, FileDump, FileRecord, FileState,
-    HashCheckpoint, LedgerError, Md5Digest, NewUpload, OpenedUpload,
+    HashCheckpoint, LedgerError, Md5Digest, NewUpload, OpenedUpload, parse_state, require_open,
+    to_i64, to_u64,
 };
 
 mod embedded {
@@ -116,19 +117,6 @@ fn db_error(e: rusqlite::Error) -> LedgerError {
 
 fn now_micros() -> i64 {
     Utc::now().timestamp_micros()
-}
-
-fn to_i64(value: u64) -> Result<i64, LedgerError> {
-    i64::try_from(value)
-        .map_err(|_| LedgerError::Database(format!("{value} is too large to record")))
-}
-
-fn to_u64(value: i64) -> Result<u64, LedgerError> {
-    u64::try_from(value).map_err(|_| LedgerError::Corrupt(format!("negative value {value}")))
-}
-
-fn parse_state(s: &str) -> Result<FileState, LedgerError> {
-    FileState::parse(s).ok_or_else(|| LedgerError::Corrupt(format!("unknown file state {s:?}")))
 }
 
 fn time(micros: i64) -> Result<DateTime<Utc>, LedgerError> {
@@ -466,16 +454,7 @@ impl ChunkLedger for SqliteLedger {
                 )
                 .map_err(db_error)?;
             if updated == 0 {
-                match select_file(tx, id)? {
-                    None => return Err(LedgerError::NotFound(id)),
-                    Some(file) if file.state != FileState::Uploading => {
-                        return Err(LedgerError::NotUploading {
-                            id,
-                            state: file.state,
-                        });
-                    }
-                    Some(_) => {}
-                }
+                require_open(id, select_file(tx, id)?.as_ref())?;
             }
             Ok(())
         })
