@@ -450,8 +450,8 @@ impl Session {
                 Command::Attach { owner, reply } => self.attach(owner, reply).await?,
                 Command::Aborted { done } => return self.aborted(done),
                 Command::Chunk { stream, chunk } => {
+                    let mut batch_bytes = chunk.data.len();
                     let mut batch = vec![(stream, chunk)];
-                    let mut batch_bytes = batch[0].1.data.len();
                     let mut deferred = None;
                     while batch.len() < MAX_BATCH_CHUNKS && batch_bytes < MAX_BATCH_BYTES {
                         match inbox.try_recv() {
