@@ -23,10 +23,6 @@ use crate::progress::TransferHandle;
 use crate::source::{ChunkSource, FileSource, md5_of};
 use crate::upload::{UploadedFile, upload};
 
-/// HTTP/2 flow-control windows: the defaults allow only a few MiB per round trip.
-const STREAM_WINDOW: u32 = 32 << 20;
-const CONNECTION_WINDOW: u32 = 64 << 20;
-
 /// The generated client, with the owner metadata added to every call.
 pub type RawClient = TransferServiceClient<InterceptedService<Channel, OwnerMetadata>>;
 
@@ -115,7 +111,7 @@ impl TransferClient {
         }
         let endpoint =
             Endpoint::from_shared(config.endpoint.clone()).map_err(|e| bad(e.to_string()))?;
-        let raw = connect(&endpoint, OwnerMetadata(owner));
+        let raw = connect(&endpoint, &config, OwnerMetadata(owner));
         Ok(Self {
             raw: Arc::new(Mutex::new(raw)),
             config: Arc::new(config),
@@ -138,7 +134,7 @@ impl TransferClient {
         let endpoint = Endpoint::from_shared(self.config.endpoint.clone());
         if let Ok(endpoint) = endpoint {
             let owner = self.config.owner.as_deref().and_then(|o| o.parse().ok());
-            *raw = connect(&endpoint, OwnerMetadata(owner));
+            *raw = connect(&endpoint, &self.config, OwnerMetadata(owner));
         }
     }
 
@@ -299,11 +295,12 @@ impl TransferClient {
 }
 
 /// A lazily connecting client for `endpoint`, with windows sized for large transfers.
-fn connect(endpoint: &Endpoint, owner: OwnerMetadata) -> RawClient {
+fn connect(endpoint: &Endpoint, config: &ClientConfig, owner: OwnerMetadata) -> RawClient {
     let channel = endpoint
         .clone()
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
+        .initial_stream_window_size(config.http2_stream_window)
+        .initial_connection_window_size(config.http2_connection_window)
+        .http2_adaptive_window(config.http2_adaptive_window)
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(10))
         .http2_keep_alive_interval(Duration::from_secs(30))

@@ -51,6 +51,13 @@ pub struct ClientConfig {
     /// How often one chunk may be rejected (bad checksum) before the upload fails.
     pub max_chunk_resends: u32,
     pub retry: RetryPolicy,
+    /// HTTP/2 flow-control window of one stream, in bytes: a download moves at most this
+    /// much per round trip.
+    pub http2_stream_window: u32,
+    /// HTTP/2 flow-control window of the connection (all its streams), in bytes.
+    pub http2_connection_window: u32,
+    /// Let HTTP/2 size its windows from the measured bandwidth-delay product instead.
+    pub http2_adaptive_window: bool,
 }
 
 impl ClientConfig {
@@ -63,6 +70,10 @@ impl ClientConfig {
             stall_timeout: Duration::from_secs(30),
             max_chunk_resends: 3,
             retry: RetryPolicy::default(),
+            // hyper's defaults allow only 64 KiB per stream per round trip.
+            http2_stream_window: 32 << 20,
+            http2_connection_window: 64 << 20,
+            http2_adaptive_window: false,
         }
     }
 }

@@ -57,6 +57,22 @@ pub struct Settings {
     #[arg(long, env = "TRANSFERD_SESSION_IDLE_SECS", default_value_t = 60)]
     pub session_idle_secs: u64,
 
+    /// HTTP/2 flow-control window of one stream, in bytes: how much one upload may have
+    /// in flight before the server's acknowledgement of bytes reaches the client. A
+    /// stream moves at most this much per round trip (hyper's default, 64 KiB, allows
+    /// about 1 MiB/s at 50 ms).
+    #[arg(long, env = "TRANSFERD_HTTP2_STREAM_WINDOW", default_value_t = 32 * MIB)]
+    pub http2_stream_window: u32,
+
+    /// HTTP/2 flow-control window of one connection (all its streams), in bytes.
+    #[arg(long, env = "TRANSFERD_HTTP2_CONNECTION_WINDOW", default_value_t = 64 * MIB)]
+    pub http2_connection_window: u32,
+
+    /// Let HTTP/2 size its windows from the measured bandwidth-delay product instead of
+    /// the fixed windows above.
+    #[arg(long, env = "TRANSFERD_HTTP2_ADAPTIVE_WINDOW", default_value_t = false, action = clap::ArgAction::Set)]
+    pub http2_adaptive_window: bool,
+
     /// Serve gRPC reflection (v1 and v1alpha), so tools like grpcurl can list and
     /// describe the API. `--reflection false` turns it off.
     #[arg(long, env = "TRANSFERD_REFLECTION", default_value_t = true, action = clap::ArgAction::Set)]
@@ -118,6 +134,18 @@ impl Settings {
                 i64::MAX
             )));
         }
+        // HTTP/2 windows are 31-bit; below 64 KiB (its default) is never what anyone wants.
+        for (flag, window) in [
+            ("--http2-stream-window", self.http2_stream_window),
+            ("--http2-connection-window", self.http2_connection_window),
+        ] {
+            if !(65_535..=i32::MAX as u32).contains(&window) {
+                return Err(SettingsError(format!(
+                    "{flag} must be between 65535 and {} bytes",
+                    i32::MAX
+                )));
+            }
+        }
         if self.max_window == 0 {
             return Err(SettingsError("--max-window must be at least 1".into()));
         }
@@ -138,5 +166,31 @@ impl Settings {
 
     pub fn session_idle_timeout(&self) -> Duration {
         Duration::from_secs(self.session_idle_secs.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> Settings {
+        Settings::parse_from(std::iter::once("transferd").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn http2_windows_default_to_32_and_64_mib() {
+        let s = settings(&[]);
+        assert_eq!(s.http2_stream_window, 32 << 20);
+        assert_eq!(s.http2_connection_window, 64 << 20);
+        assert!(!s.http2_adaptive_window);
+        assert!(s.limits().is_ok());
+    }
+
+    #[test]
+    fn an_http2_window_below_the_protocol_default_or_above_31_bits_is_refused() {
+        let small = settings(&["--http2-stream-window", "1000"]).limits();
+        assert!(small.is_err_and(|e| e.to_string().contains("--http2-stream-window")));
+        let large = settings(&["--http2-connection-window", "3000000000"]).limits();
+        assert!(large.is_err_and(|e| e.to_string().contains("--http2-connection-window")));
     }
 }

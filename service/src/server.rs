@@ -16,10 +16,6 @@ use crate::grpc::TransferApi;
 use crate::ledger::{ChunkLedger, FileState, LedgerError};
 use crate::upload::SessionRegistry;
 
-/// HTTP/2 flow-control windows: hyper's defaults let one stream move only a few MiB per
-/// round trip, far below what a large upload needs.
-const STREAM_WINDOW: u32 = 32 << 20;
-const CONNECTION_WINDOW: u32 = 64 << 20;
 const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 /// Room for a chunk's message framing beyond its data.
@@ -71,6 +67,16 @@ pub struct Transferd {
     api: TransferApi,
     max_message_size: usize,
     reflection: bool,
+    http2: Http2Windows,
+}
+
+/// HTTP/2 flow control: hyper's defaults let one stream move only 64 KiB per round
+/// trip, far below what a large upload needs (see `--http2-stream-window`).
+#[derive(Debug, Clone, Copy)]
+struct Http2Windows {
+    stream: u32,
+    connection: u32,
+    adaptive: bool,
 }
 
 impl Transferd {
@@ -95,6 +101,11 @@ impl Transferd {
             api: TransferApi::new(ledger, blobs, sessions, limits),
             max_message_size: limits.max_chunk_size as usize + MESSAGE_OVERHEAD,
             reflection: settings.reflection,
+            http2: Http2Windows {
+                stream: settings.http2_stream_window,
+                connection: settings.http2_connection_window,
+                adaptive: settings.http2_adaptive_window,
+            },
         })
     }
 
@@ -129,8 +140,9 @@ impl Transferd {
         };
 
         Server::builder()
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
+            .initial_stream_window_size(self.http2.stream)
+            .initial_connection_window_size(self.http2.connection)
+            .http2_adaptive_window(Some(self.http2.adaptive))
             .tcp_nodelay(true)
             // Find clients that vanished without closing their connection.
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))

@@ -1,0 +1,160 @@
+//! Many small uploads at once, each on its own connection, straight through the API:
+//! does every one complete, how fast in all, and how long does `CheckUpload` take while
+//! the server is busy.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use md5::{Digest, Md5};
+use tokio_stream::wrappers::ReceiverStream;
+use transfer_client::proto::check_upload_response::Result as CheckResult;
+use transfer_client::proto::upload_chunks_request::Message as Outgoing;
+use transfer_client::proto::upload_chunks_response::Message as Incoming;
+use transfer_client::proto::{
+    CheckUploadRequest, Chunk, GetFileRequest, UploadChunksRequest, UploadStart,
+};
+use transfer_client::{ClientConfig, TransferClient};
+
+use crate::ceilings::random_bytes;
+
+pub struct ConcurrentRun {
+    pub completed: usize,
+    pub failures: Vec<String>,
+    pub seconds: f64,
+    /// `CheckUpload` latency of every upload, in seconds.
+    pub check_latencies: Vec<f64>,
+}
+
+/// Starts `count` uploads of `size` random bytes at once against `endpoint`.
+pub async fn run(endpoint: &str, count: usize, size: usize) -> Result<ConcurrentRun> {
+    let files: Vec<Vec<u8>> = (0..count).map(|_| random_bytes(size)).collect();
+    let started = Instant::now();
+    let tasks: Vec<_> = files
+        .into_iter()
+        .enumerate()
+        .map(|(i, data)| {
+            let config = ClientConfig::new(endpoint);
+            tokio::spawn(async move { upload_one(config, i, data).await })
+        })
+        .collect();
+    let mut run = ConcurrentRun {
+        completed: 0,
+        failures: Vec::new(),
+        seconds: 0.0,
+        check_latencies: Vec::new(),
+    };
+    for task in tasks {
+        match task.await {
+            Ok(Ok(latency)) => {
+                run.completed += 1;
+                run.check_latencies.push(latency);
+            }
+            Ok(Err(e)) => run.failures.push(format!("{e:#}")),
+            Err(e) => run.failures.push(e.to_string()),
+        }
+    }
+    run.seconds = started.elapsed().as_secs_f64();
+    Ok(run)
+}
+
+/// One upload in one chunk; returns its `CheckUpload` latency.
+async fn upload_one(config: ClientConfig, i: usize, data: Vec<u8>) -> Result<f64> {
+    let md5: [u8; 16] = Md5::digest(&data).into();
+    let mut raw = TransferClient::new(config)?.raw();
+    // Connect first (any call will do), so the latency below is CheckUpload's alone.
+    let _ = raw
+        .get_file(GetFileRequest {
+            file_id: uuid::Uuid::new_v4().to_string(),
+        })
+        .await;
+    let asked = Instant::now();
+    let answer = raw
+        .check_upload(CheckUploadRequest {
+            name: format!("concurrent-{i}.bin"),
+            size: data.len() as u64,
+            md5: md5.to_vec().into(),
+            preferred_chunk_size: data.len().max(1) as u32,
+        })
+        .await?
+        .into_inner();
+    let latency = asked.elapsed().as_secs_f64();
+    let session = match answer.result {
+        Some(CheckResult::Session(session)) => session,
+        Some(CheckResult::AlreadyStored(_)) => bail!("random content was already stored"),
+        None => bail!("CheckUpload answered nothing"),
+    };
+    let chunk_size = session.chunk_size as usize;
+    if session.chunk_count > u64::from(session.max_window) {
+        bail!("{} chunks do not fit one window", session.chunk_count);
+    }
+    let (requests, outgoing) = tokio::sync::mpsc::channel(session.chunk_count as usize + 1);
+    requests
+        .send(UploadChunksRequest {
+            message: Some(Outgoing::Start(UploadStart {
+                upload_id: session.upload_id.clone(),
+            })),
+        })
+        .await?;
+    for (index, piece) in data.chunks(chunk_size.max(1)).enumerate() {
+        requests
+            .send(UploadChunksRequest {
+                message: Some(Outgoing::Chunk(Chunk {
+                    index: index as u64,
+                    crc32c: crc32c::crc32c(piece),
+                    data: piece.to_vec().into(),
+                })),
+            })
+            .await?;
+    }
+    let mut responses = raw
+        .upload_chunks(ReceiverStream::new(outgoing))
+        .await?
+        .into_inner();
+    while let Some(response) = responses.message().await? {
+        if let Some(Incoming::Completed(done)) = response.message {
+            let file = done.file.context("completed without a file")?;
+            if file.md5[..] != md5 {
+                bail!("the server stored a different MD5");
+            }
+            drop(requests);
+            return Ok(latency);
+        }
+    }
+    bail!("the stream ended before the upload completed")
+}
+
+pub async fn section(bench: &mut crate::Bench) -> Result<()> {
+    use crate::report::{Samples, load_average, quantile};
+    let (count, size) = (bench.plan.concurrent, bench.plan.concurrent_size);
+    let mut rate = Samples::default();
+    let mut p50 = Samples::default();
+    let mut p99 = Samples::default();
+    let mut failed = Samples::default();
+    for _ in 0..bench.plan.runs {
+        let server = bench.server(&[]).await?;
+        let load = load_average();
+        let result = run(&server.endpoint(), count, size).await?;
+        server.stop().await;
+        for failure in result.failures.iter().take(3) {
+            eprintln!("an upload failed: {failure}");
+        }
+        failed.push(result.failures.len() as f64, load);
+        rate.push(
+            crate::Bench::mib_per_sec((result.completed * size) as u64, result.seconds),
+            load,
+        );
+        p50.push(quantile(&result.check_latencies, 0.5) * 1000.0, load);
+        p99.push(quantile(&result.check_latencies, 0.99) * 1000.0, load);
+        crate::settle().await;
+    }
+    let report = &mut bench.report;
+    report.section(format!(
+        "{count} uploads of {} MiB at once, one connection each, embedded ledger",
+        size >> 20
+    ));
+    report.row("uploads that failed", &failed, "uploads", "");
+    report.row("aggregate rate", &rate, "MiB/s", "");
+    report.row("CheckUpload latency p50", &p50, "ms", "");
+    report.row("CheckUpload latency p99", &p99, "ms", "target: under 20 ms");
+    Ok(())
+}

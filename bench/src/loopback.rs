@@ -1,0 +1,177 @@
+//! The main figures on loopback: a fresh upload (hashing and transfer phase apart), the
+//! same file again (instant), a verified download, tus on the same file, and transferd's
+//! CPU time and peak memory.
+
+use anyhow::{Context, Result, bail};
+
+use crate::report::{Samples, load_average, median};
+use crate::{Bench, MIB, settle, transfer, tus};
+
+pub async fn section(bench: &mut Bench) -> Result<()> {
+    let size = bench.plan.size;
+    let file = bench.file(size)?;
+    let download_to = bench.work.join("download.bin");
+    let tus_server = match bench.plan.tus {
+        true => Some(tus::TusServer::start(&bench.work).await?),
+        false => None,
+    };
+    let mut hashing = Samples::default();
+    let mut transfer_rate = Samples::default();
+    let mut total_rate = Samples::default();
+    let mut cpu_per_gib = Samples::default();
+    let mut instant_total = Samples::default();
+    let mut instant_check = Samples::default();
+    let mut download_rate = Samples::default();
+    let mut tus_single = Samples::default();
+    let mut tus_chunked = Samples::default();
+    let gib = size as f64 / (1u64 << 30) as f64;
+
+    for run in 1..=bench.plan.runs {
+        println!("run {run} of {}", bench.plan.runs);
+        let server = bench.server(&[]).await?;
+        let config = bench.client(&server.endpoint());
+        let cpu_before = server.cpu_seconds()?;
+        let load = load_average();
+        let up = transfer::upload(config.clone(), &file).await?;
+        let cpu = server.cpu_seconds()? - cpu_before;
+        if up.instant {
+            bail!("a fresh server already had the content");
+        }
+        hashing.push(up.hashing, load);
+        transfer_rate.push(Bench::mib_per_sec(size, up.transfer), load);
+        total_rate.push(Bench::mib_per_sec(size, up.total), load);
+        cpu_per_gib.push(cpu / gib, load);
+        settle().await;
+
+        let load = load_average();
+        let again = transfer::upload(config.clone(), &file).await?;
+        if !again.instant {
+            bail!("the second upload of the same file was not instant");
+        }
+        instant_total.push(again.total, load);
+        let md5: [u8; 16] = again
+            .md5
+            .as_slice()
+            .try_into()
+            .context("the server's MD5 is not 16 bytes")?;
+        let load = load_average();
+        let checks = transfer::instant_check_seconds(config.clone(), size, md5, 20).await?;
+        instant_check.push(median(&checks) * 1000.0, load);
+
+        let load = load_average();
+        let seconds = transfer::download(config, &up.file_id, &download_to).await?;
+        download_rate.push(Bench::mib_per_sec(size, seconds), load);
+        server.stop().await;
+        settle().await;
+
+        if let Some(tus) = &tus_server {
+            let load = load_average();
+            let seconds = tus::upload(tus.addr, &file, None).await?;
+            tus_single.push(Bench::mib_per_sec(size, seconds), load);
+            tus.clear()?;
+            settle().await;
+            let load = load_average();
+            let seconds = tus::upload(tus.addr, &file, Some(8 * MIB)).await?;
+            tus_chunked.push(Bench::mib_per_sec(size, seconds), load);
+            tus.clear()?;
+            settle().await;
+        }
+    }
+
+    let md5_cpu_per_gib = 1024.0 / bench.md5_ceiling;
+    let transfer_note = bench.of_md5(transfer_rate.median());
+    let download_note = bench.of_md5(download_rate.median());
+    let report = &mut bench.report;
+    report.section(format!(
+        "Loopback: {} MiB, client library defaults (chunk 4 MiB, window 16), embedded ledger",
+        size >> 20
+    ));
+    report.row(
+        "upload: client reads and hashes the file, CheckUpload",
+        &hashing,
+        "s",
+        "first pass over the file",
+    );
+    report.row(
+        "upload: transfer phase (chunks, CRC32C, server MD5, durable acks)",
+        &transfer_rate,
+        "MiB/s",
+        transfer_note,
+    );
+    report.row(
+        "upload: fresh, in all (hashing + transfer)",
+        &total_rate,
+        "MiB/s",
+        "",
+    );
+    if !tus_single.is_empty() {
+        report.row(
+            "tus: one request (@tus/server + file-store, tus-js-client)",
+            &tus_single,
+            "MiB/s",
+            "verifies nothing: no checksum at all",
+        );
+        report.row(
+            "tus: 8 MiB chunks",
+            &tus_chunked,
+            "MiB/s",
+            "verifies nothing: no checksum at all",
+        );
+    }
+    report.row(
+        "transferd CPU per GiB received (fresh upload)",
+        &cpu_per_gib,
+        "CPU-s",
+        format!(
+            "{:.2}× MD5's own cost ({md5_cpu_per_gib:.2} CPU-s/GiB)",
+            cpu_per_gib.median() / md5_cpu_per_gib
+        ),
+    );
+    report.row(
+        "instant upload of the same file: client total",
+        &instant_total,
+        "s",
+        "client hashing + one CheckUpload",
+    );
+    report.row(
+        "instant upload: CheckUpload round trip, warm connection",
+        &instant_check,
+        "ms",
+        "median of 20; bounds the server's time",
+    );
+    report.row(
+        "download with CRC32C per piece and whole-file MD5",
+        &download_rate,
+        "MiB/s",
+        download_note,
+    );
+    Ok(())
+}
+
+/// transferd's peak RSS during an upload of the main size and of the big size.
+pub async fn memory_section(bench: &mut Bench) -> Result<()> {
+    let mut rows = Vec::new();
+    for size in [bench.plan.size, bench.plan.big_size] {
+        let file = bench.file(size)?;
+        let mut rss = Samples::default();
+        let server = bench.server(&[]).await?;
+        let load = load_average();
+        transfer::upload(bench.client(&server.endpoint()), &file).await?;
+        rss.push(server.peak_rss()? as f64 / MIB as f64, load);
+        server.stop().await;
+        crate::remove(&file);
+        settle().await;
+        rows.push((size, rss));
+    }
+    let report = &mut bench.report;
+    report.section("Memory: transferd peak RSS (VmHWM) during one upload");
+    for (size, rss) in rows {
+        report.row(
+            format!("upload of {} MiB", size >> 20),
+            &rss,
+            "MiB",
+            "bound: 64 MiB + window 16 × chunk 4 MiB = 128 MiB",
+        );
+    }
+    Ok(())
+}
