@@ -74,6 +74,7 @@ async fn upload_one(config: ClientConfig, i: usize, data: Vec<u8>) -> Result<f64
             size: data.len() as u64,
             md5: md5.to_vec().into(),
             preferred_chunk_size: data.len().max(1) as u32,
+            head_md5: Default::default(),
         })
         .await?
         .into_inner();
@@ -81,7 +82,7 @@ async fn upload_one(config: ClientConfig, i: usize, data: Vec<u8>) -> Result<f64
     let session = match answer.result {
         Some(CheckResult::Session(session)) => session,
         Some(CheckResult::AlreadyStored(_)) => bail!("random content was already stored"),
-        None => bail!("CheckUpload answered nothing"),
+        Some(CheckResult::MaybeStored(_)) | None => bail!("CheckUpload answered no session"),
     };
     let chunk_size = session.chunk_size as usize;
     if session.chunk_count > u64::from(session.max_window) {

@@ -23,7 +23,8 @@ pub async fn commits_per_sec(ledger: &dyn ChunkLedger, chunks: u64, batch: u64) 
         owner: "bench".into(),
         name: format!("commits-{batch}-{}", fastrand::u64(..)),
         size: chunks * 4096,
-        md5: fastrand::u128(..).to_le_bytes(),
+        md5: Some(fastrand::u128(..).to_le_bytes()),
+        head_md5: None,
         chunk_size: 4096,
         chunk_count: chunks,
     };
@@ -153,6 +154,7 @@ pub async fn check_latencies(
                 size,
                 md5: md5.to_vec().into(),
                 preferred_chunk_size: 0,
+                head_md5: Default::default(),
             })
             .await?
             .into_inner();
@@ -168,6 +170,7 @@ pub async fn check_latencies(
                 size: 1 << 30,
                 md5: fastrand::u128(..).to_le_bytes().to_vec().into(),
                 preferred_chunk_size: 0,
+                head_md5: Default::default(),
             })
             .await?
             .into_inner();

@@ -92,6 +92,7 @@ pub async fn instant_check_seconds(
                 size,
                 md5: md5.to_vec().into(),
                 preferred_chunk_size: 0,
+                head_md5: Default::default(),
             })
             .await?
             .into_inner();

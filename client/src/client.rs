@@ -20,7 +20,7 @@ use crate::config::ClientConfig;
 use crate::download::{DownloadedFile, download};
 use crate::error::TransferError;
 use crate::progress::TransferHandle;
-use crate::source::{ChunkSource, FileSource, md5_of};
+use crate::source::{ChunkSource, FileSource, head_md5_of, md5_of};
 use crate::upload::{UploadedFile, upload};
 
 /// The generated client, with the owner metadata added to every call.
@@ -255,17 +255,38 @@ impl TransferClient {
             source,
         };
         let source = FileSource::open(path).map_err(read_error)?;
+        let head_md5 = head_md5_of(&source).await.map_err(read_error)?;
+        let ask = |md5: Option<[u8; 16]>| CheckUploadRequest {
+            name: upload_name(path),
+            size: source.size(),
+            md5: md5.map(|m| m.to_vec()).unwrap_or_default().into(),
+            preferred_chunk_size: self.config.chunk_size,
+            head_md5: head_md5.to_vec().into(),
+        };
+        let refused = |s: tonic::Status| TransferError::refused(&file, &s);
+        // A single-pass upload in progress is found by the probe; one that hashed first,
+        // by the MD5.
+        let probe = self.raw().check_upload(ask(None)).await.map_err(refused)?;
+        if let Some(check_upload_response::Result::Session(session)) = probe.into_inner().result {
+            // Asking opened a session if none was in progress: abort it either way.
+            self.raw()
+                .abort_upload(AbortUploadRequest {
+                    upload_id: session.upload_id.clone(),
+                })
+                .await
+                .map_err(refused)?;
+            if session.resumed {
+                return Ok(AbortOutcome::Aborted {
+                    upload_id: session.upload_id,
+                });
+            }
+        }
         let md5 = md5_of(&source, |_| {}).await.map_err(read_error)?;
         let check = self
             .raw()
-            .check_upload(CheckUploadRequest {
-                name: upload_name(path),
-                size: source.size(),
-                md5: md5.to_vec().into(),
-                preferred_chunk_size: self.config.chunk_size,
-            })
+            .check_upload(ask(Some(md5)))
             .await
-            .map_err(|s| TransferError::refused(&file, &s))?;
+            .map_err(refused)?;
         match check.into_inner().result {
             Some(check_upload_response::Result::AlreadyStored(info)) => {
                 Ok(AbortOutcome::AlreadyStored(info))
@@ -286,6 +307,10 @@ impl TransferClient {
                     AbortOutcome::NothingInProgress
                 })
             }
+            Some(check_upload_response::Result::MaybeStored(_)) => Err(TransferError::protocol(
+                &file,
+                "`maybe_stored` for a request with the MD5",
+            )),
             None => Err(TransferError::protocol(
                 &file,
                 "CheckUpload answered nothing",

@@ -51,6 +51,12 @@ pub struct ClientConfig {
     /// How often one chunk may be rejected (bad checksum) before the upload fails.
     pub max_chunk_resends: u32,
     pub retry: RetryPolicy,
+    /// Hash the whole file before asking `CheckUpload` (two passes over a new file).
+    /// Without it a new file is read once: the client asks with the MD5 of its first
+    /// MiB and hashes while sending, and only hashes first when the server says this
+    /// owner may already have the content. Set it to get instant uploads of content
+    /// that other owners stored.
+    pub hash_first: bool,
     /// HTTP/2 flow-control window of one stream, in bytes: a download moves at most this
     /// much per round trip.
     pub http2_stream_window: u32,
@@ -70,6 +76,7 @@ impl ClientConfig {
             stall_timeout: Duration::from_secs(30),
             max_chunk_resends: 3,
             retry: RetryPolicy::default(),
+            hash_first: false,
             // hyper's defaults allow only 64 KiB per stream per round trip.
             http2_stream_window: 32 << 20,
             http2_connection_window: 64 << 20,

@@ -47,6 +47,7 @@ mod manager;
 mod progress;
 mod retry;
 mod source;
+mod streaming_md5;
 mod upload;
 
 pub use client::{AbortOutcome, OwnerMetadata, RawClient, TransferClient};

@@ -1,5 +1,11 @@
-//! Uploading: hash, ask `CheckUpload`, then stream only the missing chunks with a window
-//! of unacknowledged chunks, resuming after any interruption from what the server has.
+//! Uploading: ask `CheckUpload`, then stream only the missing chunks with a window of
+//! unacknowledged chunks, resuming after any interruption from what the server has.
+//!
+//! A new file is read once: the client asks with the MD5 of its head (single pass),
+//! streams the chunks while hashing them, and declares the whole-file MD5 at the end.
+//! Only when the server says this owner may already have the content (`maybe_stored`),
+//! or [`crate::ClientConfig::hash_first`] asks for it, is the file hashed first, so that
+//! stored content is an instant upload.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -9,9 +15,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use transfer_proto::v1::{
-    AbortUploadRequest, CheckUploadRequest, Chunk, ChunkAck, ChunkOutcome, FileInfo, FileState,
-    GetFileRequest, UploadChunksRequest, UploadChunksResponse, UploadSession, UploadStart,
-    check_upload_response, upload_chunks_request, upload_chunks_response,
+    AbortUploadRequest, CheckUploadRequest, Chunk, ChunkAck, ChunkOutcome, FileDigest, FileInfo,
+    FileState, GetFileRequest, UploadChunksRequest, UploadChunksResponse, UploadSession,
+    UploadStart, check_upload_response, upload_chunks_request, upload_chunks_response,
 };
 
 use crate::chunks::{ChunkSet, ToSend};
@@ -20,7 +26,8 @@ use crate::error::TransferError;
 use crate::manager::take_slot;
 use crate::progress::{Command, Reporter, TransferState};
 use crate::retry::{Ending, Interruption, Retrier, guarded};
-use crate::source::{ChunkSource, md5_of};
+use crate::source::{ChunkSource, head_md5_of, md5_of};
+use crate::streaming_md5::StreamingMd5;
 
 /// A finished upload.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,7 +51,12 @@ struct Upload<'a, S> {
     /// How the file is called in errors and progress.
     label: String,
     source: &'a S,
-    md5: [u8; 16],
+    /// The whole-file MD5, once known: hashed first, or at the end of a single pass.
+    md5: Option<[u8; 16]>,
+    /// MD5 of the first MiB: what a single-pass `CheckUpload` asks with.
+    head_md5: [u8; 16],
+    /// Hashes the chunks as they are sent, while the upload is a single pass.
+    streaming: Option<StreamingMd5>,
     /// The session the acked set below belongs to.
     session_id: Option<String>,
     /// Chunks the server acknowledged in this session: never sent again.
@@ -69,7 +81,14 @@ pub(crate) async fn upload(
     let mut slot = take_slot(slots.as_ref(), &mut reporter)
         .await
         .map_err(|_| cancelled())?;
-    let md5 = hash(&source, &mut reporter).await?;
+    let head_md5 = head_md5_of(&source)
+        .await
+        .map_err(|e| read_error(&label, e))?;
+    let (md5, streaming) = if client.config().hash_first {
+        (Some(hash(&source, &mut reporter).await?), None)
+    } else {
+        (None, Some(StreamingMd5::new()))
+    };
 
     let mut upload = Upload {
         client: &client,
@@ -77,6 +96,8 @@ pub(crate) async fn upload(
         label: label.clone(),
         source: &source,
         md5,
+        head_md5,
+        streaming,
         session_id: None,
         acked: ChunkSet::default(),
         chunks_sent: 0,
@@ -153,22 +174,36 @@ impl<S: ChunkSource> Upload<'_, S> {
     async fn attempt(&mut self, reporter: &mut Reporter) -> Result<UploadedFile, Interruption> {
         let size = self.source.size();
         let deadline = self.client.config().stall_timeout;
-        let request = CheckUploadRequest {
-            name: self.name.clone(),
-            size,
-            md5: self.md5.to_vec().into(),
-            preferred_chunk_size: self.client.config().chunk_size,
-        };
         let mut raw = self.client.raw();
-        let check = guarded(reporter, deadline, raw.check_upload(request))
-            .await?
-            .into_inner();
-        let session = match check.result {
-            Some(check_upload_response::Result::AlreadyStored(file)) => {
-                return self.finished(file, self.chunks_sent == 0);
+        let session = loop {
+            let request = CheckUploadRequest {
+                name: self.name.clone(),
+                size,
+                md5: self.md5.map(|m| m.to_vec()).unwrap_or_default().into(),
+                preferred_chunk_size: self.client.config().chunk_size,
+                head_md5: self.head_md5.to_vec().into(),
+            };
+            let check = guarded(reporter, deadline, raw.check_upload(request))
+                .await?
+                .into_inner();
+            match check.result {
+                Some(check_upload_response::Result::AlreadyStored(file)) => {
+                    return self.finished(file, self.chunks_sent == 0);
+                }
+                Some(check_upload_response::Result::Session(session)) => break session,
+                // This owner may have the content: hash it all, and ask with the MD5.
+                Some(check_upload_response::Result::MaybeStored(_)) if self.md5.is_none() => {
+                    let md5 = hash(self.source, reporter)
+                        .await
+                        .map_err(Interruption::Fatal)?;
+                    self.md5 = Some(md5);
+                    self.streaming = None;
+                }
+                Some(check_upload_response::Result::MaybeStored(_)) => {
+                    return Err(self.protocol("`maybe_stored` for a request with the MD5"));
+                }
+                None => return Err(self.protocol("CheckUpload answered nothing")),
             }
-            Some(check_upload_response::Result::Session(session)) => session,
-            None => return Err(self.protocol("CheckUpload answered nothing")),
         };
         if self.aborted_elsewhere {
             // Asking opened a new session unless another upload of ours is running:
@@ -211,6 +246,15 @@ impl<S: ChunkSource> Upload<'_, S> {
             })),
         };
         let _ = requests.send(start).await;
+        // The server needs the MD5 on every stream of a single-pass session once it is
+        // known; for any other session it is the same MD5 again, which does no harm.
+        let digest_sent = match self.md5 {
+            Some(md5) => {
+                let _ = requests.send(digest_message(md5)).await;
+                true
+            }
+            None => false,
+        };
         let responses = guarded(
             reporter,
             deadline,
@@ -228,6 +272,7 @@ impl<S: ChunkSource> Upload<'_, S> {
             layout,
             done_bytes,
             phase_bytes: 0,
+            digest_sent,
         };
         let interrupted = match stream.run(self, reporter).await {
             Ok(done) => return Ok(done),
@@ -257,10 +302,13 @@ impl<S: ChunkSource> Upload<'_, S> {
     }
 
     fn finished(&self, file: FileInfo, instant: bool) -> Result<UploadedFile, Interruption> {
-        if file.md5.as_ref() != self.md5 || file.size != self.source.size() {
+        let Some(md5) = self.md5 else {
+            return Err(self.protocol("the upload completed before this client declared its MD5"));
+        };
+        if file.md5.as_ref() != md5 || file.size != self.source.size() {
             return Err(Interruption::Fatal(TransferError::Md5Mismatch {
                 file: self.label.clone(),
-                expected: hex::encode(self.md5),
+                expected: hex::encode(md5),
                 actual: hex::encode(&file.md5),
             }));
         }
@@ -290,6 +338,14 @@ impl<S: ChunkSource> Upload<'_, S> {
         Err(TransferError::Cancelled {
             file: self.label.clone(),
         })
+    }
+}
+
+fn digest_message(md5: [u8; 16]) -> UploadChunksRequest {
+    UploadChunksRequest {
+        message: Some(upload_chunks_request::Message::Digest(FileDigest {
+            md5: md5.to_vec().into(),
+        })),
     }
 }
 
@@ -342,6 +398,8 @@ struct ChunkStream {
     done_bytes: u64,
     /// Bytes acknowledged in this attempt, for the rate.
     phase_bytes: u64,
+    /// This stream has told the server the whole-file MD5.
+    digest_sent: bool,
 }
 
 impl ChunkStream {
@@ -359,6 +417,10 @@ impl ChunkStream {
                     break;
                 };
                 self.send(upload, index).await?;
+            }
+            // Everything is sent: a single pass knows the MD5 now; tell the server.
+            if !self.digest_sent && !pausing && self.to_send.is_empty(&upload.acked) {
+                self.send_digest(upload).await?;
             }
             if self.in_flight.is_empty() {
                 if pausing {
@@ -400,17 +462,61 @@ impl ChunkStream {
         }
     }
 
+    /// Finishes the single pass's MD5 (reading any tail the server already had) and
+    /// sends it.
+    async fn send_digest<S: ChunkSource>(
+        &mut self,
+        upload: &mut Upload<'_, S>,
+    ) -> Result<(), Interruption> {
+        let md5 = match (upload.md5, upload.streaming.as_mut()) {
+            (Some(md5), _) => md5,
+            (None, Some(streaming)) => streaming
+                .finish(upload.source)
+                .await
+                .map_err(|e| Interruption::Fatal(read_error(&upload.label, e)))?,
+            (None, None) => return Err(upload.protocol("no way to know the file's MD5")),
+        };
+        upload.md5 = Some(md5);
+        let sent = match &self.requests {
+            Some(requests) => requests.send(digest_message(md5)).await.is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(Interruption::Retry(
+                "the stream closed while sending".into(),
+            ));
+        }
+        self.digest_sent = true;
+        Ok(())
+    }
+
     async fn send<S: ChunkSource>(
         &mut self,
         upload: &mut Upload<'_, S>,
         index: u64,
     ) -> Result<(), Interruption> {
         let offset = index * self.layout.chunk_size;
+        let read_failed = |e| Interruption::Fatal(read_error(&upload.label, e));
+        if let Some(streaming) = upload.streaming.as_mut()
+            && streaming.digest().is_none()
+        {
+            // Bytes before this chunk that are not sent (the server has them) are
+            // hashed first, so the hash sees the file in order.
+            streaming
+                .catch_up(upload.source, offset)
+                .await
+                .map_err(read_failed)?;
+        }
         let data = upload
             .source
             .read_at(offset, self.layout.len(index) as usize)
             .await
-            .map_err(|e| Interruption::Fatal(read_error(&upload.label, e)))?;
+            .map_err(read_failed)?;
+        if let Some(streaming) = upload.streaming.as_mut()
+            && streaming.digest().is_none()
+        {
+            streaming.offer(offset, &data).await;
+        }
         let chunk = Chunk {
             index,
             crc32c: crc32c::crc32c(&data),

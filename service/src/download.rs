@@ -50,8 +50,12 @@ pub async fn download(
         0 => file.size,
         length => request.offset.saturating_add(length).min(file.size),
     };
+    // The ledger's contract: a complete file has its MD5.
     let key = ContentKey {
-        md5: file.md5,
+        md5: file.md5.ok_or_else(|| ServiceError::StoredDataLost {
+            id,
+            reason: "the ledger has no MD5 for this complete file".into(),
+        })?,
         size: file.size,
     };
 

@@ -45,6 +45,10 @@ pub enum ServiceError {
         "the upload session closed while this stream was using it: call CheckUpload and continue"
     )]
     SessionClosed,
+    #[error(
+        "every chunk is stored but the whole-file MD5 is missing: a single-pass upload completes once the client sends it as `digest`"
+    )]
+    DigestMissing,
 }
 
 impl ServiceError {
@@ -57,9 +61,9 @@ impl ServiceError {
                 Code::ResourceExhausted
             }
             ServiceError::UploadNotFound(_) | ServiceError::FileNotFound(_) => Code::NotFound,
-            ServiceError::UploadNotOpen { .. } | ServiceError::FileNotComplete { .. } => {
-                Code::FailedPrecondition
-            }
+            ServiceError::UploadNotOpen { .. }
+            | ServiceError::FileNotComplete { .. }
+            | ServiceError::DigestMissing => Code::FailedPrecondition,
             ServiceError::OffsetPastEnd { .. } => Code::OutOfRange,
             ServiceError::Md5Mismatch { .. } | ServiceError::StoredDataLost { .. } => {
                 Code::DataLoss

@@ -57,7 +57,7 @@ pub fn file_info(file: &FileRecord) -> FileInfo {
         file_id: file.id.to_string(),
         name: file.name.clone(),
         size: file.size,
-        md5: file.md5.to_vec().into(),
+        md5: file.md5.map(|m| m.to_vec()).unwrap_or_default().into(),
         state: proto_state(file.state).into(),
         failure: file.failure.clone().unwrap_or_default(),
         created_at: Some(SystemTime::from(file.created_at).into()),

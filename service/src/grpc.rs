@@ -11,8 +11,8 @@ use tonic::{Request, Response, Status, Streaming};
 use transfer_proto::v1::transfer_service_server::TransferService;
 use transfer_proto::v1::{
     AbortUploadRequest, AbortUploadResponse, CheckUploadRequest, CheckUploadResponse, ChunkRange,
-    DownloadRequest, GetFileRequest, GetFileResponse, UploadChunksRequest, UploadChunksResponse,
-    UploadSession, check_upload_response,
+    DownloadRequest, GetFileRequest, GetFileResponse, MaybeStored, UploadChunksRequest,
+    UploadChunksResponse, UploadSession, check_upload_response,
 };
 
 use crate::blob::BlobStore;
@@ -193,6 +193,7 @@ impl TransferApi {
         )
         .await?;
         let result = match outcome {
+            CheckOutcome::MaybeStored => check_upload_response::Result::MaybeStored(MaybeStored {}),
             CheckOutcome::AlreadyStored(file) => {
                 span.record("transfer.file_id", file.id.to_string());
                 check_upload_response::Result::AlreadyStored(file_info(&file))

@@ -9,7 +9,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Status, Streaming};
 use transfer_proto::v1::transfer_service_client::TransferServiceClient;
 use transfer_proto::v1::{
-    AbortUploadRequest, CheckUploadRequest, Chunk, ChunkAck, DownloadRequest, FileInfo,
+    AbortUploadRequest, CheckUploadRequest, Chunk, ChunkAck, DownloadRequest, FileDigest, FileInfo,
     GetFileRequest, UploadChunksRequest, UploadChunksResponse, UploadSession, UploadStart,
     check_upload_response, download_response, upload_chunks_request, upload_chunks_response,
 };
@@ -44,6 +44,7 @@ pub async fn check(
                 size: file.data.len() as u64,
                 md5: file.md5.clone().into(),
                 preferred_chunk_size: chunk_size,
+                head_md5: Default::default(),
             },
             owner,
         ))
@@ -52,6 +53,44 @@ pub async fn check(
         .into_inner()
         .result
         .expect("CheckUpload always answers with a result"))
+}
+
+/// A single-pass `CheckUpload`: the name, size and head digest, no MD5.
+pub async fn probe(
+    client: &mut Client,
+    owner: Option<&str>,
+    file: &TestFile,
+    chunk_size: u32,
+) -> Result<check_upload_response::Result, Status> {
+    let response = client
+        .check_upload(request(
+            CheckUploadRequest {
+                name: file.name.clone(),
+                size: file.data.len() as u64,
+                md5: Default::default(),
+                preferred_chunk_size: chunk_size,
+                head_md5: file.head_md5().into(),
+            },
+            owner,
+        ))
+        .await?;
+    Ok(response
+        .into_inner()
+        .result
+        .expect("CheckUpload always answers with a result"))
+}
+
+/// A single-pass probe that must answer with a session.
+pub async fn probe_session(
+    client: &mut Client,
+    owner: Option<&str>,
+    file: &TestFile,
+    chunk_size: u32,
+) -> UploadSession {
+    match probe(client, owner, file, chunk_size).await {
+        Ok(check_upload_response::Result::Session(session)) => session,
+        other => panic!("expected an upload session, got {other:?}"),
+    }
 }
 
 /// `CheckUpload` that must answer with a session.
@@ -163,6 +202,16 @@ impl ChunkStream {
         }
     }
 
+    /// Declares the whole-file MD5 (a single-pass upload's `digest`).
+    pub async fn send_digest(&self, md5: &[u8]) {
+        self.send_message(UploadChunksRequest {
+            message: Some(upload_chunks_request::Message::Digest(FileDigest {
+                md5: md5.to_vec().into(),
+            })),
+        })
+        .await;
+    }
+
     /// Half-closes the stream: the client sends nothing more.
     pub fn finish_sending(&mut self) {
         self.requests = None;
@@ -224,6 +273,9 @@ pub async fn upload_file(
     let session = match check(client, owner, file, chunk_size).await {
         Ok(check_upload_response::Result::AlreadyStored(info)) => return info,
         Ok(check_upload_response::Result::Session(session)) => session,
+        Ok(check_upload_response::Result::MaybeStored(_)) => {
+            panic!("CheckUpload with an MD5 answered maybe_stored")
+        }
         Err(status) => panic!("CheckUpload failed: {status}"),
     };
     let committed = |index: u64| {

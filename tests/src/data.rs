@@ -39,6 +39,11 @@ impl TestFile {
         }
     }
 
+    /// MD5 of the first min(size, 1 MiB) bytes: what a single-pass probe asks with.
+    pub fn head_md5(&self) -> Vec<u8> {
+        md5(&self.data[..self.data.len().min(1 << 20)])
+    }
+
     /// Chunk `index` for a chunk size.
     pub fn chunk(&self, index: u64, chunk_size: u32) -> Bytes {
         let start = (index * u64::from(chunk_size)) as usize;

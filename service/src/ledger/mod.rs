@@ -84,6 +84,9 @@ impl fmt::Display for LedgerLocation {
 /// A 16-byte MD5 digest.
 pub type Md5Digest = [u8; 16];
 
+/// How many leading bytes of a file `head_md5` covers.
+pub const HEAD_LEN: u64 = 1 << 20;
+
 /// Where a file is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileState {
@@ -132,9 +135,13 @@ pub struct FileRecord {
     pub owner: String,
     pub name: String,
     pub size: u64,
-    /// The declared MD5 while uploading; once complete, the MD5 the server computed
-    /// (which then equals the declared one).
-    pub md5: Md5Digest,
+    /// The declared MD5 while uploading (`None` for a single-pass upload, whose client
+    /// declares it only at the end); once complete, the MD5 the server computed (which
+    /// then equals the declared one). Always set on a complete file.
+    pub md5: Option<Md5Digest>,
+    /// MD5 of the first min(size, [`HEAD_LEN`]) bytes, when the client told it: what a
+    /// single-pass probe of the same owner matches.
+    pub head_md5: Option<Md5Digest>,
     /// Chunk size of the upload session; 0 for a file that was an instant upload.
     pub chunk_size: u32,
     pub chunk_count: u64,
@@ -151,7 +158,10 @@ pub struct NewUpload {
     pub owner: String,
     pub name: String,
     pub size: u64,
-    pub md5: Md5Digest,
+    /// `None` for a single-pass upload: such a session is never shared or returned by
+    /// [`ChunkLedger::open_upload`] again.
+    pub md5: Option<Md5Digest>,
+    pub head_md5: Option<Md5Digest>,
     pub chunk_size: u32,
     pub chunk_count: u64,
 }
@@ -176,7 +186,7 @@ pub struct HashCheckpoint {
 pub struct OpenedUpload {
     pub file: FileRecord,
     /// False when an open session for the same owner, MD5 and size already existed
-    /// and was returned instead.
+    /// and was returned instead (never for a single-pass upload).
     pub created: bool,
 }
 
@@ -226,26 +236,40 @@ fn parse_state(s: &str) -> Result<FileState, LedgerError> {
 /// Contract for every implementation (checked by the ledger conformance tests):
 /// - Each method is atomic and durable once it returns `Ok`.
 /// - At most one file per (owner, MD5, size) is `Uploading` at any time, even when
-///   several callers open the same upload at once.
+///   several callers open the same upload at once. Single-pass uploads (no MD5 yet)
+///   are each their own session.
+/// - A complete file always has its MD5.
 /// - Chunks are recorded only while their file is `Uploading`; recording an index twice
 ///   keeps the first record.
 /// - Content is recorded once per (MD5, size), however many files refer to it.
 #[async_trait]
 pub trait ChunkLedger: Send + Sync + 'static {
     /// If content with this MD5 and size is stored, records that `owner` has it as a
-    /// complete file named `name` (reusing the owner's complete file with the same
-    /// name and content if there is one) and returns it. `None` when no such content
-    /// is stored.
+    /// complete file named `name` with head digest `head_md5` (reusing the owner's
+    /// complete file with the same name and content if there is one) and returns it.
+    /// `None` when no such content is stored.
     async fn add_file_for_stored_content(
         &self,
         owner: &str,
         name: &str,
         md5: &Md5Digest,
         size: u64,
+        head_md5: Option<&Md5Digest>,
     ) -> Result<Option<FileRecord>, LedgerError>;
 
-    /// Opens an upload session, or returns the open one for the same owner, MD5 and size.
+    /// Opens an upload session, or returns the open one for the same owner, MD5 and
+    /// size. A single-pass upload (no MD5) always opens a new session.
     async fn open_upload(&self, upload: &NewUpload) -> Result<OpenedUpload, LedgerError>;
+
+    /// Up to `limit` of `owner`'s files that are uploading or complete with this size
+    /// and head digest, newest first: what a single-pass probe matches.
+    async fn files_with_head(
+        &self,
+        owner: &str,
+        size: u64,
+        head_md5: &Md5Digest,
+        limit: usize,
+    ) -> Result<Vec<FileRecord>, LedgerError>;
 
     /// A file by id, in whatever state.
     async fn get_file(&self, id: Uuid) -> Result<Option<FileRecord>, LedgerError>;
@@ -282,8 +306,9 @@ pub trait ChunkLedger: Send + Sync + 'static {
         checkpoint: &HashCheckpoint,
     ) -> Result<(), LedgerError>;
 
-    /// Marks an open upload complete and records its content as stored.
-    async fn complete_upload(&self, id: Uuid) -> Result<FileRecord, LedgerError>;
+    /// Marks an open upload complete with the MD5 the server computed (for a single-pass
+    /// upload, recorded only now) and records its content as stored.
+    async fn complete_upload(&self, id: Uuid, md5: &Md5Digest) -> Result<FileRecord, LedgerError>;
 
     /// Marks an open upload failed, with the reason, and forgets its chunks.
     async fn fail_upload(&self, id: Uuid, reason: &str) -> Result<(), LedgerError>;

@@ -20,7 +20,7 @@ mod embedded {
 }
 
 /// The columns every query that returns a file selects, in the order [`file_from_row`] reads.
-const FILE_COLUMNS: &str = "id, owner, name, size, md5, chunk_size, chunk_count, state, failure, \
+const FILE_COLUMNS: &str = "id, owner, name, size, md5, head_md5, chunk_size, chunk_count, state, failure, \
      created_at, completed_at";
 
 /// Runs of consecutive committed indexes, computed in the database so that a session
@@ -131,6 +131,7 @@ impl ChunkLedger for PostgresLedger {
         name: &str,
         md5: &Md5Digest,
         size: u64,
+        head_md5: Option<&Md5Digest>,
     ) -> Result<Option<FileRecord>, LedgerError> {
         let client = self.client().await?;
         let sql = format!(
@@ -139,8 +140,8 @@ impl ChunkLedger for PostgresLedger {
                  WHERE owner = $1 AND name = $2 AND md5 = $3 AND size = $4 AND state = 'complete' \
                  ORDER BY created_at LIMIT 1), \
              inserted AS ( \
-                 INSERT INTO files (id, owner, name, size, md5, chunk_size, chunk_count, state, completed_at) \
-                 SELECT $5, $1, $2, $4, $3, 0, 0, 'complete', now() \
+                 INSERT INTO files (id, owner, name, size, md5, head_md5, chunk_size, chunk_count, state, completed_at) \
+                 SELECT $5, $1, $2, $4, $3, $6, 0, 0, 'complete', now() \
                  WHERE EXISTS (SELECT 1 FROM contents WHERE md5 = $3 AND size = $4) \
                    AND NOT EXISTS (SELECT 1 FROM existing) \
                  RETURNING {FILE_COLUMNS}) \
@@ -155,6 +156,7 @@ impl ChunkLedger for PostgresLedger {
                     &md5.as_slice(),
                     &to_i64(size)?,
                     &Uuid::new_v4(),
+                    &head_md5.map(|h| h.as_slice()),
                 ],
             )
             .await
@@ -165,8 +167,8 @@ impl ChunkLedger for PostgresLedger {
     async fn open_upload(&self, upload: &NewUpload) -> Result<OpenedUpload, LedgerError> {
         let client = self.client().await?;
         let insert = format!(
-            "INSERT INTO files (id, owner, name, size, md5, chunk_size, chunk_count, state) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'uploading') \
+            "INSERT INTO files (id, owner, name, size, md5, head_md5, chunk_size, chunk_count, state) \
+             VALUES ($1, $2, $3, $4, $5, $8, $6, $7, 'uploading') \
              ON CONFLICT (owner, md5, size) WHERE state = 'uploading' DO NOTHING \
              RETURNING {FILE_COLUMNS}"
         );
@@ -186,9 +188,10 @@ impl ChunkLedger for PostgresLedger {
                         &upload.owner,
                         &upload.name,
                         &size,
-                        &upload.md5.as_slice(),
+                        &upload.md5.as_ref().map(|m| m.as_slice()),
                         &chunk_size,
                         &chunk_count,
+                        &upload.head_md5.as_ref().map(|h| h.as_slice()),
                     ],
                 )
                 .await
@@ -199,8 +202,10 @@ impl ChunkLedger for PostgresLedger {
                     created: true,
                 });
             }
+            // Only an upload with an MD5 can lose to another (single-pass ones never conflict).
+            let Some(md5) = &upload.md5 else { break };
             if let Some(file) = self
-                .find_open_upload(&upload.owner, &upload.md5, upload.size)
+                .find_open_upload(&upload.owner, md5, upload.size)
                 .await?
             {
                 return Ok(OpenedUpload {
@@ -212,6 +217,34 @@ impl ChunkLedger for PostgresLedger {
         Err(LedgerError::Database(
             "could not open an upload session: it kept closing concurrently".into(),
         ))
+    }
+
+    async fn files_with_head(
+        &self,
+        owner: &str,
+        size: u64,
+        head_md5: &Md5Digest,
+        limit: usize,
+    ) -> Result<Vec<FileRecord>, LedgerError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {FILE_COLUMNS} FROM files \
+                     WHERE owner = $1 AND size = $2 AND head_md5 = $3 \
+                       AND head_md5 IS NOT NULL AND state IN ('uploading', 'complete') \
+                     ORDER BY created_at DESC LIMIT $4"
+                ),
+                &[
+                    &owner,
+                    &to_i64(size)?,
+                    &head_md5.as_slice(),
+                    &i64::try_from(limit).unwrap_or(i64::MAX),
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        rows.iter().map(file_from_row).collect()
     }
 
     async fn get_file(&self, id: Uuid) -> Result<Option<FileRecord>, LedgerError> {
@@ -335,16 +368,17 @@ impl ChunkLedger for PostgresLedger {
         Ok(())
     }
 
-    async fn complete_upload(&self, id: Uuid) -> Result<FileRecord, LedgerError> {
+    async fn complete_upload(&self, id: Uuid, md5: &Md5Digest) -> Result<FileRecord, LedgerError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
         let row = tx
             .query_opt(
                 &format!(
-                    "UPDATE files SET state = 'complete', completed_at = now(), updated_at = now() \
+                    "UPDATE files SET state = 'complete', md5 = $2, completed_at = now(), \
+                                      updated_at = now() \
                      WHERE id = $1 AND state = 'uploading' RETURNING {FILE_COLUMNS}"
                 ),
-                &[&id],
+                &[&id, &md5.as_slice()],
             )
             .await
             .map_err(db_error)?;
@@ -354,7 +388,7 @@ impl ChunkLedger for PostgresLedger {
         let file = file_from_row(&row)?;
         tx.execute(
             "INSERT INTO contents (md5, size) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&file.md5.as_slice(), &to_i64(file.size)?],
+            &[&md5.as_slice(), &to_i64(file.size)?],
         )
         .await
         .map_err(db_error)?;
@@ -498,15 +532,15 @@ impl ChunkLedger for PostgresLedger {
             tx.execute(
                 "INSERT INTO files (id, owner, name, size, md5, chunk_size, chunk_count, state, \
                                     failure, created_at, updated_at, completed_at, hashed_chunks, \
-                                    md5_state) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                                    md5_state, head_md5) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
                  ON CONFLICT DO NOTHING",
                 &[
                     &file.id,
                     &file.owner,
                     &file.name,
                     &to_i64(file.size)?,
-                    &file.md5.as_slice(),
+                    &file.md5.as_ref().map(|m| m.as_slice()),
                     &chunk_size,
                     &to_i64(file.chunk_count)?,
                     &file.state.as_str(),
@@ -516,6 +550,7 @@ impl ChunkLedger for PostgresLedger {
                     &file.completed_at,
                     &hashed,
                     &state,
+                    &file.head_md5.as_ref().map(|h| h.as_slice()),
                 ],
             )
             .await
@@ -571,10 +606,20 @@ fn db_error(e: tokio_postgres::Error) -> LedgerError {
     }
 }
 
+/// A nullable MD5 column.
+fn digest(row: &Row, column: &str) -> Result<Option<Md5Digest>, LedgerError> {
+    let bytes: Option<&[u8]> = row.get(column);
+    bytes
+        .map(|b| {
+            Md5Digest::try_from(b)
+                .map_err(|_| LedgerError::Corrupt(format!("an MD5 of {} bytes", b.len())))
+        })
+        .transpose()
+}
+
 fn file_from_row(row: &Row) -> Result<FileRecord, LedgerError> {
-    let md5: &[u8] = row.get("md5");
-    let md5 = Md5Digest::try_from(md5)
-        .map_err(|_| LedgerError::Corrupt(format!("an MD5 of {} bytes", md5.len())))?;
+    let md5 = digest(row, "md5")?;
+    let head_md5 = digest(row, "head_md5")?;
     let chunk_size: i32 = row.get("chunk_size");
     Ok(FileRecord {
         id: row.get("id"),
@@ -582,6 +627,7 @@ fn file_from_row(row: &Row) -> Result<FileRecord, LedgerError> {
         name: row.get("name"),
         size: to_u64(row.get("size"))?,
         md5,
+        head_md5,
         chunk_size: u32::try_from(chunk_size)
             .map_err(|_| LedgerError::Corrupt(format!("negative chunk size {chunk_size}")))?,
         chunk_count: to_u64(row.get("chunk_count"))?,

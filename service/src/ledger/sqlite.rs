@@ -27,7 +27,7 @@ mod embedded {
 
 /// The columns every query that returns a file selects, in the order [`file_from_row`] reads.
 const FILE_COLUMNS: &str = "id, owner, name, size, md5, chunk_size, chunk_count, state, failure, \
-     created_at, completed_at";
+     created_at, completed_at, head_md5";
 
 /// How long a writer waits for another to finish before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -70,9 +70,16 @@ impl SqliteLedger {
                 // WAL lets readers work while a writer commits; it is a property of the file.
                 conn.pragma_update(None, "journal_mode", "WAL")
                     .map_err(db_error)?;
-                embedded::migrations::runner().run(conn).map_err(|e| {
+                // Foreign keys off while migrating: a migration that rebuilds a table
+                // (SQLite's way to change a column) must not cascade its DROP TABLE.
+                conn.pragma_update(None, "foreign_keys", false)
+                    .map_err(db_error)?;
+                let migrated = embedded::migrations::runner().run(conn).map_err(|e| {
                     LedgerError::Database(format!("migrating the ledger failed: {e}"))
-                })?;
+                });
+                conn.pragma_update(None, "foreign_keys", true)
+                    .map_err(db_error)?;
+                migrated?;
                 Ok(())
             })
             .await?;
@@ -130,7 +137,8 @@ struct RawFile {
     owner: String,
     name: String,
     size: i64,
-    md5: Vec<u8>,
+    md5: Option<Vec<u8>>,
+    head_md5: Option<Vec<u8>>,
     chunk_size: i64,
     chunk_count: i64,
     state: String,
@@ -152,6 +160,7 @@ fn raw_file(row: &Row<'_>) -> rusqlite::Result<RawFile> {
         failure: row.get(8)?,
         created_at: row.get(9)?,
         completed_at: row.get(10)?,
+        head_md5: row.get(11)?,
     })
 }
 
@@ -165,8 +174,8 @@ impl TryFrom<RawFile> for FileRecord {
             owner: raw.owner,
             name: raw.name,
             size: to_u64(raw.size)?,
-            md5: Md5Digest::try_from(raw.md5.as_slice())
-                .map_err(|_| LedgerError::Corrupt(format!("an MD5 of {} bytes", raw.md5.len())))?,
+            md5: digest(raw.md5)?,
+            head_md5: digest(raw.head_md5)?,
             chunk_size: u32::try_from(raw.chunk_size)
                 .map_err(|_| LedgerError::Corrupt(format!("chunk size {}", raw.chunk_size)))?,
             chunk_count: to_u64(raw.chunk_count)?,
@@ -176,6 +185,16 @@ impl TryFrom<RawFile> for FileRecord {
             completed_at: raw.completed_at.map(time).transpose()?,
         })
     }
+}
+
+/// A nullable MD5 column.
+fn digest(bytes: Option<Vec<u8>>) -> Result<Option<Md5Digest>, LedgerError> {
+    bytes
+        .map(|b| {
+            Md5Digest::try_from(b.as_slice())
+                .map_err(|_| LedgerError::Corrupt(format!("an MD5 of {} bytes", b.len())))
+        })
+        .transpose()
 }
 
 /// The file `id`, if any.
@@ -245,8 +264,10 @@ impl ChunkLedger for SqliteLedger {
         name: &str,
         md5: &Md5Digest,
         size: u64,
+        head_md5: Option<&Md5Digest>,
     ) -> Result<Option<FileRecord>, LedgerError> {
         let (owner, name, md5, size) = (owner.to_owned(), name.to_owned(), *md5, to_i64(size)?);
+        let head_md5 = head_md5.copied();
         self.write(move |tx| {
             let existing = tx
                 .prepare_cached(&format!(
@@ -270,13 +291,13 @@ impl ChunkLedger for SqliteLedger {
             let file = tx
                 .prepare_cached(&format!(
                     "INSERT INTO files (id, owner, name, size, md5, chunk_size, chunk_count, state, \
-                                        created_at, updated_at, completed_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, 'complete', ?6, ?6, ?6) \
+                                        created_at, updated_at, completed_at, head_md5) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, 'complete', ?6, ?6, ?6, ?7) \
                      RETURNING {FILE_COLUMNS}"
                 ))
                 .and_then(|mut s| {
                     s.query_row(
-                        params![Uuid::new_v4().to_string(), owner, name, size, md5, now],
+                        params![Uuid::new_v4().to_string(), owner, name, size, md5, now, head_md5],
                         raw_file,
                     )
                 })
@@ -291,7 +312,10 @@ impl ChunkLedger for SqliteLedger {
         let size = to_i64(upload.size)?;
         let chunk_count = to_i64(upload.chunk_count)?;
         self.write(move |tx| {
-            if let Some(file) = select_open_upload(tx, &upload.owner, &upload.md5, size)? {
+            // A single-pass upload (no MD5 yet) always gets a session of its own.
+            if let Some(md5) = &upload.md5
+                && let Some(file) = select_open_upload(tx, &upload.owner, md5, size)?
+            {
                 return Ok(OpenedUpload {
                     file,
                     created: false,
@@ -301,8 +325,8 @@ impl ChunkLedger for SqliteLedger {
             let file = tx
                 .prepare_cached(&format!(
                     "INSERT INTO files (id, owner, name, size, md5, chunk_size, chunk_count, state, \
-                                        created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'uploading', ?8, ?8) \
+                                        created_at, updated_at, head_md5) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'uploading', ?8, ?8, ?9) \
                      RETURNING {FILE_COLUMNS}"
                 ))
                 .and_then(|mut s| {
@@ -315,7 +339,8 @@ impl ChunkLedger for SqliteLedger {
                             upload.md5,
                             upload.chunk_size,
                             chunk_count,
-                            now
+                            now,
+                            upload.head_md5
                         ],
                         raw_file,
                     )
@@ -325,6 +350,33 @@ impl ChunkLedger for SqliteLedger {
                 file: FileRecord::try_from(file)?,
                 created: true,
             })
+        })
+        .await
+    }
+
+    async fn files_with_head(
+        &self,
+        owner: &str,
+        size: u64,
+        head_md5: &Md5Digest,
+        limit: usize,
+    ) -> Result<Vec<FileRecord>, LedgerError> {
+        let (owner, size, head_md5) = (owner.to_owned(), to_i64(size)?, *head_md5);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(move |conn| {
+            let mut statement = conn
+                .prepare_cached(&format!(
+                    "SELECT {FILE_COLUMNS} FROM files \
+                     WHERE owner = ?1 AND size = ?2 AND head_md5 = ?3 \
+                       AND head_md5 IS NOT NULL AND state IN ('uploading', 'complete') \
+                     ORDER BY created_at DESC LIMIT ?4"
+                ))
+                .map_err(db_error)?;
+            let rows = statement
+                .query_map(params![owner, size, head_md5, limit], raw_file)
+                .map_err(db_error)?;
+            rows.map(|row| FileRecord::try_from(row.map_err(db_error)?))
+                .collect()
         })
         .await
     }
@@ -461,16 +513,18 @@ impl ChunkLedger for SqliteLedger {
         .await
     }
 
-    async fn complete_upload(&self, id: Uuid) -> Result<FileRecord, LedgerError> {
+    async fn complete_upload(&self, id: Uuid, md5: &Md5Digest) -> Result<FileRecord, LedgerError> {
+        let md5 = *md5;
         self.write(move |tx| {
             let now = now_micros();
             let updated = tx
                 .prepare_cached(&format!(
-                    "UPDATE files SET state = 'complete', completed_at = ?2, updated_at = ?2 \
+                    "UPDATE files SET state = 'complete', md5 = ?3, completed_at = ?2, \
+                                      updated_at = ?2 \
                      WHERE id = ?1 AND state = 'uploading' RETURNING {FILE_COLUMNS}"
                 ))
                 .and_then(|mut s| {
-                    s.query_row(params![id.to_string(), now], raw_file)
+                    s.query_row(params![id.to_string(), now, md5], raw_file)
                         .optional()
                 })
                 .map_err(db_error)?;
@@ -480,7 +534,7 @@ impl ChunkLedger for SqliteLedger {
             let file = FileRecord::try_from(file)?;
             tx.execute(
                 "INSERT OR IGNORE INTO contents (md5, size, created_at) VALUES (?1, ?2, ?3)",
-                params![file.md5, to_i64(file.size)?, now],
+                params![md5, to_i64(file.size)?, now],
             )
             .map_err(db_error)?;
             Ok(file)
@@ -517,9 +571,9 @@ impl ChunkLedger for SqliteLedger {
                 .query_map(params![after, limit], |row| {
                     Ok((
                         raw_file(row)?,
-                        row.get::<_, i64>(11)?,
                         row.get::<_, i64>(12)?,
-                        row.get::<_, Option<Vec<u8>>>(13)?,
+                        row.get::<_, i64>(13)?,
+                        row.get::<_, Option<Vec<u8>>>(14)?,
                     ))
                 })
                 .map_err(db_error)?;
@@ -640,8 +694,8 @@ impl ChunkLedger for SqliteLedger {
                 .prepare_cached(
                     "INSERT OR IGNORE INTO files (id, owner, name, size, md5, chunk_size, \
                          chunk_count, state, failure, created_at, updated_at, completed_at, \
-                         hashed_chunks, md5_state) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                         hashed_chunks, md5_state, head_md5) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 )
                 .map_err(db_error)?;
             let mut insert_chunk = tx
@@ -673,6 +727,7 @@ impl ChunkLedger for SqliteLedger {
                         file.completed_at.map(|t| t.timestamp_micros()),
                         hashed,
                         state,
+                        file.head_md5,
                     ])
                     .map_err(db_error)?;
                 for c in &dump.chunks {

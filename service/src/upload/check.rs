@@ -1,4 +1,9 @@
 //! `CheckUpload`: instant upload when the content is stored, otherwise the upload session.
+//!
+//! A single-pass upload asks with the head digest instead of the MD5. The answer comes
+//! only from the caller's own files: its open single-pass session for the same name,
+//! size and head (to resume), "maybe stored" when it has any file or upload of that size
+//! and head (the client then hashes and asks with the MD5), or a new session.
 
 use transfer_proto::v1::CheckUploadRequest;
 
@@ -9,7 +14,7 @@ use crate::blob::BlobStore;
 use crate::error::ServiceError;
 use crate::files::abort_upload;
 use crate::layout::{ChunkLayout, Limits};
-use crate::ledger::{ChunkLedger, FileRecord, Md5Digest, NewUpload};
+use crate::ledger::{ChunkLedger, FileRecord, FileState, Md5Digest, NewUpload};
 use crate::owner::Owner;
 use crate::request::parse_md5;
 
@@ -20,7 +25,9 @@ const MAX_NAME_LEN: usize = 1024;
 pub struct UploadIntent {
     pub name: String,
     pub size: u64,
-    pub md5: Md5Digest,
+    /// `None` for a single-pass upload, which gives `head_md5` instead.
+    pub md5: Option<Md5Digest>,
+    pub head_md5: Option<Md5Digest>,
     pub preferred_chunk_size: u32,
 }
 
@@ -41,7 +48,21 @@ impl UploadIntent {
                 problem: "must not contain NUL characters".into(),
             });
         }
-        let md5 = parse_md5("md5", &request.md5)?;
+        let optional = |field, bytes: &[u8]| match bytes.is_empty() {
+            true => Ok(None),
+            false => parse_md5(field, bytes).map(Some),
+        };
+        let md5 = optional("md5", &request.md5)?;
+        let head_md5 = optional("head_md5", &request.head_md5)?;
+        if md5.is_none() && head_md5.is_none() {
+            return Err(ServiceError::BadRequest {
+                field: "md5",
+                problem:
+                    "must be the 16 raw bytes of the file's MD5 digest; or, for a single-pass \
+                          upload, leave it empty and set head_md5"
+                        .into(),
+            });
+        }
         if request.size > limits.max_file_size {
             return Err(ServiceError::FileTooLarge {
                 size: request.size,
@@ -52,6 +73,7 @@ impl UploadIntent {
             name: request.name,
             size: request.size,
             md5,
+            head_md5,
             preferred_chunk_size: request.preferred_chunk_size,
         })
     }
@@ -62,6 +84,8 @@ impl UploadIntent {
 pub enum CheckOutcome {
     /// The content is stored; the owner now has this complete file.
     AlreadyStored(FileRecord),
+    /// A single-pass probe matched one of the owner's files: ask again with the MD5.
+    MaybeStored,
     /// Stream the missing chunks into this session.
     Session {
         file: FileRecord,
@@ -81,15 +105,24 @@ pub async fn check_upload(
     owner: &Owner,
     intent: UploadIntent,
 ) -> Result<CheckOutcome, ServiceError> {
+    let Some(md5) = intent.md5 else {
+        return probe(ledger, limits, owner, intent).await;
+    };
     if let Some(file) = ledger
-        .add_file_for_stored_content(owner.as_str(), &intent.name, &intent.md5, intent.size)
+        .add_file_for_stored_content(
+            owner.as_str(),
+            &intent.name,
+            &md5,
+            intent.size,
+            intent.head_md5.as_ref(),
+        )
         .instrument(info_span!("ledger.add_file_for_stored_content"))
         .await?
     {
         // The owner may have had a session for this content open when another upload
         // stored it: that session is no longer needed.
         if let Some(open) = ledger
-            .find_open_upload(owner.as_str(), &intent.md5, intent.size)
+            .find_open_upload(owner.as_str(), &md5, intent.size)
             .instrument(info_span!("ledger.find_open_upload"))
             .await?
         {
@@ -102,6 +135,50 @@ pub async fn check_upload(
         return Ok(CheckOutcome::AlreadyStored(file));
     }
 
+    open_session(ledger, limits, owner, intent).await
+}
+
+/// How many of the owner's files with the same size and head a probe looks at.
+const PROBE_LIMIT: usize = 16;
+
+/// A single-pass probe: answers from the owner's own files only.
+async fn probe(
+    ledger: &dyn ChunkLedger,
+    limits: &Limits,
+    owner: &Owner,
+    intent: UploadIntent,
+) -> Result<CheckOutcome, ServiceError> {
+    let Some(head) = intent.head_md5 else {
+        return Err(ServiceError::BadRequest {
+            field: "head_md5",
+            problem: "is required when md5 is empty".into(),
+        });
+    };
+    let matches = ledger
+        .files_with_head(owner.as_str(), intent.size, &head, PROBE_LIMIT)
+        .instrument(info_span!("ledger.files_with_head"))
+        .await?;
+    // The owner's own unfinished single-pass upload of this file: resume it. Should the
+    // file have changed meanwhile, the whole-file MD5 at the end tells.
+    if let Some(open) = matches
+        .iter()
+        .find(|f| f.state == FileState::Uploading && f.md5.is_none() && f.name == intent.name)
+    {
+        return session(ledger, limits, open.clone(), true).await;
+    }
+    if !matches.is_empty() {
+        return Ok(CheckOutcome::MaybeStored);
+    }
+    open_session(ledger, limits, owner, intent).await
+}
+
+/// Opens an upload session (or, for an MD5 the owner is already uploading, finds it).
+async fn open_session(
+    ledger: &dyn ChunkLedger,
+    limits: &Limits,
+    owner: &Owner,
+    intent: UploadIntent,
+) -> Result<CheckOutcome, ServiceError> {
     let chunk_size = limits.choose_chunk_size(intent.preferred_chunk_size);
     let opened = ledger
         .open_upload(&NewUpload {
@@ -109,22 +186,33 @@ pub async fn check_upload(
             name: intent.name,
             size: intent.size,
             md5: intent.md5,
+            head_md5: intent.head_md5,
             chunk_size,
             chunk_count: ChunkLayout::new(intent.size, chunk_size).chunk_count(),
         })
         .instrument(info_span!("ledger.open_upload"))
         .await?;
-    let committed = if opened.created {
-        Vec::new()
-    } else {
+    session(ledger, limits, opened.file, !opened.created).await
+}
+
+/// The answer for an open session: with its committed chunks when it is resumed.
+async fn session(
+    ledger: &dyn ChunkLedger,
+    limits: &Limits,
+    file: FileRecord,
+    resumed: bool,
+) -> Result<CheckOutcome, ServiceError> {
+    let committed = if resumed {
         ledger
-            .committed_ranges(opened.file.id)
+            .committed_ranges(file.id)
             .instrument(info_span!("ledger.committed_ranges"))
             .await?
+    } else {
+        Vec::new()
     };
     Ok(CheckOutcome::Session {
-        resumed: !opened.created,
-        file: opened.file,
+        resumed,
+        file,
         committed,
         max_window: limits.max_window,
     })

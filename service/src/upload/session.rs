@@ -6,7 +6,8 @@
 //! completion race-free: it writes a batch of chunks to the blob store (durable), commits
 //! them to the ledger in one transaction, and only then acks them. It feeds the
 //! contiguous prefix of committed chunks to the [`OrderedHasher`], and when the last
-//! chunk is committed checks the whole-file MD5 and completes the file.
+//! chunk is committed (and, for a single-pass upload, the client has declared the
+//! whole-file MD5 with `digest`) checks the MD5 and completes the file.
 //!
 //! A session task stops when its session completes, fails or is aborted, or after it
 //! has been idle with no stream attached for a while; the next stream starts a new task,
@@ -27,7 +28,7 @@ use crate::blob::{BlobStore, ContentKey, Part};
 use crate::error::ServiceError;
 use crate::layout::{ChunkLayout, Limits};
 use crate::ledger::{
-    ChunkLedger, CommittedChunk, FileRecord, FileState, HashCheckpoint, LedgerError,
+    ChunkLedger, CommittedChunk, FileRecord, FileState, HashCheckpoint, LedgerError, Md5Digest,
 };
 use crate::metrics::{attribute, metrics};
 use crate::owner::Owner;
@@ -76,6 +77,8 @@ pub struct SessionInfo {
     pub max_window: u32,
     /// Chunks still missing when the stream attached.
     pub remaining: u64,
+    /// No whole-file MD5 was declared yet when the stream attached (single pass).
+    pub needs_digest: bool,
 }
 
 /// The answer to a stream that asks to attach.
@@ -110,6 +113,18 @@ impl AttachedStream {
             .await
             .map_err(|_| SessionClosed)
     }
+
+    /// Declares the whole-file MD5 of a single-pass upload (or repeats that of any
+    /// upload). A mismatch with the MD5 declared before ends this stream.
+    pub async fn send_digest(&self, md5: Md5Digest) -> Result<(), SessionClosed> {
+        self.commands
+            .send(Command::Digest {
+                stream: self.stream_id,
+                md5,
+            })
+            .await
+            .map_err(|_| SessionClosed)
+    }
 }
 
 enum Command {
@@ -120,6 +135,10 @@ enum Command {
     Chunk {
         stream: u64,
         chunk: VerifiedChunk,
+    },
+    Digest {
+        stream: u64,
+        md5: Md5Digest,
     },
     /// The ledger has aborted this upload: tell the streams and stop before any more
     /// writes, then reply so the caller can drop the staged bytes.
@@ -224,6 +243,11 @@ struct Session {
     /// This session's own command channel, handed to the streams that attach.
     commands: mpsc::Sender<Command>,
     file: FileRecord,
+    /// The whole-file MD5 the client declared: from CheckUpload, or (single pass) from
+    /// a `digest` message; the session completes only once it is known.
+    declared_md5: Option<Md5Digest>,
+    /// The MD5 of the stored bytes, once hashing has finished.
+    computed_md5: Option<Md5Digest>,
     /// The content was already stored when this task started (an earlier run stored it
     /// but stopped before recording it): completing needs no hashing.
     content_already_stored: bool,
@@ -300,7 +324,7 @@ impl SessionTask {
 
 /// What loading a session finds.
 enum Loaded {
-    Open(Session),
+    Open(Box<Session>),
     /// The upload completed earlier (a stream that lost the `completed` message, or a
     /// second client that raced the first, attaches after the end).
     Complete(FileRecord),
@@ -359,6 +383,8 @@ impl Session {
         let mut session = Session {
             registry: Arc::clone(&registry),
             commands,
+            declared_md5: file.md5,
+            computed_md5: None,
             content_already_stored: false,
             layout,
             committed,
@@ -373,33 +399,51 @@ impl Session {
             next_stream_id: 0,
             file,
         };
-        if session.is_fully_committed()
-            && registry
-                .blobs
-                .content_exists(&session.content_key())
-                .await?
-        {
-            session.content_already_stored = true;
-            return Ok(Loaded::Open(session));
+        if session.is_fully_committed() {
+            // A hash checkpoint over every chunk (saved before the content was moved)
+            // gives a single-pass upload's MD5 without its staged bytes.
+            if session.hashed == layout.chunk_count()
+                && let Some(hasher) = session.hasher.take()
+            {
+                session.computed_md5 = hasher.finish().await;
+            }
+            if let Some(key) = session.content_key()
+                && registry.blobs.content_exists(&key).await?
+            {
+                session.content_already_stored = true;
+                return Ok(Loaded::Open(Box::new(session)));
+            }
+            if session.hasher.is_none() && session.computed_md5.is_none() {
+                return Err(ServiceError::StoredDataLost {
+                    id,
+                    reason: "hashing the upload failed".into(),
+                });
+            }
         }
         registry.blobs.begin(id, layout.size).await?;
         session.advance_hash().await?;
-        Ok(Loaded::Open(session))
+        Ok(Loaded::Open(Box::new(session)))
     }
 
     fn id(&self) -> Uuid {
         self.file.id
     }
 
-    fn content_key(&self) -> ContentKey {
-        ContentKey {
-            md5: self.file.md5,
+    /// Where the content goes: known once the MD5 is (declared or computed).
+    fn content_key(&self) -> Option<ContentKey> {
+        Some(ContentKey {
+            md5: self.computed_md5.or(self.declared_md5)?,
             size: self.file.size,
-        }
+        })
     }
 
     fn is_fully_committed(&self) -> bool {
         self.committed_count == self.layout.chunk_count()
+    }
+
+    /// Every chunk is stored and the whole-file MD5 declared: time to verify.
+    fn ready_to_finish(&self) -> bool {
+        self.is_fully_committed() && self.declared_md5.is_some()
     }
 
     fn is_committed(&self, index: u64) -> bool {
@@ -449,6 +493,7 @@ impl Session {
             match command {
                 Command::Attach { owner, reply } => self.attach(owner, reply).await?,
                 Command::Aborted { done } => return self.aborted(done),
+                Command::Digest { stream, md5 } => self.declare(stream, md5).await?,
                 Command::Chunk { stream, chunk } => {
                     let mut batch_bytes = chunk.data.len();
                     let mut batch = vec![(stream, chunk)];
@@ -470,11 +515,36 @@ impl Session {
                     match deferred {
                         Some(Command::Attach { owner, reply }) => self.attach(owner, reply).await?,
                         Some(Command::Aborted { done }) => return self.aborted(done),
+                        Some(Command::Digest { stream, md5 }) => self.declare(stream, md5).await?,
                         Some(Command::Chunk { .. }) | None => {}
                     }
                 }
             }
         }
+    }
+
+    /// A stream declared the whole-file MD5.
+    async fn declare(&mut self, stream: u64, md5: Md5Digest) -> Result<(), Stop> {
+        match self.declared_md5 {
+            None => self.declared_md5 = Some(md5),
+            Some(declared) if declared == md5 => {}
+            Some(declared) => {
+                let status = Status::from(ServiceError::BadRequest {
+                    field: "digest.md5",
+                    problem: format!(
+                        "{} differs from the MD5 declared before for this upload, {}",
+                        hex::encode(md5),
+                        hex::encode(declared)
+                    ),
+                });
+                self.tell(stream, SessionEvent::Failed(status));
+                return Ok(());
+            }
+        }
+        if self.ready_to_finish() {
+            return self.finish().await;
+        }
+        Ok(())
     }
 
     fn aborted(&self, done: oneshot::Sender<()>) -> Result<(), Stop> {
@@ -508,6 +578,7 @@ impl Session {
                 layout: self.layout,
                 max_window: self.registry.limits.max_window,
                 remaining: self.remaining(),
+                needs_digest: self.declared_md5.is_none(),
             },
             stream_id,
             commands: self.commands.clone(),
@@ -517,7 +588,7 @@ impl Session {
             self.streams.remove(&stream_id);
             return Ok(());
         }
-        if self.is_fully_committed() {
+        if self.ready_to_finish() {
             return self.finish().await;
         }
         Ok(())
@@ -655,7 +726,7 @@ impl Session {
             // Saved in the background: the ack path does not wait for it.
             drop(self.save_checkpoint().await);
         }
-        if self.is_fully_committed() {
+        if self.ready_to_finish() {
             return self.finish().await;
         }
         Ok(())
@@ -747,34 +818,77 @@ impl Session {
         Err(Stop::Closed)
     }
 
+    /// The stored bytes do not have the declared MD5: the upload fails and its bytes go.
+    async fn mismatch(
+        &self,
+        declared: Md5Digest,
+        computed: Md5Digest,
+    ) -> Result<FileRecord, ServiceError> {
+        let error = ServiceError::Md5Mismatch {
+            declared: hex::encode(declared),
+            computed: hex::encode(computed),
+        };
+        self.registry
+            .ledger
+            .fail_upload(self.id(), &error.to_string())
+            .await?;
+        self.registry.blobs.abort(self.id()).await?;
+        Err(error)
+    }
+
     async fn verify_and_complete(&mut self) -> Result<FileRecord, ServiceError> {
         let id = self.id();
-        let key = self.content_key();
+        let lost = |reason: &str| ServiceError::StoredDataLost {
+            id,
+            reason: reason.into(),
+        };
+        let declared = self
+            .declared_md5
+            .ok_or_else(|| lost("no whole-file MD5 was declared"))?;
+        if self.content_already_stored {
+            let md5 = self.computed_md5.unwrap_or(declared);
+            if md5 != declared {
+                return self.mismatch(declared, md5).await;
+            }
+            self.registry.blobs.abort(id).await?;
+            return Ok(self.registry.ledger.complete_upload(id, &md5).await?);
+        }
+        let computed = match (self.computed_md5, self.hasher.take()) {
+            (Some(md5), _) => md5,
+            (None, Some(hasher)) => {
+                // A single-pass upload has its MD5 nowhere else: save the final hash
+                // state before the staged bytes move, so a restart in between still
+                // finds the content.
+                let single_pass = self.file.md5.is_none();
+                if single_pass && let Ok(state) = hasher.checkpoint().await.await {
+                    let checkpoint = HashCheckpoint {
+                        chunks: self.layout.chunk_count(),
+                        state,
+                    };
+                    self.registry
+                        .ledger
+                        .save_hash_checkpoint(id, &checkpoint)
+                        .await?;
+                }
+                hasher
+                    .finish()
+                    .await
+                    .ok_or_else(|| lost("hashing the upload failed"))?
+            }
+            (None, None) => return Err(lost("the upload's hash state was lost")),
+        };
+        self.computed_md5 = Some(computed);
+        if computed != declared {
+            return self.mismatch(declared, computed).await;
+        }
         let blobs = &self.registry.blobs;
         let ledger = &self.registry.ledger;
-        if self.content_already_stored {
-            blobs.abort(id).await?;
-            return Ok(ledger.complete_upload(id).await?);
-        }
-        let hasher = self.hasher.take().ok_or(ServiceError::StoredDataLost {
-            id,
-            reason: "the upload's hash state was lost".into(),
-        })?;
-        let computed = hasher.finish().await.ok_or(ServiceError::StoredDataLost {
-            id,
-            reason: "hashing the upload failed".into(),
-        })?;
-        if computed != self.file.md5 {
-            let error = ServiceError::Md5Mismatch {
-                declared: hex::encode(self.file.md5),
-                computed: hex::encode(computed),
-            };
-            ledger.fail_upload(id, &error.to_string()).await?;
-            blobs.abort(id).await?;
-            return Err(error);
-        }
+        let key = ContentKey {
+            md5: computed,
+            size: self.file.size,
+        };
         blobs.complete(id, &key).await?;
-        let file = ledger.complete_upload(id).await?;
+        let file = ledger.complete_upload(id, &computed).await?;
         let took = (chrono::Utc::now() - file.created_at)
             .to_std()
             .unwrap_or_default();

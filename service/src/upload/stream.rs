@@ -17,7 +17,7 @@ use crate::files::file_info;
 use crate::ledger::FileRecord;
 use crate::metrics::{attribute, metrics};
 use crate::owner::Owner;
-use crate::request::parse_id;
+use crate::request::{parse_id, parse_md5};
 use crate::telemetry::record_status;
 
 type Outbound = mpsc::Sender<Result<UploadChunksResponse, Status>>;
@@ -50,6 +50,8 @@ struct StreamState {
     in_flight: u32,
     /// Chunks of the session still missing, as last heard.
     remaining: u64,
+    /// The session waits for a whole-file MD5 that this stream has not sent.
+    awaiting_digest: bool,
 }
 
 async fn drive(
@@ -87,6 +89,7 @@ async fn drive(
     span.record("transfer.chunk_size", attached.info.layout.chunk_size);
     let mut state = StreamState {
         remaining: attached.info.remaining,
+        awaiting_digest: attached.info.needs_digest,
         attached,
         in_flight: 0,
     };
@@ -114,6 +117,13 @@ async fn drive(
                         return last_word(&mut state.attached, outbound).await;
                     }
                 }
+                Some(Ok(UploadChunksRequest { message: Some(upload_chunks_request::Message::Digest(digest)) })) => {
+                    let md5 = parse_md5("digest.md5", &digest.md5)?;
+                    state.awaiting_digest = false;
+                    if state.attached.send_digest(md5).await.is_err() {
+                        return last_word(&mut state.attached, outbound).await;
+                    }
+                }
                 Some(Ok(UploadChunksRequest { message: Some(upload_chunks_request::Message::Start(_)) })) => {
                     return Err(ServiceError::UnexpectedMessage(
                         "`start` may only be the first message of UploadChunks",
@@ -122,7 +132,7 @@ async fn drive(
                 }
                 Some(Ok(UploadChunksRequest { message: None })) => {
                     return Err(ServiceError::UnexpectedMessage(
-                        "an UploadChunks message must carry `start` or `chunk`",
+                        "an UploadChunks message must carry `start`, `chunk` or `digest`",
                     )
                     .into());
                 }
@@ -134,6 +144,11 @@ async fn drive(
         }
         if !sending && state.in_flight == 0 && !finishing {
             return Ok(());
+        }
+        // Everything is stored but the client stopped sending without the MD5 that
+        // completing needs: say so instead of waiting for ever.
+        if !sending && finishing && state.awaiting_digest {
+            return Err(ServiceError::DigestMissing.into());
         }
     }
 }

@@ -145,6 +145,113 @@ async fn a_stored_file_uploads_instantly_without_sending_a_chunk(ledger: Ledger)
     assert_eq!(second.file.md5, first.file.md5);
 }
 
+/// Every state an upload went through, in order, without repeats.
+fn states_of<T>(
+    upload: &transfer_client::TransferHandle<T>,
+) -> tokio::task::JoinHandle<Vec<TransferState>> {
+    let mut progress = upload.watch();
+    tokio::spawn(async move {
+        let mut seen: Vec<TransferState> = Vec::new();
+        loop {
+            let state = progress.borrow_and_update().state.clone();
+            if seen.last() != Some(&state) {
+                seen.push(state.clone());
+            }
+            if state.is_finished() || progress.changed().await.is_err() {
+                return seen;
+            }
+        }
+    })
+}
+
+async fn a_new_file_is_uploaded_in_one_pass_and_a_stored_one_is_hashed_first(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let file = TestFile::new("onepass.bin", 3 << 20, 110);
+    let (_dir, path) = on_disk(&file);
+    let client = client(server.endpoint());
+
+    let upload = client.upload_path(&path);
+    let states = states_of(&upload);
+    let first = upload.wait().await.unwrap();
+    assert!(!first.instant);
+    assert_eq!(first.file.md5.as_ref(), file.md5.as_slice());
+    assert!(
+        !states.await.unwrap().contains(&TransferState::Hashing),
+        "a new file is not hashed before it is sent"
+    );
+
+    // The owner has this content: the probe says so, the client hashes, and it is instant.
+    let upload = client.upload_path(&path);
+    let states = states_of(&upload);
+    let second = upload.wait().await.unwrap();
+    assert!(second.instant);
+    assert_eq!(second.chunks_sent, 0);
+    assert!(states.await.unwrap().contains(&TransferState::Hashing));
+}
+
+async fn hash_first_makes_another_owners_content_an_instant_upload(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let file = TestFile::new("popular.bin", 2 << 20, 111);
+    let (_dir, path) = on_disk(&file);
+    let as_owner = |owner: &str, hash_first: bool| {
+        let mut config = transfer_client::ClientConfig::new(server.endpoint());
+        config.owner = Some(owner.into());
+        config.hash_first = hash_first;
+        transfer_client::TransferClient::new(config).unwrap()
+    };
+    as_owner("alice", false)
+        .upload_path(&path)
+        .wait()
+        .await
+        .unwrap();
+    // Single pass: bob's probe learns nothing of alice's files, so his bytes travel
+    // (and the server keeps one copy).
+    let bob = as_owner("bob", false)
+        .upload_path(&path)
+        .wait()
+        .await
+        .unwrap();
+    assert!(!bob.instant);
+    assert_eq!(server.content_files().len(), 1);
+    // Hashing first finds the content whoever stored it.
+    let carol = as_owner("carol", true)
+        .upload_path(&path)
+        .wait()
+        .await
+        .unwrap();
+    assert!(carol.instant);
+    assert_eq!(carol.chunks_sent, 0);
+}
+
+async fn a_new_client_resumes_the_single_pass_upload_a_killed_one_left(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let file = TestFile::new("left.bin", 2 << 20, 112);
+    let (_dir, path) = on_disk(&file);
+    // A client that died after sending the first 12 of 32 chunks.
+    let mut raw = server.client().await;
+    let session = transfer_tests::client::probe_session(&mut raw, None, &file, CHUNK as u32).await;
+    assert_eq!(session.chunk_count, 32);
+    let mut stream = transfer_tests::ChunkStream::open(&mut raw, None, &session.upload_id)
+        .await
+        .unwrap();
+    for index in 0..12 {
+        stream
+            .send_chunk(index, file.chunk(index, CHUNK as u32))
+            .await;
+        stream.expect_ack().await;
+    }
+    drop(stream);
+
+    let uploaded = client(server.endpoint())
+        .upload_path(&path)
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.file.file_id, session.upload_id, "the same session");
+    assert_eq!(uploaded.chunks_sent, 20, "only the missing chunks travel");
+    assert_eq!(uploaded.file.md5.as_ref(), file.md5.as_slice());
+}
+
 #[tokio::test]
 async fn an_unreachable_server_fails_after_the_retry_limit() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
@@ -202,9 +309,10 @@ async fn an_upload_aborted_by_another_client_stops_instead_of_starting_over(ledg
     let (_dir, path) = on_disk(&file);
     let upload = client(server.endpoint()).upload_path(&path);
     started(&upload).await;
-    // Someone else finds the session by its content and aborts it.
+    // Someone else finds the (single-pass) session by the file's name, size and head,
+    // and aborts it.
     let mut raw = server.client().await;
-    let session = transfer_tests::client::open_session(&mut raw, None, &file, 0).await;
+    let session = transfer_tests::client::probe_session(&mut raw, None, &file, 0).await;
     assert!(session.resumed);
     transfer_tests::client::abort(&mut raw, None, &session.upload_id)
         .await
@@ -240,6 +348,9 @@ transfer_tests::ledger_tests!(
     pause_stops_sending_and_resume_finishes_the_upload,
     cancel_aborts_the_session_on_the_server,
     a_stored_file_uploads_instantly_without_sending_a_chunk,
+    a_new_file_is_uploaded_in_one_pass_and_a_stored_one_is_hashed_first,
+    hash_first_makes_another_owners_content_an_instant_upload,
+    a_new_client_resumes_the_single_pass_upload_a_killed_one_left,
 );
 
 #[tokio::test]

@@ -10,13 +10,16 @@ use transfer_tests::md5;
 
 use crate::ledger::{LedgerBackend, postgres, sqlite};
 
-/// A ledger with a file in every state, chunks, a checkpoint and content.
+/// A ledger with a file in every state, a single-pass upload, chunks, a checkpoint and
+/// content.
 async fn populate(ledger: &dyn ChunkLedger) {
+    let digest = |text: &str| -> [u8; 16] { md5(text.as_bytes()).try_into().expect("16 bytes") };
     let upload = |name: &str| NewUpload {
         owner: "o".into(),
         name: name.into(),
         size: 10_000,
-        md5: md5(name.as_bytes()).try_into().expect("16 bytes"),
+        md5: Some(digest(name)),
+        head_md5: Some(digest(&format!("head of {name}"))),
         chunk_size: 4096,
         chunk_count: 3,
     };
@@ -43,9 +46,15 @@ async fn populate(ledger: &dyn ChunkLedger) {
         .commit_chunks(done, &[chunk(0), chunk(1), chunk(2)])
         .await
         .unwrap();
-    let done = ledger.complete_upload(done).await.unwrap();
+    let done = ledger.complete_upload(done, &digest("done")).await.unwrap();
     ledger
-        .add_file_for_stored_content("p", "copy", &done.md5, done.size)
+        .add_file_for_stored_content(
+            "p",
+            "copy",
+            &digest("done"),
+            done.size,
+            done.head_md5.as_ref(),
+        )
         .await
         .unwrap();
     let failed = ledger.open_upload(&upload("failed")).await.unwrap().file.id;
@@ -60,6 +69,15 @@ async fn populate(ledger: &dyn ChunkLedger) {
         .file
         .id;
     ledger.abort_upload(aborted).await.unwrap();
+    let single_pass = NewUpload {
+        md5: None,
+        ..upload("single pass")
+    };
+    let single_pass = ledger.open_upload(&single_pass).await.unwrap().file.id;
+    ledger
+        .commit_chunks(single_pass, &[chunk(1)])
+        .await
+        .unwrap();
 }
 
 async fn everything(ledger: &dyn ChunkLedger) -> (Vec<FileDump>, Vec<ContentDump>) {
@@ -71,7 +89,7 @@ async fn everything(ledger: &dyn ChunkLedger) -> (Vec<FileDump>, Vec<ContentDump
 async fn copies_record_for_record(from: Arc<dyn ChunkLedger>, to: Arc<dyn ChunkLedger>) {
     populate(from.as_ref()).await;
     let report = copy_ledger(from.as_ref(), to.as_ref()).await.unwrap();
-    assert_eq!((report.files, report.chunks, report.contents), (5, 5, 1));
+    assert_eq!((report.files, report.chunks, report.contents), (6, 6, 1));
     let source = everything(from.as_ref()).await;
     assert_eq!(everything(to.as_ref()).await, source);
     copy_ledger(from.as_ref(), to.as_ref()).await.unwrap();
@@ -89,7 +107,7 @@ async fn copies_record_for_record(from: Arc<dyn ChunkLedger>, to: Arc<dyn ChunkL
     );
     let content = source.1[0];
     let found = to
-        .add_file_for_stored_content("q", "again", &content.md5, content.size)
+        .add_file_for_stored_content("q", "again", &content.md5, content.size, None)
         .await
         .unwrap();
     assert!(found.is_some());

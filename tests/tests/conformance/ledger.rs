@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use tempfile::TempDir;
 use transfer_service::ledger::{
-    ChunkLedger, CommittedChunk, FileState, HashCheckpoint, LedgerError, NewUpload, PostgresLedger,
-    SqliteLedger,
+    ChunkLedger, CommittedChunk, FileState, HashCheckpoint, LedgerError, Md5Digest, NewUpload,
+    PostgresLedger, SqliteLedger,
 };
 use transfer_tests::{TestDatabase, md5};
 use uuid::Uuid;
@@ -66,17 +66,25 @@ crate::conformance_tests!(crate::ledger::suite; [
     the_open_session_of_an_owner_is_found_by_content,
     a_hash_checkpoint_is_kept_only_while_it_is_the_latest,
     the_ledger_survives_reopening,
+    single_pass_uploads_are_each_their_own_session_and_get_their_md5_on_completion,
+    a_head_digest_finds_only_the_owners_uploading_and_complete_files,
 ]);
 
 pub mod suite {
     use super::*;
+
+    /// The MD5 that `upload(_, seed)` declares.
+    fn md5_for(seed: &str) -> Md5Digest {
+        md5(seed.as_bytes()).try_into().expect("16 bytes")
+    }
 
     fn upload(owner: &str, seed: &str) -> NewUpload {
         NewUpload {
             owner: owner.into(),
             name: format!("{seed}.bin"),
             size: 10_000,
-            md5: md5(seed.as_bytes()).try_into().expect("16 bytes"),
+            md5: Some(md5_for(seed)),
+            head_md5: None,
             chunk_size: 4096,
             chunk_count: 3,
         }
@@ -202,7 +210,13 @@ pub mod suite {
         let ledger = b.open().await;
         let new = upload("alice", "done");
         let none = ledger
-            .add_file_for_stored_content("bob", "copy.bin", &new.md5, new.size)
+            .add_file_for_stored_content(
+                "bob",
+                "copy.bin",
+                &new.md5.expect("an MD5"),
+                new.size,
+                None,
+            )
             .await
             .unwrap();
         assert!(none.is_none(), "no content before completion");
@@ -211,12 +225,18 @@ pub mod suite {
             .commit_chunks(id, &[chunk(0), chunk(1), chunk(2)])
             .await
             .unwrap();
-        let done = ledger.complete_upload(id).await.unwrap();
+        let done = ledger.complete_upload(id, &md5_for("done")).await.unwrap();
         assert_eq!(done.state, FileState::Complete);
         assert!(done.completed_at.is_some());
 
         let copy = ledger
-            .add_file_for_stored_content("bob", "copy.bin", &new.md5, new.size)
+            .add_file_for_stored_content(
+                "bob",
+                "copy.bin",
+                &new.md5.expect("an MD5"),
+                new.size,
+                None,
+            )
             .await
             .unwrap()
             .expect("content is stored now");
@@ -226,7 +246,13 @@ pub mod suite {
         assert_eq!(copy.state, FileState::Complete);
         assert_eq!((copy.md5, copy.size), (new.md5, new.size));
         let other_size = ledger
-            .add_file_for_stored_content("bob", "copy.bin", &new.md5, new.size + 1)
+            .add_file_for_stored_content(
+                "bob",
+                "copy.bin",
+                &new.md5.expect("an MD5"),
+                new.size + 1,
+                None,
+            )
             .await
             .unwrap();
         assert!(
@@ -239,15 +265,21 @@ pub mod suite {
         let ledger = b.open().await;
         let new = upload("o", "reuse");
         let id = ledger.open_upload(&new).await.unwrap().file.id;
-        ledger.complete_upload(id).await.unwrap();
+        ledger.complete_upload(id, &md5_for("reuse")).await.unwrap();
         let again = ledger
-            .add_file_for_stored_content("o", &new.name, &new.md5, new.size)
+            .add_file_for_stored_content("o", &new.name, &new.md5.expect("an MD5"), new.size, None)
             .await
             .unwrap()
             .unwrap();
         assert_eq!(again.id, id);
         let renamed = ledger
-            .add_file_for_stored_content("o", "other-name.bin", &new.md5, new.size)
+            .add_file_for_stored_content(
+                "o",
+                "other-name.bin",
+                &new.md5.expect("an MD5"),
+                new.size,
+                None,
+            )
             .await
             .unwrap()
             .unwrap();
@@ -264,9 +296,15 @@ pub mod suite {
             .unwrap()
             .file
             .id;
-        ledger.complete_upload(id).await.unwrap();
+        ledger
+            .complete_upload(id, &md5_for("closed"))
+            .await
+            .unwrap();
         for refused in [
-            ledger.complete_upload(id).await.map(|_| ()),
+            ledger
+                .complete_upload(id, &md5_for("closed"))
+                .await
+                .map(|_| ()),
             ledger.fail_upload(id, "late").await,
             ledger.abort_upload(id).await,
             ledger.commit_chunks(id, &[chunk(0)]).await.map(|_| ()),
@@ -294,7 +332,13 @@ pub mod suite {
         assert!(ledger.committed_ranges(id).await.unwrap().is_empty());
         assert!(
             ledger
-                .add_file_for_stored_content("o", &new.name, &new.md5, new.size)
+                .add_file_for_stored_content(
+                    "o",
+                    &new.name,
+                    &new.md5.expect("an MD5"),
+                    new.size,
+                    None
+                )
                 .await
                 .unwrap()
                 .is_none(),
@@ -314,7 +358,7 @@ pub mod suite {
             Err(LedgerError::NotFound(_))
         ));
         assert!(matches!(
-            ledger.complete_upload(id).await,
+            ledger.complete_upload(id, &[0; 16]).await,
             Err(LedgerError::NotFound(_))
         ));
         assert!(matches!(
@@ -372,28 +416,31 @@ pub mod suite {
         let new = upload("alice", "find");
         assert!(
             ledger
-                .find_open_upload("alice", &new.md5, new.size)
+                .find_open_upload("alice", &new.md5.expect("an MD5"), new.size)
                 .await
                 .unwrap()
                 .is_none()
         );
         let opened = ledger.open_upload(&new).await.unwrap().file;
         let found = ledger
-            .find_open_upload("alice", &new.md5, new.size)
+            .find_open_upload("alice", &new.md5.expect("an MD5"), new.size)
             .await
             .unwrap();
         assert_eq!(found, Some(opened.clone()));
         assert!(
             ledger
-                .find_open_upload("bob", &new.md5, new.size)
+                .find_open_upload("bob", &new.md5.expect("an MD5"), new.size)
                 .await
                 .unwrap()
                 .is_none()
         );
-        ledger.complete_upload(opened.id).await.unwrap();
+        ledger
+            .complete_upload(opened.id, &md5_for("find"))
+            .await
+            .unwrap();
         assert!(
             ledger
-                .find_open_upload("alice", &new.md5, new.size)
+                .find_open_upload("alice", &new.md5.expect("an MD5"), new.size)
                 .await
                 .unwrap()
                 .is_none()
@@ -425,10 +472,105 @@ pub mod suite {
             Some(at(2)),
             "it survives reopening"
         );
-        ledger.complete_upload(id).await.unwrap();
+        ledger.complete_upload(id, &md5_for("hash")).await.unwrap();
         assert!(matches!(
             ledger.save_hash_checkpoint(id, &at(3)).await,
             Err(LedgerError::NotUploading { .. })
         ));
+    }
+
+    fn single_pass(owner: &str, seed: &str) -> NewUpload {
+        NewUpload {
+            md5: None,
+            head_md5: Some(md5_for(&format!("head {seed}"))),
+            ..upload(owner, seed)
+        }
+    }
+
+    pub async fn single_pass_uploads_are_each_their_own_session_and_get_their_md5_on_completion(
+        b: &impl LedgerBackend,
+    ) {
+        let ledger = b.open().await;
+        let first = ledger.open_upload(&single_pass("o", "sp")).await.unwrap();
+        let second = ledger.open_upload(&single_pass("o", "sp")).await.unwrap();
+        assert!(first.created && second.created);
+        assert_ne!(first.file.id, second.file.id);
+        assert_eq!(first.file.md5, None);
+        assert_eq!(first.file.head_md5, Some(md5_for("head sp")));
+
+        let id = first.file.id;
+        ledger
+            .commit_chunks(id, &[chunk(0), chunk(1), chunk(2)])
+            .await
+            .unwrap();
+        let done = ledger.complete_upload(id, &md5_for("sp")).await.unwrap();
+        assert_eq!(done.state, FileState::Complete);
+        assert_eq!(done.md5, Some(md5_for("sp")));
+        // Its content is now there for instant uploads.
+        let copy = ledger
+            .add_file_for_stored_content("bob", "copy.bin", &md5_for("sp"), 10_000, None)
+            .await
+            .unwrap();
+        assert!(copy.is_some());
+    }
+
+    pub async fn a_head_digest_finds_only_the_owners_uploading_and_complete_files(
+        b: &impl LedgerBackend,
+    ) {
+        let ledger = b.open().await;
+        let head = md5_for("head h");
+        let find = |owner: &'static str| {
+            let ledger = Arc::clone(&ledger);
+            async move {
+                ledger
+                    .files_with_head(owner, 10_000, &head, 10)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert!(find("alice").await.is_empty());
+
+        let open = ledger
+            .open_upload(&single_pass("alice", "h"))
+            .await
+            .unwrap()
+            .file;
+        assert_eq!(find("alice").await, vec![open.clone()]);
+        assert!(find("bob").await.is_empty(), "only the owner's own files");
+        assert!(
+            ledger
+                .files_with_head("alice", 10_001, &head, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "only the same size"
+        );
+
+        ledger
+            .complete_upload(open.id, &md5_for("h"))
+            .await
+            .unwrap();
+        let found = find("alice").await;
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].state, FileState::Complete);
+
+        let aborted = ledger
+            .open_upload(&single_pass("alice", "h"))
+            .await
+            .unwrap()
+            .file;
+        ledger.abort_upload(aborted.id).await.unwrap();
+        assert_eq!(
+            find("alice").await.len(),
+            1,
+            "an aborted upload is not found"
+        );
+
+        // An instant upload records the head it was asked with.
+        ledger
+            .add_file_for_stored_content("carol", "c.bin", &md5_for("h"), 10_000, Some(&head))
+            .await
+            .unwrap();
+        assert_eq!(find("carol").await.len(), 1);
     }
 }

@@ -9,6 +9,7 @@ fn valid() -> CheckUploadRequest {
         size: 1000,
         md5: md5(b"x").into(),
         preferred_chunk_size: 0,
+        head_md5: Default::default(),
     }
 }
 
@@ -101,7 +102,36 @@ async fn a_malformed_owner_is_invalid(ledger: Ledger) {
     );
 }
 
+async fn neither_an_md5_nor_a_head_digest_is_invalid(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let nothing = CheckUploadRequest {
+        md5: Default::default(),
+        ..valid()
+    };
+    let status = status_of(&server, nothing, None).await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("head_md5"),
+        "{}",
+        status.message()
+    );
+
+    let short_head = CheckUploadRequest {
+        md5: Default::default(),
+        head_md5: vec![1, 2, 3].into(),
+        ..valid()
+    };
+    let status = status_of(&server, short_head, None).await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("head_md5") && status.message().contains("3 bytes"),
+        "{}",
+        status.message()
+    );
+}
+
 transfer_tests::ledger_tests!(
+    neither_an_md5_nor_a_head_digest_is_invalid,
     an_md5_that_is_not_16_bytes_is_invalid,
     an_empty_overlong_or_nul_name_is_invalid,
     a_file_over_the_size_limit_is_resource_exhausted,

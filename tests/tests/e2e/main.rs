@@ -13,6 +13,7 @@ mod integrity;
 mod migrate;
 mod restart;
 mod resume;
+mod single_pass;
 mod stream_errors;
 
 /// Chunk size most tests use: small, so small files have many chunks.

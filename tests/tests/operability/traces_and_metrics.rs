@@ -140,7 +140,8 @@ async fn an_upload_and_a_download_export_linked_spans_and_metrics_over_otlp() {
         Some(0)
     );
 
-    for lookup in ["ledger.add_file_for_stored_content", "ledger.open_upload"] {
+    // A single-pass upload's CheckUpload looks up the owner's files by head, then opens.
+    for lookup in ["ledger.files_with_head", "ledger.open_upload"] {
         let child = named(&spans, lookup);
         let child = child.first().unwrap_or_else(|| panic!("a {lookup} span"));
         assert_eq!(

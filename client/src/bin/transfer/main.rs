@@ -61,6 +61,11 @@ enum Command {
         /// Files uploaded at once.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
+        /// Hash each file before sending it (two reads of a new file), so content that
+        /// another owner stored is an instant upload too. Without it a new file is read
+        /// once, and only content this owner has is instant.
+        #[arg(long)]
+        hash_first: bool,
     },
     /// Download a file by id, resuming from PATH.part if an earlier run left one.
     Download {
@@ -84,11 +89,15 @@ async fn main() -> ExitCode {
     let mut config = ClientConfig::new(cli.server.clone());
     config.owner = cli.owner.clone();
     if let Command::Upload {
-        chunk_size, window, ..
+        chunk_size,
+        window,
+        hash_first,
+        ..
     } = &cli.command
     {
         config.chunk_size = *chunk_size;
         config.window = *window;
+        config.hash_first = *hash_first;
     }
     let report = Report::new(cli.json);
     let client = match TransferClient::new(config) {
