@@ -27,14 +27,22 @@ pub struct ConcurrentRun {
 
 /// Starts `count` uploads of `size` random bytes at once against `endpoint`.
 pub async fn run(endpoint: &str, count: usize, size: usize) -> Result<ConcurrentRun> {
-    let files: Vec<Vec<u8>> = (0..count).map(|_| random_bytes(size)).collect();
+    // Content and digests first, so the clients' own hashing does not crowd the
+    // machine while the server is measured.
+    let files: Vec<(Vec<u8>, [u8; 16])> = (0..count)
+        .map(|_| {
+            let data = random_bytes(size);
+            let md5 = Md5::digest(&data).into();
+            (data, md5)
+        })
+        .collect();
     let started = Instant::now();
     let tasks: Vec<_> = files
         .into_iter()
         .enumerate()
-        .map(|(i, data)| {
+        .map(|(i, (data, md5))| {
             let config = ClientConfig::new(endpoint);
-            tokio::spawn(async move { upload_one(config, i, data).await })
+            tokio::spawn(async move { upload_one(config, i, data, md5).await })
         })
         .collect();
     let mut run = ConcurrentRun {
@@ -58,8 +66,7 @@ pub async fn run(endpoint: &str, count: usize, size: usize) -> Result<Concurrent
 }
 
 /// One upload in one chunk; returns its `CheckUpload` latency.
-async fn upload_one(config: ClientConfig, i: usize, data: Vec<u8>) -> Result<f64> {
-    let md5: [u8; 16] = Md5::digest(&data).into();
+async fn upload_one(config: ClientConfig, i: usize, data: Vec<u8>, md5: [u8; 16]) -> Result<f64> {
     let mut raw = TransferClient::new(config)?.raw();
     // Connect first (any call will do), so the latency below is CheckUpload's alone.
     let _ = raw

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use uuid::Uuid;
 
-use super::{BlobError, BlobStore, ContentKey, Part};
+use super::{BlobError, BlobStore, ContentKey, Part, aligned};
 
 pub struct FsBlobStore {
     staging: PathBuf,
@@ -85,7 +85,7 @@ fn open_staged(path: &Path, upload: Uuid, write: bool) -> Result<File, BlobError
 }
 
 /// Offset, length and memory alignment direct I/O needs (the common logical block size).
-const DIRECT_ALIGN: usize = 4096;
+const DIRECT_ALIGN: usize = aligned::ALIGN;
 
 /// Opens a staged upload for direct (`O_DIRECT`) writes.
 fn open_direct(path: &Path) -> std::io::Result<File> {
@@ -94,25 +94,6 @@ fn open_direct(path: &Path) -> std::io::Result<File> {
         .write(true)
         .custom_flags(libc::O_DIRECT)
         .open(path)
-}
-
-/// A reusable buffer whose contents start at a `DIRECT_ALIGN`-aligned address.
-#[derive(Default)]
-struct AlignedBuffer {
-    bytes: Vec<u8>,
-}
-
-impl AlignedBuffer {
-    /// `data` copied to an aligned place; valid until the next call.
-    fn filled_with(&mut self, data: &[u8]) -> &[u8] {
-        if self.bytes.len() < data.len() + DIRECT_ALIGN {
-            self.bytes = vec![0; data.len() + DIRECT_ALIGN];
-        }
-        let start = self.bytes.as_ptr().align_offset(DIRECT_ALIGN);
-        let buf = &mut self.bytes[start..start + data.len()];
-        buf.copy_from_slice(data);
-        buf
-    }
 }
 
 fn read_at(file: &File, offset: u64, len: usize, size: u64) -> Result<Bytes, BlobError> {
@@ -159,12 +140,18 @@ impl BlobStore for FsBlobStore {
             // thing the server did per byte after MD5); where the filesystem refuses it,
             // or for a part's unaligned tail, writes go through the cache.
             let mut direct = open_direct(&path).ok();
-            let mut aligned = AlignedBuffer::default();
             for part in &parts {
                 let direct_len = match &direct {
                     Some(file) if part.offset % DIRECT_ALIGN as u64 == 0 => {
                         let len = part.data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
-                        let buf = aligned.filled_with(&part.data[..len]);
+                        // The stream hands over aligned chunks; anyone else's are copied.
+                        let copy;
+                        let buf = if aligned::is_aligned(&part.data) {
+                            &part.data[..len]
+                        } else {
+                            copy = aligned::copy_aligned(&part.data[..len]);
+                            &copy[..]
+                        };
                         match file.write_all_at(buf, part.offset) {
                             Ok(()) => len,
                             // Some filesystems open with O_DIRECT but refuse the writes

@@ -14,8 +14,10 @@ use tokio::task::JoinHandle;
 
 use crate::ledger::Md5Digest;
 
-/// How many chunks may wait for the hasher before feeding it waits.
-const QUEUE_CHUNKS: usize = 4;
+/// How many chunks may wait for the hasher before feeding it waits. Chunks waiting here
+/// are already acknowledged, so they are memory on top of the client's window: two
+/// keep the hasher busy without holding more.
+const QUEUE_CHUNKS: usize = 2;
 
 enum Input {
     Bytes(Bytes),

@@ -686,11 +686,27 @@ impl Session {
                 .chunk_commit_duration
                 .record(chunk.received_at.elapsed().as_secs_f64(), &[]);
         }
-        for (stream, chunk) in &fresh {
+        let stored: Vec<(u64, u64)> = fresh.iter().map(|(s, c)| (*s, c.index)).collect();
+        for (_, chunk) in fresh {
+            if chunk.index >= self.hashed {
+                self.parked_bytes += chunk.data.len();
+                self.parked.insert(chunk.index, chunk.data);
+            }
+        }
+        // Hand the batch to the hasher before acknowledging it: the client then refills
+        // its window only as fast as the server hashes, so acknowledged but unhashed
+        // chunks never pile up on top of a full window (memory stays about window x
+        // chunk size, plus the hasher's short queue).
+        if let Err(error) = self.advance_hash().await {
+            let status = Status::from(error);
+            self.tell_all(|| SessionEvent::Failed(status.clone()));
+            return Err(Stop::Closed);
+        }
+        for (stream, index) in stored {
             self.tell(
-                *stream,
+                stream,
                 SessionEvent::Ack {
-                    index: chunk.index,
+                    index,
                     already_stored: false,
                     remaining,
                 },
@@ -708,18 +724,6 @@ impl Session {
                     remaining,
                 },
             );
-        }
-
-        for (_, chunk) in fresh {
-            if chunk.index >= self.hashed {
-                self.parked_bytes += chunk.data.len();
-                self.parked.insert(chunk.index, chunk.data);
-            }
-        }
-        if let Err(error) = self.advance_hash().await {
-            let status = Status::from(error);
-            self.tell_all(|| SessionEvent::Failed(status.clone()));
-            return Err(Stop::Closed);
         }
         let unsaved = (self.hashed - self.checkpointed) * u64::from(self.layout.chunk_size);
         if unsaved >= CHECKPOINT_BYTES && !self.is_fully_committed() {

@@ -238,7 +238,9 @@ async fn receive_chunk(
         .attached
         .send_chunk(VerifiedChunk {
             index,
-            data: chunk.data,
+            // A buffer of its own: frees the transport's (larger) buffer now, and is
+            // ready for direct I/O.
+            data: crate::blob::aligned::copy_aligned(&chunk.data),
             crc32c: chunk.crc32c,
             received_at: std::time::Instant::now(),
             span: tracing::Span::current(),

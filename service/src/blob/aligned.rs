@@ -1,0 +1,94 @@
+//! Page-aligned, pooled buffers for chunk data.
+//!
+//! A chunk arrives inside the transport's decode buffer, which may be larger than the
+//! chunk and stays allocated as long as any slice of it lives: holding a window of
+//! such chunks pinned about twice their size. Copying each chunk once into a buffer of
+//! its own releases the transport's buffer at once, and starting that buffer on a page
+//! boundary lets direct I/O write it without a second copy. Buffers go back to a small
+//! pool when the last reference is dropped, so steady uploads reuse memory that is
+//! already mapped instead of faulting in fresh pages for every chunk.
+
+use std::sync::{Mutex, PoisonError};
+
+use bytes::Bytes;
+
+/// The alignment direct I/O needs (a page, and a multiple of common block sizes).
+pub const ALIGN: usize = 4096;
+
+/// Most bytes of idle buffers kept for reuse; more are freed.
+const POOL_BYTES: usize = 16 << 20;
+
+static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// The bytes of one chunk, starting on an [`ALIGN`] boundary.
+struct AlignedChunk {
+    buffer: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for AlignedChunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buffer[self.start..self.start + self.len]
+    }
+}
+
+impl Drop for AlignedChunk {
+    fn drop(&mut self) {
+        let buffer = std::mem::take(&mut self.buffer);
+        let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+        let idle: usize = pool.iter().map(Vec::len).sum();
+        if idle + buffer.len() <= POOL_BYTES {
+            pool.push(buffer);
+        }
+    }
+}
+
+/// A pooled buffer that can hold `len` bytes from an aligned start.
+fn take_buffer(len: usize) -> Vec<u8> {
+    let needed = len + ALIGN;
+    let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+    match pool.iter().position(|b| b.len() >= needed) {
+        Some(i) => pool.swap_remove(i),
+        None => {
+            drop(pool);
+            vec![0; needed]
+        }
+    }
+}
+
+/// `data` copied into a buffer of its own that starts on an [`ALIGN`] boundary.
+pub fn copy_aligned(data: &[u8]) -> Bytes {
+    let mut buffer = take_buffer(data.len());
+    let start = buffer.as_ptr().align_offset(ALIGN);
+    buffer[start..start + data.len()].copy_from_slice(data);
+    Bytes::from_owner(AlignedChunk {
+        buffer,
+        start,
+        len: data.len(),
+    })
+}
+
+/// Whether `data` starts on an [`ALIGN`] boundary.
+pub fn is_aligned(data: &[u8]) -> bool {
+    (data.as_ptr() as usize).is_multiple_of(ALIGN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_are_aligned_and_hold_exactly_their_bytes() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let first = copy_aligned(&data);
+        assert!(is_aligned(&first));
+        assert_eq!(&first[..], &data[..]);
+        drop(first);
+        // A buffer from the pool holds only the new bytes.
+        let again = copy_aligned(&data[..50_000]);
+        assert!(is_aligned(&again));
+        assert_eq!(&again[..], &data[..50_000]);
+        assert!(copy_aligned(&[]).is_empty());
+    }
+}
