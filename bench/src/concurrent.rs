@@ -25,8 +25,9 @@ pub struct ConcurrentRun {
     pub check_latencies: Vec<f64>,
 }
 
-/// Starts `count` uploads of `size` random bytes at once against `endpoint`.
-pub async fn run(endpoint: &str, count: usize, size: usize) -> Result<ConcurrentRun> {
+/// Starts `count` uploads of `size` random bytes at once against `endpoint`; with
+/// `send` false, each stops after its `CheckUpload` (the burst of requests alone).
+pub async fn run(endpoint: &str, count: usize, size: usize, send: bool) -> Result<ConcurrentRun> {
     // Content and digests first, so the clients' own hashing does not crowd the
     // machine while the server is measured.
     let files: Vec<(Vec<u8>, [u8; 16])> = (0..count)
@@ -42,7 +43,7 @@ pub async fn run(endpoint: &str, count: usize, size: usize) -> Result<Concurrent
         .enumerate()
         .map(|(i, (data, md5))| {
             let config = ClientConfig::new(endpoint);
-            tokio::spawn(async move { upload_one(config, i, data, md5).await })
+            tokio::spawn(async move { upload_one(config, i, data, md5, send).await })
         })
         .collect();
     let mut run = ConcurrentRun {
@@ -66,7 +67,13 @@ pub async fn run(endpoint: &str, count: usize, size: usize) -> Result<Concurrent
 }
 
 /// One upload in one chunk; returns its `CheckUpload` latency.
-async fn upload_one(config: ClientConfig, i: usize, data: Vec<u8>, md5: [u8; 16]) -> Result<f64> {
+async fn upload_one(
+    config: ClientConfig,
+    i: usize,
+    data: Vec<u8>,
+    md5: [u8; 16],
+    send: bool,
+) -> Result<f64> {
     let mut raw = TransferClient::new(config)?.raw();
     // Connect first (any call will do), so the latency below is CheckUpload's alone.
     let _ = raw
@@ -91,6 +98,9 @@ async fn upload_one(config: ClientConfig, i: usize, data: Vec<u8>, md5: [u8; 16]
         Some(CheckResult::AlreadyStored(_)) => bail!("random content was already stored"),
         Some(CheckResult::MaybeStored(_)) | None => bail!("CheckUpload answered no session"),
     };
+    if !send {
+        return Ok(latency);
+    }
     let chunk_size = session.chunk_size as usize;
     if session.chunk_count > u64::from(session.max_window) {
         bail!("{} chunks do not fit one window", session.chunk_count);
@@ -132,37 +142,89 @@ async fn upload_one(config: ClientConfig, i: usize, data: Vec<u8>, md5: [u8; 16]
 }
 
 pub async fn section(bench: &mut crate::Bench) -> Result<()> {
+    use crate::postgres::BenchDatabase;
     use crate::report::{Samples, load_average, quantile};
+    use crate::transferd::{LedgerChoice, Transferd};
     let (count, size) = (bench.plan.concurrent, bench.plan.concurrent_size);
-    let mut rate = Samples::default();
-    let mut p50 = Samples::default();
-    let mut p99 = Samples::default();
-    let mut failed = Samples::default();
-    for _ in 0..bench.plan.runs {
-        let server = bench.server(&[]).await?;
-        let load = load_average();
-        let result = run(&server.endpoint(), count, size).await?;
-        server.stop().await;
-        for failure in result.failures.iter().take(3) {
-            eprintln!("an upload failed: {failure}");
+    for postgres in [false, true] {
+        let [
+            mut rate,
+            mut p50,
+            mut p99,
+            mut failed,
+            mut burst_p50,
+            mut burst_p99,
+        ] = std::array::from_fn(|_| Samples::default());
+        for _ in 0..bench.plan.runs {
+            let start = || async {
+                if postgres {
+                    let database = BenchDatabase::create(&bench.plan.database_url).await?;
+                    let ledger = LedgerChoice::Postgres(database.url.clone());
+                    Transferd::start_on(&bench.work, ledger, Some(database), &[]).await
+                } else {
+                    bench.server(&[]).await
+                }
+            };
+            let server = start().await?;
+            let load = load_average();
+            let burst = run(&server.endpoint(), count, size, false).await?;
+            burst_p50.push(quantile(&burst.check_latencies, 0.5) * 1000.0, load);
+            burst_p99.push(quantile(&burst.check_latencies, 0.99) * 1000.0, load);
+            server.stop().await;
+            crate::settle().await;
+
+            let server = start().await?;
+            let load = load_average();
+            let result = run(&server.endpoint(), count, size, true).await?;
+            server.stop().await;
+            for failure in result.failures.iter().take(3) {
+                eprintln!("an upload failed: {failure}");
+            }
+            failed.push(result.failures.len() as f64, load);
+            rate.push(
+                crate::Bench::mib_per_sec((result.completed * size) as u64, result.seconds),
+                load,
+            );
+            p50.push(quantile(&result.check_latencies, 0.5) * 1000.0, load);
+            p99.push(quantile(&result.check_latencies, 0.99) * 1000.0, load);
+            crate::settle().await;
         }
-        failed.push(result.failures.len() as f64, load);
-        rate.push(
-            crate::Bench::mib_per_sec((result.completed * size) as u64, result.seconds),
-            load,
+        let report = &mut bench.report;
+        report.section(format!(
+            "{count} uploads of {} MiB at once, one connection each, {} ledger",
+            size >> 20,
+            if postgres {
+                "PostgreSQL"
+            } else {
+                "embedded SQLite"
+            }
+        ));
+        report.row("uploads that failed", &failed, "uploads", "");
+        report.row("aggregate rate", &rate, "MiB/s", "");
+        report.row(
+            "CheckUpload latency p50, while the uploads stream",
+            &p50,
+            "ms",
+            "",
         );
-        p50.push(quantile(&result.check_latencies, 0.5) * 1000.0, load);
-        p99.push(quantile(&result.check_latencies, 0.99) * 1000.0, load);
-        crate::settle().await;
+        report.row(
+            "CheckUpload latency p99, while the uploads stream",
+            &p99,
+            "ms",
+            "target: under 20 ms",
+        );
+        report.row(
+            format!("CheckUpload latency p50, {count} at once, no data"),
+            &burst_p50,
+            "ms",
+            "",
+        );
+        report.row(
+            format!("CheckUpload latency p99, {count} at once, no data"),
+            &burst_p99,
+            "ms",
+            "",
+        );
     }
-    let report = &mut bench.report;
-    report.section(format!(
-        "{count} uploads of {} MiB at once, one connection each, embedded ledger",
-        size >> 20
-    ));
-    report.row("uploads that failed", &failed, "uploads", "");
-    report.row("aggregate rate", &rate, "MiB/s", "");
-    report.row("CheckUpload latency p50", &p50, "ms", "");
-    report.row("CheckUpload latency p99", &p99, "ms", "target: under 20 ms");
     Ok(())
 }

@@ -259,6 +259,11 @@ pub trait ChunkLedger: Send + Sync + 'static {
 
     /// Opens an upload session, or returns the open one for the same owner, MD5 and
     /// size. A single-pass upload (no MD5) always opens a new session.
+    ///
+    /// The only method that may return before its record is durable: a crash can lose
+    /// a session no chunk was committed to (its client then finds it unknown and asks
+    /// again), never one with committed chunks, since every later durable write makes
+    /// it durable too. This keeps CheckUpload from waiting on the disk.
     async fn open_upload(&self, upload: &NewUpload) -> Result<OpenedUpload, LedgerError>;
 
     /// Up to `limit` of `owner`'s files that are uploading or complete with this size

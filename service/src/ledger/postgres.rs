@@ -165,7 +165,7 @@ impl ChunkLedger for PostgresLedger {
     }
 
     async fn open_upload(&self, upload: &NewUpload) -> Result<OpenedUpload, LedgerError> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
         let insert = format!(
             "INSERT INTO files (id, owner, name, size, md5, head_md5, chunk_size, chunk_count, state) \
              VALUES ($1, $2, $3, $4, $5, $8, $6, $7, 'uploading') \
@@ -180,7 +180,13 @@ impl ChunkLedger for PostgresLedger {
         // The insert loses to a concurrent open of the same content; the select then finds
         // the winner. If that session closed in between, try again.
         for _ in 0..5 {
-            if let Some(row) = client
+            // A new session need not reach the disk before CheckUpload answers (see the
+            // trait); the first synced chunk commit makes it durable.
+            let tx = client.transaction().await.map_err(db_error)?;
+            tx.batch_execute("SET LOCAL synchronous_commit = off")
+                .await
+                .map_err(db_error)?;
+            let inserted = tx
                 .query_opt(
                     &insert,
                     &[
@@ -195,8 +201,9 @@ impl ChunkLedger for PostgresLedger {
                     ],
                 )
                 .await
-                .map_err(db_error)?
-            {
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            if let Some(row) = inserted {
                 return Ok(OpenedUpload {
                     file: file_from_row(&row)?,
                     created: true,

@@ -101,12 +101,34 @@ impl SqliteLedger {
             .map_err(|e| LedgerError::Unavailable(format!("the ledger connection failed: {e}")))?
     }
 
-    /// Runs `work` in a write transaction, committed when it returns `Ok`.
+    /// Runs `work` in a write transaction, committed (and synced to disk) when it
+    /// returns `Ok`.
     async fn write<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Transaction<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
+        self.write_with("FULL", work).await
+    }
+
+    /// Like [`SqliteLedger::write`], but the commit does not wait for the disk: only for
+    /// records a crash may lose (see [`ChunkLedger::open_upload`]). The WAL is appended
+    /// in order, so the next synced commit makes this one durable too.
+    async fn write_unsynced<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Transaction<'_>) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        self.write_with("NORMAL", work).await
+    }
+
+    async fn write_with<T: Send + 'static>(
+        &self,
+        synchronous: &'static str,
+        work: impl FnOnce(&Transaction<'_>) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
         self.with(move |conn| {
+            // Set for every transaction, so none inherits another's setting.
+            conn.pragma_update(None, "synchronous", synchronous)
+                .map_err(db_error)?;
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_error)?;
@@ -311,7 +333,7 @@ impl ChunkLedger for SqliteLedger {
         let upload = upload.clone();
         let size = to_i64(upload.size)?;
         let chunk_count = to_i64(upload.chunk_count)?;
-        self.write(move |tx| {
+        self.write_unsynced(move |tx| {
             // A single-pass upload (no MD5 yet) always gets a session of its own.
             if let Some(md5) = &upload.md5
                 && let Some(file) = select_open_upload(tx, &upload.owner, md5, size)?

@@ -9,7 +9,9 @@
 use bytes::Bytes;
 use md5::digest::common::hazmat::{SerializableState, SerializedState};
 use md5::{Digest, Md5};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::OnceLock;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::ledger::Md5Digest;
@@ -18,6 +20,16 @@ use crate::ledger::Md5Digest;
 /// are already acknowledged, so they are memory on top of the client's window: two
 /// keep the hasher busy without holding more.
 const QUEUE_CHUNKS: usize = 2;
+
+/// Hashing threads running at once, across every upload: one per core. MD5 is all CPU;
+/// hundreds of uploads hashing on hundreds of threads would crowd out the threads that
+/// answer requests (a CheckUpload would wait its turn behind them all), for no more
+/// hashing done.
+fn hashing_slots() -> &'static Semaphore {
+    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
+    SLOTS
+        .get_or_init(|| Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())))
+}
 
 enum Input {
     Bytes(Bytes),
@@ -52,6 +64,8 @@ impl OrderedHasher {
                 while let Ok(next) = queue.try_recv() {
                     inputs.push(next);
                 }
+                // The semaphore is never closed, so this only fails on a bug.
+                let slot = hashing_slots().acquire().await.ok()?;
                 md5 = tokio::task::spawn_blocking(move || {
                     for input in inputs {
                         match input {
@@ -66,6 +80,7 @@ impl OrderedHasher {
                 .await
                 // Only a panic inside `update` (none is possible) or runtime shutdown.
                 .ok()?;
+                drop(slot);
             }
             Some(md5)
         });
