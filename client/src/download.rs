@@ -8,7 +8,7 @@ use futures::StreamExt;
 use md5::{Digest, Md5};
 use std::sync::Arc;
 use tokio::fs::{File, OpenOptions};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use tokio::sync::Semaphore;
 use transfer_proto::v1::{DownloadRequest, FileInfo, FileState, download_response};
@@ -17,6 +17,7 @@ use crate::client::TransferClient;
 use crate::error::TransferError;
 use crate::hash_pipe::HashPipe;
 use crate::manager::take_slot;
+use crate::part_writer::PartWriter;
 use crate::progress::{Command, Reporter, TransferState};
 use crate::retry::{Ending, Interruption, Retrier};
 
@@ -234,11 +235,17 @@ impl Download<'_> {
         }
         reporter.phase(TransferState::Downloading, offset, file.size);
 
-        // Hashing runs beside receiving and writing: MD5 is the slowest step.
+        // Hashing and writing run beside receiving: MD5 is the slowest step.
         let pipe = HashPipe::start(std::mem::take(&mut self.hash.md5));
+        let writing = part.try_clone().await.map_err(|e| self.write_error(e))?;
+        let writer = PartWriter::start(writing.into_std().await, &self.part, offset);
         let received = self
-            .receive_pieces(&mut stream, &mut part, offset, reporter, &pipe)
+            .receive_pieces(&mut stream, &writer, offset, reporter, &pipe)
             .await;
+        // Everything received is written (or the writer failed) before anything else:
+        // `.part` then holds exactly what was hashed, or less, which the next attempt
+        // notices.
+        let written = writer.finish().await;
         match pipe.finish().await {
             Some(md5) => self.hash.md5 = md5,
             // The hash of what is in `.part` is lost: it is read back next attempt,
@@ -251,8 +258,8 @@ impl Download<'_> {
                 return Err(Interruption::Retry("hashing the download failed".into()));
             }
         }
+        written.map_err(|e| self.write_error(e))?;
         let received = received?;
-        part.flush().await.map_err(|e| self.write_error(e))?;
         if received != file.size {
             return Err(Interruption::Retry(format!(
                 "the download ended at byte {received} of {}",
@@ -295,7 +302,7 @@ impl Download<'_> {
     async fn receive_pieces(
         &mut self,
         stream: &mut tonic::Streaming<transfer_proto::v1::DownloadResponse>,
-        part: &mut File,
+        writer: &PartWriter,
         offset: u64,
         reporter: &mut Reporter,
         pipe: &HashPipe,
@@ -311,12 +318,10 @@ impl Download<'_> {
                             _ => return Err(self.protocol("a Download message that is not a piece")),
                         },
                         Ok(Some(Err(status))) => {
-                            part.flush().await.map_err(|e| self.write_error(e))?;
                             return Err(Interruption::from_status(&self.label, &status));
                         }
                         Ok(None) => break,
                         Err(_) => {
-                            part.flush().await.map_err(|e| self.write_error(e))?;
                             return Err(Interruption::Stalled("no data: the stream is stalled".into()));
                         }
                     };
@@ -324,18 +329,19 @@ impl Download<'_> {
                         return Err(self.protocol(format!("a piece at offset {} where {received} was due", piece.offset)));
                     }
                     if crc32c::crc32c(&piece.data) != piece.crc32c {
-                        part.flush().await.map_err(|e| self.write_error(e))?;
                         return Err(Interruption::Retry(format!("the piece at offset {received} failed its CRC32C")));
                     }
-                    part.write_all(&piece.data).await.map_err(|e| self.write_error(e))?;
                     let len = piece.data.len() as u64;
+                    if writer.write(piece.data.clone()).await.is_err() {
+                        // The writer stopped on an error, which its `finish` reports.
+                        return Err(Interruption::Retry("writing the .part file stopped".into()));
+                    }
                     pipe.feed(piece.data).await;
                     received += len;
                     self.hash.len = received;
                     reporter.advance(received, received - offset);
                 }
                 command = reporter.command_changed() => {
-                    part.flush().await.map_err(|e| self.write_error(e))?;
                     match command {
                         Command::Cancel => return Err(Interruption::Cancelled),
                         Command::Pause => return Err(Interruption::Paused),

@@ -44,6 +44,7 @@ mod download;
 mod error;
 mod hash_pipe;
 mod manager;
+mod part_writer;
 mod progress;
 mod retry;
 mod source;
