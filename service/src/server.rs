@@ -16,6 +16,9 @@ use crate::grpc::TransferApi;
 use crate::ledger::{ChunkLedger, FileState, LedgerError};
 use crate::upload::SessionRegistry;
 
+/// Largest HTTP/2 frame the client may send: a 4 MiB chunk in 16 KiB frames (the
+/// protocol's default) costs the server 256 frames of bookkeeping and wake-ups.
+const MAX_FRAME_SIZE: u32 = 1 << 20;
 const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 /// Room for a chunk's message framing beyond its data.
@@ -143,6 +146,7 @@ impl Transferd {
             .initial_stream_window_size(self.http2.stream)
             .initial_connection_window_size(self.http2.connection)
             .http2_adaptive_window(Some(self.http2.adaptive))
+            .max_frame_size(MAX_FRAME_SIZE)
             .tcp_nodelay(true)
             // Find clients that vanished without closing their connection.
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
