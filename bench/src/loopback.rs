@@ -21,6 +21,9 @@ pub async fn section(bench: &mut Bench) -> Result<()> {
     let mut transfer_rate = Samples::default();
     let mut total_rate = Samples::default();
     let mut cpu_per_gib = Samples::default();
+    let mut client_cpu_single = Samples::default();
+    let mut client_cpu_hash_first = Samples::default();
+    let own_cpu = || crate::transferd::process_cpu_seconds(std::process::id());
     let mut instant_total = Samples::default();
     let mut instant_check = Samples::default();
     let mut download_rate = Samples::default();
@@ -35,7 +38,9 @@ pub async fn section(bench: &mut Bench) -> Result<()> {
         let mut config = bench.client(&server.endpoint());
         config.hash_first = true;
         let load = load_average();
+        let client_before = own_cpu()?;
         let up = transfer::upload(config, &file).await?;
+        client_cpu_hash_first.push((own_cpu()? - client_before) / gib, load);
         if up.instant {
             bail!("a fresh server already had the content");
         }
@@ -50,7 +55,9 @@ pub async fn section(bench: &mut Bench) -> Result<()> {
         let config = bench.client(&server.endpoint());
         let cpu_before = server.cpu_seconds()?;
         let load = load_average();
+        let client_before = own_cpu()?;
         let up = transfer::upload(config.clone(), &file).await?;
+        client_cpu_single.push((own_cpu()? - client_before) / gib, load);
         let cpu = server.cpu_seconds()? - cpu_before;
         if up.instant {
             bail!("a fresh server already had the content");
@@ -156,6 +163,18 @@ pub async fn section(bench: &mut Bench) -> Result<()> {
             "{:.2}× MD5's own cost ({md5_cpu_per_gib:.2} CPU-s/GiB)",
             cpu_per_gib.median() / md5_cpu_per_gib
         ),
+    );
+    report.row(
+        "client library CPU per GiB sent, single pass",
+        &client_cpu_single,
+        "CPU-s",
+        "includes its MD5 of the file",
+    );
+    report.row(
+        "client library CPU per GiB sent, hash first",
+        &client_cpu_hash_first,
+        "CPU-s",
+        "",
     );
     report.row(
         "instant upload of the same file: client total",

@@ -120,19 +120,7 @@ impl Transferd {
 
     /// User plus system CPU time so far, in seconds.
     pub fn cpu_seconds(&self) -> Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?))?;
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| -> Result<f64> {
-            Ok(fields
-                .get(i)
-                .context("short /proc/PID/stat")?
-                .parse::<f64>()?)
-        };
-        // utime and stime are fields 14 and 15 of stat; 12 and 13 after the name.
-        let hz = clock_ticks_per_second();
-        Ok((ticks(11)? + ticks(12)?) / hz)
+        process_cpu_seconds(self.pid()?)
     }
 
     /// Stops the process (SIGKILL: nothing to flush that a benchmark needs) and removes
@@ -144,6 +132,23 @@ impl Transferd {
             database.remove().await;
         }
     }
+}
+
+/// User plus system CPU time of process `pid` so far, in seconds (this process's own
+/// with `std::process::id()`).
+pub fn process_cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64> {
+        Ok(fields
+            .get(i)
+            .context("short /proc/PID/stat")?
+            .parse::<f64>()?)
+    };
+    // utime and stime are fields 14 and 15 of stat; 12 and 13 after the name.
+    Ok((ticks(11)? + ticks(12)?) / clock_ticks_per_second())
 }
 
 fn clock_ticks_per_second() -> f64 {
