@@ -6,8 +6,34 @@ use transfer_service::ledger::{LedgerLocation, copy_ledger};
 use transfer_service::server::Transferd;
 use transfer_service::telemetry::Telemetry;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    limit_malloc_arenas();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(transferd()),
+        Err(error) => {
+            eprintln!("transferd: cannot start the async runtime: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Chunk buffers are allocated on one thread and freed on others; glibc then spreads
+/// them over per-thread arenas that each keep freed memory, and transferd's peak memory
+/// came out 20-40 MiB above what was live, varying run to run. One arena keeps it at
+/// what is live (transferd's allocations are few and large, so contention is no cost).
+/// Set before any thread starts.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+async fn transferd() -> std::process::ExitCode {
     let settings = Settings::parse();
     let telemetry = match Telemetry::init(settings.log_format) {
         Ok(telemetry) => telemetry,
