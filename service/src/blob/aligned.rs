@@ -16,7 +16,7 @@ use bytes::Bytes;
 pub const ALIGN: usize = 4096;
 
 /// Most bytes of idle buffers kept for reuse; more are freed.
-const POOL_BYTES: usize = 16 << 20;
+const POOL_BYTES: usize = 8 << 20;
 
 static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
