@@ -65,6 +65,11 @@ struct Upload<'a, S> {
     chunks_already_stored: u64,
     /// The session was aborted by someone else (another client, `transfer abort`).
     aborted_elsewhere: bool,
+    /// The session is an unfinished single-pass upload this client did not start (found
+    /// by name, size and head): it may hold another file's chunks.
+    adopted: bool,
+    /// An adopted session turned out to hold other content, and this upload started over.
+    started_over: bool,
 }
 
 pub(crate) async fn upload(
@@ -103,6 +108,8 @@ pub(crate) async fn upload(
         chunks_sent: 0,
         chunks_already_stored: 0,
         aborted_elsewhere: false,
+        adopted: false,
+        started_over: false,
     };
     let mut retrier = Retrier::new(&client.config().retry);
     loop {
@@ -221,6 +228,7 @@ impl<S: ChunkSource> Upload<'_, S> {
         if self.session_id.as_deref() != Some(session.upload_id.as_str()) {
             self.session_id = Some(session.upload_id.clone());
             self.acked.clear();
+            self.adopted = session.resumed && self.md5.is_none();
         }
         let layout = Layout::of(&session, size).ok_or_else(|| {
             self.protocol(format!(
@@ -278,6 +286,17 @@ impl<S: ChunkSource> Upload<'_, S> {
             Ok(done) => return Ok(done),
             Err(interruption) => interruption,
         };
+        if self.adopted && !self.started_over && holds_other_content(&interrupted) {
+            // The unfinished upload found by name, size and head was of another file
+            // (its MD5 did not match ours): the server has closed it; start a new one.
+            self.started_over = true;
+            self.adopted = false;
+            self.session_id = None;
+            self.acked.clear();
+            return Err(Interruption::Retry(
+                "the unfinished upload it resumed held other content: starting over".into(),
+            ));
+        }
         // A session that closed under the stream may have been aborted by someone else:
         // then this upload stops rather than start a new session.
         if matches!(interrupted, Interruption::Retry(_))
@@ -339,6 +358,21 @@ impl<S: ChunkSource> Upload<'_, S> {
             file: self.label.clone(),
         })
     }
+}
+
+/// Whether an attempt failed because its session held content other than this file's:
+/// the server's MD5 differs from ours, or another client declared a different MD5.
+fn holds_other_content(interruption: &Interruption) -> bool {
+    matches!(
+        interruption,
+        Interruption::Fatal(
+            TransferError::Md5Mismatch { .. }
+                | TransferError::Refused {
+                    code: tonic::Code::DataLoss | tonic::Code::InvalidArgument,
+                    ..
+                }
+        )
+    )
 }
 
 fn digest_message(md5: [u8; 16]) -> UploadChunksRequest {

@@ -147,6 +147,22 @@ impl TestServer {
         }
     }
 
+    /// The single text a plain SQL query returns from the ledger's database.
+    pub async fn ledger_text(&self, sql: &str) -> String {
+        match &self.db {
+            Some(db) => db
+                .client()
+                .await
+                .query_one(sql, &[])
+                .await
+                .expect(sql)
+                .get(0),
+            None => rusqlite::Connection::open(self.data_dir().join("ledger.sqlite3"))
+                .and_then(|conn| conn.query_row(sql, [], |row| row.get(0)))
+                .expect(sql),
+        }
+    }
+
     /// Every complete content file the blob store holds.
     pub fn content_files(&self) -> Vec<PathBuf> {
         files_under(&self.data_dir().join("content"))

@@ -234,7 +234,8 @@ fn parse_state(s: &str) -> Result<FileState, LedgerError> {
 /// The durable record of uploads and content.
 ///
 /// Contract for every implementation (checked by the ledger conformance tests):
-/// - Each method is atomic and durable once it returns `Ok`.
+/// - Each method is atomic and durable once it returns `Ok`, except `open_upload`, whose
+///   record becomes durable with the next durable write (see there).
 /// - At most one file per (owner, MD5, size) is `Uploading` at any time, even when
 ///   several callers open the same upload at once. Single-pass uploads (no MD5 yet)
 ///   are each their own session.

@@ -2,7 +2,8 @@
 //!
 //! rusqlite (with SQLite bundled, so nothing needs installing) behind a deadpool pool
 //! whose calls run on Tokio's blocking pool. The file is in WAL mode with
-//! `synchronous = FULL`, so a committed transaction survives a crash; write
+//! `synchronous = FULL`, so a committed transaction survives a crash (all but the
+//! opening of a session, see [`ChunkLedger::open_upload`]); write
 //! transactions start `IMMEDIATE` so concurrent writers queue instead of failing.
 //! The schema comes from the migrations in `migrations/sqlite`.
 

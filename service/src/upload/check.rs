@@ -106,7 +106,7 @@ pub async fn check_upload(
     intent: UploadIntent,
 ) -> Result<CheckOutcome, ServiceError> {
     let Some(md5) = intent.md5 else {
-        return probe(ledger, limits, owner, intent).await;
+        return probe(ledger, sessions, limits, owner, intent).await;
     };
     if let Some(file) = ledger
         .add_file_for_stored_content(
@@ -144,6 +144,7 @@ const PROBE_LIMIT: usize = 16;
 /// A single-pass probe: answers from the owner's own files only.
 async fn probe(
     ledger: &dyn ChunkLedger,
+    sessions: &SessionRegistry,
     limits: &Limits,
     owner: &Owner,
     intent: UploadIntent,
@@ -158,13 +159,17 @@ async fn probe(
         .files_with_head(owner.as_str(), intent.size, &head, PROBE_LIMIT)
         .instrument(info_span!("ledger.files_with_head"))
         .await?;
-    // The owner's own unfinished single-pass upload of this file: resume it. Should the
-    // file have changed meanwhile, the whole-file MD5 at the end tells.
-    if let Some(open) = matches
+    // The owner's own unfinished single-pass upload of this file: resume it, unless a
+    // client is streaming into it right now (a second file with the same name, size and
+    // head, uploaded at the same time, must not share its session; it is "maybe" below).
+    // Should the file have changed meanwhile, the whole-file MD5 at the end tells.
+    for open in matches
         .iter()
-        .find(|f| f.state == FileState::Uploading && f.md5.is_none() && f.name == intent.name)
+        .filter(|f| f.state == FileState::Uploading && f.md5.is_none() && f.name == intent.name)
     {
-        return session(ledger, limits, open.clone(), true).await;
+        if !sessions.has_streams(open.id).await {
+            return session(ledger, limits, open.clone(), true).await;
+        }
     }
     if !matches.is_empty() {
         return Ok(CheckOutcome::MaybeStored);

@@ -140,6 +140,10 @@ enum Command {
         stream: u64,
         md5: Md5Digest,
     },
+    /// Whether a live stream is attached (someone is uploading into it right now).
+    HasStreams {
+        reply: oneshot::Sender<bool>,
+    },
     /// The ledger has aborted this upload: tell the streams and stop before any more
     /// writes, then reply so the caller can drop the staged bytes.
     Aborted {
@@ -204,6 +208,19 @@ impl SessionRegistry {
                 let _ = stopped.await;
             }
         }
+    }
+
+    /// Whether a client is streaming into upload `id` right now.
+    pub async fn has_streams(&self, id: Uuid) -> bool {
+        let commands = self.lock().get(&id).cloned();
+        let Some(commands) = commands else {
+            return false;
+        };
+        let (reply, answer) = oneshot::channel();
+        if commands.send(Command::HasStreams { reply }).await.is_err() {
+            return false;
+        }
+        answer.await.unwrap_or(false)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, mpsc::Sender<Command>>> {
@@ -494,6 +511,7 @@ impl Session {
                 Command::Attach { owner, reply } => self.attach(owner, reply).await?,
                 Command::Aborted { done } => return self.aborted(done),
                 Command::Digest { stream, md5 } => self.declare(stream, md5).await?,
+                Command::HasStreams { reply } => self.has_streams(reply),
                 Command::Chunk { stream, chunk } => {
                     let mut batch_bytes = chunk.data.len();
                     let mut batch = vec![(stream, chunk)];
@@ -516,11 +534,17 @@ impl Session {
                         Some(Command::Attach { owner, reply }) => self.attach(owner, reply).await?,
                         Some(Command::Aborted { done }) => return self.aborted(done),
                         Some(Command::Digest { stream, md5 }) => self.declare(stream, md5).await?,
+                        Some(Command::HasStreams { reply }) => self.has_streams(reply),
                         Some(Command::Chunk { .. }) | None => {}
                     }
                 }
             }
         }
+    }
+
+    fn has_streams(&mut self, reply: oneshot::Sender<bool>) {
+        self.streams.retain(|_, events| !events.is_closed());
+        let _ = reply.send(!self.streams.is_empty());
     }
 
     /// A stream declared the whole-file MD5.

@@ -252,6 +252,48 @@ async fn a_new_client_resumes_the_single_pass_upload_a_killed_one_left(ledger: L
     assert_eq!(uploaded.file.md5.as_ref(), file.md5.as_slice());
 }
 
+async fn a_resumed_upload_that_held_another_files_chunks_starts_over_and_completes(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    // Two files with the same name, size and first MiB, different after it.
+    let left = TestFile::new("same.bin", 2 << 20, 113);
+    let mut data = left.data.to_vec();
+    for byte in &mut data[(3 << 19)..] {
+        *byte ^= 0x5A;
+    }
+    let file = TestFile {
+        md5: transfer_tests::md5(&data),
+        data: data.into(),
+        ..left.clone()
+    };
+    assert_eq!(file.head_md5(), left.head_md5());
+    // A client died after storing chunks of `left` past the head.
+    let mut raw = server.client().await;
+    let session = transfer_tests::client::probe_session(&mut raw, None, &left, CHUNK as u32).await;
+    let mut stream = transfer_tests::ChunkStream::open(&mut raw, None, &session.upload_id)
+        .await
+        .unwrap();
+    for index in 24..28 {
+        stream
+            .send_chunk(index, left.chunk(index, CHUNK as u32))
+            .await;
+        stream.expect_ack().await;
+    }
+    drop(stream);
+
+    let (_dir, path) = on_disk(&file);
+    let uploaded = client(server.endpoint())
+        .upload_path(&path)
+        .wait()
+        .await
+        .unwrap();
+    assert_ne!(uploaded.file.file_id, session.upload_id, "a new session");
+    assert_eq!(uploaded.file.md5.as_ref(), file.md5.as_slice());
+    let copy = download(&mut raw, None, &uploaded.file.file_id, 0, 0)
+        .await
+        .unwrap();
+    assert_eq!(copy.data, file.data);
+}
+
 #[tokio::test]
 async fn an_unreachable_server_fails_after_the_retry_limit() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
@@ -309,12 +351,12 @@ async fn an_upload_aborted_by_another_client_stops_instead_of_starting_over(ledg
     let (_dir, path) = on_disk(&file);
     let upload = client(server.endpoint()).upload_path(&path);
     started(&upload).await;
-    // Someone else finds the (single-pass) session by the file's name, size and head,
-    // and aborts it.
+    // Someone else (an operator who looked the session up) aborts it.
+    let upload_id = server
+        .ledger_text("SELECT CAST(id AS TEXT) FROM files WHERE name = 'aborted.bin'")
+        .await;
     let mut raw = server.client().await;
-    let session = transfer_tests::client::probe_session(&mut raw, None, &file, 0).await;
-    assert!(session.resumed);
-    transfer_tests::client::abort(&mut raw, None, &session.upload_id)
+    transfer_tests::client::abort(&mut raw, None, &upload_id)
         .await
         .unwrap();
     match upload.wait().await {
@@ -351,6 +393,7 @@ transfer_tests::ledger_tests!(
     a_new_file_is_uploaded_in_one_pass_and_a_stored_one_is_hashed_first,
     hash_first_makes_another_owners_content_an_instant_upload,
     a_new_client_resumes_the_single_pass_upload_a_killed_one_left,
+    a_resumed_upload_that_held_another_files_chunks_starts_over_and_completes,
 );
 
 #[tokio::test]

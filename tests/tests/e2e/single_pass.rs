@@ -277,6 +277,32 @@ async fn the_probe_reveals_nothing_of_other_owners_and_their_content_is_kept_onc
     assert!(server.staging_files().is_empty());
 }
 
+async fn a_session_someone_is_streaming_into_is_not_handed_to_a_second_probe(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let mut client = server.client().await;
+    let file = TestFile::new("busy.bin", 4 * CHUNK as usize, 310);
+    let first = probe_session(&mut client, None, &file, CHUNK).await;
+    // A client is uploading into it right now.
+    let busy = send_chunks(&mut client, None, &first, &file, [0]).await;
+    assert!(matches!(
+        probe(&mut client, None, &file, CHUNK).await,
+        Ok(CheckResult::MaybeStored(_))
+    ));
+    // Once that stream is gone, the session can be resumed.
+    drop(busy);
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(CheckResult::Session(session)) = probe(&mut client, None, &file, CHUNK).await {
+            again = Some(session);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let again = again.expect("the session is offered once nobody streams into it");
+    assert_eq!(again.upload_id, first.upload_id);
+    assert!(again.resumed);
+}
+
 transfer_tests::ledger_tests!(
     a_single_pass_upload_completes_once_its_digest_arrives,
     a_digest_sent_before_the_last_chunk_completes_the_upload_with_it,
@@ -288,4 +314,5 @@ transfer_tests::ledger_tests!(
     the_probe_says_maybe_for_the_owners_stored_file_and_the_md5_makes_it_instant,
     a_file_that_only_shares_the_head_and_size_is_maybe_then_a_session_of_its_own,
     the_probe_reveals_nothing_of_other_owners_and_their_content_is_kept_once,
+    a_session_someone_is_streaming_into_is_not_handed_to_a_second_probe,
 );
