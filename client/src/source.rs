@@ -83,13 +83,10 @@ impl<R: AsyncRead + AsyncSeek + Unpin + Send + 'static> ChunkSource for ReaderSo
     }
 }
 
-/// How many leading bytes `head_md5` covers (the server's `HEAD_LEN`; the proto says so).
-pub(crate) const HEAD_LEN: u64 = 1 << 20;
-
 /// The MD5 of the first min(size, 1 MiB) bytes: what a single-pass probe asks with.
 pub(crate) async fn head_md5_of(source: &impl ChunkSource) -> io::Result<[u8; 16]> {
     let head = source
-        .read_at(0, source.size().min(HEAD_LEN) as usize)
+        .read_at(0, source.size().min(transfer_proto::HEAD_MD5_LEN) as usize)
         .await?;
     Ok(Md5::digest(&head).into())
 }

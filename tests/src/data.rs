@@ -41,7 +41,7 @@ impl TestFile {
 
     /// MD5 of the first min(size, 1 MiB) bytes: what a single-pass probe asks with.
     pub fn head_md5(&self) -> Vec<u8> {
-        md5(&self.data[..self.data.len().min(1 << 20)])
+        md5(&self.data[..self.data.len().min(transfer_proto::HEAD_MD5_LEN as usize)])
     }
 
     /// Chunk `index` for a chunk size.

@@ -84,9 +84,6 @@ impl fmt::Display for LedgerLocation {
 /// A 16-byte MD5 digest.
 pub type Md5Digest = [u8; 16];
 
-/// How many leading bytes of a file `head_md5` covers.
-pub const HEAD_LEN: u64 = 1 << 20;
-
 /// Where a file is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileState {
@@ -139,7 +136,8 @@ pub struct FileRecord {
     /// declares it only at the end); once complete, the MD5 the server computed (which
     /// then equals the declared one). Always set on a complete file.
     pub md5: Option<Md5Digest>,
-    /// MD5 of the first min(size, [`HEAD_LEN`]) bytes, when the client told it: what a
+    /// MD5 of the first min(size, [`transfer_proto::HEAD_MD5_LEN`]) bytes, when the
+    /// client told it: what a
     /// single-pass probe of the same owner matches.
     pub head_md5: Option<Md5Digest>,
     /// Chunk size of the upload session; 0 for a file that was an instant upload.
@@ -214,6 +212,16 @@ fn require_open(id: Uuid, file: Option<&FileRecord>) -> Result<(), LedgerError> 
         }),
         Some(_) => Ok(()),
     }
+}
+
+/// A nullable MD5 column's value.
+fn digest_from(bytes: Option<&[u8]>) -> Result<Option<Md5Digest>, LedgerError> {
+    bytes
+        .map(|b| {
+            Md5Digest::try_from(b)
+                .map_err(|_| LedgerError::Corrupt(format!("an MD5 of {} bytes", b.len())))
+        })
+        .transpose()
 }
 
 /// A size or index as the databases store it (signed 64-bit).

@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use super::{
     ChunkDump, ChunkLedger, CommittedChunk, ContentDump, FileDump, FileRecord, FileState,
-    HashCheckpoint, LedgerError, Md5Digest, NewUpload, OpenedUpload, parse_state, require_open,
-    to_i64, to_u64,
+    HashCheckpoint, LedgerError, Md5Digest, NewUpload, OpenedUpload, digest_from, parse_state,
+    require_open, to_i64, to_u64,
 };
 
 mod embedded {
@@ -615,13 +615,7 @@ fn db_error(e: tokio_postgres::Error) -> LedgerError {
 
 /// A nullable MD5 column.
 fn digest(row: &Row, column: &str) -> Result<Option<Md5Digest>, LedgerError> {
-    let bytes: Option<&[u8]> = row.get(column);
-    bytes
-        .map(|b| {
-            Md5Digest::try_from(b)
-                .map_err(|_| LedgerError::Corrupt(format!("an MD5 of {} bytes", b.len())))
-        })
-        .transpose()
+    digest_from(row.get(column))
 }
 
 fn file_from_row(row: &Row) -> Result<FileRecord, LedgerError> {

@@ -18,8 +18,8 @@ use uuid::Uuid;
 
 use super::{
     ChunkDump, ChunkLedger, CommittedChunk, ContentDump, FileDump, FileRecord, FileState,
-    HashCheckpoint, LedgerError, Md5Digest, NewUpload, OpenedUpload, parse_state, require_open,
-    to_i64, to_u64,
+    HashCheckpoint, LedgerError, Md5Digest, NewUpload, OpenedUpload, digest_from, parse_state,
+    require_open, to_i64, to_u64,
 };
 
 mod embedded {
@@ -212,12 +212,7 @@ impl TryFrom<RawFile> for FileRecord {
 
 /// A nullable MD5 column.
 fn digest(bytes: Option<Vec<u8>>) -> Result<Option<Md5Digest>, LedgerError> {
-    bytes
-        .map(|b| {
-            Md5Digest::try_from(b.as_slice())
-                .map_err(|_| LedgerError::Corrupt(format!("an MD5 of {} bytes", b.len())))
-        })
-        .transpose()
+    digest_from(bytes.as_deref())
 }
 
 /// The file `id`, if any.
