@@ -145,48 +145,68 @@ async fn a_stored_file_uploads_instantly_without_sending_a_chunk(ledger: Ledger)
     assert_eq!(second.file.md5, first.file.md5);
 }
 
-/// Every state an upload went through, in order, without repeats.
-fn states_of<T>(
-    upload: &transfer_client::TransferHandle<T>,
-) -> tokio::task::JoinHandle<Vec<TransferState>> {
-    let mut progress = upload.watch();
-    tokio::spawn(async move {
-        let mut seen: Vec<TransferState> = Vec::new();
-        loop {
-            let state = progress.borrow_and_update().state.clone();
-            if seen.last() != Some(&state) {
-                seen.push(state.clone());
-            }
-            if state.is_finished() || progress.changed().await.is_err() {
-                return seen;
-            }
-        }
-    })
+/// A file source that counts the bytes read from it.
+struct CountingSource {
+    inner: transfer_client::FileSource,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
-async fn a_new_file_is_uploaded_in_one_pass_and_a_stored_one_is_hashed_first(ledger: Ledger) {
+impl transfer_client::ChunkSource for CountingSource {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+
+    async fn read_at(&self, offset: u64, len: usize) -> std::io::Result<bytes::Bytes> {
+        self.read
+            .fetch_add(len as u64, std::sync::atomic::Ordering::SeqCst);
+        self.inner.read_at(offset, len).await
+    }
+}
+
+/// Uploads `path` through a counting source; returns the result and the bytes read.
+async fn upload_counting(
+    client: &transfer_client::TransferClient,
+    path: &std::path::Path,
+) -> (transfer_client::UploadedFile, u64) {
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let source = CountingSource {
+        inner: transfer_client::FileSource::open(path).unwrap(),
+        read: std::sync::Arc::clone(&read),
+    };
+    let uploaded = client
+        .upload_source("counted.bin", source)
+        .wait()
+        .await
+        .unwrap();
+    (uploaded, read.load(std::sync::atomic::Ordering::SeqCst))
+}
+
+async fn a_new_file_is_read_once_and_a_stored_one_is_hashed_first(ledger: Ledger) {
     let server = TestServer::start(ledger).await;
-    let file = TestFile::new("onepass.bin", 3 << 20, 110);
+    let size = 3u64 << 20;
+    let file = TestFile::new("onepass.bin", size as usize, 110);
     let (_dir, path) = on_disk(&file);
     let client = client(server.endpoint());
+    let head = transfer_proto::HEAD_MD5_LEN;
 
-    let upload = client.upload_path(&path);
-    let states = states_of(&upload);
-    let first = upload.wait().await.unwrap();
+    let (first, read) = upload_counting(&client, &path).await;
     assert!(!first.instant);
     assert_eq!(first.file.md5.as_ref(), file.md5.as_slice());
-    assert!(
-        !states.await.unwrap().contains(&TransferState::Hashing),
-        "a new file is not hashed before it is sent"
+    assert_eq!(
+        read,
+        size + head,
+        "the head for the probe, then each byte once"
     );
 
-    // The owner has this content: the probe says so, the client hashes, and it is instant.
-    let upload = client.upload_path(&path);
-    let states = states_of(&upload);
-    let second = upload.wait().await.unwrap();
+    // The owner has this content: the probe says so, the client hashes, it is instant.
+    let (second, read) = upload_counting(&client, &path).await;
     assert!(second.instant);
     assert_eq!(second.chunks_sent, 0);
-    assert!(states.await.unwrap().contains(&TransferState::Hashing));
+    assert_eq!(
+        read,
+        size + head,
+        "the head, then one hashing pass, nothing sent"
+    );
 }
 
 async fn hash_first_makes_another_owners_content_an_instant_upload(ledger: Ledger) {
@@ -390,7 +410,7 @@ transfer_tests::ledger_tests!(
     pause_stops_sending_and_resume_finishes_the_upload,
     cancel_aborts_the_session_on_the_server,
     a_stored_file_uploads_instantly_without_sending_a_chunk,
-    a_new_file_is_uploaded_in_one_pass_and_a_stored_one_is_hashed_first,
+    a_new_file_is_read_once_and_a_stored_one_is_hashed_first,
     hash_first_makes_another_owners_content_an_instant_upload,
     a_new_client_resumes_the_single_pass_upload_a_killed_one_left,
     a_resumed_upload_that_held_another_files_chunks_starts_over_and_completes,
