@@ -30,29 +30,22 @@ pub fn request<T>(message: T, owner: Option<&str>) -> Request<T> {
     request
 }
 
-/// Calls `CheckUpload` for a test file.
+/// Calls `CheckUpload` for a test file with its MD5 (the two-pass way).
 pub async fn check(
     client: &mut Client,
     owner: Option<&str>,
     file: &TestFile,
     chunk_size: u32,
 ) -> Result<check_upload_response::Result, Status> {
-    let response = client
-        .check_upload(request(
-            CheckUploadRequest {
-                name: file.name.clone(),
-                size: file.data.len() as u64,
-                md5: file.md5.clone().into(),
-                preferred_chunk_size: chunk_size,
-                head_md5: Default::default(),
-            },
-            owner,
-        ))
-        .await?;
-    Ok(response
-        .into_inner()
-        .result
-        .expect("CheckUpload always answers with a result"))
+    ask(
+        client,
+        owner,
+        file,
+        chunk_size,
+        file.md5.clone(),
+        Vec::new(),
+    )
+    .await
 }
 
 /// A single-pass `CheckUpload`: the name, size and head digest, no MD5.
@@ -62,18 +55,25 @@ pub async fn probe(
     file: &TestFile,
     chunk_size: u32,
 ) -> Result<check_upload_response::Result, Status> {
-    let response = client
-        .check_upload(request(
-            CheckUploadRequest {
-                name: file.name.clone(),
-                size: file.data.len() as u64,
-                md5: Default::default(),
-                preferred_chunk_size: chunk_size,
-                head_md5: file.head_md5().into(),
-            },
-            owner,
-        ))
-        .await?;
+    ask(client, owner, file, chunk_size, Vec::new(), file.head_md5()).await
+}
+
+async fn ask(
+    client: &mut Client,
+    owner: Option<&str>,
+    file: &TestFile,
+    chunk_size: u32,
+    md5: Vec<u8>,
+    head_md5: Vec<u8>,
+) -> Result<check_upload_response::Result, Status> {
+    let message = CheckUploadRequest {
+        name: file.name.clone(),
+        size: file.data.len() as u64,
+        md5: md5.into(),
+        preferred_chunk_size: chunk_size,
+        head_md5: head_md5.into(),
+    };
+    let response = client.check_upload(request(message, owner)).await?;
     Ok(response
         .into_inner()
         .result

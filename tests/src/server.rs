@@ -133,22 +133,18 @@ impl TestServer {
 
     /// The single integer a plain SQL query returns from the ledger's database.
     pub async fn ledger_number(&self, sql: &str) -> i64 {
-        match &self.db {
-            Some(db) => db
-                .client()
-                .await
-                .query_one(sql, &[])
-                .await
-                .expect(sql)
-                .get(0),
-            None => rusqlite::Connection::open(self.data_dir().join("ledger.sqlite3"))
-                .and_then(|conn| conn.query_row(sql, [], |row| row.get(0)))
-                .expect(sql),
-        }
+        self.ledger_value(sql).await
     }
 
     /// The single text a plain SQL query returns from the ledger's database.
     pub async fn ledger_text(&self, sql: &str) -> String {
+        self.ledger_value(sql).await
+    }
+
+    async fn ledger_value<T>(&self, sql: &str) -> T
+    where
+        T: rusqlite::types::FromSql + for<'a> tokio_postgres::types::FromSql<'a>,
+    {
         match &self.db {
             Some(db) => db
                 .client()
