@@ -81,6 +81,16 @@ impl SqliteLedger {
                 conn.pragma_update(None, "foreign_keys", true)
                     .map_err(db_error)?;
                 migrated?;
+                let broken: i64 = conn
+                    .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |row| {
+                        row.get(0)
+                    })
+                    .map_err(db_error)?;
+                if broken > 0 {
+                    return Err(LedgerError::Corrupt(format!(
+                        "{broken} rows break a foreign key after migrating"
+                    )));
+                }
                 Ok(())
             })
             .await?;
@@ -763,5 +773,61 @@ impl ChunkLedger for SqliteLedger {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "6f1d3c1e-8a44-4f7e-9a53-0c2d5b7e9f10";
+
+    /// Migration 4 rebuilds `files`; with foreign keys on, its DROP TABLE would have
+    /// cascaded into `chunks`.
+    #[tokio::test]
+    async fn the_single_pass_migration_keeps_every_file_and_chunk_and_the_foreign_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite3");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "foreign_keys", true).unwrap();
+            embedded::migrations::runner()
+                .set_target(refinery::Target::Version(3))
+                .run(&mut conn)
+                .unwrap();
+            conn.execute_batch(&format!(
+                "INSERT INTO files (id, owner, name, size, md5, chunk_size, chunk_count, state, \
+                                    created_at, updated_at) \
+                 VALUES ('{ID}', 'o', 'f.bin', 8192, X'00112233445566778899AABBCCDDEEFF', \
+                         4096, 2, 'uploading', 1, 1); \
+                 INSERT INTO chunks (file_id, idx, size, crc32c, committed_at) \
+                 VALUES ('{ID}', 0, 4096, 7, 1), ('{ID}', 1, 4096, 8, 1);"
+            ))
+            .unwrap();
+        }
+
+        let ledger = SqliteLedger::open(&path, 2).await.unwrap();
+        let id = Uuid::parse_str(ID).unwrap();
+        assert_eq!(ledger.committed_ranges(id).await.unwrap(), vec![(0, 2)]);
+        let file = ledger.get_file(id).await.unwrap().unwrap();
+        assert_eq!(
+            file.md5,
+            Some([
+                0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xAA, 0xBB, 0xCC, 0xDD,
+                0xEE, 0xFF
+            ])
+        );
+        assert_eq!(file.head_md5, None);
+        let orphan = ledger
+            .with(|conn| {
+                conn.execute(
+                    "INSERT INTO chunks (file_id, idx, size, crc32c, committed_at) \
+                     VALUES ('no-such-file', 0, 1, 1, 1)",
+                    [],
+                )
+                .map_err(db_error)
+            })
+            .await;
+        assert!(orphan.is_err(), "chunks still need their file");
     }
 }
