@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use md5::{Digest, Md5};
-use transfer_client::proto::CheckUploadRequest;
 use transfer_client::proto::check_upload_response::Result as CheckResult;
 use transfer_client::{ClientConfig, TransferClient};
 use transfer_service::ledger::{
@@ -15,6 +14,7 @@ use transfer_service::ledger::{
 };
 
 use crate::postgres::BenchDatabase;
+use crate::transfer::timed_check;
 
 /// Commits `chunks` chunk rows in transactions of `batch`; returns chunk commits per
 /// second. Every commit is durable when it returns, as in the service.
@@ -147,35 +147,14 @@ pub async fn check_latencies(
     let mut new = Vec::with_capacity(calls);
     for call in 0..=calls {
         let (md5, size) = seeded_content(fastrand::u64(..seeded.max(1)));
-        let started = Instant::now();
-        let answer = raw
-            .check_upload(CheckUploadRequest {
-                name: format!("stored-{call}"),
-                size,
-                md5: md5.to_vec().into(),
-                preferred_chunk_size: 0,
-                head_md5: Default::default(),
-            })
-            .await?
-            .into_inner();
-        let stored = started.elapsed().as_secs_f64();
-        if !matches!(answer.result, Some(CheckResult::AlreadyStored(_))) {
+        let (answer, stored) = timed_check(&mut raw, format!("stored-{call}"), size, md5).await?;
+        if !matches!(answer, Some(CheckResult::AlreadyStored(_))) {
             bail!("seeded content was not an instant upload");
         }
-
-        let started = Instant::now();
-        let answer = raw
-            .check_upload(CheckUploadRequest {
-                name: format!("new-{call}"),
-                size: 1 << 30,
-                md5: fastrand::u128(..).to_le_bytes().to_vec().into(),
-                preferred_chunk_size: 0,
-                head_md5: Default::default(),
-            })
-            .await?
-            .into_inner();
-        let opened = started.elapsed().as_secs_f64();
-        if !matches!(answer.result, Some(CheckResult::Session(_))) {
+        let new_md5 = fastrand::u128(..).to_le_bytes();
+        let (answer, opened) =
+            timed_check(&mut raw, format!("new-{call}"), 1 << 30, new_md5).await?;
+        if !matches!(answer, Some(CheckResult::Session(_))) {
             bail!("new content did not open a session");
         }
         // The first round also opens the connection.

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use tokio::sync::watch;
 use transfer_client::proto::CheckUploadRequest;
 use transfer_client::proto::check_upload_response::Result as CheckResult;
-use transfer_client::{ClientConfig, Progress, TransferClient, TransferState};
+use transfer_client::{ClientConfig, Progress, RawClient, TransferClient, TransferState};
 
 /// One upload, by phase.
 #[derive(Debug, Clone)]
@@ -73,6 +73,27 @@ pub async fn download(config: ClientConfig, file_id: &str, dest: &Path) -> Resul
     Ok(seconds)
 }
 
+/// One `CheckUpload` with an MD5 (two-pass), timed: its answer and its seconds.
+pub async fn timed_check(
+    raw: &mut RawClient,
+    name: String,
+    size: u64,
+    md5: [u8; 16],
+) -> Result<(Option<CheckResult>, f64)> {
+    let started = Instant::now();
+    let answer = raw
+        .check_upload(CheckUploadRequest {
+            name,
+            size,
+            md5: md5.to_vec().into(),
+            preferred_chunk_size: 0,
+            head_md5: Default::default(),
+        })
+        .await?
+        .into_inner();
+    Ok((answer.result, started.elapsed().as_secs_f64()))
+}
+
 /// Round trips of `CheckUpload` for content the server has, on a warm connection: the
 /// server's time for an instant upload plus a loopback round trip.
 pub async fn instant_check_seconds(
@@ -85,19 +106,8 @@ pub async fn instant_check_seconds(
     let mut raw = client.raw();
     let mut seconds = Vec::with_capacity(calls);
     for i in 0..=calls {
-        let started = Instant::now();
-        let answer = raw
-            .check_upload(CheckUploadRequest {
-                name: format!("instant-{i}"),
-                size,
-                md5: md5.to_vec().into(),
-                preferred_chunk_size: 0,
-                head_md5: Default::default(),
-            })
-            .await?
-            .into_inner();
-        let elapsed = started.elapsed().as_secs_f64();
-        if !matches!(answer.result, Some(CheckResult::AlreadyStored(_))) {
+        let (answer, elapsed) = timed_check(&mut raw, format!("instant-{i}"), size, md5).await?;
+        if !matches!(answer, Some(CheckResult::AlreadyStored(_))) {
             bail!("CheckUpload did not answer with the stored file");
         }
         // The first call also opens the connection.

@@ -146,6 +146,25 @@ async fn a_digest_that_contradicts_the_declared_md5_is_invalid(ledger: Ledger) {
     assert_eq!(done.md5.as_ref(), file.md5.as_slice());
 }
 
+async fn a_digest_that_is_not_16_bytes_is_invalid(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let mut client = server.client().await;
+    let file = TestFile::new("shortdigest.bin", CHUNK as usize, 311);
+    let session = probe_session(&mut client, None, &file, CHUNK).await;
+    let mut stream = ChunkStream::open(&mut client, None, &session.upload_id)
+        .await
+        .unwrap();
+    stream.send_digest(&file.md5[..5]).await;
+    let (_, end) = stream.drain().await;
+    let status = end.expect_err("a malformed digest is refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("digest.md5") && status.message().contains("5 bytes"),
+        "{}",
+        status.message()
+    );
+}
+
 async fn single_pass_resume_with_md5(
     client: &mut Client,
     file: &TestFile,
@@ -315,4 +334,5 @@ transfer_tests::ledger_tests!(
     a_file_that_only_shares_the_head_and_size_is_maybe_then_a_session_of_its_own,
     the_probe_reveals_nothing_of_other_owners_and_their_content_is_kept_once,
     a_session_someone_is_streaming_into_is_not_handed_to_a_second_probe,
+    a_digest_that_is_not_16_bytes_is_invalid,
 );
