@@ -1,5 +1,4 @@
 use clap::Parser;
-use tokio::net::TcpListener;
 use transfer_service::Settings;
 use transfer_service::config::Command;
 use transfer_service::ledger::{LedgerLocation, copy_ledger};
@@ -59,8 +58,7 @@ async fn transferd() -> std::process::ExitCode {
 
 async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     let transferd = Transferd::open(&settings).await?;
-    let listener = TcpListener::bind(settings.listen)
-        .await
+    let listener = transfer_service::server::listen(settings.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     tracing::info!(
         address = %listener.local_addr()?,

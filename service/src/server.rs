@@ -112,7 +112,7 @@ impl Transferd {
         })
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then lets running calls finish.
+    /// Serves on `listener` (from [`listen`]) until `shutdown` resolves, then lets running calls finish.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -159,4 +159,21 @@ impl Transferd {
             .await?;
         Ok(())
     }
+}
+
+/// Connections the kernel may hold for us before we accept them (the kernel caps it at
+/// `net.core.somaxconn`). The usual 128 overflows when a few hundred clients connect at
+/// once, and a dropped SYN costs its client a second or more before it tries again.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with a backlog for many clients connecting at once.
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // Restarting must not wait for the old process's connections to time out.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tempfile::TempDir;
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
@@ -183,8 +182,7 @@ async fn launch(settings: &Settings) -> (SocketAddr, Running) {
     let transferd = Transferd::open(settings)
         .await
         .unwrap_or_else(|e| panic!("transferd failed to start: {e}"));
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
+    let listener = transfer_service::server::listen(([127, 0, 0, 1], 0).into())
         .expect("binding an ephemeral port");
     let addr = listener.local_addr().expect("the listener's address");
     let (shutdown, signal) = oneshot::channel::<()>();
