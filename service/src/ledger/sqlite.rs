@@ -1,10 +1,10 @@
 //! [`ChunkLedger`] on an embedded SQLite file: the zero set-up default.
 //!
-//! rusqlite (with SQLite bundled, so nothing needs installing) behind a deadpool pool
-//! whose calls run on Tokio's blocking pool. The file is in WAL mode with
-//! `synchronous = FULL`, so a committed transaction survives a crash (all but the
-//! opening of a session, see [`ChunkLedger::open_upload`]); write
-//! transactions start `IMMEDIATE` so concurrent writers queue instead of failing.
+//! rusqlite (with SQLite bundled, so nothing needs installing). Reads run on a deadpool
+//! pool on Tokio's blocking pool; writes go to one writer thread that commits them in
+//! groups (see [`writer`]). The file is in WAL mode with `synchronous = FULL`, so a
+//! committed transaction survives a crash (all but the opening of a session, see
+//! [`ChunkLedger::open_upload`]).
 //! The schema comes from the migrations in `migrations/sqlite`.
 
 use std::path::Path;
@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_sqlite::{Config, Hook, HookError, Pool, Runtime};
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use uuid::Uuid;
 
 use super::{
@@ -21,6 +21,9 @@ use super::{
     HashCheckpoint, LedgerError, Md5Digest, NewUpload, OpenedUpload, digest_from, parse_state,
     require_open, to_i64, to_u64,
 };
+
+mod writer;
+use writer::Writer;
 
 mod embedded {
     refinery::embed_migrations!("../migrations/sqlite");
@@ -34,7 +37,10 @@ const FILE_COLUMNS: &str = "id, owner, name, size, md5, chunk_size, chunk_count,
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct SqliteLedger {
+    /// Connections for reads (WAL lets them run while a write commits).
     pool: Pool,
+    /// The one connection that writes.
+    writer: Writer,
 }
 
 /// Settings every connection needs (they are per connection in SQLite).
@@ -65,36 +71,18 @@ impl SqliteLedger {
             }))
             .build()
             .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
-        let ledger = Self { pool };
-        ledger
-            .with(|conn| {
-                // WAL lets readers work while a writer commits; it is a property of the file.
-                conn.pragma_update(None, "journal_mode", "WAL")
-                    .map_err(db_error)?;
-                // Foreign keys off while migrating: a migration that rebuilds a table
-                // (SQLite's way to change a column) must not cascade its DROP TABLE.
-                conn.pragma_update(None, "foreign_keys", false)
-                    .map_err(db_error)?;
-                let migrated = embedded::migrations::runner().run(conn).map_err(|e| {
-                    LedgerError::Database(format!("migrating the ledger failed: {e}"))
-                });
-                conn.pragma_update(None, "foreign_keys", true)
-                    .map_err(db_error)?;
-                migrated?;
-                let broken: i64 = conn
-                    .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |row| {
-                        row.get(0)
-                    })
-                    .map_err(db_error)?;
-                if broken > 0 {
-                    return Err(LedgerError::Corrupt(format!(
-                        "{broken} rows break a foreign key after migrating"
-                    )));
-                }
-                Ok(())
-            })
-            .await?;
-        Ok(ledger)
+        let path = path.to_owned();
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut conn = Connection::open(&path).map_err(|e| {
+                LedgerError::Unavailable(format!("opening {}: {e}", path.display()))
+            })?;
+            configure(&conn).map_err(db_error)?;
+            migrate(&mut conn)?;
+            Writer::start(conn)
+        })
+        .await
+        .map_err(|e| LedgerError::Unavailable(format!("opening the ledger: {e}")))??;
+        Ok(Self { pool, writer })
     }
 
     /// Runs `work` on a pooled connection, on the blocking pool.
@@ -136,19 +124,36 @@ impl SqliteLedger {
         synchronous: &'static str,
         work: impl FnOnce(&Transaction<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
-        self.with(move |conn| {
-            // Set for every transaction, so none inherits another's setting.
-            conn.pragma_update(None, "synchronous", synchronous)
-                .map_err(db_error)?;
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db_error)?;
-            let result = work(&tx)?;
-            tx.commit().map_err(db_error)?;
-            Ok(result)
-        })
-        .await
+        self.writer.write(synchronous == "FULL", work).await
     }
+}
+
+/// Puts the file in WAL mode and applies pending migrations.
+fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
+    // WAL lets readers work while a writer commits; it is a property of the file.
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(db_error)?;
+    // Foreign keys off while migrating: a migration that rebuilds a table (SQLite's way
+    // to change a column) must not cascade its DROP TABLE.
+    conn.pragma_update(None, "foreign_keys", false)
+        .map_err(db_error)?;
+    let migrated = embedded::migrations::runner()
+        .run(conn)
+        .map_err(|e| LedgerError::Database(format!("migrating the ledger failed: {e}")));
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(db_error)?;
+    migrated?;
+    let broken: i64 = conn
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |row| {
+            row.get(0)
+        })
+        .map_err(db_error)?;
+    if broken > 0 {
+        return Err(LedgerError::Corrupt(format!(
+            "{broken} rows break a foreign key after migrating"
+        )));
+    }
+    Ok(())
 }
 
 fn db_error(e: rusqlite::Error) -> LedgerError {
