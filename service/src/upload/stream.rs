@@ -3,6 +3,7 @@
 //! forwarded back. The stream ends after `completed`, on an error, or once the client
 //! has finished sending and every chunk it sent has been answered.
 
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -14,6 +15,7 @@ use transfer_proto::v1::{
 use super::session::{AttachedStream, Attachment, SessionEvent, SessionRegistry, VerifiedChunk};
 use crate::error::ServiceError;
 use crate::files::file_info;
+use crate::layout::ChunkLayout;
 use crate::ledger::FileRecord;
 use crate::metrics::{attribute, metrics};
 use crate::owner::Owner;
@@ -184,9 +186,45 @@ async fn receive_chunk(
     chunk: Chunk,
     outbound: &Outbound,
 ) -> Result<Handed, Status> {
-    let layout = state.attached.info.layout;
     let index = chunk.index;
-    let rejection = match layout.chunk_len(index) {
+    if let Some((outcome, detail)) = misfit(state.attached.info.layout, &chunk) {
+        return reject(state, outbound, index, outcome, detail).await;
+    }
+    let (computed, data) = check_and_copy(chunk.data).await?;
+    if computed != chunk.crc32c {
+        let detail = format!(
+            "CRC32C of chunk {index} is {computed:#010x} but the message says {:#010x}: send it again",
+            chunk.crc32c
+        );
+        return reject(state, outbound, index, ChunkOutcome::BadChecksum, detail).await;
+    }
+
+    let window = state.attached.info.max_window;
+    if state.in_flight >= window {
+        return Err(ServiceError::WindowExceeded { window }.into());
+    }
+    state.in_flight += 1;
+    metrics().bytes_received.add(data.len() as u64, &[]);
+    let handed = state
+        .attached
+        .send_chunk(VerifiedChunk {
+            index,
+            data,
+            crc32c: chunk.crc32c,
+            received_at: std::time::Instant::now(),
+            span: tracing::Span::current(),
+        })
+        .await;
+    Ok(match handed {
+        Ok(()) => Handed::Done,
+        Err(_) => Handed::SessionClosed,
+    })
+}
+
+/// Why a chunk cannot belong to this upload at all: its index or its length.
+fn misfit(layout: ChunkLayout, chunk: &Chunk) -> Option<(ChunkOutcome, String)> {
+    let index = chunk.index;
+    match layout.chunk_len(index) {
         None => Some((
             ChunkOutcome::IndexOutOfRange,
             format!(
@@ -202,54 +240,41 @@ async fn receive_chunk(
                 chunk.data.len()
             ),
         )),
-        Some(_) => {
-            let computed = crc32c::crc32c(&chunk.data);
-            (computed != chunk.crc32c).then(|| {
-                (
-                    ChunkOutcome::BadChecksum,
-                    format!(
-                        "CRC32C of chunk {index} is {computed:#010x} but the message says {:#010x}: send it again",
-                        chunk.crc32c
-                    ),
-                )
-            })
-        }
-    };
-    if let Some((outcome, detail)) = rejection {
-        let reason = match outcome {
-            ChunkOutcome::BadChecksum => "bad_checksum",
-            ChunkOutcome::WrongLength => "wrong_length",
-            _ => "index_out_of_range",
-        };
-        metrics()
-            .chunks_rejected
-            .add(1, &attribute("reason", reason));
-        send_ack(outbound, index, outcome, detail, state.remaining).await?;
-        return Ok(Handed::Done);
+        Some(_) => None,
     }
+}
 
-    let window = state.attached.info.max_window;
-    if state.in_flight >= window {
-        return Err(ServiceError::WindowExceeded { window }.into());
-    }
-    state.in_flight += 1;
-    metrics().bytes_received.add(chunk.data.len() as u64, &[]);
-    let handed = state
-        .attached
-        .send_chunk(VerifiedChunk {
-            index,
-            // A buffer of its own: frees the transport's (larger) buffer now, and is
-            // ready for direct I/O.
-            data: crate::blob::aligned::copy_aligned(&chunk.data),
-            crc32c: chunk.crc32c,
-            received_at: std::time::Instant::now(),
-            span: tracing::Span::current(),
-        })
-        .await;
-    Ok(match handed {
-        Ok(()) => Handed::Done,
-        Err(_) => Handed::SessionClosed,
+/// The chunk's CRC32C and a copy of it in a buffer of its own, made on a CPU worker
+/// ([`crate::cpu`]): a millisecond or more per chunk would otherwise hold a runtime
+/// thread, and with hundreds of uploads streaming, every `CheckUpload` would queue behind
+/// them. The copy frees the transport's (larger) buffer now and is ready for direct I/O.
+async fn check_and_copy(data: Bytes) -> Result<(u32, Bytes), Status> {
+    crate::cpu::run(move || {
+        let copy = crate::blob::aligned::copy_aligned(&data);
+        (crc32c::crc32c(&copy), copy)
     })
+    .await
+    .map_err(|e| Status::internal(format!("checking a chunk failed: {e}")))
+}
+
+/// Answers a chunk that is not stored, and counts why.
+async fn reject(
+    state: &StreamState,
+    outbound: &Outbound,
+    index: u64,
+    outcome: ChunkOutcome,
+    detail: String,
+) -> Result<Handed, Status> {
+    let reason = match outcome {
+        ChunkOutcome::BadChecksum => "bad_checksum",
+        ChunkOutcome::WrongLength => "wrong_length",
+        _ => "index_out_of_range",
+    };
+    metrics()
+        .chunks_rejected
+        .add(1, &attribute("reason", reason));
+    send_ack(outbound, index, outcome, detail, state.remaining).await?;
+    Ok(Handed::Done)
 }
 
 async fn send_stored_ack(
