@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
@@ -147,9 +148,10 @@ impl ChunkLedger for PostgresLedger {
                  RETURNING {FILE_COLUMNS}) \
              SELECT * FROM existing UNION ALL SELECT * FROM inserted"
         );
+        let statement = client.prepare_cached(&sql).await.map_err(db_error)?;
         let row = client
             .query_opt(
-                &sql,
+                &statement,
                 &[
                     &owner,
                     &name,
@@ -177,31 +179,32 @@ impl ChunkLedger for PostgresLedger {
             LedgerError::Database(format!("chunk size {} too large", upload.chunk_size))
         })?;
         let chunk_count = to_i64(upload.chunk_count)?;
+        let md5 = upload.md5.as_ref().map(|m| m.as_slice());
+        let head_md5 = upload.head_md5.as_ref().map(|h| h.as_slice());
         // The insert loses to a concurrent open of the same content; the select then finds
         // the winner. If that session closed in between, try again.
         for _ in 0..5 {
             // A new session need not reach the disk before CheckUpload answers (see the
             // trait); the first synced chunk commit makes it durable.
             let tx = client.transaction().await.map_err(db_error)?;
-            tx.batch_execute("SET LOCAL synchronous_commit = off")
-                .await
-                .map_err(db_error)?;
-            let inserted = tx
-                .query_opt(
-                    &insert,
-                    &[
-                        &Uuid::new_v4(),
-                        &upload.owner,
-                        &upload.name,
-                        &size,
-                        &upload.md5.as_ref().map(|m| m.as_slice()),
-                        &chunk_size,
-                        &chunk_count,
-                        &upload.head_md5.as_ref().map(|h| h.as_slice()),
-                    ],
-                )
-                .await
-                .map_err(db_error)?;
+            let statement = tx.prepare_cached(&insert).await.map_err(db_error)?;
+            let id = Uuid::new_v4();
+            let params: [&(dyn ToSql + Sync); 8] = [
+                &id,
+                &upload.owner,
+                &upload.name,
+                &size,
+                &md5,
+                &chunk_size,
+                &chunk_count,
+                &head_md5,
+            ];
+            // Sent together (tokio-postgres pipelines them): one round trip, not two.
+            let (_, inserted) = futures::try_join!(
+                tx.batch_execute("SET LOCAL synchronous_commit = off"),
+                tx.query_opt(&statement, &params)
+            )
+            .map_err(db_error)?;
             tx.commit().await.map_err(db_error)?;
             if let Some(row) = inserted {
                 return Ok(OpenedUpload {
@@ -211,9 +214,8 @@ impl ChunkLedger for PostgresLedger {
             }
             // Only an upload with an MD5 can lose to another (single-pass ones never conflict).
             let Some(md5) = &upload.md5 else { break };
-            if let Some(file) = self
-                .find_open_upload(&upload.owner, md5, upload.size)
-                .await?
+            // On this connection: taking a second one from a drained pool could wait forever.
+            if let Some(file) = select_open_upload(&client, &upload.owner, md5, upload.size).await?
             {
                 return Ok(OpenedUpload {
                     file,
@@ -234,14 +236,18 @@ impl ChunkLedger for PostgresLedger {
         limit: usize,
     ) -> Result<Vec<FileRecord>, LedgerError> {
         let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {FILE_COLUMNS} FROM files \
+                 WHERE owner = $1 AND size = $2 AND head_md5 = $3 \
+                   AND head_md5 IS NOT NULL AND state IN ('uploading', 'complete') \
+                 ORDER BY created_at DESC LIMIT $4"
+            ))
+            .await
+            .map_err(db_error)?;
         let rows = client
             .query(
-                &format!(
-                    "SELECT {FILE_COLUMNS} FROM files \
-                     WHERE owner = $1 AND size = $2 AND head_md5 = $3 \
-                       AND head_md5 IS NOT NULL AND state IN ('uploading', 'complete') \
-                     ORDER BY created_at DESC LIMIT $4"
-                ),
+                &statement,
                 &[
                     &owner,
                     &to_i64(size)?,
@@ -256,11 +262,12 @@ impl ChunkLedger for PostgresLedger {
 
     async fn get_file(&self, id: Uuid) -> Result<Option<FileRecord>, LedgerError> {
         let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!("SELECT {FILE_COLUMNS} FROM files WHERE id = $1"))
+            .await
+            .map_err(db_error)?;
         let row = client
-            .query_opt(
-                &format!("SELECT {FILE_COLUMNS} FROM files WHERE id = $1"),
-                &[&id],
-            )
+            .query_opt(&statement, &[&id])
             .await
             .map_err(db_error)?;
         row.as_ref().map(file_from_row).transpose()
@@ -273,25 +280,16 @@ impl ChunkLedger for PostgresLedger {
         size: u64,
     ) -> Result<Option<FileRecord>, LedgerError> {
         let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!(
-                    "SELECT {FILE_COLUMNS} FROM files \
-                     WHERE owner = $1 AND md5 = $2 AND size = $3 AND state = 'uploading'"
-                ),
-                &[&owner, &md5.as_slice(), &to_i64(size)?],
-            )
-            .await
-            .map_err(db_error)?;
-        row.as_ref().map(file_from_row).transpose()
+        select_open_upload(&client, owner, md5, size).await
     }
 
     async fn committed_ranges(&self, id: Uuid) -> Result<Vec<(u64, u64)>, LedgerError> {
         let client = self.client().await?;
-        let rows = client
-            .query(COMMITTED_RANGES, &[&id])
+        let statement = client
+            .prepare_cached(COMMITTED_RANGES)
             .await
             .map_err(db_error)?;
+        let rows = client.query(&statement, &[&id]).await.map_err(db_error)?;
         rows.iter()
             .map(|row| Ok((to_u64(row.get(0))?, to_u64(row.get(1))?)))
             .collect()
@@ -637,4 +635,25 @@ fn file_from_row(row: &Row) -> Result<FileRecord, LedgerError> {
         created_at: row.get("created_at"),
         completed_at: row.get("completed_at"),
     })
+}
+
+/// The owner's open session for this content, if any.
+async fn select_open_upload(
+    client: &impl GenericClient,
+    owner: &str,
+    md5: &Md5Digest,
+    size: u64,
+) -> Result<Option<FileRecord>, LedgerError> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {FILE_COLUMNS} FROM files \
+             WHERE owner = $1 AND md5 = $2 AND size = $3 AND state = 'uploading'"
+        ))
+        .await
+        .map_err(db_error)?;
+    let row = client
+        .query_opt(&statement, &[&owner, &md5.as_slice(), &to_i64(size)?])
+        .await
+        .map_err(db_error)?;
+    row.as_ref().map(file_from_row).transpose()
 }
