@@ -1,12 +1,12 @@
-//! CPU-heavy work (MD5, CRC32C, copies of chunks) on a few threads of its own, at a
-//! lower priority than the threads that answer requests.
+//! Long CPU-bound work (the whole-file MD5) on a few threads of its own, at a lower
+//! priority than the threads that answer requests.
 //!
-//! Hashing and checking hundreds of streaming uploads is most of what the server's CPU
-//! does. Run on Tokio's threads, it holds them for milliseconds at a time and a
-//! `CheckUpload` queues behind every chunk; run on Tokio's blocking pool, hundreds of
-//! threads share the cores and the runtime's few get a sliver. Here the work queues for
-//! one thread per core, and those threads yield to the runtime's whenever both want a
-//! core, so control calls stay fast while the bulk work still uses every idle cycle.
+//! Hashing is most of what the server's CPU does. Run on Tokio's threads, it would hold
+//! them for milliseconds at a time and a `CheckUpload` would queue behind it; on Tokio's
+//! blocking pool, hundreds of uploads would hash on hundreds of threads that share the
+//! cores with the runtime's few. Here the work queues for one thread per core, and those
+//! threads yield to the runtime's whenever both want a core, so control calls stay fast
+//! while hashing still uses every idle cycle.
 
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};

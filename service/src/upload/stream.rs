@@ -190,7 +190,7 @@ async fn receive_chunk(
     if let Some((outcome, detail)) = misfit(state.attached.info.layout, &chunk) {
         return reject(state, outbound, index, outcome, detail).await;
     }
-    let (computed, data) = check_and_copy(chunk.data).await?;
+    let (computed, data) = check_and_copy(&chunk.data);
     if computed != chunk.crc32c {
         let detail = format!(
             "CRC32C of chunk {index} is {computed:#010x} but the message says {:#010x}: send it again",
@@ -244,17 +244,14 @@ fn misfit(layout: ChunkLayout, chunk: &Chunk) -> Option<(ChunkOutcome, String)> 
     }
 }
 
-/// The chunk's CRC32C and a copy of it in a buffer of its own, made on a CPU worker
-/// ([`crate::cpu`]): a millisecond or more per chunk would otherwise hold a runtime
-/// thread, and with hundreds of uploads streaming, every `CheckUpload` would queue behind
-/// them. The copy frees the transport's (larger) buffer now and is ready for direct I/O.
-async fn check_and_copy(data: Bytes) -> Result<(u32, Bytes), Status> {
-    crate::cpu::run(move || {
-        let copy = crate::blob::aligned::copy_aligned(&data);
-        (crc32c::crc32c(&copy), copy)
-    })
-    .await
-    .map_err(|e| Status::internal(format!("checking a chunk failed: {e}")))
+/// The chunk's CRC32C and a copy of it in a buffer of its own. The copy frees the
+/// transport's (larger) buffer now and is ready for direct I/O. Both run here, on the
+/// runtime thread that decoded the chunk, while its bytes are still in cache: handed to
+/// another thread they cost about 0.1 CPU-seconds more per GiB, and under 200 uploads
+/// they measured slower for `CheckUpload` too.
+fn check_and_copy(data: &[u8]) -> (u32, Bytes) {
+    let copy = crate::blob::aligned::copy_aligned(data);
+    (crc32c::crc32c(&copy), copy)
 }
 
 /// Answers a chunk that is not stored, and counts why.
