@@ -37,22 +37,28 @@ impl Drop for AlignedChunk {
     fn drop(&mut self) {
         let buffer = std::mem::take(&mut self.buffer);
         let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
-        let idle: usize = pool.iter().map(Vec::len).sum();
-        if idle + buffer.len() <= POOL_BYTES {
+        let idle: usize = pool.iter().map(Vec::capacity).sum();
+        if idle + buffer.capacity() <= POOL_BYTES {
             pool.push(buffer);
         }
     }
 }
 
-/// A pooled buffer that can hold `len` bytes from an aligned start.
+/// An empty pooled buffer with room for `len` bytes from an aligned start. Its bytes
+/// are not zeroed: zeroing 4 MiB per chunk cost 3% of the server's CPU, and every byte
+/// read is written first.
 fn take_buffer(len: usize) -> Vec<u8> {
     let needed = len + ALIGN;
     let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
-    match pool.iter().position(|b| b.len() >= needed) {
-        Some(i) => pool.swap_remove(i),
+    match pool.iter().position(|b| b.capacity() >= needed) {
+        Some(i) => {
+            let mut buffer = pool.swap_remove(i);
+            buffer.clear();
+            buffer
+        }
         None => {
             drop(pool);
-            vec![0; needed]
+            Vec::with_capacity(needed)
         }
     }
 }
@@ -60,8 +66,10 @@ fn take_buffer(len: usize) -> Vec<u8> {
 /// `data` copied into a buffer of its own that starts on an [`ALIGN`] boundary.
 pub fn copy_aligned(data: &[u8]) -> Bytes {
     let mut buffer = take_buffer(data.len());
+    // The allocation does not move while the capacity suffices, so this offset holds.
     let start = buffer.as_ptr().align_offset(ALIGN);
-    buffer[start..start + data.len()].copy_from_slice(data);
+    buffer.resize(start, 0);
+    buffer.extend_from_slice(data);
     Bytes::from_owner(AlignedChunk {
         buffer,
         start,
