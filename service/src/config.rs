@@ -29,7 +29,9 @@ pub struct Settings {
     #[arg(long, env = "TRANSFERD_DATABASE_URL")]
     pub database_url: Option<String>,
 
-    /// Most connections to the ledger database.
+    /// Most connections to the ledger database. On PostgreSQL a quarter (at least 2) serve
+    /// requests and the rest the upload sessions' commits, so requests never queue behind
+    /// chunk commits.
     #[arg(long, env = "TRANSFERD_DATABASE_POOL_SIZE", default_value_t = 16)]
     pub database_pool_size: usize,
 

@@ -39,12 +39,18 @@ const COMMIT_CHUNKS: &str = "WITH open AS ( \
      ON CONFLICT (file_id, idx) DO NOTHING RETURNING idx";
 
 pub struct PostgresLedger {
-    pool: Pool,
+    /// Connections for the calls that answer requests (`CheckUpload`, `GetFile`, ...).
+    requests: Pool,
+    /// Connections for the upload sessions' durable commits. Apart, so that a
+    /// `CheckUpload` never waits for a connection behind hundreds of chunk commits, each
+    /// of which holds its connection until the WAL reaches the disk.
+    sessions: Pool,
 }
 
 impl PostgresLedger {
     /// Connects to `url` (`postgres://user@host:port/db`), applies pending migrations and
-    /// returns a ledger with a pool of at most `pool_size` connections.
+    /// returns a ledger with at most `pool_size` connections (at least 4): a quarter
+    /// answer requests, the rest commit the sessions' chunks.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Self, LedgerError> {
         let config = tokio_postgres::Config::from_str(url)
             .map_err(|e| LedgerError::Unavailable(format!("bad database URL: {e}")))?;
@@ -61,23 +67,38 @@ impl PostgresLedger {
         drop(client);
         let _ = connection.await;
 
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(pool_size)
-            .build()
-            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
-        Ok(Self { pool })
+        let pool = |max_size| {
+            let manager = Manager::from_config(
+                config.clone(),
+                NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
+            Pool::builder(manager)
+                .max_size(max_size)
+                .build()
+                .map_err(|e| LedgerError::Unavailable(e.to_string()))
+        };
+        let for_requests = (pool_size / 4).max(2);
+        Ok(Self {
+            requests: pool(for_requests)?,
+            sessions: pool(pool_size.saturating_sub(for_requests).max(2))?,
+        })
     }
 
+    /// A connection for a call that answers a request.
     async fn client(&self) -> Result<deadpool_postgres::Object, LedgerError> {
-        self.pool
-            .get()
+        Self::take(&self.requests).await
+    }
+
+    /// A connection for an upload session's commit.
+    async fn session_client(&self) -> Result<deadpool_postgres::Object, LedgerError> {
+        Self::take(&self.sessions).await
+    }
+
+    async fn take(pool: &Pool) -> Result<deadpool_postgres::Object, LedgerError> {
+        pool.get()
             .await
             .map_err(|e| LedgerError::Unavailable(e.to_string()))
     }
@@ -309,7 +330,7 @@ impl ChunkLedger for PostgresLedger {
             })?);
             crcs.push(i64::from(chunk.crc32c));
         }
-        let client = self.client().await?;
+        let client = self.session_client().await?;
         // One statement, one round trip: it inserts only while the file is open, and its
         // share lock on the file row orders it against a concurrent abort.
         let statement = client
@@ -333,7 +354,7 @@ impl ChunkLedger for PostgresLedger {
     }
 
     async fn hash_checkpoint(&self, id: Uuid) -> Result<Option<HashCheckpoint>, LedgerError> {
-        let client = self.client().await?;
+        let client = self.session_client().await?;
         let row = client
             .query_opt(
                 "SELECT hashed_chunks, md5_state FROM files \
@@ -356,7 +377,7 @@ impl ChunkLedger for PostgresLedger {
         id: Uuid,
         checkpoint: &HashCheckpoint,
     ) -> Result<(), LedgerError> {
-        let client = self.client().await?;
+        let client = self.session_client().await?;
         let updated = client
             .execute(
                 "UPDATE files SET hashed_chunks = $2, md5_state = $3 \
@@ -373,7 +394,7 @@ impl ChunkLedger for PostgresLedger {
     }
 
     async fn complete_upload(&self, id: Uuid, md5: &Md5Digest) -> Result<FileRecord, LedgerError> {
-        let mut client = self.client().await?;
+        let mut client = self.session_client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
         let row = tx
             .query_opt(
