@@ -2,8 +2,11 @@
 //! latency in each direction, can cap the rate, counts what passes, and can cut the
 //! first connection after some bytes (to measure what a resume costs).
 //!
-//! It delays bytes; it does not emulate loss or TCP's congestion control. What it shows
-//! is what a protocol's own windows and round trips cost on a long link.
+//! It delays bytes and, like TCP over a real long link, lets at most a receive window of
+//! bytes be in flight per connection and direction: a byte's room is freed one round
+//! trip after it was read (when its ACK would be back). It does not emulate loss or
+//! TCP's congestion control. What it shows is what a protocol's own windows and round
+//! trips cost on a long link, on top of what TCP itself allows.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +16,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -29,26 +32,51 @@ pub struct Link {
     pub rate: Option<u64>,
     /// Cut the first connection once this many bytes went from client to server.
     pub cut_first_after: Option<u64>,
+    /// Most bytes in flight per connection and direction (TCP's receive window); `None`
+    /// lets the proxy take in bytes as fast as they come, as no real link would.
+    pub window: Option<u64>,
 }
 
 impl Link {
+    /// A link with the system's default TCP receive window ([`default_window`]).
     pub fn delayed(one_way: Duration, rate: Option<u64>) -> Self {
         Self {
             one_way_delay: one_way,
             rate,
             cut_first_after: None,
+            window: Some(default_window()),
         }
     }
 
-    /// How the link is named in the tables, e.g. `50 ms RTT, 1 Gbit/s`.
+    /// How the link is named in the tables, e.g. `50 ms RTT, 1000 Mbit/s, TCP window 6.0 MiB`.
     pub fn describe(&self) -> String {
         let rtt = self.one_way_delay.as_millis() * 2;
-        match self.rate {
-            Some(rate) => format!("{rtt} ms RTT, {} Mbit/s", rate * 8 / 1_000_000),
-            None => format!("{rtt} ms RTT"),
+        let mut name = format!("{rtt} ms RTT");
+        if let Some(rate) = self.rate {
+            name += &format!(", {} Mbit/s", rate * 8 / 1_000_000);
         }
+        if let Some(window) = self.window {
+            name += &format!(", TCP window {:.1} MiB", window as f64 / f64::from(1 << 20));
+        }
+        name
     }
 }
+
+/// The largest receive buffer Linux gives a TCP socket by default (the last field of
+/// `net.ipv4.tcp_rmem`, 6 MiB unless tuned): the most a connection with default
+/// settings keeps in flight on a long link.
+pub fn default_window() -> u64 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_rmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(6 << 20)
+}
+
+/// The smallest window the proxy keeps: one read's worth.
+const MIN_WINDOW: u64 = READ_SIZE as u64;
+
+/// Bytes read from a socket at once.
+const READ_SIZE: usize = 64 * 1024;
 
 /// A running proxy in front of `target`.
 pub struct LinkProxy {
@@ -131,16 +159,27 @@ async fn pipe(
     cut_after: Option<u64>,
 ) -> Result<(), Cut> {
     let (pieces, mut due_pieces) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let (acks, mut due_acks) = mpsc::unbounded_channel::<(Instant, usize)>();
+    let window = link
+        .window
+        .map(|w| Arc::new(Semaphore::new(w.max(MIN_WINDOW) as usize)));
+    let room = window.clone();
     let reader = async move {
         let mut passed = 0u64;
         let mut paced_until = Instant::now();
         loop {
-            let mut buf = vec![0u8; 64 * 1024];
+            let mut buf = vec![0u8; READ_SIZE];
             let n = match from.read(&mut buf).await {
                 Ok(0) | Err(_) => return Ok(()),
                 Ok(n) => n,
             };
             buf.truncate(n);
+            if let Some(room) = &room {
+                // Wait until the window has room (the semaphore is never closed).
+                if let Ok(taken) = room.acquire_many(n as u32).await {
+                    taken.forget();
+                }
+            }
             passed += n as u64;
             if cut_after.is_some_and(|limit| passed > limit) {
                 return Err(Cut);
@@ -179,11 +218,26 @@ async fn pipe(
             if to.write_all(&piece).await.is_err() {
                 break;
             }
+            // Delivered: the ACK reaches the sender one delay later.
+            let _ = acks.send((Instant::now() + link.one_way_delay, piece.len()));
         }
         let _ = to.shutdown().await;
         Ok(())
     };
-    futures::future::try_join(reader, writer).await.map(|_| ())
+    let acker = async move {
+        while let Some((due, n)) = due_acks.recv().await {
+            if due > Instant::now() {
+                tokio::time::sleep_until(due).await;
+            }
+            if let Some(window) = &window {
+                window.add_permits(n);
+            }
+        }
+        Ok(())
+    };
+    futures::future::try_join3(reader, writer, acker)
+        .await
+        .map(|_| ())
 }
 
 #[cfg(test)]
@@ -234,6 +288,42 @@ mod tests {
         send.await.unwrap().unwrap();
         assert!(started.elapsed() >= Duration::from_millis(240));
         assert!(got.iter().all(|&b| b == 7));
+    }
+
+    #[tokio::test]
+    async fn the_window_bounds_the_bytes_in_flight_to_one_window_per_round_trip() {
+        // 256 KiB per 40 ms round trip is 6.4 MiB/s: 1 MiB takes at least 150 ms, where
+        // the delay alone would let it through in about 20 ms.
+        let link = Link {
+            window: Some(256 << 10),
+            ..Link::delayed(Duration::from_millis(20), None)
+        };
+        let proxy = LinkProxy::start(sink_server().await, link).await.unwrap();
+        let mut socket = TcpStream::connect(proxy.addr).await.unwrap();
+        let started = std::time::Instant::now();
+        socket.write_all(&vec![7u8; 1 << 20]).await.unwrap();
+        let mut ack = [0u8; 8];
+        socket.read_exact(&mut ack).await.unwrap();
+        assert_eq!(u64::from_le_bytes(ack), 1 << 20);
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(150), "took {elapsed:?}");
+    }
+
+    /// Reads 1 MiB, then answers with the count it read.
+    async fn sink_server() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut got = vec![0u8; 1 << 20];
+                    if socket.read_exact(&mut got).await.is_ok() {
+                        let _ = socket.write_all(&(got.len() as u64).to_le_bytes()).await;
+                    }
+                });
+            }
+        });
+        addr
     }
 
     #[tokio::test]
