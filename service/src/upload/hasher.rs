@@ -2,16 +2,16 @@
 //!
 //! Chunks are committed in any order, but MD5 must see the bytes in order. The session
 //! feeds the hasher the contiguous prefix of committed chunks as it grows; the hashing
-//! itself runs on the CPU workers ([`crate::cpu`]), so receiving, writing and hashing
-//! overlap, and requests are answered ahead of it.
+//! itself runs on Tokio's blocking pool, so receiving, writing and hashing overlap.
 //! A checkpoint (the MD5 state, a few dozen bytes) lets a later session task resume
 //! hashing where this one stopped instead of reading the prefix back from storage.
 
 use bytes::Bytes;
 use md5::digest::common::hazmat::{SerializableState, SerializedState};
 use md5::{Digest, Md5};
+use std::sync::OnceLock;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::ledger::Md5Digest;
@@ -20,6 +20,16 @@ use crate::ledger::Md5Digest;
 /// are already acknowledged, so they are memory on top of the client's window: two
 /// keep the hasher busy without holding more.
 const QUEUE_CHUNKS: usize = 2;
+
+/// Hashing threads running at once, across every upload: one per core. MD5 is all CPU;
+/// hundreds of uploads hashing on hundreds of threads would crowd out the threads that
+/// answer requests (a CheckUpload would wait its turn behind them all), for no more
+/// hashing done.
+fn hashing_slots() -> &'static Semaphore {
+    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
+    SLOTS
+        .get_or_init(|| Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())))
+}
 
 enum Input {
     Bytes(Bytes),
@@ -54,7 +64,9 @@ impl OrderedHasher {
                 while let Ok(next) = queue.try_recv() {
                     inputs.push(next);
                 }
-                md5 = crate::cpu::run(move || {
+                // The semaphore is never closed, so this only fails on a bug.
+                let slot = hashing_slots().acquire().await.ok()?;
+                md5 = tokio::task::spawn_blocking(move || {
                     for input in inputs {
                         match input {
                             Input::Bytes(bytes) => md5.update(&bytes),
@@ -66,8 +78,9 @@ impl OrderedHasher {
                     md5
                 })
                 .await
-                // Only a panic inside `update` (none is possible) or no worker threads.
+                // Only a panic inside `update` (none is possible) or runtime shutdown.
                 .ok()?;
+                drop(slot);
             }
             Some(md5)
         });
