@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{self, SeekFrom};
-use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -44,38 +44,14 @@ impl ChunkSource for FileSource {
 
     async fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes> {
         let file = Arc::clone(&self.file);
-        tokio::task::spawn_blocking(move || read_exact_at(&file, offset, len).map(BytesMut::freeze))
-            .await
-            .map_err(io::Error::other)?
+        tokio::task::spawn_blocking(move || {
+            let mut buf = BytesMut::zeroed(len);
+            file.read_exact_at(&mut buf, offset)?;
+            Ok(buf.freeze())
+        })
+        .await
+        .map_err(io::Error::other)?
     }
-}
-
-/// Reads exactly `len` bytes at `offset` into a new buffer without zeroing it first
-/// (zeroing every chunk cost 3% of the client's CPU).
-fn read_exact_at(file: &File, offset: u64, len: usize) -> io::Result<BytesMut> {
-    let mut buf = BytesMut::with_capacity(len);
-    while buf.len() < len {
-        let done = buf.len();
-        let at = libc::off_t::try_from(offset + done as u64)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
-        let spare = buf.spare_capacity_mut();
-        // SAFETY: pread writes at most `len - done` bytes to `spare`, which has room for
-        // at least that many (the capacity is `len`).
-        let read =
-            unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), len - done, at) };
-        match read {
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            n if n < 0 => {
-                let error = io::Error::last_os_error();
-                if error.kind() != io::ErrorKind::Interrupted {
-                    return Err(error);
-                }
-            }
-            // SAFETY: pread initialised the first `n` bytes of the spare capacity.
-            n => unsafe { buf.set_len(done + n as usize) },
-        }
-    }
-    Ok(buf)
 }
 
 /// Any async reader that can seek, with the size the caller states.
@@ -152,35 +128,4 @@ pub(crate) async fn md5_of(
         progress(offset);
     }
     Ok(md5.finalize().into())
-}
-
-#[cfg(test)]
-mod tests {
-    use std::io::Write;
-
-    use super::*;
-
-    fn file_of(bytes: &[u8]) -> tempfile::NamedTempFile {
-        let mut file = tempfile::NamedTempFile::new().unwrap();
-        file.write_all(bytes).unwrap();
-        file
-    }
-
-    #[tokio::test]
-    async fn a_file_source_reads_exactly_the_range_asked_for() {
-        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        let file = file_of(&data);
-        let source = FileSource::open(file.path()).unwrap();
-        assert_eq!(source.size(), 100_000);
-        let read = source.read_at(12_345, 54_321).await.unwrap();
-        assert_eq!(&read[..], &data[12_345..12_345 + 54_321]);
-        assert!(source.read_at(100_000, 0).await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn reading_past_the_end_of_a_file_is_an_unexpected_eof() {
-        let source = FileSource::open(file_of(&[1; 1000]).path()).unwrap();
-        let error = source.read_at(900, 200).await.unwrap_err();
-        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
-    }
 }
