@@ -14,7 +14,6 @@ use std::sync::mpsc;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::db_error;
 use crate::ledger::LedgerError;
 
 /// Most transactions committed together: bounds the time the first one waits.
@@ -112,7 +111,7 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>) {
     let tx = match begun {
         Ok(tx) => tx,
         Err(e) => {
-            let why = db_error(e).to_string();
+            let why = e.to_string();
             for job in group {
                 (refused(job, &why).answer)(None);
             }
@@ -123,7 +122,7 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>) {
     for job in group {
         ran.push(run_in_savepoint(&tx, job));
     }
-    let committed = tx.commit().map_err(|e| db_error(e).to_string());
+    let committed = tx.commit().map_err(|e| e.to_string());
     let commit_failed = committed.as_ref().err().map(String::as_str);
     for job in ran {
         (job.answer)(commit_failed);
@@ -133,7 +132,7 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>) {
 /// Runs one job; its changes are undone if it fails, and the group's stay.
 fn run_in_savepoint(tx: &Transaction<'_>, job: Job) -> Ran {
     if let Err(e) = tx.execute_batch("SAVEPOINT job") {
-        return refused(job, &db_error(e).to_string());
+        return refused(job, &e.to_string());
     }
     // A panic in one job must not take the writer (and every later write) down with it.
     let ran = catch_unwind(AssertUnwindSafe(|| (job.run)(Ok(tx)))).unwrap_or_else(|_| Ran {
@@ -149,7 +148,7 @@ fn run_in_savepoint(tx: &Transaction<'_>, job: Job) -> Ran {
         Ok(()) => ran,
         // The savepoint cannot be closed: fail this job; the commit then tells the rest.
         Err(e) => {
-            let why = db_error(e).to_string();
+            let why = e.to_string();
             (ran.answer)(Some(&why));
             Ran {
                 failed: true,
@@ -168,6 +167,7 @@ fn refused(job: Job, why: &str) -> Ran {
 mod tests {
     use std::time::Duration;
 
+    use super::super::db_error;
     use super::*;
 
     fn writer_on_a_fresh_file() -> (tempfile::TempDir, Writer) {
