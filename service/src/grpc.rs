@@ -104,7 +104,7 @@ impl TransferService for TransferApi {
             request.into_inner(),
             outbound,
         );
-        tokio::spawn(stream.instrument(span));
+        crate::data_runtime::spawn(stream.instrument(span));
         Ok(Response::new(ReceiverStream::new(responses)))
     }
 

@@ -9,6 +9,7 @@
 
 pub mod blob;
 pub mod config;
+pub mod data_runtime;
 pub mod download;
 pub mod error;
 pub mod files;
