@@ -74,7 +74,7 @@ pub async fn download(
             .record(started.elapsed().as_secs_f64(), &[]);
         record_status(&tracing::Span::current(), code);
     };
-    crate::data_runtime::spawn(streaming.instrument(span));
+    tokio::spawn(streaming.instrument(span));
     Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 

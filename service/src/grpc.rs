@@ -104,7 +104,7 @@ impl TransferService for TransferApi {
             request.into_inner(),
             outbound,
         );
-        crate::data_runtime::spawn(stream.instrument(span));
+        tokio::spawn(stream.instrument(span));
         Ok(Response::new(ReceiverStream::new(responses)))
     }
 

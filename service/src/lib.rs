@@ -9,7 +9,6 @@
 
 pub mod blob;
 pub mod config;
-pub mod data_runtime;
 pub mod download;
 pub mod error;
 pub mod files;
