@@ -164,6 +164,7 @@ async fn pipe(
         .window
         .map(|w| Arc::new(Semaphore::new(w.max(MIN_WINDOW) as usize)));
     let room = window.clone();
+    let closing = window.clone();
     let reader = async move {
         let mut passed = 0u64;
         let mut paced_until = Instant::now();
@@ -175,7 +176,8 @@ async fn pipe(
             };
             buf.truncate(n);
             if let Some(room) = &room {
-                // Wait until the window has room (the semaphore is never closed).
+                // Wait until the window has room. Closed means the writer has stopped:
+                // the send below then fails and ends this direction.
                 if let Ok(taken) = room.acquire_many(n as u32).await {
                     taken.forget();
                 }
@@ -220,6 +222,10 @@ async fn pipe(
             }
             // Delivered: the ACK reaches the sender one delay later.
             let _ = acks.send((Instant::now() + link.one_way_delay, piece.len()));
+        }
+        // No more room will come back: a reader waiting for it must not wait forever.
+        if let Some(window) = &closing {
+            window.close();
         }
         let _ = to.shutdown().await;
         Ok(())
@@ -307,6 +313,38 @@ mod tests {
         assert_eq!(u64::from_le_bytes(ack), 1 << 20);
         let elapsed = started.elapsed();
         assert!(elapsed >= Duration::from_millis(150), "took {elapsed:?}");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_goes_away_closes_a_sender_stalled_on_the_window() {
+        // The server closes at once; the sender's bytes fill the window and no room comes
+        // back. The proxy must still drop the connection, so the sender's writes fail
+        // instead of blocking forever.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                drop(socket);
+            }
+        });
+        let link = Link {
+            window: Some(64 << 10),
+            ..Link::delayed(Duration::from_millis(5), None)
+        };
+        let proxy = LinkProxy::start(server, link).await.unwrap();
+        let mut socket = TcpStream::connect(proxy.addr).await.unwrap();
+        let piece = vec![1u8; 1 << 20];
+        let sending = async {
+            // Far more than any socket buffers hold: only an error ends this loop.
+            for _ in 0..1024 {
+                socket.write_all(&piece).await?;
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        let sent = tokio::time::timeout(Duration::from_secs(5), sending)
+            .await
+            .expect("the proxy drops the connection instead of stalling the sender");
+        assert!(sent.is_err(), "1 GiB went into a closed server");
     }
 
     /// Reads 1 MiB, then answers with the count it read.
