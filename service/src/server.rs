@@ -112,7 +112,8 @@ impl Transferd {
         })
     }
 
-    /// Serves on `listener` (from [`listen`]) until `shutdown` resolves, then lets running calls finish.
+    /// Serves on `listener` (from [`listen`]) until `shutdown` resolves, then lets
+    /// running calls finish.
     pub async fn serve(
         self,
         listener: TcpListener,

@@ -106,7 +106,7 @@ impl SqliteLedger {
         &self,
         work: impl FnOnce(&Transaction<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
-        self.write_with("FULL", work).await
+        self.writer.write(true, work).await
     }
 
     /// Like [`SqliteLedger::write`], but the commit does not wait for the disk: only for
@@ -116,15 +116,7 @@ impl SqliteLedger {
         &self,
         work: impl FnOnce(&Transaction<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
-        self.write_with("NORMAL", work).await
-    }
-
-    async fn write_with<T: Send + 'static>(
-        &self,
-        synchronous: &'static str,
-        work: impl FnOnce(&Transaction<'_>) -> Result<T, LedgerError> + Send + 'static,
-    ) -> Result<T, LedgerError> {
-        self.writer.write(synchronous == "FULL", work).await
+        self.writer.write(false, work).await
     }
 }
 
