@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use crate::blob::BlobError;
 use crate::ledger::{FileState, LedgerError};
+use crate::upload::wire::FramingError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -86,6 +87,20 @@ impl From<ServiceError> for Status {
         if matches!(code, Code::Internal | Code::Unavailable | Code::DataLoss) {
             tracing::warn!(%error, ?code, "request failed");
         }
+        Status::new(code, error.to_string())
+    }
+}
+
+impl From<FramingError> for Status {
+    fn from(error: FramingError) -> Self {
+        let code = match error {
+            // As tonic answers them, so clients see the same codes on every method.
+            FramingError::Compressed | FramingError::BadFlag(_) => Code::Internal,
+            FramingError::TooLarge { .. } => Code::OutOfRange,
+            FramingError::Truncated { .. } | FramingError::Malformed { .. } => {
+                Code::InvalidArgument
+            }
+        };
         Status::new(code, error.to_string())
     }
 }

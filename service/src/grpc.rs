@@ -88,24 +88,9 @@ impl TransferService for TransferApi {
         &self,
         request: Request<Streaming<UploadChunksRequest>>,
     ) -> Result<Response<Self::UploadChunksStream>, Status> {
-        let span = rpc_span("UploadChunks", request.metadata());
-        let owner = match span.in_scope(|| owner_of(request.metadata())) {
-            Ok(owner) => owner,
-            Err(status) => {
-                record_status(&span, status.code());
-                return Err(status);
-            }
-        };
-        let (outbound, responses) = mpsc::channel(UPLOAD_RESPONSE_QUEUE);
-        // The stream's task carries the RPC span; it records the outcome when it ends.
-        let stream = crate::upload::stream::run(
-            Arc::clone(&self.sessions),
-            owner,
-            request.into_inner(),
-            outbound,
-        );
-        tokio::spawn(stream.instrument(span));
-        Ok(Response::new(ReceiverStream::new(responses)))
+        let (metadata, _, inbound) = request.into_parts();
+        self.start_upload_stream(&metadata, inbound)
+            .map(Response::new)
     }
 
     type DownloadStream = DownloadStream;
@@ -175,6 +160,33 @@ impl TransferService for TransferApi {
 }
 
 impl TransferApi {
+    /// Starts an `UploadChunks` stream over `inbound` in a task of its own and returns
+    /// its responses. Reached through tonic's decoder, or through
+    /// [`crate::upload_route`], which reads the requests off the body itself.
+    pub fn start_upload_stream(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        inbound: impl futures::Stream<Item = Result<UploadChunksRequest, Status>>
+        + Unpin
+        + Send
+        + 'static,
+    ) -> Result<ReceiverStream<Result<UploadChunksResponse, Status>>, Status> {
+        let span = rpc_span("UploadChunks", metadata);
+        let owner = match span.in_scope(|| owner_of(metadata)) {
+            Ok(owner) => owner,
+            Err(status) => {
+                record_status(&span, status.code());
+                return Err(status);
+            }
+        };
+        let (outbound, responses) = mpsc::channel(UPLOAD_RESPONSE_QUEUE);
+        // The stream's task carries the RPC span; it records the outcome when it ends.
+        let stream =
+            crate::upload::stream::run(Arc::clone(&self.sessions), owner, inbound, outbound);
+        tokio::spawn(stream.instrument(span));
+        Ok(ReceiverStream::new(responses))
+    }
+
     async fn check_upload_traced(
         &self,
         request: Request<CheckUploadRequest>,

@@ -2,6 +2,7 @@
 //!
 //! Layers, with dependencies running one way (top to bottom):
 //! - [`grpc`]: thin tonic handlers: parse a request, call the protocol, convert errors once.
+//!   [`upload_route`] serves `UploadChunks` below tonic's codec, to save a copy of its bytes.
 //! - [`upload`], [`download`], [`files`]: the protocol rules (valid indexes, duplicates,
 //!   windows, whole-file MD5), written against the two storage traits below.
 //! - [`ledger`] ([`ledger::ChunkLedger`]): the record of uploads, committed chunks and content.
@@ -21,6 +22,7 @@ pub mod request;
 pub mod server;
 pub mod telemetry;
 pub mod upload;
+pub mod upload_route;
 
 pub use config::Settings;
 pub use error::ServiceError;

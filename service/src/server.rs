@@ -15,6 +15,7 @@ use crate::config::SettingsError;
 use crate::grpc::TransferApi;
 use crate::ledger::{ChunkLedger, FileState, LedgerError};
 use crate::upload::SessionRegistry;
+use crate::upload_route::UploadChunksRoute;
 
 /// Largest HTTP/2 frame the client may send: a 4 MiB chunk in 16 KiB frames (the
 /// protocol's default) costs the server 256 frames of bookkeeping and wake-ups.
@@ -119,9 +120,14 @@ impl Transferd {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartupError> {
-        let transfer = TransferServiceServer::new(self.api)
-            .max_decoding_message_size(self.max_message_size)
-            .max_encoding_message_size(self.max_message_size);
+        let api = Arc::new(self.api);
+        let transfer = UploadChunksRoute::new(
+            Arc::clone(&api),
+            TransferServiceServer::from_arc(api)
+                .max_decoding_message_size(self.max_message_size)
+                .max_encoding_message_size(self.max_message_size),
+            self.max_message_size,
+        );
 
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter

@@ -66,16 +66,53 @@ fn take_buffer(len: usize) -> Vec<u8> {
 
 /// `data` copied into a buffer of its own that starts on an [`ALIGN`] boundary.
 pub fn copy_aligned(data: &[u8]) -> Bytes {
-    let mut buffer = take_buffer(data.len());
-    // The allocation does not move while the capacity suffices, so this offset holds.
-    let start = buffer.as_ptr().align_offset(ALIGN);
-    buffer.resize(start, 0);
-    buffer.extend_from_slice(data);
-    Bytes::from_owner(AlignedChunk {
-        buffer,
-        start,
-        len: data.len(),
-    })
+    let mut builder = AlignedBuilder::new(data.len(), 0);
+    builder.extend(data);
+    builder.freeze()
+}
+
+/// A pooled buffer filled piece by piece with `len` bytes, placed so that the byte at
+/// offset `aligned_at` lands on an [`ALIGN`] boundary: a message gathered straight from
+/// the network, with the chunk inside it ready for direct I/O.
+pub struct AlignedBuilder {
+    buffer: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuilder {
+    /// Room for `len` bytes; `aligned_at` must be at most `len`.
+    pub fn new(len: usize, aligned_at: usize) -> Self {
+        let mut buffer = take_buffer(len);
+        // The allocation does not move while the capacity suffices, so this offset holds.
+        let misalignment = (buffer.as_ptr() as usize + aligned_at.min(len)) % ALIGN;
+        let start = (ALIGN - misalignment) % ALIGN;
+        buffer.resize(start, 0);
+        Self { buffer, start, len }
+    }
+
+    /// Bytes still to come.
+    pub fn remaining(&self) -> usize {
+        self.start + self.len - self.buffer.len()
+    }
+
+    /// Appends the next bytes; at most [`Self::remaining`] of them are taken, and how
+    /// many is returned.
+    pub fn extend(&mut self, bytes: &[u8]) -> usize {
+        let taken = bytes.len().min(self.remaining());
+        self.buffer.extend_from_slice(&bytes[..taken]);
+        taken
+    }
+
+    /// The bytes appended so far (all `len` of them once [`Self::remaining`] is 0).
+    pub fn freeze(self) -> Bytes {
+        let len = self.buffer.len() - self.start;
+        Bytes::from_owner(AlignedChunk {
+            buffer: self.buffer,
+            start: self.start,
+            len,
+        })
+    }
 }
 
 /// Whether `data` starts on an [`ALIGN`] boundary.
@@ -99,5 +136,26 @@ mod tests {
         assert!(is_aligned(&again));
         assert_eq!(&again[..], &data[..50_000]);
         assert!(copy_aligned(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_builder_puts_the_chosen_byte_on_a_boundary_and_takes_no_more_than_it_holds() {
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i * 7) as u8).collect();
+        for aligned_at in [0, 1, 17, 4095, 4096, 69_999] {
+            let mut builder = AlignedBuilder::new(data.len(), aligned_at);
+            assert_eq!(builder.extend(&data[..10]), 10);
+            assert_eq!(builder.remaining(), data.len() - 10);
+            // Offered more than it has room for, it takes only the rest.
+            let mut offered = data[10..].to_vec();
+            offered.extend_from_slice(b"beyond");
+            assert_eq!(builder.extend(&offered), data.len() - 10);
+            assert_eq!(builder.remaining(), 0);
+            let message = builder.freeze();
+            assert_eq!(&message[..], &data[..]);
+            assert!(
+                is_aligned(&message[aligned_at..]),
+                "aligned at {aligned_at}"
+            );
+        }
     }
 }

@@ -4,10 +4,12 @@
 //! - [`session`]: one task per active session that writes, commits, acks and hashes.
 //! - [`stream`]: one `UploadChunks` stream: validation, window, forwarding acks.
 //! - [`hasher`]: the whole-file MD5, computed once over the committed prefix.
+//! - [`wire`]: `UploadChunks` requests read off the HTTP/2 body, chunk data page-aligned.
 
 pub mod check;
 mod hasher;
 pub mod session;
 pub mod stream;
+pub mod wire;
 
 pub use session::SessionRegistry;
