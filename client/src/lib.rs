@@ -46,6 +46,7 @@ mod hash_pipe;
 mod manager;
 mod part_writer;
 mod progress;
+mod read_buffers;
 mod retry;
 mod source;
 mod streaming_md5;

@@ -45,9 +45,9 @@ impl ChunkSource for FileSource {
     async fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes> {
         let file = Arc::clone(&self.file);
         tokio::task::spawn_blocking(move || {
-            let mut buf = BytesMut::zeroed(len);
-            file.read_exact_at(&mut buf, offset)?;
-            Ok(buf.freeze())
+            let mut buf = crate::read_buffers::take(len);
+            file.read_exact_at(&mut buf[..len], offset)?;
+            Ok(crate::read_buffers::freeze(buf, len))
         })
         .await
         .map_err(io::Error::other)?
