@@ -13,7 +13,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 use transfer_proto::v1::transfer_service_client::TransferServiceClient;
 use transfer_proto::v1::{
-    AbortUploadRequest, CheckUploadRequest, FileInfo, GetFileRequest, check_upload_response,
+    AbortUploadRequest, CheckUploadRequest, FileInfo, GetFileRequest, UploadChunksRequest,
+    check_upload_response,
 };
 
 use crate::config::ClientConfig;
@@ -22,6 +23,7 @@ use crate::error::TransferError;
 use crate::progress::TransferHandle;
 use crate::source::{ChunkSource, FileSource, head_md5_of, md5_of};
 use crate::upload::{UploadedFile, upload};
+use crate::upload_wire::UploadResponses;
 
 /// The generated client, with the owner metadata added to every call.
 pub type RawClient = TransferServiceClient<InterceptedService<Channel, OwnerMetadata>>;
@@ -76,7 +78,7 @@ impl opentelemetry::propagation::Injector for MetadataInjector<'_> {
 /// A client of one Transfer server. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct TransferClient {
-    raw: Arc<Mutex<RawClient>>,
+    connection: Arc<Mutex<Connection>>,
     config: Arc<ClientConfig>,
 }
 
@@ -111,30 +113,45 @@ impl TransferClient {
         }
         let endpoint =
             Endpoint::from_shared(config.endpoint.clone()).map_err(|e| bad(e.to_string()))?;
-        let raw = connect(&endpoint, &config, OwnerMetadata(owner));
+        let connection = connect(&endpoint, &config, OwnerMetadata(owner));
         Ok(Self {
-            raw: Arc::new(Mutex::new(raw)),
+            connection: Arc::new(Mutex::new(connection)),
             config: Arc::new(config),
         })
     }
 
     /// The generated client, for calls the high-level API does not cover.
     pub fn raw(&self) -> RawClient {
-        self.lock().clone()
+        self.lock().raw.clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, RawClient> {
-        self.raw.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Starts an `UploadChunks` call sending `requests`, below tonic's codec (see
+    /// [`crate::upload_wire`]).
+    pub(crate) async fn upload_chunks(
+        &self,
+        requests: impl futures::Stream<Item = UploadChunksRequest> + Send + 'static,
+    ) -> Result<UploadResponses, Status> {
+        let (channel, owner) = {
+            let connection = self.lock();
+            (connection.channel.clone(), connection.owner.clone())
+        };
+        crate::upload_wire::upload_chunks(channel, owner, requests).await
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Drops the current connection for a new one: a hung TCP connection would keep
     /// every new stream on it hung as well. Calls already running keep the old one.
     pub(crate) fn reconnect(&self) {
-        let mut raw = self.lock();
+        let mut connection = self.lock();
         let endpoint = Endpoint::from_shared(self.config.endpoint.clone());
         if let Ok(endpoint) = endpoint {
             let owner = self.config.owner.as_deref().and_then(|o| o.parse().ok());
-            *raw = connect(&endpoint, &self.config, OwnerMetadata(owner));
+            *connection = connect(&endpoint, &self.config, OwnerMetadata(owner));
         }
     }
 
@@ -319,8 +336,16 @@ impl TransferClient {
     }
 }
 
+/// One connection to the server: the generated client on it, and the channel itself for
+/// the upload stream, which is encoded below tonic.
+struct Connection {
+    raw: RawClient,
+    channel: Channel,
+    owner: OwnerMetadata,
+}
+
 /// A lazily connecting client for `endpoint`, with windows sized for large transfers.
-fn connect(endpoint: &Endpoint, config: &ClientConfig, owner: OwnerMetadata) -> RawClient {
+fn connect(endpoint: &Endpoint, config: &ClientConfig, owner: OwnerMetadata) -> Connection {
     let channel = endpoint
         .clone()
         .initial_stream_window_size(config.http2_stream_window)
@@ -331,7 +356,13 @@ fn connect(endpoint: &Endpoint, config: &ClientConfig, owner: OwnerMetadata) -> 
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20))
         .connect_lazy();
-    TransferServiceClient::with_interceptor(channel, owner).max_decoding_message_size(64 << 20)
+    let raw = TransferServiceClient::with_interceptor(channel.clone(), owner.clone())
+        .max_decoding_message_size(64 << 20);
+    Connection {
+        raw,
+        channel,
+        owner,
+    }
 }
 
 /// Copies exactly `size` bytes of a reader into a temporary file, removed when dropped.

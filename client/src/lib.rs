@@ -51,6 +51,7 @@ mod retry;
 mod source;
 mod streaming_md5;
 mod upload;
+mod upload_wire;
 
 pub use client::{AbortOutcome, OwnerMetadata, RawClient, TransferClient};
 pub use config::{ClientConfig, RetryPolicy};

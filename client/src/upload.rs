@@ -13,7 +13,6 @@ use std::sync::Arc;
 use futures::StreamExt;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Streaming;
 use transfer_proto::v1::{
     AbortUploadRequest, CheckUploadRequest, Chunk, ChunkAck, ChunkOutcome, FileDigest, FileInfo,
     FileState, GetFileRequest, UploadChunksRequest, UploadChunksResponse, UploadSession,
@@ -28,6 +27,7 @@ use crate::progress::{Command, Reporter, TransferState};
 use crate::retry::{Ending, Interruption, Retrier, guarded};
 use crate::source::{ChunkSource, head_md5_of, md5_of};
 use crate::streaming_md5::StreamingMd5;
+use crate::upload_wire::UploadResponses;
 
 /// A finished upload.
 #[derive(Debug, Clone, PartialEq)]
@@ -266,10 +266,9 @@ impl<S: ChunkSource> Upload<'_, S> {
         let responses = guarded(
             reporter,
             deadline,
-            raw.upload_chunks(ReceiverStream::new(outgoing)),
+            self.client.upload_chunks(ReceiverStream::new(outgoing)),
         )
-        .await?
-        .into_inner();
+        .await?;
         let mut stream = ChunkStream {
             requests: Some(requests),
             responses,
@@ -419,7 +418,7 @@ impl Layout {
 /// One `UploadChunks` stream of an attempt.
 struct ChunkStream {
     requests: Option<mpsc::Sender<UploadChunksRequest>>,
-    responses: Streaming<UploadChunksResponse>,
+    responses: UploadResponses,
     window: usize,
     /// Chunks still to send.
     to_send: ToSend,
