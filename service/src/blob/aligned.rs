@@ -52,11 +52,8 @@ fn take_buffer(len: usize) -> Vec<u8> {
     let needed = len + ALIGN;
     let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
     match pool.iter().position(|b| b.capacity() >= needed) {
-        Some(i) => {
-            let mut buffer = pool.swap_remove(i);
-            buffer.clear();
-            buffer
-        }
+        // Its old bytes stay: a reader overwrites them rather than zero them again.
+        Some(i) => pool.swap_remove(i),
         None => {
             drop(pool);
             Vec::with_capacity(needed)
@@ -87,6 +84,7 @@ impl AlignedBuilder {
         // The allocation does not move while the capacity suffices, so this offset holds.
         let misalignment = (buffer.as_ptr() as usize + aligned_at.min(len)) % ALIGN;
         let start = (ALIGN - misalignment) % ALIGN;
+        buffer.clear();
         buffer.resize(start, 0);
         Self { buffer, start, len }
     }
@@ -113,6 +111,30 @@ impl AlignedBuilder {
             len,
         })
     }
+}
+
+/// Bytes `skip..skip + len` of what `fill` reads into a pooled buffer of `span` bytes
+/// that starts on an [`ALIGN`] boundary, as direct I/O reads need. `fill` returns how
+/// many bytes it read; fewer than `skip + len` is an unexpected end of file.
+pub fn read_aligned(
+    span: usize,
+    skip: usize,
+    len: usize,
+    fill: impl FnOnce(&mut [u8]) -> std::io::Result<usize>,
+) -> std::io::Result<Bytes> {
+    let mut buffer = take_buffer(span);
+    let start = buffer.as_ptr().align_offset(ALIGN);
+    // A reused buffer's old bytes are overwritten by the read; only new memory is zeroed.
+    buffer.resize(start + span, 0);
+    let read = fill(&mut buffer[start..start + span])?;
+    if read < skip + len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(Bytes::from_owner(AlignedChunk {
+        buffer,
+        start: start + skip,
+        len,
+    }))
 }
 
 /// Whether `data` starts on an [`ALIGN`] boundary.

@@ -96,6 +96,43 @@ fn open_direct(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
+/// Opens complete content for direct (`O_DIRECT`) reads: stored content was written
+/// around the page cache, so a buffered read would fetch it from disk into the cache
+/// and then copy it, which measured 0.4-0.8 CPU-seconds per GiB against 0.1 direct.
+fn open_direct_read(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+}
+
+/// Reads `len` bytes at `offset` from a file opened with `O_DIRECT`: the aligned blocks
+/// around them, into an aligned buffer, of which the wanted bytes are a slice.
+fn read_direct(file: &File, offset: u64, len: usize) -> std::io::Result<Bytes> {
+    let first = offset - offset % DIRECT_ALIGN as u64;
+    let skip = (offset - first) as usize;
+    let span = (skip + len).next_multiple_of(DIRECT_ALIGN);
+    aligned::read_aligned(span, skip, len, |buffer| {
+        let mut done = 0;
+        while done < buffer.len() {
+            match file.read_at(&mut buffer[done..], first + done as u64) {
+                Ok(0) => break,
+                Ok(n) => {
+                    done += n;
+                    // A read that ends off a block boundary ended at the end of the file.
+                    if done % DIRECT_ALIGN != 0 {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    })
+}
+
 fn read_at(file: &File, offset: u64, len: usize, size: u64) -> Result<Bytes, BlobError> {
     if offset.checked_add(len as u64).is_none_or(|end| end > size) {
         return Err(BlobError::OutOfBounds {
@@ -255,13 +292,34 @@ impl BlobStore for FsBlobStore {
         let path = self.content_path(key);
         let key = *key;
         blocking(move || {
-            let file = File::open(&path).map_err(|e| match e.kind() {
+            let not_found = |e: std::io::Error| match e.kind() {
                 ErrorKind::NotFound => BlobError::ContentNotFound(key),
                 _ => BlobError::Io {
                     action: "opening content",
                     source: e,
                 },
-            })?;
+            };
+            if offset
+                .checked_add(len as u64)
+                .is_none_or(|end| end > key.size)
+            {
+                return Err(BlobError::OutOfBounds {
+                    offset,
+                    len: len as u64,
+                    size: key.size,
+                });
+            }
+            match open_direct_read(&path) {
+                Ok(file) => match read_direct(&file, offset, len) {
+                    Ok(bytes) => return Ok(bytes),
+                    // The filesystem refused direct I/O after all: read through the cache.
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                    Err(e) => return Err(io("reading stored bytes")(e)),
+                },
+                Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_found(e)),
+                Err(_) => {}
+            }
+            let file = File::open(&path).map_err(not_found)?;
             read_at(&file, offset, len, key.size)
         })
         .await

@@ -30,6 +30,7 @@ crate::conformance_tests!(crate::blob::suite; [filesystem => crate::blob::filesy
     an_upload_never_begun_is_not_found,
     begin_again_keeps_the_parts_written,
     completed_content_reads_back_exactly,
+    any_byte_range_of_content_reads_back_exactly,
     reads_past_the_end_are_out_of_bounds,
     completing_the_same_content_twice_keeps_one_copy,
     abort_drops_the_staging_and_is_idempotent,
@@ -136,6 +137,38 @@ pub mod suite {
             ),
             "completing removes the staging"
         );
+    }
+
+    pub async fn any_byte_range_of_content_reads_back_exactly(b: &impl BlobBackend) {
+        let store = b.open();
+        // Several 4 KiB blocks and a ragged end, read across and along block edges.
+        let file = TestFile::new("f", 5 * 4096 + 123, 11);
+        let upload = Uuid::new_v4();
+        stage_all(store.as_ref(), upload, &file).await;
+        store.complete(upload, &key(&file)).await.unwrap();
+        let size = file.data.len();
+        for (offset, len) in [
+            (0, 4096),
+            (1, 4095),
+            (4095, 2),
+            (4096, 4096),
+            (4000, 9000),
+            (8192, size - 8192),
+            (size - 123, 123),
+            (size - 1, 1),
+            (size, 0),
+            (12_345, 0),
+        ] {
+            let read = store.read(&key(&file), offset as u64, len).await.unwrap();
+            assert_eq!(
+                read,
+                file.data.slice(offset..offset + len),
+                "{len} bytes at {offset}"
+            );
+        }
+        // A second store on the same files reads the same (nothing kept in memory).
+        let again = b.open().read(&key(&file), 3, size - 3).await.unwrap();
+        assert_eq!(again, file.data.slice(3..));
     }
 
     pub async fn reads_past_the_end_are_out_of_bounds(b: &impl BlobBackend) {
