@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use crate::blob::BlobError;
 use crate::ledger::{FileState, LedgerError};
-use crate::upload::wire::FramingError;
+use transfer_wire::framer::FramingError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -32,6 +32,8 @@ pub enum ServiceError {
     WindowExceeded { window: u32 },
     #[error("{0}")]
     UnexpectedMessage(&'static str),
+    #[error("message {index} of the stream is not a valid UploadChunksRequest: {reason}")]
+    MalformedMessage { index: u64, reason: String },
     #[error(
         "whole-file MD5 mismatch: declared {declared}, computed {computed} from the received chunks; the upload failed and its chunks were discarded"
     )]
@@ -55,9 +57,9 @@ pub enum ServiceError {
 impl ServiceError {
     pub fn code(&self) -> Code {
         match self {
-            ServiceError::BadRequest { .. } | ServiceError::UnexpectedMessage(_) => {
-                Code::InvalidArgument
-            }
+            ServiceError::BadRequest { .. }
+            | ServiceError::UnexpectedMessage(_)
+            | ServiceError::MalformedMessage { .. } => Code::InvalidArgument,
             ServiceError::FileTooLarge { .. } | ServiceError::WindowExceeded { .. } => {
                 Code::ResourceExhausted
             }
@@ -91,16 +93,13 @@ impl From<ServiceError> for Status {
     }
 }
 
-impl From<FramingError> for Status {
-    fn from(error: FramingError) -> Self {
-        let code = match error {
-            // As tonic answers them, so clients see the same codes on every method.
-            FramingError::Compressed | FramingError::BadFlag(_) => Code::Internal,
-            FramingError::TooLarge { .. } => Code::OutOfRange,
-            FramingError::Truncated { .. } | FramingError::Malformed { .. } => {
-                Code::InvalidArgument
-            }
-        };
-        Status::new(code, error.to_string())
-    }
+/// The status for a request stream whose framing is broken.
+pub fn framing_status(error: FramingError) -> Status {
+    let code = match error {
+        // As tonic answers them, so clients see the same codes on every method.
+        FramingError::Compressed | FramingError::BadFlag(_) => Code::Internal,
+        FramingError::TooLarge { .. } => Code::OutOfRange,
+        FramingError::Truncated { .. } => Code::InvalidArgument,
+    };
+    Status::new(code, error.to_string())
 }

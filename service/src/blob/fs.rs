@@ -16,7 +16,8 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use uuid::Uuid;
 
-use super::{BlobError, BlobStore, ContentKey, Part, aligned};
+use super::{BlobError, BlobStore, ContentKey, Part};
+use transfer_wire::aligned;
 
 pub struct FsBlobStore {
     staging: PathBuf,

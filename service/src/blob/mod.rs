@@ -4,7 +4,6 @@
 //! store and an object store behave alike. A store only stores: which parts are valid,
 //! duplicates and limits are the protocol's business ([`crate::upload`]).
 
-pub mod aligned;
 mod fs;
 
 use std::fmt;

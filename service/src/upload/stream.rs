@@ -252,7 +252,7 @@ fn misfit(layout: ChunkLayout, chunk: &Chunk) -> Option<(ChunkOutcome, String)> 
 /// still in cache: handed to another thread they cost about 0.1 CPU-seconds more per
 /// GiB, and under 200 uploads they measured slower for `CheckUpload` too.
 fn check_and_copy(data: &Bytes) -> (u32, Bytes) {
-    use crate::blob::aligned::{copy_aligned, is_aligned};
+    use transfer_wire::aligned::{copy_aligned, is_aligned};
     let data = if is_aligned(data) {
         data.clone()
     } else {

@@ -1,4 +1,5 @@
-//! Page-aligned, pooled buffers for chunk data.
+//! Page-aligned, pooled buffers for bulk data: upload chunks, stored content read back
+//! with direct I/O, download pieces.
 //!
 //! A chunk arrives inside the transport's decode buffer, which may be larger than the
 //! chunk and stays allocated as long as any slice of it lives: holding a window of

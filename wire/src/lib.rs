@@ -1,0 +1,9 @@
+//! What `transferd` and the client share below gRPC, for moving bulk bytes with as few
+//! copies as the hardware allows.
+//!
+//! - [`framer`]: gRPC messages gathered straight off HTTP/2 body frames, their bulk data
+//!   landing page-aligned.
+//! - [`aligned`]: pooled page-aligned buffers, ready for direct I/O.
+
+pub mod aligned;
+pub mod framer;
