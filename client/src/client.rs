@@ -13,17 +13,20 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 use transfer_proto::v1::transfer_service_client::TransferServiceClient;
 use transfer_proto::v1::{
-    AbortUploadRequest, CheckUploadRequest, FileInfo, GetFileRequest, UploadChunksRequest,
-    check_upload_response,
+    AbortUploadRequest, CheckUploadRequest, DownloadRequest, DownloadResponse, FileInfo,
+    GetFileRequest, UploadChunksRequest, check_upload_response,
 };
 
 use crate::config::ClientConfig;
 use crate::download::{DownloadedFile, download};
 use crate::error::TransferError;
+use crate::grpc_call::ResponseStream;
 use crate::progress::TransferHandle;
 use crate::source::{ChunkSource, FileSource, head_md5_of, md5_of};
 use crate::upload::{UploadedFile, upload};
 use crate::upload_wire::UploadResponses;
+
+const DOWNLOAD_PATH: &str = "/transfer.v1.TransferService/Download";
 
 /// The generated client, with the owner metadata added to every call.
 pub type RawClient = TransferServiceClient<InterceptedService<Channel, OwnerMetadata>>;
@@ -131,11 +134,24 @@ impl TransferClient {
         &self,
         requests: impl futures::Stream<Item = UploadChunksRequest> + Send + 'static,
     ) -> Result<UploadResponses, Status> {
-        let (channel, owner) = {
-            let connection = self.lock();
-            (connection.channel.clone(), connection.owner.clone())
-        };
+        let (channel, owner) = self.channel();
         crate::upload_wire::upload_chunks(channel, owner, requests).await
+    }
+
+    /// Starts a `Download` call, below tonic's codec so that each piece's data arrives
+    /// page-aligned for the `.part` file's direct writes (see [`crate::grpc_call`]).
+    pub(crate) async fn download_pieces(
+        &self,
+        request: &DownloadRequest,
+    ) -> Result<ResponseStream<DownloadResponse>, Status> {
+        let (channel, owner) = self.channel();
+        let body = crate::grpc_call::one_message(request);
+        crate::grpc_call::call(channel, owner, DOWNLOAD_PATH, body).await
+    }
+
+    fn channel(&self) -> (Channel, OwnerMetadata) {
+        let connection = self.lock();
+        (connection.channel.clone(), connection.owner.clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {

@@ -15,6 +15,7 @@ use transfer_proto::v1::{DownloadRequest, FileInfo, FileState, download_response
 
 use crate::client::TransferClient;
 use crate::error::TransferError;
+use crate::grpc_call::ResponseStream;
 use crate::hash_pipe::HashPipe;
 use crate::manager::take_slot;
 use crate::part_writer::PartWriter;
@@ -196,10 +197,9 @@ impl Download<'_> {
             length: 0,
         };
         let stall = self.client.config().stall_timeout;
-        let mut raw = self.client.raw();
         // Opening waits at most the stall timeout, and gives way to pause and cancel.
         let opened = tokio::select! {
-            opened = tokio::time::timeout(stall, raw.download(request)) => opened,
+            opened = tokio::time::timeout(stall, self.client.download_pieces(&request)) => opened,
             command = reporter.command_changed() => {
                 return Err(match command {
                     Command::Cancel => Interruption::Cancelled,
@@ -209,7 +209,7 @@ impl Download<'_> {
         };
         let mut stream = match opened {
             Err(_) => return Err(Interruption::Stalled(format!("no answer within {stall:?}"))),
-            Ok(Ok(response)) => response.into_inner(),
+            Ok(Ok(stream)) => stream,
             // Refusals come back here or as the first message, depending on the transport.
             Ok(Err(status)) => return Err(self.refused(&mut part, offset, &status).await),
         };
@@ -301,7 +301,7 @@ impl Download<'_> {
     /// received go to `pipe` to be hashed. Returns where the file now ends.
     async fn receive_pieces(
         &mut self,
-        stream: &mut tonic::Streaming<transfer_proto::v1::DownloadResponse>,
+        stream: &mut ResponseStream<transfer_proto::v1::DownloadResponse>,
         writer: &PartWriter,
         offset: u64,
         reporter: &mut Reporter,

@@ -42,6 +42,7 @@ mod client;
 mod config;
 mod download;
 mod error;
+mod grpc_call;
 mod hash_pipe;
 mod manager;
 mod part_writer;

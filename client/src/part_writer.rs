@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// Alignment of direct I/O: a page, a multiple of common block sizes.
-const ALIGN: usize = 4096;
+const ALIGN: usize = transfer_wire::aligned::ALIGN;
 /// Pieces that may wait to be written before receiving waits.
 const QUEUE: usize = 8;
 
@@ -79,12 +79,18 @@ impl Writer {
         {
             let len = piece.len() / ALIGN * ALIGN;
             if len > 0 {
-                if self.aligned.len() < len + ALIGN {
-                    self.aligned = vec![0; len + ALIGN];
-                }
-                let start = self.aligned.as_ptr().align_offset(ALIGN);
-                let buf = &mut self.aligned[start..start + len];
-                buf.copy_from_slice(&piece[..len]);
+                // Pieces gathered by `grpc_call` arrive aligned; others are copied.
+                let buf = if transfer_wire::aligned::is_aligned(piece) {
+                    &piece[..len]
+                } else {
+                    if self.aligned.len() < len + ALIGN {
+                        self.aligned = vec![0; len + ALIGN];
+                    }
+                    let start = self.aligned.as_ptr().align_offset(ALIGN);
+                    let buf = &mut self.aligned[start..start + len];
+                    buf.copy_from_slice(&piece[..len]);
+                    buf
+                };
                 match direct.write_all_at(buf, self.position) {
                     Ok(()) => done = len,
                     // Some filesystems open with O_DIRECT but refuse its writes.

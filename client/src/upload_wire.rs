@@ -5,78 +5,45 @@
 //! as two HTTP/2 body pieces: a few bytes of gRPC prefix and protobuf fields, then the
 //! chunk's data as it was read, with no copy (the HTTP/2 layer writes large pieces from
 //! where they lie). The data field comes last in the message, which protobuf allows in
-//! any order. Responses (small acks) are decoded here too, and end with the call's
-//! status from the trailers, as tonic's `Streaming` would give them.
+//! any order. The call itself and its responses are [`crate::grpc_call`]'s.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body::{Body as HttpBody, Frame};
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use tonic::Status;
 use tonic::body::Body;
-use tonic::codegen::Service;
-use tonic::service::Interceptor;
 use tonic::transport::Channel;
-use tonic::{Code, Status};
 use transfer_proto::v1::{UploadChunksRequest, UploadChunksResponse, upload_chunks_request};
 
 use crate::client::OwnerMetadata;
+use crate::grpc_call::{ResponseStream, call};
 
 const PATH: &str = "/transfer.v1.TransferService/UploadChunks";
 /// The compressed flag and the length before every message.
 const PREFIX_LEN: usize = 5;
-/// Most bytes one response may have: acks are a few dozen.
-const MAX_RESPONSE: usize = 1 << 20;
+
+/// The responses of an `UploadChunks` call.
+pub(crate) type UploadResponses = ResponseStream<UploadChunksResponse>;
 
 /// Starts an `UploadChunks` call on `channel` sending `requests`, with the owner and
 /// trace metadata `owner` adds to every call.
 pub(crate) async fn upload_chunks(
     channel: Channel,
-    mut owner: OwnerMetadata,
+    owner: OwnerMetadata,
     requests: impl Stream<Item = UploadChunksRequest> + Send + 'static,
 ) -> Result<UploadResponses, Status> {
-    let metadata = owner.call(tonic::Request::new(()))?.into_parts().0;
-    let mut request = Request::new(Body::new(RequestBody {
+    let body = Body::new(RequestBody {
         requests: Box::pin(requests),
         pieces: VecDeque::new(),
         ended: false,
-    }));
-    *request.method_mut() = Method::POST;
-    *request.uri_mut() = http::Uri::from_static(PATH);
-    let headers = request.headers_mut();
-    headers.extend(metadata.into_headers());
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
-
-    let mut channel = channel;
-    std::future::poll_fn(|cx| channel.poll_ready(cx))
-        .await
-        .map_err(|e| Status::from_error(e.into()))?;
-    let response = channel
-        .call(request)
-        .await
-        .map_err(|e| Status::from_error(e.into()))?;
-    // A `grpc-status` among the headers is a response with no messages at all.
-    let ended = match Status::from_header_map(response.headers()) {
-        Some(status) if status.code() != Code::Ok => return Err(status),
-        Some(_) => true,
-        None => false,
-    };
-    let http_status = response.status();
-    Ok(UploadResponses {
-        body: response.into_body(),
-        http_status,
-        buffer: BytesMut::new(),
-        ended,
-    })
+    });
+    call(channel, owner, PATH, body).await
 }
 
 /// The requests as body pieces: each chunk's data a piece of its own.
@@ -157,131 +124,10 @@ fn encode(request: UploadChunksRequest) -> VecDeque<Bytes> {
     VecDeque::from([head.freeze(), chunk.data])
 }
 
-fn put_prefix(buffer: &mut BytesMut, len: usize) {
+pub(crate) fn put_prefix(buffer: &mut BytesMut, len: usize) {
     buffer.put_u8(0);
     // A message is at most a chunk, which the server caps far below 4 GiB.
     buffer.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
-}
-
-/// The responses of an `UploadChunks` call; the last item is the call's error, if any.
-pub(crate) struct UploadResponses {
-    body: Body,
-    http_status: StatusCode,
-    buffer: BytesMut,
-    ended: bool,
-}
-
-impl UploadResponses {
-    /// The next whole message in the buffer, if there is one.
-    fn next_message(&mut self) -> Result<Option<UploadChunksResponse>, Status> {
-        if self.buffer.len() < PREFIX_LEN {
-            return Ok(None);
-        }
-        if self.buffer[0] != 0 {
-            return Err(Status::internal(format!(
-                "protocol error: the server sent a message with compressed flag {}, and none was asked for",
-                self.buffer[0]
-            )));
-        }
-        let len = u32::from_be_bytes([
-            self.buffer[1],
-            self.buffer[2],
-            self.buffer[3],
-            self.buffer[4],
-        ]) as usize;
-        if len > MAX_RESPONSE {
-            return Err(Status::out_of_range(format!(
-                "the server sent a {len}-byte response; the limit is {MAX_RESPONSE} bytes"
-            )));
-        }
-        if self.buffer.len() < PREFIX_LEN + len {
-            return Ok(None);
-        }
-        self.buffer.advance(PREFIX_LEN);
-        let message = self.buffer.split_to(len).freeze();
-        UploadChunksResponse::decode(message)
-            .map(Some)
-            .map_err(|e| Status::internal(format!("the server sent an undecodable response: {e}")))
-    }
-
-    /// The call's end: its status from the trailers (or the HTTP status without them).
-    fn finish(
-        &mut self,
-        trailers: Option<&HeaderMap>,
-    ) -> Option<Result<UploadChunksResponse, Status>> {
-        self.ended = true;
-        if !self.buffer.is_empty() {
-            return Some(Err(Status::internal(
-                "the server ended the call inside a message",
-            )));
-        }
-        let status = trailers.and_then(Status::from_header_map).unwrap_or_else(|| {
-            if self.http_status == StatusCode::OK {
-                Status::unknown(
-                    "protocol error: missing grpc-status trailer, the stream ended without a final status",
-                )
-            } else {
-                Status::new(
-                    code_of_http(self.http_status),
-                    format!(
-                        "grpc-status missing, mapped from HTTP status {}",
-                        self.http_status.as_u16()
-                    ),
-                )
-            }
-        });
-        (status.code() != Code::Ok).then_some(Err(status))
-    }
-}
-
-/// As gRPC maps an HTTP status that comes without a gRPC one.
-fn code_of_http(status: StatusCode) -> Code {
-    match status {
-        StatusCode::BAD_REQUEST => Code::Internal,
-        StatusCode::UNAUTHORIZED => Code::Unauthenticated,
-        StatusCode::FORBIDDEN => Code::PermissionDenied,
-        StatusCode::NOT_FOUND => Code::Unimplemented,
-        StatusCode::TOO_MANY_REQUESTS
-        | StatusCode::BAD_GATEWAY
-        | StatusCode::SERVICE_UNAVAILABLE
-        | StatusCode::GATEWAY_TIMEOUT => Code::Unavailable,
-        _ => Code::Unknown,
-    }
-}
-
-impl Stream for UploadResponses {
-    type Item = Result<UploadChunksResponse, Status>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        loop {
-            if this.ended {
-                return Poll::Ready(None);
-            }
-            match this.next_message() {
-                Ok(Some(message)) => return Poll::Ready(Some(Ok(message))),
-                Ok(None) => {}
-                Err(status) => {
-                    this.ended = true;
-                    return Poll::Ready(Some(Err(status)));
-                }
-            }
-            match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => this.buffer.extend_from_slice(&data),
-                    Err(frame) => {
-                        let trailers = frame.into_trailers().ok();
-                        return Poll::Ready(this.finish(trailers.as_ref()));
-                    }
-                },
-                Some(Err(status)) => {
-                    this.ended = true;
-                    return Poll::Ready(Some(Err(status)));
-                }
-                None => return Poll::Ready(this.finish(None)),
-            }
-        }
-    }
 }
 
 #[cfg(test)]
