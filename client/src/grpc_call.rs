@@ -73,11 +73,7 @@ pub(crate) async fn call<M: prost::Message + Default>(
 
 /// One message, gRPC-framed, as a request body.
 pub(crate) fn one_message(message: &impl prost::Message) -> Body {
-    let len = message.encoded_len();
-    let mut framed = bytes::BytesMut::with_capacity(5 + len);
-    crate::upload_wire::put_prefix(&mut framed, len);
-    message.encode_raw(&mut framed);
-    Body::new(OneFrame(Some(framed.freeze())))
+    Body::new(OneFrame(Some(transfer_wire::encode::framed(message))))
 }
 
 struct OneFrame(Option<Bytes>);

@@ -1,32 +1,25 @@
-//! The `UploadChunks` call made below tonic's codec.
-//!
-//! tonic's encoder copies every message into a buffer of its own before it is sent. A
-//! chunk's bytes are most of what an upload moves, so here each chunk message goes out
-//! as two HTTP/2 body pieces: a few bytes of gRPC prefix and protobuf fields, then the
-//! chunk's data as it was read, with no copy (the HTTP/2 layer writes large pieces from
-//! where they lie). The data field comes last in the message, which protobuf allows in
-//! any order. The call itself and its responses are [`crate::grpc_call`]'s.
+//! The `UploadChunks` call made below tonic's codec: each chunk message goes out as two
+//! HTTP/2 body pieces, its prefix and small fields, then its data as it was read, with
+//! no copy (tonic's encoder would copy every message; see [`transfer_wire::encode`]).
+//! The call itself and its responses are [`crate::grpc_call`]'s.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use http_body::{Body as HttpBody, Frame};
-use prost::Message;
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 use tonic::Status;
 use tonic::body::Body;
 use tonic::transport::Channel;
 use transfer_proto::v1::{UploadChunksRequest, UploadChunksResponse, upload_chunks_request};
+use transfer_wire::encode;
 
 use crate::client::OwnerMetadata;
 use crate::grpc_call::{ResponseStream, call};
 
 const PATH: &str = "/transfer.v1.TransferService/UploadChunks";
-/// The compressed flag and the length before every message.
-const PREFIX_LEN: usize = 5;
 
 /// The responses of an `UploadChunks` call.
 pub(crate) type UploadResponses = ResponseStream<UploadChunksResponse>;
@@ -89,51 +82,20 @@ impl HttpBody for RequestBody {
 /// One request as gRPC message pieces: a chunk as its fields, then its data uncopied;
 /// anything else in one piece.
 fn encode(request: UploadChunksRequest) -> VecDeque<Bytes> {
-    let chunk = match request.message {
-        Some(upload_chunks_request::Message::Chunk(chunk)) => chunk,
-        message => {
-            let request = UploadChunksRequest { message };
-            let len = request.encoded_len();
-            let mut framed = BytesMut::with_capacity(PREFIX_LEN + len);
-            put_prefix(&mut framed, len);
-            request.encode_raw(&mut framed);
-            return VecDeque::from([framed.freeze()]);
+    match request.message {
+        Some(upload_chunks_request::Message::Chunk(chunk)) => {
+            VecDeque::from(encode::framed_bulk(chunk.index, chunk.crc32c, chunk.data))
         }
-    };
-    // `Chunk { index = 1, data = 2, crc32c = 3 }`, written index, CRC, then data. The
-    // zero-valued fields are written too: that is still a valid encoding.
-    let data_len = chunk.data.len();
-    let chunk_len = key_len(1)
-        + encoded_len_varint(chunk.index)
-        + key_len(3)
-        + 4
-        + key_len(2)
-        + encoded_len_varint(data_len as u64)
-        + data_len;
-    let message_len = key_len(2) + encoded_len_varint(chunk_len as u64) + chunk_len;
-    let mut head = BytesMut::with_capacity(PREFIX_LEN + 32);
-    put_prefix(&mut head, message_len);
-    encode_key(2, WireType::LengthDelimited, &mut head);
-    encode_varint(chunk_len as u64, &mut head);
-    encode_key(1, WireType::Varint, &mut head);
-    encode_varint(chunk.index, &mut head);
-    encode_key(3, WireType::ThirtyTwoBit, &mut head);
-    head.put_u32_le(chunk.crc32c);
-    encode_key(2, WireType::LengthDelimited, &mut head);
-    encode_varint(data_len as u64, &mut head);
-    VecDeque::from([head.freeze(), chunk.data])
-}
-
-pub(crate) fn put_prefix(buffer: &mut BytesMut, len: usize) {
-    buffer.put_u8(0);
-    // A message is at most a chunk, which the server caps far below 4 GiB.
-    buffer.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+        message => VecDeque::from([encode::framed(&UploadChunksRequest { message })]),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
     use transfer_proto::v1::{Chunk, UploadStart};
+    use transfer_wire::encode::PREFIX_LEN;
 
     fn joined(pieces: VecDeque<Bytes>) -> Vec<u8> {
         pieces.into_iter().flat_map(|p| p.to_vec()).collect()

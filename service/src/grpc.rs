@@ -99,24 +99,10 @@ impl TransferService for TransferApi {
         &self,
         request: Request<DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
-        let span = rpc_span("Download", request.metadata());
-        let started = async {
-            let owner = owner_of(request.metadata())?;
-            let stream = download(
-                self.ledger.as_ref(),
-                Arc::clone(&self.blobs),
-                &owner,
-                request.into_inner(),
-            )
-            .await?;
-            Ok::<_, Status>(Response::new(stream))
-        };
-        // A refused download ends here; a started one records its outcome when it ends.
-        let result = started.instrument(span.clone()).await;
-        if let Err(status) = &result {
-            record_status(&span, status.code());
-        }
-        result
+        let (metadata, _, request) = request.into_parts();
+        self.start_download(&metadata, request)
+            .await
+            .map(Response::new)
     }
 
     async fn abort_upload(
@@ -162,7 +148,7 @@ impl TransferService for TransferApi {
 impl TransferApi {
     /// Starts an `UploadChunks` stream over `inbound` in a task of its own and returns
     /// its responses. Reached through tonic's decoder, or through
-    /// [`crate::upload_route`], which reads the requests off the body itself.
+    /// [`crate::bulk_route`], which reads the requests off the body itself.
     pub fn start_upload_stream(
         &self,
         metadata: &tonic::metadata::MetadataMap,
@@ -185,6 +171,33 @@ impl TransferApi {
             crate::upload::stream::run(Arc::clone(&self.sessions), owner, inbound, outbound);
         tokio::spawn(stream.instrument(span));
         Ok(ReceiverStream::new(responses))
+    }
+
+    /// Checks a `Download` request and starts streaming it. Reached through tonic's
+    /// codec, or through [`crate::bulk_route`], which sends the pieces uncopied.
+    pub async fn start_download(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        request: DownloadRequest,
+    ) -> Result<DownloadStream, Status> {
+        let span = rpc_span("Download", metadata);
+        let started = async {
+            let owner = owner_of(metadata)?;
+            let stream = download(
+                self.ledger.as_ref(),
+                Arc::clone(&self.blobs),
+                &owner,
+                request,
+            )
+            .await?;
+            Ok::<_, Status>(stream)
+        };
+        // A refused download ends here; a started one records its outcome when it ends.
+        let result = started.instrument(span.clone()).await;
+        if let Err(status) = &result {
+            record_status(&span, status.code());
+        }
+        result
     }
 
     async fn check_upload_traced(

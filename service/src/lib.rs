@@ -2,13 +2,15 @@
 //!
 //! Layers, with dependencies running one way (top to bottom):
 //! - [`grpc`]: thin tonic handlers: parse a request, call the protocol, convert errors once.
-//!   [`upload_route`] serves `UploadChunks` below tonic's codec, to save a copy of its bytes.
+//!   [`bulk_route`] serves `UploadChunks` and `Download` below tonic's codec, to save a
+//!   copy of every byte they move.
 //! - [`upload`], [`download`], [`files`]: the protocol rules (valid indexes, duplicates,
 //!   windows, whole-file MD5), written against the two storage traits below.
 //! - [`ledger`] ([`ledger::ChunkLedger`]): the record of uploads, committed chunks and content.
 //! - [`blob`] ([`blob::BlobStore`]): the bytes, shaped like a multipart upload.
 
 pub mod blob;
+pub mod bulk_route;
 pub mod config;
 pub mod download;
 pub mod error;
@@ -22,7 +24,6 @@ pub mod request;
 pub mod server;
 pub mod telemetry;
 pub mod upload;
-pub mod upload_route;
 
 pub use config::Settings;
 pub use error::ServiceError;

@@ -11,11 +11,11 @@ use transfer_proto::v1::transfer_service_server::TransferServiceServer;
 
 use crate::Settings;
 use crate::blob::{BlobError, BlobStore, FsBlobStore};
+use crate::bulk_route::BulkRoute;
 use crate::config::SettingsError;
 use crate::grpc::TransferApi;
 use crate::ledger::{ChunkLedger, FileState, LedgerError};
 use crate::upload::SessionRegistry;
-use crate::upload_route::UploadChunksRoute;
 
 /// Largest HTTP/2 frame the client may send: a 4 MiB chunk in 16 KiB frames (the
 /// protocol's default) costs the server 256 frames of bookkeeping and wake-ups.
@@ -121,7 +121,7 @@ impl Transferd {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartupError> {
         let api = Arc::new(self.api);
-        let transfer = UploadChunksRoute::new(
+        let transfer = BulkRoute::new(
             Arc::clone(&api),
             TransferServiceServer::from_arc(api)
                 .max_decoding_message_size(self.max_message_size)

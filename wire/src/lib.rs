@@ -3,7 +3,9 @@
 //!
 //! - [`framer`]: gRPC messages gathered straight off HTTP/2 body frames, their bulk data
 //!   landing page-aligned.
+//! - [`encode`]: gRPC messages written as body pieces, bulk data uncopied.
 //! - [`aligned`]: pooled page-aligned buffers, ready for direct I/O.
 
 pub mod aligned;
+pub mod encode;
 pub mod framer;
