@@ -78,8 +78,9 @@ async fn drive(
             )
             .into());
         }
-        // The client went away; there is nobody to answer.
-        Some(Err(_)) => return Ok(()),
+        // A message that could not be read (malformed, cut off, too large), or the
+        // client went away (then nobody hears this).
+        Some(Err(status)) => return Err(status),
     };
     let span = tracing::Span::current();
     span.record("transfer.upload_id", upload_id.to_string());

@@ -15,6 +15,7 @@ mod restart;
 mod resume;
 mod single_pass;
 mod stream_errors;
+mod wire_errors;
 
 /// Chunk size most tests use: small, so small files have many chunks.
 pub const CHUNK: u32 = 4096;

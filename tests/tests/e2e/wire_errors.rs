@@ -1,0 +1,154 @@
+//! Bad gRPC framing on the two methods the server reads below tonic's codec
+//! (`UploadChunks`, `Download`): each is answered with a clear status, sent here as raw
+//! HTTP/2 requests, as a broken or hostile peer would send them.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request};
+use http_body::{Body as _, Frame};
+use tonic::Code;
+use tonic::body::Body;
+use tonic::codegen::Service;
+use transfer_tests::{Ledger, TestServer};
+
+const UPLOAD_CHUNKS: &str = "/transfer.v1.TransferService/UploadChunks";
+const DOWNLOAD: &str = "/transfer.v1.TransferService/Download";
+
+/// A request body of exactly these bytes, then its end.
+struct RawBody(Option<Bytes>);
+
+impl http_body::Body for RawBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        Poll::Ready(self.0.take().map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// Sends `body` to `path` with `headers` and returns the call's final status, from the
+/// headers of a trailers-only answer or from the trailers.
+async fn final_status(
+    server: &TestServer,
+    path: &'static str,
+    headers: &[(&'static str, &'static str)],
+    body: Vec<u8>,
+) -> tonic::Status {
+    let mut channel = server.channel().await;
+    let mut request = Request::new(Body::new(RawBody(Some(body.into()))));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = http::Uri::from_static(path);
+    request.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    for (name, value) in headers {
+        request
+            .headers_mut()
+            .insert(*name, HeaderValue::from_static(value));
+    }
+    std::future::poll_fn(|cx| channel.poll_ready(cx))
+        .await
+        .expect("the channel is ready");
+    let response = channel.call(request).await.expect("an HTTP response");
+    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+        return status;
+    }
+    let mut body = response.into_body();
+    let mut trailers = HeaderMap::new();
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        if let Ok(found) = frame.expect("a body frame").into_trailers() {
+            trailers = found;
+        }
+    }
+    tonic::Status::from_header_map(&trailers).expect("trailers with grpc-status")
+}
+
+fn framed(flag: u8, message: &[u8]) -> Vec<u8> {
+    let mut framed = vec![flag];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    framed
+}
+
+async fn an_upload_message_that_is_not_protobuf_is_invalid_argument(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    // Field 1 declared 100 bytes long, with 2 present.
+    let status = final_status(&server, UPLOAD_CHUNKS, &[], framed(0, &[0x0a, 100, 1, 2])).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("not a valid UploadChunksRequest"),
+        "{}",
+        status.message()
+    );
+}
+
+async fn an_upload_cut_inside_a_message_is_invalid_argument(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let mut body = framed(0, &[0; 100]);
+    body.truncate(40);
+    let status = final_status(&server, UPLOAD_CHUNKS, &[], body).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("ended inside a message (65 of its bytes missing)"),
+        "{}",
+        status.message()
+    );
+}
+
+async fn a_compressed_message_without_an_encoding_is_a_protocol_error(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let status = final_status(&server, UPLOAD_CHUNKS, &[], framed(1, &[0; 8])).await;
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert!(
+        status.message().contains("compressed flag"),
+        "{}",
+        status.message()
+    );
+}
+
+async fn a_compressed_request_is_unimplemented_on_both_bulk_methods(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    for path in [UPLOAD_CHUNKS, DOWNLOAD] {
+        let status = final_status(&server, path, &[("grpc-encoding", "gzip")], vec![]).await;
+        assert_eq!(status.code(), Code::Unimplemented, "{path}: {status:?}");
+        assert!(status.message().contains("gzip"), "{}", status.message());
+    }
+}
+
+async fn a_download_without_exactly_one_request_message_is_invalid(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    for body in [vec![], [framed(0, &[]), framed(0, &[])].concat()] {
+        let status = final_status(&server, DOWNLOAD, &[], body).await;
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains("exactly one DownloadRequest"),
+            "{}",
+            status.message()
+        );
+    }
+    let status = final_status(&server, DOWNLOAD, &[], framed(0, &[0x0a, 100])).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("DownloadRequest: not a valid message"),
+        "{}",
+        status.message()
+    );
+}
+
+transfer_tests::ledger_tests!(
+    an_upload_message_that_is_not_protobuf_is_invalid_argument,
+    an_upload_cut_inside_a_message_is_invalid_argument,
+    a_compressed_message_without_an_encoding_is_a_protocol_error,
+    a_compressed_request_is_unimplemented_on_both_bulk_methods,
+    a_download_without_exactly_one_request_message_is_invalid,
+);
