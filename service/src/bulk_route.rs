@@ -103,14 +103,23 @@ fn refuse_compressed(headers: &HeaderMap) -> Result<(), Status> {
     }
 }
 
-/// The one message of a unary request's body.
+/// The one message of a unary request's body. A second message is refused as soon as
+/// it arrives: nothing the client sends piles up.
 async fn unary_request(mut body: Body) -> Result<DownloadRequest, Status> {
+    let not_one = || {
+        Status::from(ServiceError::UnexpectedMessage(
+            "Download takes exactly one DownloadRequest message",
+        ))
+    };
     let mut framer = MessageFramer::new(MAX_DOWNLOAD_REQUEST);
     let mut messages = VecDeque::new();
     use http_body::Body as _;
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
         if let Ok(data) = frame?.into_data() {
             framer.push(data, &mut messages).map_err(framing_status)?;
+            if messages.len() > 1 {
+                return Err(not_one());
+            }
         }
     }
     let missing = framer.missing();
@@ -125,10 +134,7 @@ async fn unary_request(mut body: Body) -> Result<DownloadRequest, Status> {
             }
             .into()
         }),
-        _ => Err(ServiceError::UnexpectedMessage(
-            "Download takes exactly one DownloadRequest message",
-        )
-        .into()),
+        _ => Err(not_one()),
     }
 }
 

@@ -96,9 +96,10 @@ impl From<ServiceError> for Status {
 /// The status for a request stream whose framing is broken.
 pub fn framing_status(error: FramingError) -> Status {
     let code = match error {
-        // As tonic answers them, so clients see the same codes on every method.
+        // As tonic answers these, so clients see the same codes on every method.
         FramingError::Compressed | FramingError::BadFlag(_) => Code::Internal,
         FramingError::TooLarge { .. } => Code::OutOfRange,
+        // tonic says Internal; the fault is the sender's, and the message says what it is.
         FramingError::Truncated { .. } => Code::InvalidArgument,
     };
     Status::new(code, error.to_string())

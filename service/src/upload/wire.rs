@@ -20,7 +20,10 @@ use crate::error::{ServiceError, framing_status};
 pub struct UploadRequests<B> {
     body: B,
     framer: MessageFramer,
+    /// Whole messages not yet decoded.
     done: VecDeque<Bytes>,
+    /// Where the framing broke, told once the messages before it are out.
+    broken: Option<FramingError>,
     decoded: u64,
     ended: bool,
 }
@@ -31,6 +34,7 @@ impl<B> UploadRequests<B> {
             body,
             framer: MessageFramer::new(max_message_size),
             done: VecDeque::new(),
+            broken: None,
             decoded: 0,
             ended: false,
         }
@@ -68,13 +72,17 @@ where
                     ),
                 };
             }
+            // The messages completed before the framing broke went out first.
+            if let Some(error) = this.broken.take() {
+                return this.fail(framing_status(error));
+            }
             match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
                 Some(Ok(frame)) => {
                     // Trailers on a request carry nothing for us.
                     if let Ok(data) = frame.into_data()
                         && let Err(error) = this.framer.push(data, &mut this.done)
                     {
-                        return this.fail(framing_status(error));
+                        this.broken = Some(error);
                     }
                 }
                 Some(Err(status)) => {
