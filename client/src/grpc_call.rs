@@ -66,6 +66,7 @@ pub(crate) async fn call<M: prost::Message + Default>(
         http_status,
         framer: MessageFramer::new(MAX_RESPONSE),
         done: VecDeque::new(),
+        broken: None,
         ended,
         message: PhantomData,
     })
@@ -101,6 +102,8 @@ pub(crate) struct ResponseStream<M> {
     framer: MessageFramer,
     /// Whole messages not yet decoded.
     done: VecDeque<Bytes>,
+    /// Where the framing broke, told once the messages before it are out.
+    broken: Option<FramingError>,
     ended: bool,
     message: PhantomData<fn() -> M>,
 }
@@ -109,13 +112,13 @@ impl<M> ResponseStream<M> {
     /// The call's end: its status from the trailers (or the HTTP status without them).
     fn finish(&mut self, trailers: Option<&HeaderMap>) -> Option<Result<M, Status>> {
         self.ended = true;
+        let declared = trailers.and_then(Status::from_header_map);
+        // The server's own error says more than the message it left unfinished.
         let missing = self.framer.missing();
-        if missing > 0 {
+        if missing > 0 && declared.as_ref().is_none_or(|s| s.code() == Code::Ok) {
             return Some(Err(framing_status(FramingError::Truncated { missing })));
         }
-        let status = trailers
-            .and_then(Status::from_header_map)
-            .unwrap_or_else(|| {
+        let status = declared.unwrap_or_else(|| {
                 if self.http_status == StatusCode::OK {
                     Status::unknown(
                         "protocol error: missing grpc-status trailer, the stream ended without a final status",
@@ -176,11 +179,14 @@ impl<M: prost::Message + Default> Stream for ResponseStream<M> {
                     ))),
                 };
             }
+            if let Some(error) = this.broken.take() {
+                return this.fail(framing_status(error));
+            }
             match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         if let Err(error) = this.framer.push(data, &mut this.done) {
-                            return this.fail(framing_status(error));
+                            this.broken = Some(error);
                         }
                     }
                     Err(frame) => {
@@ -192,5 +198,149 @@ impl<M: prost::Message + Default> Stream for ResponseStream<M> {
                 None => return Poll::Ready(this.finish(None)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use http_body::Frame;
+    use transfer_proto::v1::{ChunkAck, UploadChunksResponse, upload_chunks_response};
+
+    /// A response body of these frames, then its end.
+    struct Frames(VecDeque<Frame<Bytes>>);
+
+    impl HttpBody for Frames {
+        type Data = Bytes;
+        type Error = Status;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    fn ack(index: u64) -> UploadChunksResponse {
+        UploadChunksResponse {
+            message: Some(upload_chunks_response::Message::Ack(ChunkAck {
+                index,
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn trailers(code: Code, message: &str) -> Frame<Bytes> {
+        let mut map = HeaderMap::new();
+        Status::new(code, message).add_header(&mut map).unwrap();
+        Frame::trailers(map)
+    }
+
+    fn stream(
+        http_status: StatusCode,
+        frames: Vec<Frame<Bytes>>,
+    ) -> ResponseStream<UploadChunksResponse> {
+        ResponseStream {
+            body: Body::new(Frames(frames.into())),
+            http_status,
+            framer: MessageFramer::new(MAX_RESPONSE),
+            done: VecDeque::new(),
+            broken: None,
+            ended: false,
+            message: PhantomData,
+        }
+    }
+
+    async fn collect(
+        stream: ResponseStream<UploadChunksResponse>,
+    ) -> Vec<Result<UploadChunksResponse, Status>> {
+        stream.collect().await
+    }
+
+    /// Two acks, framed, as bytes cut in three places.
+    fn two_acks_cut_up() -> Vec<Frame<Bytes>> {
+        let bytes: Vec<u8> = [ack(1), ack(2)]
+            .iter()
+            .flat_map(|a| transfer_wire::encode::framed(a).to_vec())
+            .collect();
+        vec![
+            Frame::data(Bytes::copy_from_slice(&bytes[..3])),
+            Frame::data(Bytes::copy_from_slice(&bytes[3..9])),
+            Frame::data(Bytes::copy_from_slice(&bytes[9..])),
+        ]
+    }
+
+    #[tokio::test]
+    async fn messages_cut_across_frames_come_out_whole_then_an_ok_end() {
+        let mut frames = two_acks_cut_up();
+        frames.push(trailers(Code::Ok, ""));
+        let items = collect(stream(StatusCode::OK, frames)).await;
+        let acks: Vec<_> = items.into_iter().map(Result::unwrap).collect();
+        assert_eq!(acks, vec![ack(1), ack(2)]);
+    }
+
+    #[tokio::test]
+    async fn the_trailers_error_comes_after_the_messages_before_it() {
+        let mut frames = two_acks_cut_up();
+        frames.push(trailers(Code::NotFound, "no upload session"));
+        let mut items = collect(stream(StatusCode::OK, frames)).await;
+        let end = items.pop().unwrap().unwrap_err();
+        assert_eq!(items.len(), 2);
+        assert_eq!(
+            (end.code(), end.message()),
+            (Code::NotFound, "no upload session")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_end_without_a_status_is_unknown_or_mapped_from_http() {
+        let items = collect(stream(StatusCode::OK, two_acks_cut_up())).await;
+        assert_eq!(
+            items.last().unwrap().as_ref().unwrap_err().code(),
+            Code::Unknown
+        );
+        let items = collect(stream(StatusCode::SERVICE_UNAVAILABLE, vec![])).await;
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].as_ref().unwrap_err().code(), Code::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn a_message_left_unfinished_is_an_error_unless_the_server_said_why() {
+        // One whole ack, then the first 3 bytes of another.
+        let unfinished = || {
+            let mut bytes = transfer_wire::encode::framed(&ack(1)).to_vec();
+            bytes.extend_from_slice(&transfer_wire::encode::framed(&ack(2))[..3]);
+            Frame::data(Bytes::from(bytes))
+        };
+        let frames = vec![unfinished(), trailers(Code::Ok, "")];
+        let items = collect(stream(StatusCode::OK, frames)).await;
+        assert_eq!(items.len(), 2);
+        let end = items[1].as_ref().unwrap_err();
+        assert_eq!(end.code(), Code::Internal);
+        assert!(
+            end.message().contains("inside a message"),
+            "{}",
+            end.message()
+        );
+
+        let frames = vec![unfinished(), trailers(Code::ResourceExhausted, "too many")];
+        let items = collect(stream(StatusCode::OK, frames)).await;
+        assert_eq!(
+            items[1].as_ref().unwrap_err().code(),
+            Code::ResourceExhausted
+        );
+    }
+
+    #[tokio::test]
+    async fn messages_before_broken_framing_are_delivered_first() {
+        let mut bytes = transfer_wire::encode::framed(&ack(7)).to_vec();
+        bytes.extend_from_slice(&[9, 0, 0, 0, 1, 0]);
+        let frames = vec![Frame::data(Bytes::from(bytes)), trailers(Code::Ok, "")];
+        let items = collect(stream(StatusCode::OK, frames)).await;
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].as_ref().unwrap(), &ack(7));
+        assert_eq!(items[1].as_ref().unwrap_err().code(), Code::Internal);
     }
 }
