@@ -18,8 +18,46 @@ pub const ALIGN: usize = 4096;
 
 /// Most bytes of idle buffers kept for reuse; more are freed.
 const POOL_BYTES: usize = 8 << 20;
+/// Smaller buffers are not kept: they are cheap to allocate, and a pool full of them
+/// would turn away the chunk-sized ones whose reuse saves page faults.
+const POOL_MIN: usize = 256 << 10;
 
-static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Idle buffers, for the next chunk to reuse.
+struct Pool(Mutex<Vec<Vec<u8>>>);
+
+static POOL: Pool = Pool(Mutex::new(Vec::new()));
+
+impl Pool {
+    /// An empty buffer with room for `len` bytes from an aligned start: an idle one of
+    /// at most twice that size (a small message does not hold a chunk's buffer), or a
+    /// new one. Its bytes are not zeroed first (every byte read is written by the copy):
+    /// that took memset, 3% of transferd's profile, away, though not measurably the CPU
+    /// per GiB, since a fresh buffer still faults its pages in.
+    fn take(&self, len: usize) -> Vec<u8> {
+        let needed = len + ALIGN;
+        let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match idle
+            .iter()
+            .position(|b| b.capacity() >= needed && b.capacity() / 2 <= needed)
+        {
+            // Its old bytes stay: a reader overwrites them rather than zero them again.
+            Some(i) => idle.swap_remove(i),
+            None => {
+                drop(idle);
+                Vec::with_capacity(needed)
+            }
+        }
+    }
+
+    /// Keeps `buffer` for reuse if it is chunk-sized and there is room; frees it if not.
+    fn give_back(&self, buffer: Vec<u8>) {
+        let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let held: usize = idle.iter().map(Vec::capacity).sum();
+        if buffer.capacity() >= POOL_MIN && held + buffer.capacity() <= POOL_BYTES {
+            idle.push(buffer);
+        }
+    }
+}
 
 /// The bytes of one chunk, starting on an [`ALIGN`] boundary.
 struct AlignedChunk {
@@ -36,30 +74,12 @@ impl AsRef<[u8]> for AlignedChunk {
 
 impl Drop for AlignedChunk {
     fn drop(&mut self) {
-        let buffer = std::mem::take(&mut self.buffer);
-        let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
-        let idle: usize = pool.iter().map(Vec::capacity).sum();
-        if idle + buffer.capacity() <= POOL_BYTES {
-            pool.push(buffer);
-        }
+        POOL.give_back(std::mem::take(&mut self.buffer));
     }
 }
 
-/// An empty pooled buffer with room for `len` bytes from an aligned start. Its bytes
-/// are not zeroed first (every byte read is written by the copy): that took memset, 3%
-/// of transferd's profile, away, though not measurably the CPU per GiB, since a fresh
-/// buffer still faults its pages in.
 fn take_buffer(len: usize) -> Vec<u8> {
-    let needed = len + ALIGN;
-    let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
-    match pool.iter().position(|b| b.capacity() >= needed) {
-        // Its old bytes stay: a reader overwrites them rather than zero them again.
-        Some(i) => pool.swap_remove(i),
-        None => {
-            drop(pool);
-            Vec::with_capacity(needed)
-        }
-    }
+    POOL.take(len)
 }
 
 /// `data` copied into a buffer of its own that starts on an [`ALIGN`] boundary.
@@ -148,16 +168,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_pool_keeps_chunk_sized_buffers_and_lends_them_only_to_a_near_fit() {
+        let pool = Pool(Mutex::new(Vec::new()));
+        let chunk = pool.take(1 << 20);
+        let address = chunk.as_ptr();
+        pool.give_back(chunk);
+        // A small request gets a buffer of its own, and is not kept afterwards.
+        let small = pool.take(1000);
+        assert_ne!(small.as_ptr(), address);
+        pool.give_back(small);
+        assert_eq!(
+            pool.0.lock().unwrap().len(),
+            1,
+            "only the chunk-sized one is idle"
+        );
+        // A near fit reuses the chunk's buffer.
+        let near = pool.take(900_000);
+        assert_eq!(near.as_ptr(), address);
+        // The pool holds at most POOL_BYTES.
+        for _ in 0..(POOL_BYTES >> 20) + 2 {
+            pool.give_back(Vec::with_capacity(1 << 20));
+        }
+        let held: usize = pool.0.lock().unwrap().iter().map(Vec::capacity).sum();
+        assert!(held <= POOL_BYTES, "{held}");
+    }
+
+    #[test]
     fn copies_are_aligned_and_hold_exactly_their_bytes() {
-        let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let data: Vec<u8> = (0..400_000u32).map(|i| i as u8).collect();
         let first = copy_aligned(&data);
         assert!(is_aligned(&first));
         assert_eq!(&first[..], &data[..]);
         drop(first);
-        // A buffer from the pool holds only the new bytes.
-        let again = copy_aligned(&data[..50_000]);
+        // A buffer the pool may hand out again holds only the new bytes.
+        let again = copy_aligned(&data[..300_000]);
         assert!(is_aligned(&again));
-        assert_eq!(&again[..], &data[..50_000]);
+        assert_eq!(&again[..], &data[..300_000]);
         assert!(copy_aligned(&[]).is_empty());
     }
 
