@@ -1,10 +1,9 @@
 //! Calls made on the channel below tonic's codec, for the two streams that carry bulk
 //! bytes (see [`crate::upload_wire`] and [`crate::download`]): the request is built
-//! here, and the responses are gathered by [`MessageFramer`], so a download piece's data
+//! here, and the responses are gathered by [`FramedBody`], so a download piece's data
 //! lands page-aligned, ready for direct I/O, without tonic's copy. The stream ends
 //! with the call's status from the trailers, as tonic's `Streaming` would give it.
 
-use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -18,7 +17,8 @@ use tonic::codegen::Service;
 use tonic::service::Interceptor;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
-use transfer_wire::framer::{FramingError, MessageFramer};
+use transfer_wire::body::{BodyEvent, FramedBody};
+use transfer_wire::framer::FramingError;
 
 use crate::client::OwnerMetadata;
 
@@ -62,11 +62,8 @@ pub(crate) async fn call<M: prost::Message + Default>(
     };
     let http_status = response.status();
     Ok(ResponseStream {
-        body: response.into_body(),
+        body: FramedBody::new(response.into_body(), MAX_RESPONSE),
         http_status,
-        framer: MessageFramer::new(MAX_RESPONSE),
-        done: VecDeque::new(),
-        broken: None,
         ended,
         message: PhantomData,
     })
@@ -97,13 +94,8 @@ impl HttpBody for OneFrame {
 
 /// The responses of a call; the last item is the call's error, if any.
 pub(crate) struct ResponseStream<M> {
-    body: Body,
+    body: FramedBody<Body>,
     http_status: StatusCode,
-    framer: MessageFramer,
-    /// Whole messages not yet decoded.
-    done: VecDeque<Bytes>,
-    /// Where the framing broke, told once the messages before it are out.
-    broken: Option<FramingError>,
     ended: bool,
     message: PhantomData<fn() -> M>,
 }
@@ -114,7 +106,7 @@ impl<M> ResponseStream<M> {
         self.ended = true;
         let declared = trailers.and_then(Status::from_header_map);
         // The server's own error says more than the message it left unfinished.
-        let missing = self.framer.missing();
+        let missing = self.body.missing();
         if missing > 0 && declared.as_ref().is_none_or(|s| s.code() == Code::Ok) {
             return Some(Err(framing_status(FramingError::Truncated { missing })));
         }
@@ -136,9 +128,9 @@ impl<M> ResponseStream<M> {
         (status.code() != Code::Ok).then_some(Err(status))
     }
 
-    fn fail(&mut self, status: Status) -> Poll<Option<Result<M, Status>>> {
+    fn fail(&mut self, status: Status) -> Option<Result<M, Status>> {
         self.ended = true;
-        Poll::Ready(Some(Err(status)))
+        Some(Err(status))
     }
 }
 
@@ -167,43 +159,29 @@ impl<M: prost::Message + Default> Stream for ResponseStream<M> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        loop {
-            if this.ended {
-                return Poll::Ready(None);
-            }
-            if let Some(message) = this.done.pop_front() {
-                return match M::decode(message) {
-                    Ok(message) => Poll::Ready(Some(Ok(message))),
-                    Err(e) => this.fail(Status::internal(format!(
-                        "the server sent an undecodable response: {e}"
-                    ))),
-                };
-            }
-            if let Some(error) = this.broken.take() {
-                return this.fail(framing_status(error));
-            }
-            match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
-                        if let Err(error) = this.framer.push(data, &mut this.done) {
-                            this.broken = Some(error);
-                        }
-                    }
-                    Err(frame) => {
-                        let trailers = frame.into_trailers().ok();
-                        return Poll::Ready(this.finish(trailers.as_ref()));
-                    }
-                },
-                Some(Err(status)) => return this.fail(status),
-                None => return Poll::Ready(this.finish(None)),
-            }
+        if this.ended {
+            return Poll::Ready(None);
         }
+        Poll::Ready(match ready!(this.body.poll_event(cx)) {
+            BodyEvent::Message(message) => match M::decode(message) {
+                Ok(message) => Some(Ok(message)),
+                Err(e) => this.fail(Status::internal(format!(
+                    "the server sent an undecodable response: {e}"
+                ))),
+            },
+            BodyEvent::Trailers(trailers) => this.finish(Some(&trailers)),
+            BodyEvent::End { .. } => this.finish(None),
+            BodyEvent::Broken(error) => this.fail(framing_status(error)),
+            BodyEvent::Failed(status) => this.fail(status),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::VecDeque;
+
     use futures::StreamExt;
     use http_body::Frame;
     use transfer_proto::v1::{ChunkAck, UploadChunksResponse, upload_chunks_response};
@@ -243,11 +221,8 @@ mod tests {
         frames: Vec<Frame<Bytes>>,
     ) -> ResponseStream<UploadChunksResponse> {
         ResponseStream {
-            body: Body::new(Frames(frames.into())),
+            body: FramedBody::new(Body::new(Frames(frames.into())), MAX_RESPONSE),
             http_status,
-            framer: MessageFramer::new(MAX_RESPONSE),
-            done: VecDeque::new(),
-            broken: None,
             ended: false,
             message: PhantomData,
         }

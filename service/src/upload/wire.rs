@@ -1,8 +1,7 @@
 //! `UploadChunks` requests read straight off the HTTP/2 request body: each message
-//! gathered once by [`MessageFramer`], with a chunk's data landing page-aligned, then
+//! gathered once by [`FramedBody`], with a chunk's data landing page-aligned, then
 //! decoded by prost without another copy.
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -12,37 +11,28 @@ use http_body::Body;
 use prost::Message;
 use tonic::Status;
 use transfer_proto::v1::UploadChunksRequest;
-use transfer_wire::framer::{FramingError, MessageFramer};
+use transfer_wire::body::{BodyEvent, FramedBody};
+use transfer_wire::framer::FramingError;
 
 use crate::error::{ServiceError, framing_status};
 
 /// The requests of one `UploadChunks` call, decoded from its HTTP/2 body.
 pub struct UploadRequests<B> {
-    body: B,
-    framer: MessageFramer,
-    /// Whole messages not yet decoded.
-    done: VecDeque<Bytes>,
-    /// Where the framing broke, told once the messages before it are out.
-    broken: Option<FramingError>,
+    body: FramedBody<B>,
     decoded: u64,
     ended: bool,
 }
 
-impl<B> UploadRequests<B> {
+impl<B> UploadRequests<B>
+where
+    B: Body<Data = Bytes, Error = Status> + Unpin,
+{
     pub fn new(body: B, max_message_size: usize) -> Self {
         Self {
-            body,
-            framer: MessageFramer::new(max_message_size),
-            done: VecDeque::new(),
-            broken: None,
+            body: FramedBody::new(body, max_message_size),
             decoded: 0,
             ended: false,
         }
-    }
-
-    fn fail(&mut self, status: Status) -> Poll<Option<Result<UploadChunksRequest, Status>>> {
-        self.ended = true;
-        Poll::Ready(Some(Err(status)))
     }
 }
 
@@ -54,49 +44,34 @@ where
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        loop {
-            if this.ended {
-                return Poll::Ready(None);
-            }
-            if let Some(message) = this.done.pop_front() {
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let failed = match ready!(this.body.poll_event(cx)) {
+            BodyEvent::Message(message) => {
                 let index = this.decoded;
                 this.decoded += 1;
-                return match UploadChunksRequest::decode(message) {
-                    Ok(request) => Poll::Ready(Some(Ok(request))),
-                    Err(error) => this.fail(
-                        ServiceError::MalformedMessage {
-                            index,
-                            reason: error.to_string(),
-                        }
-                        .into(),
-                    ),
-                };
-            }
-            // The messages completed before the framing broke went out first.
-            if let Some(error) = this.broken.take() {
-                return this.fail(framing_status(error));
-            }
-            match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
-                Some(Ok(frame)) => {
-                    // Trailers on a request carry nothing for us.
-                    if let Ok(data) = frame.into_data()
-                        && let Err(error) = this.framer.push(data, &mut this.done)
-                    {
-                        this.broken = Some(error);
+                match UploadChunksRequest::decode(message) {
+                    Ok(request) => return Poll::Ready(Some(Ok(request))),
+                    Err(error) => ServiceError::MalformedMessage {
+                        index,
+                        reason: error.to_string(),
                     }
-                }
-                Some(Err(status)) => {
-                    this.ended = true;
-                    return Poll::Ready(Some(Err(status)));
-                }
-                None => {
-                    let missing = this.framer.missing();
-                    if missing > 0 {
-                        return this.fail(framing_status(FramingError::Truncated { missing }));
-                    }
-                    this.ended = true;
+                    .into(),
                 }
             }
-        }
+            // Trailers on a request carry nothing for us; the body ends with them.
+            BodyEvent::Trailers(_) | BodyEvent::End { .. } => match this.body.missing() {
+                0 => {
+                    this.ended = true;
+                    return Poll::Ready(None);
+                }
+                missing => framing_status(FramingError::Truncated { missing }),
+            },
+            BodyEvent::Broken(error) => framing_status(error),
+            BodyEvent::Failed(status) => status,
+        };
+        this.ended = true;
+        Poll::Ready(Some(Err(failed)))
     }
 }
