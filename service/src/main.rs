@@ -30,8 +30,8 @@ fn main() -> std::process::ExitCode {
 /// about 2% without it). Keeping up to 8 MiB of freed heap (two chunks), and serving
 /// blocks up to 32 MiB from the heap rather than from `mmap`, reuses those pages
 /// (`clear_page` 0.5%). A larger reserve saved little more CPU, and what it keeps
-/// counts in peak memory: with 16 MiB a 4 GiB upload peaked at up to 128 MiB, with 8 at
-/// up to 121. Set before any thread starts.
+/// counts in peak memory: in the benchmark's memory runs a 4 GiB upload peaked at up to
+/// 128 MiB with 16 MiB kept, at up to 121 with 8. Set before any thread starts.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning; called before other threads exist.
