@@ -8,16 +8,15 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
 use futures::Stream;
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
-use http_body::Body as HttpBody;
 use tonic::body::Body;
 use tonic::codegen::Service;
 use tonic::service::Interceptor;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use transfer_wire::body::{BodyEvent, FramedBody};
+use transfer_wire::encode::MessagesBody;
 use transfer_wire::framer::FramingError;
 
 use crate::client::OwnerMetadata;
@@ -71,25 +70,11 @@ pub(crate) async fn call<M: prost::Message + Default>(
 
 /// One message, gRPC-framed, as a request body.
 pub(crate) fn one_message(message: &impl prost::Message) -> Body {
-    Body::new(OneFrame(Some(transfer_wire::encode::framed(message))))
-}
-
-struct OneFrame(Option<Bytes>);
-
-impl HttpBody for OneFrame {
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
-        Poll::Ready(self.0.take().map(|data| Ok(http_body::Frame::data(data))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.is_none()
-    }
+    let framed = transfer_wire::encode::framed(message);
+    Body::new(MessagesBody::new(
+        futures::stream::iter([framed.into()]),
+        None,
+    ))
 }
 
 /// The responses of a call; the last item is the call's error, if any.
@@ -181,6 +166,9 @@ impl<M: prost::Message + Default> Stream for ResponseStream<M> {
 mod tests {
     use super::*;
     use std::collections::VecDeque;
+
+    use bytes::Bytes;
+    use http_body::Body as HttpBody;
 
     use futures::StreamExt;
     use http_body::Frame;

@@ -3,18 +3,12 @@
 //! no copy (tonic's encoder would copy every message; see [`transfer_wire::encode`]).
 //! The call itself and its responses are [`crate::grpc_call`]'s.
 
-use std::collections::VecDeque;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
-
-use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use http_body::{Body as HttpBody, Frame};
 use tonic::Status;
 use tonic::body::Body;
 use tonic::transport::Channel;
 use transfer_proto::v1::{UploadChunksRequest, UploadChunksResponse, upload_chunks_request};
-use transfer_wire::encode;
+use transfer_wire::encode::{self, MessagesBody, Outgoing};
 
 use crate::client::OwnerMetadata;
 use crate::grpc_call::{ResponseStream, call};
@@ -31,71 +25,37 @@ pub(crate) async fn upload_chunks(
     owner: OwnerMetadata,
     requests: impl Stream<Item = UploadChunksRequest> + Send + 'static,
 ) -> Result<UploadResponses, Status> {
-    let body = Body::new(RequestBody {
-        requests: Box::pin(requests),
-        pieces: VecDeque::new(),
-        ended: false,
-    });
-    call(channel, owner, PATH, body).await
-}
-
-/// The requests as body pieces: each chunk's data a piece of its own.
-struct RequestBody {
-    requests: Pin<Box<dyn Stream<Item = UploadChunksRequest> + Send>>,
-    pieces: VecDeque<Bytes>,
-    ended: bool,
-}
-
-impl HttpBody for RequestBody {
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        if let Some(piece) = self.pieces.pop_front() {
-            return Poll::Ready(Some(Ok(Frame::data(piece))));
-        }
-        if self.ended {
-            return Poll::Ready(None);
-        }
-        match ready!(self.requests.poll_next_unpin(cx)) {
-            Some(request) => {
-                let mut pieces = encode(request);
-                let first = pieces.pop_front();
-                self.pieces = pieces;
-                Poll::Ready(first.map(|piece| Ok(Frame::data(piece))))
-            }
-            None => {
-                self.ended = true;
-                Poll::Ready(None)
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.ended && self.pieces.is_empty()
-    }
+    let body = MessagesBody::new(requests.map(encode_request), None);
+    call(channel, owner, PATH, Body::new(body)).await
 }
 
 /// One request as gRPC message pieces: a chunk as its fields, then its data uncopied;
 /// anything else in one piece.
-fn encode(request: UploadChunksRequest) -> VecDeque<Bytes> {
+fn encode_request(request: UploadChunksRequest) -> Outgoing {
     match request.message {
         Some(upload_chunks_request::Message::Chunk(chunk)) => {
-            VecDeque::from(encode::framed_bulk(chunk.index, chunk.crc32c, chunk.data))
+            encode::framed_bulk(chunk.index, chunk.crc32c, chunk.data).into()
         }
-        message => VecDeque::from([encode::framed(&UploadChunksRequest { message })]),
+        message => encode::framed(&UploadChunksRequest { message }).into(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::VecDeque;
+
+    use bytes::Bytes;
     use prost::Message;
     use transfer_proto::v1::{Chunk, UploadStart};
     use transfer_wire::encode::PREFIX_LEN;
+
+    fn encode(request: UploadChunksRequest) -> VecDeque<Bytes> {
+        match encode_request(request) {
+            Outgoing::Message(pieces) => pieces,
+            Outgoing::Trailers(_) => panic!("a request is never trailers"),
+        }
+    }
 
     fn joined(pieces: VecDeque<Bytes>) -> Vec<u8> {
         pieces.into_iter().flat_map(|p| p.to_vec()).collect()

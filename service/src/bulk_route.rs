@@ -9,16 +9,12 @@
 //! [`TransferApi::start_upload_stream`] and [`TransferApi::start_download`] that tonic's
 //! handlers call.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use http::{HeaderMap, HeaderValue, Request, Response};
-use http_body::Frame;
 use prost::Message;
 use tonic::Status;
 use tonic::body::Body;
@@ -29,8 +25,9 @@ use transfer_proto::v1::transfer_service_server::TransferServiceServer;
 use transfer_proto::v1::{
     DownloadRequest, DownloadResponse, UploadChunksResponse, download_response,
 };
-use transfer_wire::encode;
-use transfer_wire::framer::{FramingError, MessageFramer};
+use transfer_wire::body::{BodyEvent, FramedBody};
+use transfer_wire::encode::{self, MessagesBody, Outgoing};
+use transfer_wire::framer::FramingError;
 
 use crate::error::{ServiceError, framing_status};
 use crate::grpc::TransferApi;
@@ -67,7 +64,7 @@ impl BulkRoute {
         let inbound = UploadRequests::new(body, self.max_message_size);
         match self.api.start_upload_stream(&metadata, inbound) {
             Ok(responses) => grpc_response(responses, |response: UploadChunksResponse| {
-                VecDeque::from([encode::framed(&response)])
+                encode::framed(&response).into()
             }),
             Err(status) => status.into_http(),
         }
@@ -83,9 +80,9 @@ impl BulkRoute {
                 .message
             {
                 Some(download_response::Message::Piece(piece)) => {
-                    VecDeque::from(encode::framed_bulk(piece.offset, piece.crc32c, piece.data))
+                    encode::framed_bulk(piece.offset, piece.crc32c, piece.data).into()
                 }
-                message => VecDeque::from([encode::framed(&DownloadResponse { message })]),
+                message => encode::framed(&DownloadResponse { message }).into(),
             }),
             Err(status) => status.into_http(),
         }
@@ -105,51 +102,49 @@ fn refuse_compressed(headers: &HeaderMap) -> Result<(), Status> {
 
 /// The one message of a unary request's body. A second message is refused as soon as
 /// it arrives: nothing the client sends piles up.
-async fn unary_request(mut body: Body) -> Result<DownloadRequest, Status> {
+async fn unary_request(body: Body) -> Result<DownloadRequest, Status> {
     let not_one = || {
         Status::from(ServiceError::UnexpectedMessage(
             "Download takes exactly one DownloadRequest message",
         ))
     };
-    let mut framer = MessageFramer::new(MAX_DOWNLOAD_REQUEST);
-    let mut messages = VecDeque::new();
-    use http_body::Body as _;
-    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-        if let Ok(data) = frame?.into_data() {
-            framer.push(data, &mut messages).map_err(framing_status)?;
-            if messages.len() > 1 {
-                return Err(not_one());
-            }
+    let mut body = FramedBody::new(body, MAX_DOWNLOAD_REQUEST);
+    let mut request = None;
+    loop {
+        match std::future::poll_fn(|cx| body.poll_event(cx)).await {
+            BodyEvent::Message(_) if request.is_some() => return Err(not_one()),
+            BodyEvent::Message(message) => request = Some(message),
+            BodyEvent::Trailers(_) | BodyEvent::End { .. } => break,
+            BodyEvent::Broken(error) => return Err(framing_status(error)),
+            BodyEvent::Failed(status) => return Err(status),
         }
     }
-    let missing = framer.missing();
+    let missing = body.missing();
     if missing > 0 {
         return Err(framing_status(FramingError::Truncated { missing }));
     }
-    match (messages.pop_front(), messages.is_empty()) {
-        (Some(message), true) => DownloadRequest::decode(message).map_err(|e| {
-            ServiceError::BadRequest {
-                field: "DownloadRequest",
-                problem: format!("not a valid message: {e}"),
-            }
-            .into()
-        }),
-        _ => Err(not_one()),
-    }
+    let message = request.ok_or_else(not_one)?;
+    DownloadRequest::decode(message).map_err(|e| {
+        ServiceError::BadRequest {
+            field: "DownloadRequest",
+            problem: format!("not a valid message: {e}"),
+        }
+        .into()
+    })
 }
 
 /// A gRPC response: `application/grpc` headers, then the messages of `responses` as
 /// `encode` writes them, then trailers with the stream's status.
 fn grpc_response<M: Send + 'static>(
     responses: impl Stream<Item = Result<M, Status>> + Send + 'static,
-    encode: fn(M) -> VecDeque<Bytes>,
+    encode: fn(M) -> Outgoing,
 ) -> Response<Body> {
-    let mut response = Response::new(Body::new(ResponseBody {
-        responses: Box::pin(responses),
-        encode,
-        pieces: VecDeque::new(),
-        ended: false,
-    }));
+    let items = responses.map(move |response| match response {
+        Ok(message) => encode(message),
+        Err(status) => Outgoing::Trailers(trailers(&status)),
+    });
+    let body = MessagesBody::new(items, Some(trailers(&Status::ok(""))));
+    let mut response = Response::new(Body::new(body));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
@@ -188,55 +183,6 @@ impl Service<Request<Body>> for BulkRoute {
             let response = self.upload_chunks(metadata, body);
             Box::pin(async move { Ok(response) })
         }
-    }
-}
-
-type Responses<M> = Pin<Box<dyn Stream<Item = Result<M, Status>> + Send>>;
-
-/// The responses as gRPC messages, then trailers with the stream's status.
-struct ResponseBody<M> {
-    responses: Responses<M>,
-    encode: fn(M) -> VecDeque<Bytes>,
-    /// Pieces of the last message not yet sent.
-    pieces: VecDeque<Bytes>,
-    ended: bool,
-}
-
-impl<M> http_body::Body for ResponseBody<M> {
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        if let Some(piece) = self.pieces.pop_front() {
-            return Poll::Ready(Some(Ok(Frame::data(piece))));
-        }
-        if self.ended {
-            return Poll::Ready(None);
-        }
-        let frame = match ready!(self.responses.poll_next_unpin(cx)) {
-            Some(Ok(response)) => {
-                let mut pieces = (self.encode)(response);
-                let first = pieces.pop_front().unwrap_or_default();
-                self.pieces = pieces;
-                Frame::data(first)
-            }
-            Some(Err(status)) => {
-                self.ended = true;
-                Frame::trailers(trailers(&status))
-            }
-            None => {
-                self.ended = true;
-                Frame::trailers(trailers(&Status::ok("")))
-            }
-        };
-        Poll::Ready(Some(Ok(frame)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.ended && self.pieces.is_empty()
     }
 }
 

@@ -7,7 +7,15 @@
 //! (HTTP/2 writes large pieces from where they are). The data field comes last, which
 //! protobuf allows in any order.
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
 use bytes::{BufMut, Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use http::HeaderMap;
+use http_body::Frame;
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
@@ -47,6 +55,85 @@ pub fn framed_bulk(number: u64, crc32c: u32, data: Bytes) -> [Bytes; 2] {
     encode_key(2, WireType::LengthDelimited, &mut head);
     encode_varint(data_len as u64, &mut head);
     [head.freeze(), data]
+}
+
+/// What a [`MessagesBody`] sends next.
+pub enum Outgoing {
+    /// One message, as the pieces [`framed`] or [`framed_bulk`] made of it.
+    Message(VecDeque<Bytes>),
+    /// Trailers, which end the body.
+    Trailers(HeaderMap),
+}
+
+impl From<Bytes> for Outgoing {
+    fn from(framed: Bytes) -> Self {
+        Outgoing::Message(VecDeque::from([framed]))
+    }
+}
+
+impl From<[Bytes; 2]> for Outgoing {
+    fn from(pieces: [Bytes; 2]) -> Self {
+        Outgoing::Message(VecDeque::from(pieces))
+    }
+}
+
+/// A request or response body that sends `items` piece by piece, each piece an HTTP/2
+/// body frame as it lies; when `items` ends, `last` (trailers, or nothing) ends it.
+pub struct MessagesBody {
+    items: Pin<Box<dyn Stream<Item = Outgoing> + Send>>,
+    /// Pieces of the current message not yet sent.
+    pieces: VecDeque<Bytes>,
+    last: Option<HeaderMap>,
+    ended: bool,
+}
+
+impl MessagesBody {
+    pub fn new(
+        items: impl Stream<Item = Outgoing> + Send + 'static,
+        last: Option<HeaderMap>,
+    ) -> Self {
+        Self {
+            items: Box::pin(items),
+            pieces: VecDeque::new(),
+            last,
+            ended: false,
+        }
+    }
+}
+
+impl http_body::Body for MessagesBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        loop {
+            if let Some(piece) = self.pieces.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(piece))));
+            }
+            if self.ended {
+                return Poll::Ready(None);
+            }
+            match ready!(self.items.poll_next_unpin(cx)) {
+                Some(Outgoing::Message(pieces)) => self.pieces = pieces,
+                Some(Outgoing::Trailers(trailers)) => {
+                    self.ended = true;
+                    self.last = None;
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
+                None => {
+                    self.ended = true;
+                    return Poll::Ready(self.last.take().map(|t| Ok(Frame::trailers(t))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.pieces.is_empty() && self.last.is_none()
+    }
 }
 
 fn put_prefix(buffer: &mut BytesMut, len: usize) {
@@ -97,6 +184,47 @@ mod tests {
                 }))
             );
         }
+    }
+
+    fn frames_of(body: MessagesBody) -> Vec<String> {
+        use http_body::Body as _;
+        let mut body = std::pin::pin!(body);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut seen = Vec::new();
+        while let Poll::Ready(Some(Ok(frame))) = body.as_mut().poll_frame(&mut cx) {
+            seen.push(match frame.into_data() {
+                Ok(data) => format!("{data:?}"),
+                Err(frame) => format!("trailers {}", frame.into_trailers().map_or(0, |t| t.len())),
+            });
+        }
+        assert!(body.is_end_stream());
+        seen
+    }
+
+    #[test]
+    fn a_body_sends_every_piece_then_its_trailers() {
+        let mut last = HeaderMap::new();
+        last.insert("grpc-status", "0".parse().unwrap());
+        let items = futures::stream::iter([
+            Outgoing::from(Bytes::from_static(b"a")),
+            Outgoing::from([Bytes::from_static(b"b"), Bytes::from_static(b"c")]),
+        ]);
+        assert_eq!(
+            frames_of(MessagesBody::new(items, Some(last.clone()))),
+            ["b\"a\"", "b\"b\"", "b\"c\"", "trailers 1"]
+        );
+        // Trailers among the items end the body there; without `last` it just ends.
+        let items = futures::stream::iter([
+            Outgoing::from(Bytes::from_static(b"a")),
+            Outgoing::Trailers(last.clone()),
+            Outgoing::from(Bytes::from_static(b"never")),
+        ]);
+        assert_eq!(
+            frames_of(MessagesBody::new(items, Some(last))),
+            ["b\"a\"", "trailers 1"]
+        );
+        let items = futures::stream::iter([Outgoing::from(Bytes::from_static(b"a"))]);
+        assert_eq!(frames_of(MessagesBody::new(items, None)), ["b\"a\""]);
     }
 
     #[test]

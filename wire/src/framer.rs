@@ -30,7 +30,7 @@ const LARGE_MESSAGE: usize = 64 << 10;
 #[derive(Debug, thiserror::Error)]
 pub enum FramingError {
     #[error(
-        "protocol error: a message has the compressed flag set, but this server accepts no grpc-encoding: send messages uncompressed"
+        "protocol error: a message has the compressed flag set, but no grpc-encoding is in use: messages must be sent uncompressed"
     )]
     Compressed,
     #[error("protocol error: invalid compressed flag {0} (valid flags are 0 and 1)")]
