@@ -47,7 +47,6 @@ mod hash_pipe;
 mod manager;
 mod part_writer;
 mod progress;
-mod read_buffers;
 mod retry;
 mod source;
 mod streaming_md5;

@@ -44,10 +44,12 @@ impl ChunkSource for FileSource {
 
     async fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes> {
         let file = Arc::clone(&self.file);
+        // Into a reused buffer: a chunk lives only until it is sent and hashed, and
+        // reading into pages already mapped costs less than into fresh ones.
         tokio::task::spawn_blocking(move || {
-            let mut buf = crate::read_buffers::take(len);
-            file.read_exact_at(&mut buf[..len], offset)?;
-            Ok(crate::read_buffers::freeze(buf, len))
+            transfer_wire::aligned::read_aligned(len, 0, len, |buf| {
+                file.read_exact_at(buf, offset).map(|()| len)
+            })
         })
         .await
         .map_err(io::Error::other)?
