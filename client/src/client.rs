@@ -353,7 +353,7 @@ impl TransferClient {
 }
 
 /// One connection to the server: the generated client on it, and the channel itself for
-/// the upload stream, which is encoded below tonic.
+/// the two bulk calls (`UploadChunks`, `Download`), which are made below tonic's codec.
 struct Connection {
     raw: RawClient,
     channel: Channel,
