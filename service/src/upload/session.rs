@@ -5,9 +5,11 @@
 //! its validated chunks to the session's task. That single writer makes duplicates and
 //! completion race-free: it writes a batch of chunks to the blob store (durable), commits
 //! them to the ledger in one transaction, and only then acks them. It feeds the
-//! contiguous prefix of committed chunks to the [`OrderedHasher`], and when the last
-//! chunk is committed (and, for a single-pass upload, the client has declared the
-//! whole-file MD5 with `digest`) checks the MD5 and completes the file.
+//! contiguous prefix of committed chunks to the [`OrderedHasher`] while it writes the
+//! next batch, and acks those chunks as the hasher takes them, so a client sends no
+//! faster than the server hashes. When the last chunk is committed (and, for a
+//! single-pass upload, the client has declared the whole-file MD5 with `digest`) it
+//! checks the MD5 and completes the file.
 //!
 //! A session task stops when its session completes, fails or is aborted, or after it
 //! has been idle with no stream attached for a while; the next stream starts a new task,
@@ -278,6 +280,10 @@ struct Session {
     checkpointed: u64,
     /// Committed chunks past the hashed prefix whose bytes are still in memory.
     parked: BTreeMap<u64, Bytes>,
+    /// Committed chunks next in line for the hasher, by index, with the stream whose
+    /// ack waits until the hasher takes them: the client then refills its window only
+    /// as fast as the server hashes, so memory stays about window x chunk size.
+    acks_after_hash: BTreeMap<u64, u64>,
     parked_bytes: usize,
     park_budget: usize,
     streams: HashMap<u64, mpsc::UnboundedSender<SessionEvent>>,
@@ -410,6 +416,7 @@ impl Session {
             hashed,
             checkpointed: hashed,
             parked: BTreeMap::new(),
+            acks_after_hash: BTreeMap::new(),
             parked_bytes: 0,
             park_budget,
             streams: HashMap::new(),
@@ -491,11 +498,18 @@ impl Session {
     async fn serve(&mut self, inbox: &mut mpsc::Receiver<Command>) -> Result<(), Stop> {
         let idle_timeout = self.registry.idle_timeout;
         loop {
-            let command = match tokio::time::timeout(idle_timeout, inbox.recv()).await {
-                Ok(Some(command)) => command,
-                // Unreachable: this session holds a sender of its own inbox.
-                Ok(None) => return Ok(()),
-                Err(_) => {
+            let command = tokio::select! {
+                command = inbox.recv() => match command {
+                    Some(command) => command,
+                    // Unreachable: this session holds a sender of its own inbox.
+                    None => return Ok(()),
+                },
+                // Between batches, the hasher takes what is committed as it has room.
+                fed = self.advance_hash(), if self.can_feed() => {
+                    fed.or_else(|error| self.fail_all(error))?;
+                    continue;
+                }
+                () = tokio::time::sleep(idle_timeout) => {
                     self.streams.retain(|_, events| !events.is_closed());
                     if self.streams.is_empty() {
                         // The next task for this upload resumes hashing from here.
@@ -663,33 +677,24 @@ impl Session {
             .collect();
         // Storage spans belong to the stream whose chunk opened the batch.
         let parent = fresh[0].1.span.clone();
-        let written = self
-            .registry
-            .blobs
-            .put_parts(self.id(), &parts)
-            .instrument(
-                tracing::info_span!(parent: &parent, "blob.put_parts", chunks = parts.len()),
-            )
-            .await;
-        let stored = match written {
-            Ok(()) => {
-                let started = std::time::Instant::now();
-                let committed = self
-                    .registry
-                    .ledger
-                    .commit_chunks(self.id(), &rows)
-                    .instrument(tracing::info_span!(parent: &parent, "ledger.commit_chunks", chunks = rows.len()))
-                    .await;
-                metrics()
-                    .ledger_transaction_duration
-                    .record(started.elapsed().as_secs_f64(), &[]);
-                committed.map_err(ServiceError::from)
+        let write = write_and_commit(Arc::clone(&self.registry), self.id(), parts, rows, parent);
+        // The hasher takes the chunks committed before while this batch is written, so
+        // hashing overlaps writing and committing instead of waiting for them.
+        let (stored, fed) = {
+            let mut write = std::pin::pin!(write);
+            tokio::select! {
+                biased;
+                stored = &mut write => (stored, Ok(())),
+                fed = self.advance_hash(), if self.can_feed() => (write.await, fed),
             }
-            Err(e) => Err(ServiceError::from(e)),
         };
         if let Err(error) = stored {
-            return self.batch_failed(error);
+            // Whether the ledger recorded the batch is unknown (a commit can fail after
+            // the database applied it), so this task's view may be stale: stop; the
+            // next stream starts a task that reloads the truth from the ledger.
+            return self.fail_all(error);
         }
+        fed.or_else(|error| self.fail_all(error))?;
 
         for (_, chunk) in &fresh {
             if let Some(slot) = usize::try_from(chunk.index)
@@ -700,7 +705,6 @@ impl Session {
             }
             self.committed_count += 1;
         }
-        let remaining = self.remaining();
         let instruments = metrics();
         instruments
             .chunks_acknowledged
@@ -710,32 +714,33 @@ impl Session {
                 .chunk_commit_duration
                 .record(chunk.received_at.elapsed().as_secs_f64(), &[]);
         }
-        let stored: Vec<(u64, u64)> = fresh.iter().map(|(s, c)| (*s, c.index)).collect();
-        for (_, chunk) in fresh {
-            if chunk.index >= self.hashed {
+        // Chunks that now extend the hashed prefix are acknowledged once the hasher
+        // takes them; the others (past a gap) at once, kept in memory while the budget
+        // allows.
+        let next_to_hash = self.hashed;
+        let mut hashable_end = next_to_hash;
+        while self.hasher.is_some() && self.is_committed(hashable_end) {
+            hashable_end += 1;
+        }
+        let remaining = self.remaining();
+        for (stream, chunk) in fresh {
+            let index = chunk.index;
+            if index >= next_to_hash {
                 self.parked_bytes += chunk.data.len();
-                self.parked.insert(chunk.index, chunk.data);
+                self.parked.insert(index, chunk.data);
             }
-        }
-        // Hand the batch to the hasher before acknowledging it: the client then refills
-        // its window only as fast as the server hashes, so acknowledged but unhashed
-        // chunks never pile up on top of a full window (memory stays about window x
-        // chunk size, plus the hasher's short queue).
-        if let Err(error) = self.advance_hash().await {
-            let status = Status::from(error);
-            self.tell_all(|| SessionEvent::Failed(status.clone()));
-            return Err(Stop::Closed);
-        }
-        for (stream, index) in stored {
-            self.tell(
-                stream,
-                SessionEvent::Ack {
+            if (next_to_hash..hashable_end).contains(&index) {
+                self.acks_after_hash.insert(index, stream);
+            } else {
+                let ack = SessionEvent::Ack {
                     index,
                     already_stored: false,
                     remaining,
-                },
-            );
+                };
+                self.tell(stream, ack);
+            }
         }
+        self.trim_parked();
         for (stream, index) in repeats {
             metrics()
                 .chunks_acknowledged
@@ -749,40 +754,35 @@ impl Session {
                 },
             );
         }
-        let unsaved = (self.hashed - self.checkpointed) * u64::from(self.layout.chunk_size);
-        if unsaved >= CHECKPOINT_BYTES && !self.is_fully_committed() {
-            // Saved in the background: the ack path does not wait for it.
-            drop(self.save_checkpoint().await);
-        }
         if self.ready_to_finish() {
             return self.finish().await;
         }
         Ok(())
     }
 
-    /// A batch could not be stored. Whether the ledger recorded it is unknown (a commit
-    /// can fail after the database applied it), so this task's view may be stale: end
-    /// every stream with the error and stop; the next stream starts a task that reloads
-    /// the truth from the ledger.
-    fn batch_failed(&mut self, error: ServiceError) -> Result<(), Stop> {
+    /// Ends every stream with `error` and stops the task.
+    fn fail_all(&mut self, error: ServiceError) -> Result<(), Stop> {
         let status = Status::from(error);
         self.tell_all(|| SessionEvent::Failed(status.clone()));
         Err(Stop::Closed)
     }
 
-    /// Feeds the hasher every committed chunk that extends the hashed prefix, reading
-    /// back from staging those no longer in memory.
+    /// Whether the hasher has a committed chunk to take next.
+    fn can_feed(&self) -> bool {
+        self.hasher.is_some() && self.is_committed(self.hashed)
+    }
+
+    /// Feeds the hasher every committed chunk that extends the hashed prefix, in order,
+    /// reading back from staging those no longer in memory, and sends the acks that
+    /// waited for each. Waits while the hasher is behind.
+    ///
+    /// Cancel-safe (the session polls it beside other work): state changes only after
+    /// the hasher has taken a chunk, in the same poll.
     async fn advance_hash(&mut self) -> Result<(), ServiceError> {
-        let Some(hasher) = self.hasher.as_ref() else {
-            return Ok(());
-        };
-        while self.is_committed(self.hashed) {
+        while self.can_feed() {
             let index = self.hashed;
-            let data = match self.parked.remove(&index) {
-                Some(data) => {
-                    self.parked_bytes -= data.len();
-                    data
-                }
+            let data = match self.parked.get(&index) {
+                Some(data) => data.clone(),
                 None => {
                     let len = self.layout.chunk_len(index).unwrap_or(0) as usize;
                     self.registry
@@ -795,17 +795,42 @@ impl Session {
                         })?
                 }
             };
+            let Some(hasher) = self.hasher.as_ref() else {
+                break;
+            };
             hasher.feed(data).await;
+            if let Some(data) = self.parked.remove(&index) {
+                self.parked_bytes -= data.len();
+            }
             self.hashed += 1;
+            if let Some(stream) = self.acks_after_hash.remove(&index) {
+                self.tell(
+                    stream,
+                    SessionEvent::Ack {
+                        index,
+                        already_stored: false,
+                        remaining: self.remaining(),
+                    },
+                );
+            }
+            let unsaved = (self.hashed - self.checkpointed) * u64::from(self.layout.chunk_size);
+            if unsaved >= CHECKPOINT_BYTES && !self.is_fully_committed() {
+                // Saved in the background: the ack path does not wait for it.
+                drop(self.save_checkpoint().await);
+            }
         }
-        // Keep at most the budget in memory: drop the chunks needed last.
+        Ok(())
+    }
+
+    /// Keeps at most the budget of parked chunks in memory: drops the chunks needed
+    /// last (they are read back from staging when the hasher reaches them).
+    fn trim_parked(&mut self) {
         while self.parked_bytes > self.park_budget {
             match self.parked.pop_last() {
                 Some((_, data)) => self.parked_bytes -= data.len(),
                 None => break,
             }
         }
-        Ok(())
     }
 
     /// Saves a checkpoint of the hash so far to the ledger, once the hasher reaches it.
@@ -881,6 +906,10 @@ impl Session {
             self.registry.blobs.abort(id).await?;
             return Ok(self.registry.ledger.complete_upload(id, &md5).await?);
         }
+        if self.computed_md5.is_none() {
+            // The hasher must have every chunk before it can say the digest.
+            self.advance_hash().await?;
+        }
         let computed = match (self.computed_md5, self.hasher.take()) {
             (Some(md5), _) => md5,
             (None, Some(hasher)) => {
@@ -923,4 +952,34 @@ impl Session {
         metrics().upload_duration.record(took.as_secs_f64(), &[]);
         Ok(file)
     }
+}
+
+/// Writes a batch's chunks to the blob store (durably), then records them in the
+/// ledger. Owns what it needs, so the session can feed the hasher meanwhile.
+async fn write_and_commit(
+    registry: Arc<SessionRegistry>,
+    id: Uuid,
+    parts: Vec<Part>,
+    rows: Vec<CommittedChunk>,
+    parent: tracing::Span,
+) -> Result<(), ServiceError> {
+    registry
+        .blobs
+        .put_parts(id, &parts)
+        .instrument(tracing::info_span!(parent: &parent, "blob.put_parts", chunks = parts.len()))
+        .await?;
+    let started = std::time::Instant::now();
+    let committed = registry
+        .ledger
+        .commit_chunks(id, &rows)
+        .instrument(
+            tracing::info_span!(parent: &parent, "ledger.commit_chunks", chunks = rows.len()),
+        )
+        .await;
+    metrics()
+        .ledger_transaction_duration
+        .record(started.elapsed().as_secs_f64(), &[]);
+    // This task is the session's only writer, so every chunk it commits is new.
+    committed?;
+    Ok(())
 }

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use transfer_proto::v1::{Chunk, ChunkOutcome};
 use transfer_tests::client::open_session;
 use transfer_tests::{ChunkStream, Ledger, TestFile, TestServer, crc32c, download};
@@ -151,8 +153,40 @@ async fn sending_more_than_the_window_ends_the_stream_with_resource_exhausted(le
     assert!(committed >= acks.len() as u64);
 }
 
+async fn a_chunk_after_a_gap_is_acknowledged_before_the_gap_is_filled(ledger: Ledger) {
+    // Acks of chunks that extend the hashed prefix wait for the hasher; a chunk past a
+    // gap must not wait for the gap, or a client that sends out of order would stall.
+    let server = TestServer::start(ledger).await;
+    let mut client = server.client().await;
+    let file = TestFile::new("gap.bin", 4 * CHUNK as usize, 23);
+    let session = open_session(&mut client, None, &file, CHUNK).await;
+    let mut stream = ChunkStream::open(&mut client, None, &session.upload_id)
+        .await
+        .unwrap();
+    for index in [3, 2] {
+        stream.send_chunk(index, file.chunk(index, CHUNK)).await;
+        let ack = tokio::time::timeout(Duration::from_secs(10), stream.expect_ack())
+            .await
+            .unwrap_or_else(|_| panic!("chunk {index}, past the gap, is not acknowledged"));
+        assert_eq!((ack.index, ack.outcome()), (index, ChunkOutcome::Stored));
+    }
+    // Filling the gap acknowledges its chunks and completes the file.
+    for index in [0, 1] {
+        stream.send_chunk(index, file.chunk(index, CHUNK)).await;
+    }
+    let (acks, end) = stream.drain().await;
+    let indexes: Vec<u64> = acks.iter().map(|a| a.index).collect();
+    assert_eq!(indexes, [0, 1]);
+    let done = end.unwrap().expect("the upload completes");
+    let downloaded = download(&mut client, None, &done.file_id, 0, 0)
+        .await
+        .unwrap();
+    assert_eq!(downloaded.data, file.data);
+}
+
 transfer_tests::ledger_tests!(
     chunks_out_of_order_and_duplicated_make_a_correct_file,
+    a_chunk_after_a_gap_is_acknowledged_before_the_gap_is_filled,
     a_chunk_with_a_bad_crc_is_rejected_and_can_be_sent_again,
     a_chunk_of_the_wrong_length_is_rejected,
     a_chunk_index_past_the_end_is_rejected,
