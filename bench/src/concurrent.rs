@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use md5::{Digest, Md5};
 use tokio_stream::wrappers::ReceiverStream;
 use transfer_client::proto::check_upload_response::Result as CheckResult;
 use transfer_client::proto::upload_chunks_request::Message as Outgoing;
@@ -16,6 +15,7 @@ use transfer_client::proto::{
     UploadStart,
 };
 use transfer_client::{ClientConfig, TransferClient};
+use transfer_md5::Md5;
 
 use crate::ceilings::random_bytes;
 
@@ -35,7 +35,7 @@ pub async fn run(endpoint: &str, count: usize, size: usize, send: bool) -> Resul
     let files: Vec<(Bytes, [u8; 16], u32)> = (0..count)
         .map(|_| {
             let data = random_bytes(size);
-            let md5 = Md5::digest(&data).into();
+            let md5 = Md5::digest(&data);
             let crc = crc32c::crc32c(&data);
             (data.into(), md5, crc)
         })

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use md5::{Digest, Md5};
 use transfer_client::proto::check_upload_response::Result as CheckResult;
 use transfer_client::{ClientConfig, TransferClient};
+use transfer_md5::Md5;
 use transfer_service::ledger::{
     ChunkLedger, CommittedChunk, NewUpload, PostgresLedger, SqliteLedger,
 };
@@ -56,7 +56,7 @@ pub async fn open_postgres(url: &str) -> Result<Arc<dyn ChunkLedger>> {
 /// The MD5 and size of seeded file number `i`: distinct for every `i`, and cheap to
 /// compute again when asking for it.
 fn seeded_content(i: u64) -> ([u8; 16], u64) {
-    (Md5::digest(i.to_le_bytes()).into(), 1000 + i)
+    (Md5::digest(i.to_le_bytes()), 1000 + i)
 }
 
 /// Seeds `count` complete files (and their contents), spread over 1,000 owners, into a

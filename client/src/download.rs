@@ -5,10 +5,10 @@ use std::io::{self, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
-use md5::{Digest, Md5};
 use std::sync::Arc;
 use tokio::fs::{File, OpenOptions};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use transfer_md5::Md5;
 
 use tokio::sync::Semaphore;
 use transfer_proto::v1::{DownloadRequest, FileInfo, FileState, download_response};
@@ -268,7 +268,7 @@ impl Download<'_> {
         }
 
         reporter.state(TransferState::Verifying);
-        let actual: [u8; 16] = self.hash.md5.clone().finalize().into();
+        let actual = self.hash.md5.clone().finalize();
         if actual.as_slice() != file.md5.as_ref() {
             drop(part);
             let _ = tokio::fs::remove_file(&self.part).await;

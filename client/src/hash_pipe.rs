@@ -2,9 +2,9 @@
 //! queue, hashed on Tokio's blocking pool.
 
 use bytes::Bytes;
-use md5::{Digest, Md5};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use transfer_md5::Md5;
 
 /// Pieces that may wait for the hasher before feeding waits.
 const QUEUE: usize = 8;

@@ -7,9 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use md5::{Digest, Md5};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeek, AsyncSeekExt};
 use tokio::sync::Mutex;
+use transfer_md5::Md5;
 
 /// Bytes of a known size, readable at any offset (chunks are re-read when they must be
 /// sent again, so nothing holds the whole file in memory).
@@ -90,7 +90,7 @@ pub(crate) async fn head_md5_of(source: &impl ChunkSource) -> io::Result<[u8; 16
     let head = source
         .read_at(0, source.size().min(transfer_proto::HEAD_MD5_LEN) as usize)
         .await?;
-    Ok(Md5::digest(&head).into())
+    Ok(Md5::digest(&head))
 }
 
 /// Bytes to read per step while hashing.
@@ -129,5 +129,5 @@ pub(crate) async fn md5_of(
         next = read?;
         progress(offset);
     }
-    Ok(md5.finalize().into())
+    Ok(md5.finalize())
 }

@@ -8,7 +8,7 @@
 use std::io;
 
 use bytes::Bytes;
-use md5::{Digest, Md5};
+use transfer_md5::Md5;
 
 use crate::hash_pipe::HashPipe;
 use crate::source::ChunkSource;
@@ -71,12 +71,11 @@ impl StreamingMd5 {
             .pipe
             .take()
             .ok_or_else(|| io::Error::other("the MD5 was already finished"))?;
-        let md5: [u8; 16] = pipe
+        let md5 = pipe
             .finish()
             .await
             .ok_or_else(|| io::Error::other("the hashing task was lost"))?
-            .finalize()
-            .into();
+            .finalize();
         self.md5 = Some(md5);
         Ok(md5)
     }

@@ -7,9 +7,8 @@
 //! hashing where this one stopped instead of reading the prefix back from storage.
 
 use bytes::Bytes;
-use md5::digest::common::hazmat::{SerializableState, SerializedState};
-use md5::{Digest, Md5};
 use std::sync::OnceLock;
+use transfer_md5::Md5;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -52,8 +51,7 @@ impl OrderedHasher {
     /// Starts from a checkpoint taken by [`OrderedHasher::checkpoint`]; `None` if it is
     /// not a valid MD5 state.
     pub fn resume(checkpoint: &[u8]) -> Option<Self> {
-        let state = SerializedState::<Md5>::try_from(checkpoint).ok()?;
-        Md5::deserialize(&state).ok().map(Self::resume_from)
+        Md5::from_checkpoint(checkpoint).map(Self::resume_from)
     }
 
     fn resume_from(mut md5: Md5) -> Self {
@@ -71,7 +69,7 @@ impl OrderedHasher {
                         match input {
                             Input::Bytes(bytes) => md5.update(&bytes),
                             Input::Checkpoint(reply) => {
-                                let _ = reply.send(md5.serialize().to_vec());
+                                let _ = reply.send(md5.checkpoint());
                             }
                         }
                     }
@@ -105,7 +103,7 @@ impl OrderedHasher {
     pub async fn finish(self) -> Option<Md5Digest> {
         drop(self.feed);
         let md5 = self.task.await.ok()??;
-        Some(md5.finalize().into())
+        Some(md5.finalize())
     }
 }
 
@@ -114,7 +112,7 @@ mod tests {
     use super::*;
 
     fn md5_of(data: &[u8]) -> Md5Digest {
-        Md5::digest(data).into()
+        Md5::digest(data)
     }
 
     #[tokio::test]
