@@ -48,10 +48,13 @@ impl OrderedHasher {
         Self::resume_from(Md5::new())
     }
 
-    /// Starts from a checkpoint taken by [`OrderedHasher::checkpoint`]; `None` if it is
-    /// not a valid MD5 state.
-    pub fn resume(checkpoint: &[u8]) -> Option<Self> {
-        Md5::from_checkpoint(checkpoint).map(Self::resume_from)
+    /// Starts from a checkpoint taken by [`OrderedHasher::checkpoint`] after the first
+    /// `bytes` bytes of the file; `None` if it is not a valid MD5 state of that many
+    /// bytes (resuming from it would only end in an MD5 mismatch).
+    pub fn resume(checkpoint: &[u8], bytes: u64) -> Option<Self> {
+        Md5::from_checkpoint(checkpoint)
+            .filter(|md5| md5.len() == bytes)
+            .map(Self::resume_from)
     }
 
     fn resume_from(mut md5: Md5) -> Self {
@@ -125,7 +128,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_checkpoint_resumes_where_it_was_taken() {
+    async fn a_checkpoint_resumes_where_it_was_taken_and_only_there() {
         let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let (head, tail) = data.split_at(4099);
         let first = OrderedHasher::start();
@@ -135,13 +138,18 @@ mod tests {
         first.feed(Bytes::from_static(b"ignored")).await;
         drop(first);
 
-        let second = OrderedHasher::resume(&checkpoint).expect("a valid checkpoint");
+        assert!(
+            OrderedHasher::resume(&checkpoint, head.len() as u64 + 1).is_none(),
+            "a checkpoint of another length"
+        );
+        let second =
+            OrderedHasher::resume(&checkpoint, head.len() as u64).expect("a valid checkpoint");
         second.feed(Bytes::copy_from_slice(tail)).await;
         assert_eq!(second.finish().await, Some(md5_of(&data)));
     }
 
     #[test]
     fn a_malformed_checkpoint_is_refused() {
-        assert!(OrderedHasher::resume(b"not an md5 state").is_none());
+        assert!(OrderedHasher::resume(b"not an md5 state", 0).is_none());
     }
 }

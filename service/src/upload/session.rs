@@ -394,7 +394,8 @@ impl Session {
         let prefix = committed.iter().take_while(|c| **c).count() as u64;
         let (hasher, hashed) = match ledger.hash_checkpoint(id).await? {
             Some(checkpoint) if checkpoint.chunks <= prefix => {
-                match OrderedHasher::resume(&checkpoint.state) {
+                let bytes = layout.offset(checkpoint.chunks).min(layout.size);
+                match OrderedHasher::resume(&checkpoint.state, bytes) {
                     Some(hasher) => (hasher, checkpoint.chunks),
                     None => (OrderedHasher::start(), 0),
                 }
@@ -632,7 +633,8 @@ impl Session {
         Ok(())
     }
 
-    /// Writes, commits and acks a batch of chunks, then advances the hash.
+    /// Writes and commits a batch of chunks while the hasher takes earlier ones, then acks
+    /// them: those past a gap at once, the others as the hasher takes them.
     async fn store_batch(&mut self, batch: Vec<(u64, VerifiedChunk)>) -> Result<(), Stop> {
         let mut fresh: Vec<(u64, VerifiedChunk)> = Vec::with_capacity(batch.len());
         let mut repeats: Vec<(u64, u64)> = Vec::new();
@@ -785,14 +787,20 @@ impl Session {
                 Some(data) => data.clone(),
                 None => {
                     let len = self.layout.chunk_len(index).unwrap_or(0) as usize;
-                    self.registry
+                    let data = self
+                        .registry
                         .blobs
                         .read_staged(self.file.id, self.layout.offset(index), len)
                         .await
                         .map_err(|e| ServiceError::StoredDataLost {
                             id: self.file.id,
                             reason: e.to_string(),
-                        })?
+                        })?;
+                    // Parked, so that a poll dropped while the hasher is full does not
+                    // read it again.
+                    self.parked_bytes += data.len();
+                    self.parked.insert(index, data.clone());
+                    data
                 }
             };
             let Some(hasher) = self.hasher.as_ref() else {
