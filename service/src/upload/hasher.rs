@@ -20,6 +20,9 @@ use crate::ledger::Md5Digest;
 /// keep the hasher busy without holding more.
 const QUEUE_CHUNKS: usize = 2;
 
+/// Most bytes one upload hashes before it lets others have its hashing slot.
+const SLOT_SHARE: usize = 64 << 20;
+
 /// Hashing threads running at once, across every upload: one per core. MD5 is all CPU;
 /// hundreds of uploads hashing on hundreds of threads would crowd out the threads that
 /// answer requests (a CheckUpload would wait its turn behind them all), for no more
@@ -61,22 +64,29 @@ impl OrderedHasher {
         let (feed, mut queue) = mpsc::channel::<Input>(QUEUE_CHUNKS);
         let task = tokio::spawn(async move {
             while let Some(first) = queue.recv().await {
-                let mut inputs = vec![first];
-                while let Ok(next) = queue.try_recv() {
-                    inputs.push(next);
-                }
                 // The semaphore is never closed, so this only fails on a bug.
                 let slot = hashing_slots().acquire().await.ok()?;
-                md5 = tokio::task::spawn_blocking(move || {
-                    for input in inputs {
+                // Hash on a blocking thread for as long as input keeps coming (up to a
+                // slot's share, so other uploads get their turn): handing each chunk
+                // across threads on its own cost a wake-up each way per chunk.
+                (md5, queue) = tokio::task::spawn_blocking(move || {
+                    let mut share = SLOT_SHARE;
+                    let mut next = Some(first);
+                    while let Some(input) = next.take() {
                         match input {
-                            Input::Bytes(bytes) => md5.update(&bytes),
+                            Input::Bytes(bytes) => {
+                                share = share.saturating_sub(bytes.len());
+                                md5.update(&bytes);
+                            }
                             Input::Checkpoint(reply) => {
                                 let _ = reply.send(md5.checkpoint());
                             }
                         }
+                        if share > 0 {
+                            next = queue.try_recv().ok();
+                        }
                     }
-                    md5
+                    (md5, queue)
                 })
                 .await
                 // Only a panic inside `update` (none is possible) or runtime shutdown.
