@@ -489,6 +489,24 @@ impl Session {
         }
     }
 
+    /// Acks chunk `index` to `stream`: stored by this send, or by an earlier one.
+    fn ack(&self, stream: u64, index: u64, already_stored: bool) {
+        if already_stored {
+            metrics()
+                .chunks_acknowledged
+                .add(1, &attribute("outcome", "already_stored"));
+        }
+        let remaining = self.remaining();
+        self.tell(
+            stream,
+            SessionEvent::Ack {
+                index,
+                already_stored,
+                remaining,
+            },
+        );
+    }
+
     fn tell_all(&self, event: impl Fn() -> SessionEvent) {
         for events in self.streams.values() {
             let _ = events.send(event());
@@ -640,17 +658,7 @@ impl Session {
         let mut repeats: Vec<(u64, u64)> = Vec::new();
         for (stream, chunk) in batch {
             if self.is_committed(chunk.index) {
-                metrics()
-                    .chunks_acknowledged
-                    .add(1, &attribute("outcome", "already_stored"));
-                self.tell(
-                    stream,
-                    SessionEvent::Ack {
-                        index: chunk.index,
-                        already_stored: true,
-                        remaining: self.remaining(),
-                    },
-                );
+                self.ack(stream, chunk.index, true);
             } else if fresh.iter().any(|(_, c)| c.index == chunk.index) {
                 repeats.push((stream, chunk.index));
             } else {
@@ -724,7 +732,6 @@ impl Session {
         while self.hasher.is_some() && self.is_committed(hashable_end) {
             hashable_end += 1;
         }
-        let remaining = self.remaining();
         for (stream, chunk) in fresh {
             let index = chunk.index;
             if index >= next_to_hash {
@@ -734,27 +741,12 @@ impl Session {
             if (next_to_hash..hashable_end).contains(&index) {
                 self.acks_after_hash.insert(index, stream);
             } else {
-                let ack = SessionEvent::Ack {
-                    index,
-                    already_stored: false,
-                    remaining,
-                };
-                self.tell(stream, ack);
+                self.ack(stream, index, false);
             }
         }
         self.trim_parked();
         for (stream, index) in repeats {
-            metrics()
-                .chunks_acknowledged
-                .add(1, &attribute("outcome", "already_stored"));
-            self.tell(
-                stream,
-                SessionEvent::Ack {
-                    index,
-                    already_stored: true,
-                    remaining,
-                },
-            );
+            self.ack(stream, index, true);
         }
         if self.ready_to_finish() {
             return self.finish().await;
@@ -812,14 +804,7 @@ impl Session {
             }
             self.hashed += 1;
             if let Some(stream) = self.acks_after_hash.remove(&index) {
-                self.tell(
-                    stream,
-                    SessionEvent::Ack {
-                        index,
-                        already_stored: false,
-                        remaining: self.remaining(),
-                    },
-                );
+                self.ack(stream, index, false);
             }
             let unsaved = (self.hashed - self.checkpointed) * u64::from(self.layout.chunk_size);
             if unsaved >= CHECKPOINT_BYTES && !self.is_fully_committed() {
