@@ -98,13 +98,22 @@ fn write_loop(mut conn: Connection, queue: mpsc::Receiver<Job>) {
         {
             group.push(next);
         }
-        commit_group(&mut conn, group);
+        // Jobs that need not wait for the disk commit first, on their own, and are
+        // answered at once: a new session's CheckUpload queued beside chunk commits would
+        // otherwise wait for their sync. Jobs queued together come from different callers,
+        // so committing them in this order is as good as any other.
+        let (synced, unsynced): (Vec<Job>, Vec<Job>) = group.into_iter().partition(|j| j.synced);
+        for (jobs, synced) in [(unsynced, false), (synced, true)] {
+            if !jobs.is_empty() {
+                commit_group(&mut conn, jobs, synced);
+            }
+        }
     }
 }
 
-/// Runs every job of `group` in one transaction, each in a savepoint, and commits.
-fn commit_group(conn: &mut Connection, group: Vec<Job>) {
-    let synced = group.iter().any(|job| job.synced);
+/// Runs every job of `group` in one transaction, each in a savepoint, and commits; with
+/// `synced`, the commit reaches the disk before anyone is answered.
+fn commit_group(conn: &mut Connection, group: Vec<Job>, synced: bool) {
     let begun = conn
         .pragma_update(None, "synchronous", if synced { "FULL" } else { "NORMAL" })
         .and_then(|()| conn.transaction_with_behavior(TransactionBehavior::Immediate));
@@ -212,6 +221,36 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows, [1, 2, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_write_that_need_not_sync_commits_ahead_of_synced_writes_queued_beside_it() {
+        let (dir, writer) = writer_on_a_fresh_file();
+        let path = dir.path().join("ledger.db");
+        // The first holds the writer while a synced and an unsynced write queue behind it.
+        let first = writer.write(true, |tx| {
+            std::thread::sleep(Duration::from_millis(100));
+            insert(tx, 1)
+        });
+        let synced = writer.write(true, move |tx| {
+            // Another connection sees only what is committed.
+            let other = Connection::open(&path).map_err(db_error)?;
+            let seen = other
+                .query_row("SELECT count(*) FROM t WHERE n = 3", [], |row| {
+                    row.get::<_, i64>(0)
+                })
+                .map_err(db_error)?;
+            insert(tx, 2)?;
+            Ok(seen)
+        });
+        let unsynced = writer.write(false, |tx| insert(tx, 3));
+        let (first, synced, unsynced) = tokio::join!(first, synced, unsynced);
+        assert!(first.is_ok() && unsynced.is_ok());
+        assert_eq!(
+            synced.unwrap(),
+            1,
+            "the unsynced write should be committed before the synced one runs"
+        );
     }
 
     #[tokio::test]
