@@ -11,8 +11,7 @@ use transfer_client::proto::check_upload_response::Result as CheckResult;
 use transfer_client::proto::upload_chunks_request::Message as Outgoing;
 use transfer_client::proto::upload_chunks_response::Message as Incoming;
 use transfer_client::proto::{
-    CheckUploadRequest, CheckUploadResponse, Chunk, GetFileRequest, UploadChunksRequest,
-    UploadStart,
+    CheckUploadRequest, CheckUploadResponse, Chunk, UploadChunksRequest, UploadStart,
 };
 use transfer_client::{ClientConfig, TransferClient};
 use transfer_md5::Md5;
@@ -157,12 +156,13 @@ async fn timed_check(
     request: CheckUploadRequest,
 ) -> Result<(f64, CheckUploadResponse)> {
     let mut raw = TransferClient::new(config)?.raw();
-    // Connect first (any call will do), so the latency below is CheckUpload's alone.
-    let _ = raw
-        .get_file(GetFileRequest {
-            file_id: uuid::Uuid::new_v4().to_string(),
-        })
-        .await;
+    // Connect first, so the latency below is CheckUpload's alone. A request without a
+    // name is refused before the ledger: a warm-up that queried the ledger would load it
+    // with 200 queries no real upload makes, beside the checks being measured.
+    let refused = raw.check_upload(CheckUploadRequest::default()).await;
+    if !matches!(&refused, Err(status) if status.code() == tonic::Code::InvalidArgument) {
+        bail!("the warm-up request was not refused as invalid: {refused:?}");
+    }
     let asked = Instant::now();
     let answer = raw.check_upload(request).await?.into_inner();
     Ok((asked.elapsed().as_secs_f64(), answer))
