@@ -16,6 +16,7 @@ use transfer_proto::v1::{
 };
 
 use crate::blob::BlobStore;
+use crate::control::ControlPlane;
 use crate::download::{DownloadStream, download};
 use crate::files::{abort_upload, file_info, owned_file};
 use crate::layout::Limits;
@@ -29,11 +30,15 @@ use crate::upload::check::{CheckOutcome, UploadIntent, check_upload};
 /// Responses an upload stream may queue before it waits for the client to read them.
 const UPLOAD_RESPONSE_QUEUE: usize = 64;
 
+/// Cheap to clone: a short call takes a clone to the control runtime.
+#[derive(Clone)]
 pub struct TransferApi {
     ledger: Arc<dyn ChunkLedger>,
     blobs: Arc<dyn BlobStore>,
     sessions: Arc<SessionRegistry>,
     limits: Limits,
+    /// Where the short calls run, away from the bulk streams.
+    control: Arc<ControlPlane>,
 }
 
 impl TransferApi {
@@ -42,12 +47,14 @@ impl TransferApi {
         blobs: Arc<dyn BlobStore>,
         sessions: Arc<SessionRegistry>,
         limits: Limits,
+        control: Arc<ControlPlane>,
     ) -> Self {
         Self {
             ledger,
             blobs,
             sessions,
             limits,
+            control,
         }
     }
 }
@@ -79,7 +86,9 @@ impl TransferService for TransferApi {
         request: Request<CheckUploadRequest>,
     ) -> Result<Response<CheckUploadResponse>, Status> {
         let span = rpc_span("CheckUpload", request.metadata());
-        traced(span, self.check_upload_traced(request)).await
+        let api = self.clone();
+        let call = async move { api.check_upload_traced(request).await };
+        self.control.run(traced(span, call)).await
     }
 
     type UploadChunksStream = ReceiverStream<Result<UploadChunksResponse, Status>>;
@@ -110,21 +119,22 @@ impl TransferService for TransferApi {
         request: Request<AbortUploadRequest>,
     ) -> Result<Response<AbortUploadResponse>, Status> {
         let span = rpc_span("AbortUpload", request.metadata());
-        traced(span, async {
+        let api = self.clone();
+        let call = async move {
             let owner = owner_of(request.metadata())?;
             let id = parse_id("upload_id", &request.get_ref().upload_id)?;
             tracing::Span::current().record("transfer.upload_id", id.to_string());
             abort_upload(
-                self.ledger.as_ref(),
-                self.blobs.as_ref(),
-                &self.sessions,
+                api.ledger.as_ref(),
+                api.blobs.as_ref(),
+                &api.sessions,
                 &owner,
                 id,
             )
             .await?;
             Ok(Response::new(AbortUploadResponse {}))
-        })
-        .await
+        };
+        self.control.run(traced(span, call)).await
     }
 
     async fn get_file(
@@ -132,16 +142,17 @@ impl TransferService for TransferApi {
         request: Request<GetFileRequest>,
     ) -> Result<Response<GetFileResponse>, Status> {
         let span = rpc_span("GetFile", request.metadata());
-        traced(span, async {
+        let api = self.clone();
+        let call = async move {
             let owner = owner_of(request.metadata())?;
             let id = parse_id("file_id", &request.get_ref().file_id)?;
             tracing::Span::current().record("transfer.file_id", id.to_string());
-            let file = owned_file(self.ledger.as_ref(), &owner, id).await?;
+            let file = owned_file(api.ledger.as_ref(), &owner, id).await?;
             Ok(Response::new(GetFileResponse {
                 file: Some(file_info(&file)),
             }))
-        })
-        .await
+        };
+        self.control.run(traced(span, call)).await
     }
 }
 

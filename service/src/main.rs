@@ -111,8 +111,8 @@ async fn migrate(
         return Err("--to names the ledger being copied".into());
     }
     tracing::info!(from = %source, to = %target, "copying the ledger");
-    let from = source.open(settings.database_pool_size).await?;
-    let into = target.open(settings.database_pool_size).await?;
+    let from = source.open(settings.database_pool_size, None).await?;
+    let into = target.open(settings.database_pool_size, None).await?;
     let copied = copy_ledger(from.as_ref(), into.as_ref()).await?;
     println!(
         "copied {} files, {} chunks and {} content records from {source} to {target}",

@@ -13,6 +13,7 @@ use crate::Settings;
 use crate::blob::{BlobError, BlobStore, FsBlobStore};
 use crate::bulk_route::BulkRoute;
 use crate::config::SettingsError;
+use crate::control::ControlPlane;
 use crate::grpc::TransferApi;
 use crate::ledger::{ChunkLedger, FileState, LedgerError};
 use crate::upload::SessionRegistry;
@@ -37,6 +38,8 @@ pub enum StartupError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("serving gRPC failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("starting the runtime for short calls failed: {0}")]
+    ControlPlane(std::io::Error),
 }
 
 /// Removes staged bytes whose upload is no longer open: left behind when the server
@@ -88,7 +91,10 @@ impl Transferd {
     pub async fn open(settings: &Settings) -> Result<Self, StartupError> {
         let limits = settings.limits()?;
         let location = settings.ledger_location()?;
-        let ledger = location.open(settings.database_pool_size).await?;
+        let control = Arc::new(ControlPlane::start().map_err(StartupError::ControlPlane)?);
+        let ledger = location
+            .open(settings.database_pool_size, Some(control.handle().clone()))
+            .await?;
         tracing::info!(ledger = %location, "ledger open");
         let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(&settings.data_dir)?);
         tokio::spawn(sweep_orphaned_staging(
@@ -102,7 +108,7 @@ impl Transferd {
             settings.session_idle_timeout(),
         );
         Ok(Self {
-            api: TransferApi::new(ledger, blobs, sessions, limits),
+            api: TransferApi::new(ledger, blobs, sessions, limits, control),
             max_message_size: limits.max_chunk_size as usize + MESSAGE_OVERHEAD,
             reflection: settings.reflection,
             http2: Http2Windows {

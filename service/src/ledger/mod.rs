@@ -50,12 +50,19 @@ impl LedgerLocation {
         }
     }
 
-    /// Opens the ledger, applying pending migrations.
-    pub async fn open(&self, pool_size: usize) -> Result<Arc<dyn ChunkLedger>, LedgerError> {
+    /// Opens the ledger, applying pending migrations. On PostgreSQL, the connections that
+    /// answer requests are driven on `requests_runtime` if one is given (see
+    /// [`PostgresLedger::connect_serving_requests_on`]).
+    pub async fn open(
+        &self,
+        pool_size: usize,
+        requests_runtime: Option<tokio::runtime::Handle>,
+    ) -> Result<Arc<dyn ChunkLedger>, LedgerError> {
         Ok(match self {
-            LedgerLocation::Postgres(url) => {
-                Arc::new(PostgresLedger::connect(url, pool_size).await?)
-            }
+            LedgerLocation::Postgres(url) => Arc::new(
+                PostgresLedger::connect_serving_requests_on(url, pool_size, requests_runtime)
+                    .await?,
+            ),
             LedgerLocation::Sqlite(path) => Arc::new(SqliteLedger::open(path, pool_size).await?),
         })
     }

@@ -2,10 +2,16 @@
 //! The schema comes from the versioned migrations in `migrations/postgres`, applied by
 //! [`PostgresLedger::connect`].
 
+use std::future::Future;
+use std::pin::Pin;
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{
+    ConfigConnectImpl, Connect, GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod,
+};
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
@@ -52,6 +58,19 @@ impl PostgresLedger {
     /// returns a ledger with at most `pool_size` connections (at least 4): a quarter
     /// answer requests, the rest commit the sessions' chunks.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Self, LedgerError> {
+        Self::connect_serving_requests_on(url, pool_size, None).await
+    }
+
+    /// Like [`PostgresLedger::connect`], with the connections that answer requests made
+    /// and driven on `requests_runtime`: a connection's socket and task belong to the
+    /// runtime that made it, and each query waits for that runtime to poll them. The
+    /// server runs its short calls on a runtime of their own (see `crate::control`), so
+    /// their queries should not wait behind the bulk streams either.
+    pub async fn connect_serving_requests_on(
+        url: &str,
+        pool_size: usize,
+        requests_runtime: Option<Handle>,
+    ) -> Result<Self, LedgerError> {
         let config = tokio_postgres::Config::from_str(url)
             .map_err(|e| LedgerError::Unavailable(format!("bad database URL: {e}")))?;
 
@@ -67,10 +86,10 @@ impl PostgresLedger {
         drop(client);
         let _ = connection.await;
 
-        let pool = |max_size| {
-            let manager = Manager::from_config(
+        let pool = |max_size, runtime: Option<Handle>| {
+            let manager = Manager::from_connect(
                 config.clone(),
-                NoTls,
+                ConnectOn(runtime),
                 ManagerConfig {
                     recycling_method: RecyclingMethod::Fast,
                 },
@@ -82,8 +101,8 @@ impl PostgresLedger {
         };
         let for_requests = (pool_size / 4).max(2);
         Ok(Self {
-            requests: pool(for_requests)?,
-            sessions: pool(pool_size.saturating_sub(for_requests).max(2))?,
+            requests: pool(for_requests, requests_runtime)?,
+            sessions: pool(pool_size.saturating_sub(for_requests).max(2), None)?,
         })
     }
 
@@ -609,6 +628,45 @@ impl ChunkLedger for PostgresLedger {
 }
 
 /// The error with its causes: tokio-postgres's own text is often just "db error".
+/// Makes a pool's connections on a given runtime, or where they are first needed.
+struct ConnectOn(Option<Handle>);
+
+impl Connect for ConnectOn {
+    fn connect(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> Pin<
+        Box<
+            dyn Future<
+                    Output = Result<
+                        (tokio_postgres::Client, JoinHandle<()>),
+                        tokio_postgres::Error,
+                    >,
+                > + Send
+                + '_,
+        >,
+    > {
+        let config = config.clone();
+        let runtime = self.0.clone();
+        Box::pin(async move {
+            let in_place = ConfigConnectImpl { tls: NoTls };
+            let Some(runtime) = runtime else {
+                return in_place.connect(&config).await;
+            };
+            let on_runtime = {
+                let config = config.clone();
+                runtime
+                    .spawn(async move { ConfigConnectImpl { tls: NoTls }.connect(&config).await })
+            };
+            match on_runtime.await {
+                Ok(connected) => connected,
+                // That runtime is shutting down: a connection here still answers.
+                Err(_) => in_place.connect(&config).await,
+            }
+        })
+    }
+}
+
 fn describe(e: &tokio_postgres::Error) -> String {
     let mut text = e.to_string();
     let mut cause = std::error::Error::source(e);
