@@ -54,7 +54,7 @@ pub(crate) async fn call<M: prost::Message + Default>(
         .await
         .map_err(|e| Status::from_error(e.into()))?;
     // A `grpc-status` among the headers is a response with no messages at all.
-    let ended = match Status::from_header_map(response.headers()) {
+    let ended = match status_from(response.headers()) {
         Some(status) if status.code() != Code::Ok => return Err(status),
         Some(_) => true,
         None => false,
@@ -66,6 +66,19 @@ pub(crate) async fn call<M: prost::Message + Default>(
         ended,
         message: PhantomData,
     })
+}
+
+/// The call's status in `headers`, if they hold one. tonic's reader panics on a
+/// `grpc-status-details-bin` that is not base64 (grpc/grpc-rust#2618): whatever a server
+/// sends must not bring the client down, and we use no details, so they are left out.
+fn status_from(headers: &HeaderMap) -> Option<Status> {
+    const DETAILS: &str = "grpc-status-details-bin";
+    if !headers.contains_key(DETAILS) {
+        return Status::from_header_map(headers);
+    }
+    let mut without = headers.clone();
+    without.remove(DETAILS);
+    Status::from_header_map(&without)
 }
 
 /// One message, gRPC-framed, as a request body.
@@ -89,7 +102,7 @@ impl<M> ResponseStream<M> {
     /// The call's end: its status from the trailers (or the HTTP status without them).
     fn finish(&mut self, trailers: Option<&HeaderMap>) -> Option<Result<M, Status>> {
         self.ended = true;
-        let declared = trailers.and_then(Status::from_header_map);
+        let declared = trailers.and_then(status_from);
         // The server's own error says more than the message it left unfinished.
         let missing = self.body.missing();
         if missing > 0 && declared.as_ref().is_none_or(|s| s.code() == Code::Ok) {
@@ -251,6 +264,28 @@ mod tests {
         let mut items = collect(stream(StatusCode::OK, frames)).await;
         let end = items.pop().unwrap().unwrap_err();
         assert_eq!(items.len(), 2);
+        assert_eq!(
+            (end.code(), end.message()),
+            (Code::NotFound, "no upload session")
+        );
+    }
+
+    #[tokio::test]
+    async fn status_details_that_are_not_base64_are_ignored_not_a_panic() {
+        let mut map = trailers(Code::NotFound, "no upload session")
+            .into_trailers()
+            .unwrap();
+        map.insert(
+            "grpc-status-details-bin",
+            http::HeaderValue::from_static("%%% not base64 %%%"),
+        );
+        let mut frames = two_acks_cut_up();
+        frames.push(Frame::trailers(map));
+        let end = collect(stream(StatusCode::OK, frames))
+            .await
+            .pop()
+            .unwrap()
+            .unwrap_err();
         assert_eq!(
             (end.code(), end.message()),
             (Code::NotFound, "no upload session")
