@@ -247,12 +247,6 @@ impl<S: ChunkSource> Upload<'_, S> {
         reporter.phase(TransferState::Uploading, done_bytes, size);
 
         let window = self.client.config().window.min(session.max_window).max(1) as usize;
-        // A window of chunk buffers is in use at a time: kept for reuse, the next chunks
-        // are read into memory already mapped (idle buffers are never more than that).
-        let chunk_buffer = usize::try_from(layout.chunk_size)
-            .unwrap_or(usize::MAX)
-            .saturating_add(transfer_wire::aligned::ALIGN);
-        transfer_wire::aligned::keep_idle_up_to(chunk_buffer.saturating_mul(window));
         let (requests, outgoing) = mpsc::channel(window + 1);
         let start = UploadChunksRequest {
             message: Some(upload_chunks_request::Message::Start(UploadStart {

@@ -9,7 +9,6 @@
 //! pool when the last reference is dropped, so steady uploads reuse memory that is
 //! already mapped instead of faulting in fresh pages for every chunk.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -17,44 +16,18 @@ use bytes::Bytes;
 /// The alignment direct I/O needs (a page, and a multiple of common block sizes).
 pub const ALIGN: usize = 4096;
 
-/// Most bytes of idle buffers kept for reuse unless a process raises it
-/// ([`keep_idle_up_to`]); more are freed. transferd keeps this: it counts in its peak
-/// memory, and a larger pool raised that peak while saving no measurable CPU.
+/// Most bytes of idle buffers kept for reuse; more are freed.
 const POOL_BYTES: usize = 8 << 20;
 /// Smaller buffers are not kept: they are cheap to allocate, and a pool full of them
 /// would turn away the chunk-sized ones whose reuse saves page faults.
 const POOL_MIN: usize = 256 << 10;
 
-/// Idle buffers, for the next chunk to reuse, and how many bytes of them to keep.
-struct Pool {
-    idle: Mutex<Vec<Vec<u8>>>,
-    limit: AtomicUsize,
-}
+/// Idle buffers, for the next chunk to reuse.
+struct Pool(Mutex<Vec<Vec<u8>>>);
 
-static POOL: Pool = Pool::new();
-
-/// Lets the pool keep up to `bytes` of idle buffers; never lowers what it keeps.
-///
-/// A client reads a chunk into a buffer, sends it and drops it, with a window of chunks
-/// in flight: a pool that holds only one chunk's buffer sends most reads to fresh
-/// memory, zeroed and faulted in again (measured: 0.1-0.2 CPU-seconds per GiB more,
-/// and a larger resident set, since the allocator kept the freed chunks fragmented).
-pub fn keep_idle_up_to(bytes: usize) {
-    POOL.keep_idle_up_to(bytes);
-}
+static POOL: Pool = Pool(Mutex::new(Vec::new()));
 
 impl Pool {
-    const fn new() -> Self {
-        Self {
-            idle: Mutex::new(Vec::new()),
-            limit: AtomicUsize::new(POOL_BYTES),
-        }
-    }
-
-    fn keep_idle_up_to(&self, bytes: usize) {
-        self.limit.fetch_max(bytes, Ordering::Relaxed);
-    }
-
     /// An empty buffer with room for `len` bytes from an aligned start: an idle one of
     /// at most twice that size (a small message does not hold a chunk's buffer), or a
     /// new one. Its bytes are not zeroed first (every byte read is written by the copy):
@@ -62,7 +35,7 @@ impl Pool {
     /// per GiB, since a fresh buffer still faults its pages in.
     fn take(&self, len: usize) -> Vec<u8> {
         let needed = len + ALIGN;
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         match idle
             .iter()
             .position(|b| b.capacity() >= needed && b.capacity() / 2 <= needed)
@@ -78,10 +51,9 @@ impl Pool {
 
     /// Keeps `buffer` for reuse if it is chunk-sized and there is room; frees it if not.
     fn give_back(&self, buffer: Vec<u8>) {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let held: usize = idle.iter().map(Vec::capacity).sum();
-        let limit = self.limit.load(Ordering::Relaxed);
-        if buffer.capacity() >= POOL_MIN && held + buffer.capacity() <= limit {
+        if buffer.capacity() >= POOL_MIN && held + buffer.capacity() <= POOL_BYTES {
             idle.push(buffer);
         }
     }
@@ -197,7 +169,7 @@ mod tests {
 
     #[test]
     fn the_pool_keeps_chunk_sized_buffers_and_lends_them_only_to_a_near_fit() {
-        let pool = Pool::new();
+        let pool = Pool(Mutex::new(Vec::new()));
         let chunk = pool.take(1 << 20);
         let address = chunk.as_ptr();
         pool.give_back(chunk);
@@ -206,7 +178,7 @@ mod tests {
         assert_ne!(small.as_ptr(), address);
         pool.give_back(small);
         assert_eq!(
-            pool.idle.lock().unwrap().len(),
+            pool.0.lock().unwrap().len(),
             1,
             "only the chunk-sized one is idle"
         );
@@ -214,25 +186,11 @@ mod tests {
         let near = pool.take(900_000);
         assert_eq!(near.as_ptr(), address);
         // The pool holds at most POOL_BYTES.
-        let held =
-            |pool: &Pool| -> usize { pool.idle.lock().unwrap().iter().map(Vec::capacity).sum() };
         for _ in 0..(POOL_BYTES >> 20) + 2 {
             pool.give_back(Vec::with_capacity(1 << 20));
         }
-        assert!(held(&pool) <= POOL_BYTES, "{}", held(&pool));
-        assert!(held(&pool) > POOL_BYTES - (1 << 20), "{}", held(&pool));
-    }
-
-    #[test]
-    fn a_raised_limit_keeps_more_idle_buffers_and_is_never_lowered() {
-        let pool = Pool::new();
-        pool.keep_idle_up_to(3 * POOL_BYTES);
-        pool.keep_idle_up_to(POOL_BYTES);
-        for _ in 0..3 * (POOL_BYTES >> 20) + 2 {
-            pool.give_back(Vec::with_capacity(1 << 20));
-        }
-        let held: usize = pool.idle.lock().unwrap().iter().map(Vec::capacity).sum();
-        assert_eq!(held, 3 * POOL_BYTES);
+        let held: usize = pool.0.lock().unwrap().iter().map(Vec::capacity).sum();
+        assert!(held <= POOL_BYTES, "{held}");
     }
 
     #[test]
