@@ -9,7 +9,7 @@
 //! pool when the last reference is dropped, so steady uploads reuse memory that is
 //! already mapped instead of faulting in fresh pages for every chunk.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use bytes::Bytes;
 
@@ -22,12 +22,26 @@ const POOL_BYTES: usize = 8 << 20;
 /// would turn away the chunk-sized ones whose reuse saves page faults.
 const POOL_MIN: usize = 256 << 10;
 
-/// Idle buffers, for the next chunk to reuse.
-struct Pool(Mutex<Vec<Vec<u8>>>);
+/// Idle buffers for the next chunk to reuse, up to a limit of bytes. One pool serves
+/// the process by default; a reader with a window of chunks in flight may keep a pool
+/// of its own (see [`BufferPool::read_aligned`]), freed with its last buffer.
+pub struct BufferPool {
+    idle: Mutex<Vec<Vec<u8>>>,
+    limit: usize,
+}
 
-static POOL: Pool = Pool(Mutex::new(Vec::new()));
+/// The process's pool, of [`POOL_BYTES`].
+static POOL: LazyLock<Arc<BufferPool>> = LazyLock::new(|| BufferPool::new(POOL_BYTES));
 
-impl Pool {
+impl BufferPool {
+    /// A pool that keeps up to `limit` bytes of idle buffers.
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            idle: Mutex::new(Vec::new()),
+            limit,
+        })
+    }
+
     /// An empty buffer with room for `len` bytes from an aligned start: an idle one of
     /// at most twice that size (a small message does not hold a chunk's buffer), or a
     /// new one. Its bytes are not zeroed first (every byte read is written by the copy):
@@ -35,7 +49,7 @@ impl Pool {
     /// per GiB, since a fresh buffer still faults its pages in.
     fn take(&self, len: usize) -> Vec<u8> {
         let needed = len + ALIGN;
-        let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         match idle
             .iter()
             .position(|b| b.capacity() >= needed && b.capacity() / 2 <= needed)
@@ -51,9 +65,9 @@ impl Pool {
 
     /// Keeps `buffer` for reuse if it is chunk-sized and there is room; frees it if not.
     fn give_back(&self, buffer: Vec<u8>) {
-        let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let held: usize = idle.iter().map(Vec::capacity).sum();
-        if buffer.capacity() >= POOL_MIN && held + buffer.capacity() <= POOL_BYTES {
+        if buffer.capacity() >= POOL_MIN && held + buffer.capacity() <= self.limit {
             idle.push(buffer);
         }
     }
@@ -64,6 +78,8 @@ struct AlignedChunk {
     buffer: Vec<u8>,
     start: usize,
     len: usize,
+    /// Where the buffer goes back to.
+    pool: Arc<BufferPool>,
 }
 
 impl AsRef<[u8]> for AlignedChunk {
@@ -74,12 +90,8 @@ impl AsRef<[u8]> for AlignedChunk {
 
 impl Drop for AlignedChunk {
     fn drop(&mut self) {
-        POOL.give_back(std::mem::take(&mut self.buffer));
+        self.pool.give_back(std::mem::take(&mut self.buffer));
     }
-}
-
-fn take_buffer(len: usize) -> Vec<u8> {
-    POOL.take(len)
 }
 
 /// `data` copied into a buffer of its own that starts on an [`ALIGN`] boundary.
@@ -101,7 +113,7 @@ pub struct AlignedBuilder {
 impl AlignedBuilder {
     /// Room for `len` bytes; `aligned_at` must be at most `len`.
     pub fn new(len: usize, aligned_at: usize) -> Self {
-        let mut buffer = take_buffer(len);
+        let mut buffer = POOL.take(len);
         // The allocation does not move while the capacity suffices, so this offset holds.
         let misalignment = (buffer.as_ptr() as usize + aligned_at.min(len)) % ALIGN;
         let start = (ALIGN - misalignment) % ALIGN;
@@ -130,32 +142,49 @@ impl AlignedBuilder {
             buffer: self.buffer,
             start: self.start,
             len,
+            pool: Arc::clone(&POOL),
         })
     }
 }
 
-/// Bytes `skip..skip + len` of what `fill` reads into a pooled buffer of `span` bytes
-/// that starts on an [`ALIGN`] boundary, as direct I/O reads need. `fill` returns how
-/// many bytes it read; fewer than `skip + len` is an unexpected end of file.
+/// Bytes `skip..skip + len` of what `fill` reads into a buffer of the process's pool;
+/// see [`BufferPool::read_aligned`].
 pub fn read_aligned(
     span: usize,
     skip: usize,
     len: usize,
     fill: impl FnOnce(&mut [u8]) -> std::io::Result<usize>,
 ) -> std::io::Result<Bytes> {
-    let mut buffer = take_buffer(span);
-    let start = buffer.as_ptr().align_offset(ALIGN);
-    // A reused buffer's old bytes are overwritten by the read; only new memory is zeroed.
-    buffer.resize(start + span, 0);
-    let read = fill(&mut buffer[start..start + span])?;
-    if read < skip + len {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    POOL.read_aligned(span, skip, len, fill)
+}
+
+impl BufferPool {
+    /// Bytes `skip..skip + len` of what `fill` reads into a buffer of this pool, `span`
+    /// bytes starting on an [`ALIGN`] boundary, as direct I/O reads need. `fill`
+    /// returns how many bytes it read; fewer than `skip + len` is an unexpected end of
+    /// file. The buffer comes back to this pool when the bytes are dropped.
+    pub fn read_aligned(
+        self: &Arc<Self>,
+        span: usize,
+        skip: usize,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> std::io::Result<usize>,
+    ) -> std::io::Result<Bytes> {
+        let mut buffer = self.take(span);
+        let start = buffer.as_ptr().align_offset(ALIGN);
+        // A reused buffer's old bytes are overwritten by the read; only new memory is zeroed.
+        buffer.resize(start + span, 0);
+        let read = fill(&mut buffer[start..start + span])?;
+        if read < skip + len {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(Bytes::from_owner(AlignedChunk {
+            buffer,
+            start: start + skip,
+            len,
+            pool: Arc::clone(self),
+        }))
     }
-    Ok(Bytes::from_owner(AlignedChunk {
-        buffer,
-        start: start + skip,
-        len,
-    }))
 }
 
 /// Whether `data` starts on an [`ALIGN`] boundary.
@@ -169,7 +198,7 @@ mod tests {
 
     #[test]
     fn the_pool_keeps_chunk_sized_buffers_and_lends_them_only_to_a_near_fit() {
-        let pool = Pool(Mutex::new(Vec::new()));
+        let pool = BufferPool::new(POOL_BYTES);
         let chunk = pool.take(1 << 20);
         let address = chunk.as_ptr();
         pool.give_back(chunk);
@@ -178,7 +207,7 @@ mod tests {
         assert_ne!(small.as_ptr(), address);
         pool.give_back(small);
         assert_eq!(
-            pool.0.lock().unwrap().len(),
+            pool.idle.lock().unwrap().len(),
             1,
             "only the chunk-sized one is idle"
         );
@@ -189,8 +218,43 @@ mod tests {
         for _ in 0..(POOL_BYTES >> 20) + 2 {
             pool.give_back(Vec::with_capacity(1 << 20));
         }
-        let held: usize = pool.0.lock().unwrap().iter().map(Vec::capacity).sum();
+        let held: usize = pool.idle.lock().unwrap().iter().map(Vec::capacity).sum();
         assert!(held <= POOL_BYTES, "{held}");
+    }
+
+    #[test]
+    fn a_pool_of_its_own_takes_back_its_buffers_up_to_its_limit() {
+        let pool = BufferPool::new(3 * (1 << 20) + 3 * ALIGN);
+        let read = || {
+            pool.read_aligned(1 << 20, 0, 1 << 20, |buf| {
+                buf.fill(7);
+                Ok(buf.len())
+            })
+            .unwrap()
+        };
+        let chunks: Vec<Bytes> = (0..4).map(|_| read()).collect();
+        assert!(
+            chunks
+                .iter()
+                .all(|c| is_aligned(c) && c.iter().all(|&b| b == 7))
+        );
+        let addresses: Vec<_> = chunks.iter().map(|c| c.as_ptr()).collect();
+        drop(chunks);
+        assert_eq!(
+            pool.idle.lock().unwrap().len(),
+            3,
+            "three fit, the fourth is freed"
+        );
+        // The next reads reuse those buffers.
+        let again = read();
+        assert!(addresses.contains(&again.as_ptr()));
+        // A buffer outliving its pool's other owners still goes back to it, and is freed
+        // with it.
+        let weak = Arc::downgrade(&pool);
+        drop(pool);
+        assert!(weak.upgrade().is_some());
+        drop(again);
+        assert!(weak.upgrade().is_none());
     }
 
     #[test]
