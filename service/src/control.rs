@@ -7,8 +7,14 @@
 //! round trip), so `CheckUpload` took 100-600 ms on PostgreSQL while uploads streamed.
 //! Here the calls run on a runtime of their own, whose thread is idle between calls and
 //! gets the CPU as soon as the operating system can give it.
+//!
+//! One runtime serves the whole process ([`ControlPlane::shared`]), like Tokio's own
+//! blocking pool, and lives as long as it: the ledger connections made there stay
+//! usable for upload sessions that outlive their server's `serve` (and in-process
+//! tests start and stop many servers).
 
 use std::future::Future;
+use std::sync::OnceLock;
 
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
@@ -25,6 +31,18 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
+    /// The process's control runtime, started on first use.
+    pub fn shared() -> std::io::Result<&'static Self> {
+        static SHARED: OnceLock<ControlPlane> = OnceLock::new();
+        if let Some(control) = SHARED.get() {
+            return Ok(control);
+        }
+        // Two first callers may both start one; the loser's is shut down unused.
+        let started = Self::start()?;
+        Ok(SHARED.get_or_init(|| started))
+    }
+
+    /// A control runtime of its own (the server uses [`ControlPlane::shared`]).
     pub fn start() -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(THREADS)
@@ -52,6 +70,7 @@ impl ControlPlane {
         match (&mut task.0).await {
             Ok(result) => result,
             Err(error) if error.is_panic() => {
+                tracing::error!("a call panicked inside the server");
                 Err(Status::internal("the call failed inside the server"))
             }
             Err(_) => Err(Status::unavailable("the server is shutting down")),
@@ -96,6 +115,14 @@ mod tests {
             .run(async { Err(Status::invalid_argument("no")) })
             .await;
         assert_eq!(refused.unwrap_err().code(), tonic::Code::InvalidArgument);
+    }
+
+    #[tokio::test]
+    async fn the_shared_runtime_is_one_for_the_process() {
+        let first = ControlPlane::shared().unwrap();
+        let second = ControlPlane::shared().unwrap();
+        assert!(std::ptr::eq(first, second));
+        assert_eq!(first.run(async { Ok(1) }).await.unwrap(), 1);
     }
 
     #[tokio::test]

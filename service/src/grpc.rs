@@ -38,7 +38,7 @@ pub struct TransferApi {
     sessions: Arc<SessionRegistry>,
     limits: Limits,
     /// Where the short calls run, away from the bulk streams.
-    control: Arc<ControlPlane>,
+    control: &'static ControlPlane,
 }
 
 impl TransferApi {
@@ -47,7 +47,7 @@ impl TransferApi {
         blobs: Arc<dyn BlobStore>,
         sessions: Arc<SessionRegistry>,
         limits: Limits,
-        control: Arc<ControlPlane>,
+        control: &'static ControlPlane,
     ) -> Self {
         Self {
             ledger,
@@ -88,7 +88,7 @@ impl TransferService for TransferApi {
         let span = rpc_span("CheckUpload", request.metadata());
         let api = self.clone();
         let call = async move { api.check_upload_traced(request).await };
-        self.control.run(traced(span, call)).await
+        traced(span.clone(), self.control.run(call.instrument(span))).await
     }
 
     type UploadChunksStream = ReceiverStream<Result<UploadChunksResponse, Status>>;
@@ -134,7 +134,7 @@ impl TransferService for TransferApi {
             .await?;
             Ok(Response::new(AbortUploadResponse {}))
         };
-        self.control.run(traced(span, call)).await
+        traced(span.clone(), self.control.run(call.instrument(span))).await
     }
 
     async fn get_file(
@@ -152,7 +152,7 @@ impl TransferService for TransferApi {
                 file: Some(file_info(&file)),
             }))
         };
-        self.control.run(traced(span, call)).await
+        traced(span.clone(), self.control.run(call.instrument(span))).await
     }
 }
 

@@ -87,11 +87,12 @@ struct Http2Windows {
 }
 
 impl Transferd {
-    /// Opens the ledger (applying migrations) and the blob store.
+    /// Opens the ledger (applying migrations) and the blob store. Short calls run on the
+    /// process's control runtime (see [`crate::control`]), started here on first use.
     pub async fn open(settings: &Settings) -> Result<Self, StartupError> {
         let limits = settings.limits()?;
         let location = settings.ledger_location()?;
-        let control = Arc::new(ControlPlane::start().map_err(StartupError::ControlPlane)?);
+        let control = ControlPlane::shared().map_err(StartupError::ControlPlane)?;
         let ledger = location
             .open(settings.database_pool_size, Some(control.handle().clone()))
             .await?;

@@ -627,7 +627,6 @@ impl ChunkLedger for PostgresLedger {
     }
 }
 
-/// The error with its causes: tokio-postgres's own text is often just "db error".
 /// Makes a pool's connections on a given runtime, or where they are first needed.
 struct ConnectOn(Option<Handle>);
 
@@ -667,6 +666,7 @@ impl Connect for ConnectOn {
     }
 }
 
+/// The error with its causes: tokio-postgres's own text is often just "db error".
 fn describe(e: &tokio_postgres::Error) -> String {
     let mut text = e.to_string();
     let mut cause = std::error::Error::source(e);
