@@ -5,8 +5,9 @@
 //! `CheckUpload` could wait hundreds of milliseconds behind chunk commits even while
 //! the lock sat free. Here one thread owns the only writing connection. It takes every
 //! transaction queued since its last commit, runs each inside a savepoint (a failing one
-//! rolls back alone), and commits them all at once: one WAL sync for the whole group,
-//! and a wait of at most about one commit for whoever queued last.
+//! rolls back alone), and commits them together: those that need no sync first, in a
+//! commit of their own, then the rest with one WAL sync for all of them; whoever queued
+//! last waits for at most about one such round.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
@@ -100,8 +101,9 @@ fn write_loop(mut conn: Connection, queue: mpsc::Receiver<Job>) {
         }
         // Jobs that need not wait for the disk commit first, on their own, and are
         // answered at once: a new session's CheckUpload queued beside chunk commits would
-        // otherwise wait for their sync. Jobs queued together come from different callers,
-        // so committing them in this order is as good as any other.
+        // otherwise wait for their sync. Every job in the group was waiting at once, so
+        // no caller saw one of them end before another began: this order is one they
+        // could have had anyway.
         let (synced, unsynced): (Vec<Job>, Vec<Job>) = group.into_iter().partition(|j| j.synced);
         for (jobs, synced) in [(unsynced, false), (synced, true)] {
             if !jobs.is_empty() {
@@ -174,6 +176,7 @@ fn refused(job: Job, why: &str) -> Ran {
 
 #[cfg(test)]
 mod tests {
+    use std::pin::pin;
     use std::time::Duration;
 
     use super::super::db_error;
@@ -196,7 +199,7 @@ mod tests {
     #[tokio::test]
     async fn a_failing_write_is_undone_alone_and_the_writes_beside_it_commit() {
         let (_dir, writer) = writer_on_a_fresh_file();
-        // The first holds the writer while the next three queue: they commit as a group.
+        // The first holds the writer while the next three queue: they commit in the next round.
         let first = writer.write(true, |tx| {
             std::thread::sleep(Duration::from_millis(100));
             insert(tx, 1)
@@ -227,9 +230,13 @@ mod tests {
     async fn a_write_that_need_not_sync_commits_ahead_of_synced_writes_queued_beside_it() {
         let (dir, writer) = writer_on_a_fresh_file();
         let path = dir.path().join("ledger.db");
-        // The first holds the writer while a synced and an unsynced write queue behind it.
-        let first = writer.write(true, |tx| {
-            std::thread::sleep(Duration::from_millis(100));
+        // The first write holds the writer until a synced and an unsynced write have
+        // both queued behind it, so those two form the next group.
+        let (entered, running) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let first = writer.write(true, move |tx| {
+            let _ = entered.send(());
+            let _ = released.recv();
             insert(tx, 1)
         });
         let synced = writer.write(true, move |tx| {
@@ -244,6 +251,16 @@ mod tests {
             Ok(seen)
         });
         let unsynced = writer.write(false, |tx| insert(tx, 3));
+        let (mut first, mut synced, mut unsynced) = (pin!(first), pin!(synced), pin!(unsynced));
+        // Polling a write queues it.
+        assert!(futures::poll!(first.as_mut()).is_pending());
+        tokio::task::spawn_blocking(move || running.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(futures::poll!(synced.as_mut()).is_pending());
+        assert!(futures::poll!(unsynced.as_mut()).is_pending());
+        release.send(()).unwrap();
         let (first, synced, unsynced) = tokio::join!(first, synced, unsynced);
         assert!(first.is_ok() && unsynced.is_ok());
         assert_eq!(
