@@ -68,9 +68,11 @@ pub(crate) async fn call<M: prost::Message + Default>(
     })
 }
 
-/// The call's status in `headers`, if they hold one. tonic's reader panics on a
-/// `grpc-status-details-bin` that is not base64 (grpc/grpc-rust#2618): whatever a server
-/// sends must not bring the client down, and we use no details, so they are left out.
+/// The call's status in `headers` (a response's headers or its trailers), if they hold
+/// one. tonic's reader panics on a `grpc-status-details-bin` that is not base64
+/// (grpc/grpc-rust#2618); we use no details, so they are left out, and a bulk call ends
+/// with the server's status whatever it sent there. (The short calls go through tonic's
+/// generated client, which still reads them with tonic's reader.)
 fn status_from(headers: &HeaderMap) -> Option<Status> {
     const DETAILS: &str = "grpc-status-details-bin";
     if !headers.contains_key(DETAILS) {
@@ -289,6 +291,24 @@ mod tests {
         assert_eq!(
             (end.code(), end.message()),
             (Code::NotFound, "no upload session")
+        );
+    }
+
+    #[test]
+    fn a_status_among_the_headers_is_read_whatever_its_details() {
+        let mut headers = HeaderMap::new();
+        assert!(status_from(&headers).is_none());
+        Status::new(Code::PermissionDenied, "not yours")
+            .add_header(&mut headers)
+            .unwrap();
+        headers.insert(
+            "grpc-status-details-bin",
+            HeaderValue::from_static("%%% not base64 %%%"),
+        );
+        let status = status_from(&headers).unwrap();
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::PermissionDenied, "not yours")
         );
     }
 
