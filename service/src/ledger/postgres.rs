@@ -2,14 +2,13 @@
 //! The schema comes from the versioned migrations in `migrations/postgres`, applied by
 //! [`PostgresLedger::connect`].
 
-use std::future::Future;
-use std::pin::Pin;
 use std::str::FromStr;
 
 use async_trait::async_trait;
 use deadpool_postgres::{
     ConfigConnectImpl, Connect, GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod,
 };
+use futures::future::BoxFuture;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio_postgres::types::ToSql;
@@ -634,17 +633,8 @@ impl Connect for ConnectOn {
     fn connect(
         &self,
         config: &tokio_postgres::Config,
-    ) -> Pin<
-        Box<
-            dyn Future<
-                    Output = Result<
-                        (tokio_postgres::Client, JoinHandle<()>),
-                        tokio_postgres::Error,
-                    >,
-                > + Send
-                + '_,
-        >,
-    > {
+    ) -> BoxFuture<'_, Result<(tokio_postgres::Client, JoinHandle<()>), tokio_postgres::Error>>
+    {
         let config = config.clone();
         let runtime = self.0.clone();
         Box::pin(async move {
