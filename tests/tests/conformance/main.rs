@@ -1,9 +1,11 @@
 //! Conformance suites: one set of test functions per storage trait, run against every
-//! implementation, so all backends keep the same contract (the trait docs state it).
+//! implementation, so all backends keep the same contract (the trait docs state it);
+//! and what one backend promises beyond it (`postgres_runtime`).
 
 mod blob;
 mod copy;
 mod ledger;
+mod postgres_runtime;
 
 /// Instantiates a suite for each backend: one `#[tokio::test]` per listed function in a
 /// module per backend, each test with a fresh backend from that backend's factory.
