@@ -24,7 +24,7 @@ use crate::grpc_call::ResponseStream;
 use crate::progress::TransferHandle;
 use crate::source::{ChunkSource, FileSource, head_md5_of, md5_of};
 use crate::upload::{UploadedFile, upload};
-use crate::upload_wire::UploadResponses;
+use crate::upload_wire::OpeningUpload;
 
 const DOWNLOAD_PATH: &str = "/transfer.v1.TransferService/Download";
 
@@ -129,13 +129,13 @@ impl TransferClient {
     }
 
     /// Starts an `UploadChunks` call sending `requests`, below tonic's codec (see
-    /// [`crate::upload_wire`]).
-    pub(crate) async fn upload_chunks(
+    /// [`crate::upload_wire`]); the requests flow before the call's answer is back.
+    pub(crate) fn upload_chunks(
         &self,
         requests: impl futures::Stream<Item = UploadChunksRequest> + Send + 'static,
-    ) -> Result<UploadResponses, Status> {
+    ) -> OpeningUpload {
         let (channel, owner) = self.channel();
-        crate::upload_wire::upload_chunks(channel, owner, requests).await
+        OpeningUpload::start(channel, owner, requests)
     }
 
     /// Starts a `Download` call, below tonic's codec so that each piece's data arrives

@@ -10,7 +10,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use futures::StreamExt;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use transfer_proto::v1::{
@@ -27,7 +26,7 @@ use crate::progress::{Command, Reporter, TransferState};
 use crate::retry::{Ending, Interruption, Retrier, guarded};
 use crate::source::{ChunkSource, head_md5_of, md5_of};
 use crate::streaming_md5::StreamingMd5;
-use crate::upload_wire::UploadResponses;
+use crate::upload_wire::OpeningUpload;
 
 /// A finished upload.
 #[derive(Debug, Clone, PartialEq)]
@@ -247,7 +246,10 @@ impl<S: ChunkSource> Upload<'_, S> {
         reporter.phase(TransferState::Uploading, done_bytes, size);
 
         let window = self.client.config().window.min(session.max_window).max(1) as usize;
-        let (requests, outgoing) = mpsc::channel(window + 1);
+        // Room for everything the stream can owe the server at once (the start, a window
+        // of unacknowledged chunks, the digest): sending never waits on the channel, so
+        // the stall timeout below covers every wait, even before the call is answered.
+        let (requests, outgoing) = mpsc::channel(window + 2);
         let start = UploadChunksRequest {
             message: Some(upload_chunks_request::Message::Start(UploadStart {
                 upload_id: session.upload_id.clone(),
@@ -263,12 +265,8 @@ impl<S: ChunkSource> Upload<'_, S> {
             }
             None => false,
         };
-        let responses = guarded(
-            reporter,
-            deadline,
-            self.client.upload_chunks(ReceiverStream::new(outgoing)),
-        )
-        .await?;
+        // The first chunks go out while the call's answer is on its way back.
+        let responses = self.client.upload_chunks(ReceiverStream::new(outgoing));
         let mut stream = ChunkStream {
             requests: Some(requests),
             responses,
@@ -418,7 +416,7 @@ impl Layout {
 /// One `UploadChunks` stream of an attempt.
 struct ChunkStream {
     requests: Option<mpsc::Sender<UploadChunksRequest>>,
-    responses: UploadResponses,
+    responses: OpeningUpload,
     window: usize,
     /// Chunks still to send.
     to_send: ToSend,

@@ -1,12 +1,16 @@
 //! The `UploadChunks` call made below tonic's codec: each chunk message goes out as two
 //! HTTP/2 body pieces, its prefix and small fields, then its data as it was read, with
 //! no copy (tonic's encoder would copy every message; see [`transfer_wire::encode`]).
-//! The call itself and its responses are [`crate::grpc_call`]'s.
+//! The call itself and its responses are [`crate::grpc_call`]'s; [`OpeningUpload`] lets
+//! chunks go out before the call's response headers are back.
 
 use futures::{Stream, StreamExt};
+use opentelemetry::context::FutureExt as _;
+use tokio::task::JoinHandle;
 use tonic::Status;
 use tonic::body::Body;
 use tonic::transport::Channel;
+use tracing::Instrument as _;
 use transfer_proto::v1::{UploadChunksRequest, UploadChunksResponse, upload_chunks_request};
 use transfer_wire::encode::{self, MessagesBody, Outgoing};
 
@@ -17,6 +21,75 @@ const PATH: &str = "/transfer.v1.TransferService/UploadChunks";
 
 /// The responses of an `UploadChunks` call.
 pub(crate) type UploadResponses = ResponseStream<UploadChunksResponse>;
+
+/// An `UploadChunks` call started on a task of its own, then its responses.
+///
+/// A call's future resolves only once the server's response headers are back, a round
+/// trip after the request went out. The requests flow as soon as the call is sent, so
+/// the caller can send its first window of chunks meanwhile instead of a round trip
+/// later; it reads [`OpeningUpload::next`] to learn how the call went. Dropping this
+/// abandons the call.
+pub(crate) struct OpeningUpload {
+    state: Opening,
+}
+
+enum Opening {
+    Sent(JoinHandle<Result<UploadResponses, Status>>),
+    Open(UploadResponses),
+    Failed,
+}
+
+impl OpeningUpload {
+    /// Starts the call on `channel`, sending `requests`; see [`upload_chunks`].
+    pub(crate) fn start(
+        channel: Channel,
+        owner: OwnerMetadata,
+        requests: impl Stream<Item = UploadChunksRequest> + Send + 'static,
+    ) -> Self {
+        // The call's metadata carries the caller's trace context: the task runs in the
+        // caller's span and OpenTelemetry context.
+        let call = upload_chunks(channel, owner, requests)
+            .with_current_context()
+            .in_current_span();
+        Self {
+            state: Opening::Sent(tokio::spawn(call)),
+        }
+    }
+
+    /// The next response; the call's error if it could not be made. Cancel-safe.
+    pub(crate) async fn next(&mut self) -> Option<Result<UploadChunksResponse, Status>> {
+        loop {
+            match &mut self.state {
+                Opening::Sent(call) => {
+                    let opened = call.await;
+                    match opened {
+                        Ok(Ok(responses)) => self.state = Opening::Open(responses),
+                        Ok(Err(status)) => {
+                            self.state = Opening::Failed;
+                            return Some(Err(status));
+                        }
+                        Err(ended) => {
+                            self.state = Opening::Failed;
+                            return Some(Err(Status::internal(format!(
+                                "the UploadChunks call ended without an answer: {ended}"
+                            ))));
+                        }
+                    }
+                }
+                Opening::Open(responses) => return responses.next().await,
+                Opening::Failed => return None,
+            }
+        }
+    }
+}
+
+impl Drop for OpeningUpload {
+    fn drop(&mut self) {
+        if let Opening::Sent(call) = &self.state {
+            call.abort();
+        }
+    }
+}
 
 /// Starts an `UploadChunks` call on `channel` sending `requests`, with the owner and
 /// trace metadata `owner` adds to every call.

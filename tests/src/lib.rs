@@ -12,7 +12,7 @@ pub use client::{ChunkStream, DownloadResult, download, upload_file};
 pub use data::{TestFile, crc32c, md5};
 pub use database::TestDatabase;
 pub use process::TransferdProcess;
-pub use proxy::{CuttingProxy, Fault};
+pub use proxy::{CuttingProxy, Fault, SlowRepliesProxy};
 pub use server::{Ledger, TestServer};
 
 /// Runs each listed `async fn NAME(ledger: Ledger)` once on every ledger, as the tests

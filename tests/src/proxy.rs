@@ -140,3 +140,69 @@ async fn copy(
         }
     }
 }
+
+/// Forwards 127.0.0.1 connections to a target, holding every byte the target sends back
+/// for `delay` before passing it on; the client's bytes pass at once. A link whose
+/// answers are slow, to see what a client does before an answer arrives.
+pub struct SlowRepliesProxy {
+    pub addr: SocketAddr,
+    accept: JoinHandle<()>,
+}
+
+impl SlowRepliesProxy {
+    pub async fn start(target: SocketAddr, delay: std::time::Duration) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the proxy");
+        let addr = listener.local_addr().expect("the proxy's address");
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(target).await else {
+                    continue;
+                };
+                tokio::spawn(relay_slow_replies(client, server, delay));
+            }
+        });
+        Self { addr, accept }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for SlowRepliesProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+async fn relay_slow_replies(client: TcpStream, server: TcpStream, delay: std::time::Duration) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let up = tokio::io::copy(&mut client_read, &mut server_write);
+    // Replies are read as they come and written out once each has waited `delay`.
+    let (held, mut due) = tokio::sync::mpsc::unbounded_channel();
+    let read_replies = async move {
+        let mut buf = vec![0; 64 * 1024];
+        while let Ok(n @ 1..) = server_read.read(&mut buf).await {
+            let release_at = tokio::time::Instant::now() + delay;
+            if held.send((release_at, buf[..n].to_vec())).is_err() {
+                return;
+            }
+        }
+    };
+    let write_replies = async move {
+        while let Some((release_at, bytes)) = due.recv().await {
+            tokio::time::sleep_until(release_at).await;
+            if client_write.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    };
+    // Whichever side ends first ends the connection.
+    tokio::select! {
+        _ = up => {}
+        _ = futures::future::join(read_replies, write_replies) => {}
+    }
+}

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use transfer_client::{TransferError, TransferState};
 use transfer_tests::{
-    CuttingProxy, Fault, Ledger, TestFile, TestServer, TransferdProcess, download,
+    CuttingProxy, Fault, Ledger, SlowRepliesProxy, TestFile, TestServer, TransferdProcess, download,
 };
 
 use crate::{client, on_disk};
@@ -365,6 +365,37 @@ async fn a_hung_connection_is_detected_as_stalled_and_the_upload_completes(ledge
     assert_eq!(uploaded.file.size, file.data.len() as u64);
 }
 
+async fn the_first_chunks_go_out_before_the_server_answers_the_stream(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let file = TestFile::new("early.bin", 256 << 10, 108);
+    let (_dir, path) = on_disk(&file);
+    // Every answer from the server takes a second to arrive; requests arrive at once.
+    let reply_delay = Duration::from_secs(1);
+    let proxy = SlowRepliesProxy::start(server.addr, reply_delay).await;
+    let upload = client(proxy.endpoint()).upload_path(&path);
+    let mut progress = upload.watch();
+    progress
+        .wait_for(|p| p.state == TransferState::Uploading)
+        .await
+        .expect("CheckUpload answers");
+    let streaming = std::time::Instant::now();
+    progress
+        .wait_for(|p| p.bytes_done > 0)
+        .await
+        .expect("a chunk is acknowledged");
+    let first_ack = streaming.elapsed();
+    // Sent with the stream's opening, a chunk's ack is one reply delay away. Had the
+    // client waited for the server's answer to the stream (its response headers), it
+    // would be two.
+    assert!(
+        first_ack < reply_delay * 3 / 2,
+        "the first ack came {first_ack:?} after the stream opened: the chunks waited for the \
+         server's answer, a round trip lost"
+    );
+    let uploaded = upload.wait().await.expect("the upload completes");
+    assert_eq!(uploaded.file.size, file.data.len() as u64);
+}
+
 async fn an_upload_aborted_by_another_client_stops_instead_of_starting_over(ledger: Ledger) {
     let server = TestServer::start(ledger).await;
     let file = TestFile::new("aborted.bin", 32 << 20, 107);
@@ -403,6 +434,7 @@ async fn a_server_address_without_a_scheme_is_refused_at_once() {
 }
 
 transfer_tests::ledger_tests!(
+    the_first_chunks_go_out_before_the_server_answers_the_stream,
     an_upload_aborted_by_another_client_stops_instead_of_starting_over,
     a_hung_connection_is_detected_as_stalled_and_the_upload_completes,
     an_upload_cut_several_times_completes_without_resending_acked_chunks,
