@@ -5,8 +5,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 use transfer_proto::v1::transfer_service_server::TransferServiceServer;
 
 use crate::Settings;
@@ -161,7 +161,6 @@ impl Transferd {
             .initial_connection_window_size(self.http2.connection)
             .http2_adaptive_window(Some(self.http2.adaptive))
             .max_frame_size(MAX_FRAME_SIZE)
-            .tcp_nodelay(true)
             // Find clients that vanished without closing their connection.
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
@@ -169,7 +168,7 @@ impl Transferd {
             .add_optional_service(reflection_v1)
             .add_optional_service(reflection_v1alpha)
             .add_service(transfer)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .serve_with_incoming_shutdown(accepted(listener), shutdown)
             .await?;
         Ok(())
     }
@@ -179,6 +178,14 @@ impl Transferd {
 /// `net.core.somaxconn`). The usual 128 overflows when a few hundred clients connect at
 /// once, and a dropped SYN costs its client a second or more before it tries again.
 const LISTEN_BACKLOG: u32 = 4096;
+
+/// The connections `listener` accepts, with Nagle's algorithm off. tonic's own
+/// `tcp_nodelay` setting applies only to listeners it binds itself. With Nagle on, a small
+/// write (a `CheckUpload` answer, an ack, `completed`) waits until the peer acknowledges
+/// the previous one: on a link with delay, a one-way trip or a delayed-ACK timeout more.
+fn accepted(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
 
 /// A listener on `addr` with a backlog for many clients connecting at once.
 pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
@@ -190,4 +197,24 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_send_small_writes_without_waiting_for_acks() {
+        let listener = listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut incoming = accepted(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let connection = incoming.next().await.unwrap().unwrap();
+        assert!(
+            connection.nodelay().unwrap(),
+            "TCP_NODELAY is set on accepted connections"
+        );
+    }
 }
