@@ -279,6 +279,7 @@ impl<S: ChunkSource> Upload<'_, S> {
             phase_bytes: 0,
             digest_sent,
         };
+        // A call that could not be opened ends here like a stream that broke.
         let interrupted = match stream.run(self, reporter).await {
             Ok(done) => return Ok(done),
             Err(interruption) => interruption,
@@ -465,12 +466,15 @@ impl ChunkStream {
 
             tokio::select! {
                 response = tokio::time::timeout(stall, self.responses.next()) => {
-                    let response = response.map_err(|_| {
-                        Interruption::Stalled(format!(
+                    let response = match response {
+                        Ok(response) => response,
+                        // Asked to pause, and nothing moves: pause.
+                        Err(_) if pausing => return Err(Interruption::Paused),
+                        Err(_) => return Err(Interruption::Stalled(format!(
                             "no answer for {:?}: the stream is stalled",
                             stall
-                        ))
-                    })?;
+                        ))),
+                    };
                     match response {
                         Some(Ok(UploadChunksResponse { message: Some(message) })) => {
                             if let Some(done) = self.receive(upload, reporter, message)? {
@@ -513,12 +517,30 @@ impl ChunkStream {
             None => false,
         };
         if !sent {
-            return Err(Interruption::Retry(
-                "the stream closed while sending".into(),
-            ));
+            return Err(self.closed_while_sending(upload).await);
         }
         self.digest_sent = true;
         Ok(())
+    }
+
+    /// Why the stream stopped taking requests: the call's own status when it has one
+    /// (a call that could not be opened, or one the server ended), so that a fatal
+    /// answer is not retried as a broken stream. Responses still on their way are
+    /// dropped; the next attempt asks the server what it has.
+    async fn closed_while_sending<S: ChunkSource>(
+        &mut self,
+        upload: &Upload<'_, S>,
+    ) -> Interruption {
+        let stall = upload.client.config().stall_timeout;
+        loop {
+            match tokio::time::timeout(stall, self.responses.next()).await {
+                Ok(Some(Err(status))) => return Interruption::from_status(&upload.label, &status),
+                Ok(Some(Ok(_))) => continue,
+                Ok(None) | Err(_) => {
+                    return Interruption::Retry("the stream closed while sending".into());
+                }
+            }
+        }
     }
 
     async fn send<S: ChunkSource>(
@@ -561,9 +583,7 @@ impl ChunkStream {
             None => false,
         };
         if !sent {
-            return Err(Interruption::Retry(
-                "the stream closed while sending".into(),
-            ));
+            return Err(self.closed_while_sending(upload).await);
         }
         self.in_flight.insert(index);
         upload.chunks_sent += 1;

@@ -178,6 +178,9 @@ impl Drop for SlowRepliesProxy {
 }
 
 async fn relay_slow_replies(client: TcpStream, server: TcpStream, delay: std::time::Duration) {
+    // No delay but the one asked for: small writes go out at once.
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let up = tokio::io::copy(&mut client_read, &mut server_write);

@@ -384,6 +384,10 @@ async fn the_first_chunks_go_out_before_the_server_answers_the_stream(ledger: Le
         .await
         .expect("a chunk is acknowledged");
     let first_ack = streaming.elapsed();
+    assert!(
+        first_ack >= reply_delay,
+        "an ack came back in {first_ack:?}, sooner than the proxy passes replies on"
+    );
     // Sent with the stream's opening, a chunk's ack is one reply delay away. Had the
     // client waited for the server's answer to the stream (its response headers), it
     // would be two.

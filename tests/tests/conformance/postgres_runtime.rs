@@ -8,24 +8,33 @@ use transfer_service::ledger::{ChunkLedger, PostgresLedger};
 use transfer_tests::TestDatabase;
 use uuid::Uuid;
 
-/// Connections to `database` other than the one asking.
-async fn connections_to(database: &TestDatabase) -> i64 {
-    database
-        .client()
-        .await
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
-            &[],
-        )
-        .await
-        .expect("counting connections")
-        .get(0)
+/// Waits up to five seconds for the ledger to hold `expected` connections to its
+/// database (a closed connection's server process can linger a moment); returns the
+/// last count. `checker` is the test's own connection, left out of the count.
+async fn wait_for_connections(checker: &tokio_postgres::Client, expected: i64) -> i64 {
+    let mut count = -1;
+    for _ in 0..100 {
+        count = checker
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .expect("counting connections")
+            .get(0);
+        if count == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    count
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_connections_run_on_the_given_runtime_and_are_made_in_place_once_it_is_gone() {
     let database = TestDatabase::create().await;
+    let checker = database.client().await;
     let control = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -44,7 +53,7 @@ async fn request_connections_run_on_the_given_runtime_and_are_made_in_place_once
         "an unknown id has no file"
     );
     assert_eq!(
-        connections_to(&database).await,
+        wait_for_connections(&checker, 1).await,
         1,
         "one request connection is open"
     );
@@ -54,15 +63,11 @@ async fn request_connections_run_on_the_given_runtime_and_are_made_in_place_once
     tokio::task::spawn_blocking(move || drop(control))
         .await
         .expect("dropping the runtime");
-    let mut open = connections_to(&database).await;
-    for _ in 0..100 {
-        if open == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        open = connections_to(&database).await;
-    }
-    assert_eq!(open, 0, "the request connection closed with its runtime");
+    assert_eq!(
+        wait_for_connections(&checker, 0).await,
+        0,
+        "the request connection closed with its runtime"
+    );
 
     // The pool drops the closed connection and makes a new one here instead.
     assert!(
@@ -74,7 +79,7 @@ async fn request_connections_run_on_the_given_runtime_and_are_made_in_place_once
         "an unknown id still has no file"
     );
     assert_eq!(
-        connections_to(&database).await,
+        wait_for_connections(&checker, 1).await,
         1,
         "a new request connection is open"
     );
