@@ -183,7 +183,7 @@ mod tests {
     }
 
     #[test]
-    fn http2_windows_default_to_32_and_64_mib() {
+    fn http2_windows_default_to_64_and_128_mib() {
         let s = settings(&[]);
         assert_eq!(s.http2_stream_window, 64 << 20);
         assert_eq!(s.http2_connection_window, 128 << 20);

@@ -59,17 +59,25 @@ impl TransferApi {
     }
 }
 
-/// Runs a unary handler inside its RPC span and records the outcome there.
-async fn traced<T>(
-    span: tracing::Span,
-    handler: impl Future<Output = Result<T, Status>>,
-) -> Result<T, Status> {
-    let result = handler.instrument(span.clone()).await;
-    let code = result
-        .as_ref()
-        .map_or_else(Status::code, |_| tonic::Code::Ok);
-    record_status(&span, code);
-    result
+impl TransferApi {
+    /// Runs a short call on the control runtime inside its RPC span, and records its
+    /// status there however it ends (a panic or the server shutting down included).
+    async fn short_call<T: Send + 'static>(
+        &self,
+        span: tracing::Span,
+        call: impl Future<Output = Result<T, Status>> + Send + 'static,
+    ) -> Result<T, Status> {
+        let result = self
+            .control
+            .run(call.instrument(span.clone()))
+            .instrument(span.clone())
+            .await;
+        let code = result
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        record_status(&span, code);
+        result
+    }
 }
 
 /// Records who a call acts for on the current span.
@@ -87,8 +95,8 @@ impl TransferService for TransferApi {
     ) -> Result<Response<CheckUploadResponse>, Status> {
         let span = rpc_span("CheckUpload", request.metadata());
         let api = self.clone();
-        let call = async move { api.check_upload_traced(request).await };
-        traced(span.clone(), self.control.run(call.instrument(span))).await
+        self.short_call(span, async move { api.check_upload_traced(request).await })
+            .await
     }
 
     type UploadChunksStream = ReceiverStream<Result<UploadChunksResponse, Status>>;
@@ -134,7 +142,7 @@ impl TransferService for TransferApi {
             .await?;
             Ok(Response::new(AbortUploadResponse {}))
         };
-        traced(span.clone(), self.control.run(call.instrument(span))).await
+        self.short_call(span, call).await
     }
 
     async fn get_file(
@@ -152,7 +160,7 @@ impl TransferService for TransferApi {
                 file: Some(file_info(&file)),
             }))
         };
-        traced(span.clone(), self.control.run(call.instrument(span))).await
+        self.short_call(span, call).await
     }
 }
 
