@@ -19,6 +19,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Chunk payloads stay reference-counted `Bytes`: no copy between decode and disk.
         .bytes(".")
+        // Undecodable requests are the sender's fault: INVALID_ARGUMENT (see codec.rs).
+        .codec_path("crate::codec::StrictProstCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

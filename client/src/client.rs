@@ -2,22 +2,18 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
-use tonic::metadata::MetadataValue;
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
+use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Status};
-use transfer_proto::v1::transfer_service_client::TransferServiceClient;
 use transfer_proto::v1::{
     AbortUploadRequest, CheckUploadRequest, DownloadRequest, DownloadResponse, FileInfo,
     GetFileRequest, UploadChunksRequest, check_upload_response,
 };
 
 use crate::config::ClientConfig;
+use crate::connection::{CallMetadata, Connection, RawClient, configure};
 use crate::download::{DownloadedFile, download};
 use crate::error::TransferError;
 use crate::grpc_call::ResponseStream;
@@ -28,60 +24,13 @@ use crate::upload_wire::OpeningUpload;
 
 const DOWNLOAD_PATH: &str = "/transfer.v1.TransferService/Download";
 
-/// The generated client, with the owner metadata added to every call.
-pub type RawClient = TransferServiceClient<InterceptedService<Channel, OwnerMetadata>>;
-
-/// Adds `x-transfer-owner` and the caller's W3C trace context (`traceparent`) to every
-/// request. The trace context is the current `tracing` span's (with
-/// `tracing-opentelemetry`) or else the current OpenTelemetry context; it is sent when
-/// the application has set a global text map propagator.
-#[derive(Clone)]
-pub struct OwnerMetadata(Option<MetadataValue<tonic::metadata::Ascii>>);
-
-impl Interceptor for OwnerMetadata {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(owner) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("x-transfer-owner", owner.clone());
-        }
-        inject_trace_context(request.metadata_mut());
-        Ok(request)
-    }
-}
-
-fn inject_trace_context(metadata: &mut tonic::metadata::MetadataMap) {
-    use opentelemetry::trace::TraceContextExt;
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let from_span = tracing::Span::current().context();
-    let context = if from_span.span().span_context().is_valid() {
-        from_span
-    } else {
-        opentelemetry::Context::current()
-    };
-    opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.inject_context(&context, &mut MetadataInjector(metadata));
-    });
-}
-
-/// Writes trace context into gRPC metadata.
-struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
-
-impl opentelemetry::propagation::Injector for MetadataInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(key), Ok(value)) = (
-            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
-            MetadataValue::try_from(value),
-        ) {
-            self.0.insert(key, value);
-        }
-    }
-}
-
 /// A client of one Transfer server. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct TransferClient {
     connection: Arc<Mutex<Connection>>,
+    /// The server's address with its TLS settings.
+    endpoint: Endpoint,
+    metadata: CallMetadata,
     config: Arc<ClientConfig>,
 }
 
@@ -99,26 +48,12 @@ pub enum AbortOutcome {
 impl TransferClient {
     /// A client for `config.endpoint`. Connects on first use, and reconnects by itself.
     pub fn new(config: ClientConfig) -> Result<Self, TransferError> {
-        let bad = |reason: String| TransferError::BadEndpoint {
-            endpoint: config.endpoint.clone(),
-            reason,
-        };
-        let owner = config
-            .owner
-            .as_deref()
-            .map(|o| {
-                o.parse()
-                    .map_err(|_| bad(format!("owner {o:?} is not valid metadata")))
-            })
-            .transpose()?;
-        if !(config.endpoint.starts_with("http://") || config.endpoint.starts_with("https://")) {
-            return Err(bad("it must start with http:// or https://".into()));
-        }
-        let endpoint =
-            Endpoint::from_shared(config.endpoint.clone()).map_err(|e| bad(e.to_string()))?;
-        let connection = connect(&endpoint, &config, OwnerMetadata(owner));
+        let (endpoint, metadata) = configure(&config)?;
+        let connection = Connection::open(&endpoint, &config, metadata.clone());
         Ok(Self {
             connection: Arc::new(Mutex::new(connection)),
+            endpoint,
+            metadata,
             config: Arc::new(config),
         })
     }
@@ -149,9 +84,9 @@ impl TransferClient {
         crate::grpc_call::call(channel, owner, DOWNLOAD_PATH, body).await
     }
 
-    fn channel(&self) -> (Channel, OwnerMetadata) {
+    fn channel(&self) -> (Channel, CallMetadata) {
         let connection = self.lock();
-        (connection.channel.clone(), connection.owner.clone())
+        (connection.channel.clone(), connection.metadata.clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -164,11 +99,7 @@ impl TransferClient {
     /// every new stream on it hung as well. Calls already running keep the old one.
     pub(crate) fn reconnect(&self) {
         let mut connection = self.lock();
-        let endpoint = Endpoint::from_shared(self.config.endpoint.clone());
-        if let Ok(endpoint) = endpoint {
-            let owner = self.config.owner.as_deref().and_then(|o| o.parse().ok());
-            *connection = connect(&endpoint, &self.config, OwnerMetadata(owner));
-        }
+        *connection = Connection::open(&self.endpoint, &self.config, self.metadata.clone());
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -349,35 +280,6 @@ impl TransferClient {
                 "CheckUpload answered nothing",
             )),
         }
-    }
-}
-
-/// One connection to the server: the generated client on it, and the channel itself for
-/// the two bulk calls (`UploadChunks`, `Download`), which are made below tonic's codec.
-struct Connection {
-    raw: RawClient,
-    channel: Channel,
-    owner: OwnerMetadata,
-}
-
-/// A lazily connecting client for `endpoint`, with windows sized for large transfers.
-fn connect(endpoint: &Endpoint, config: &ClientConfig, owner: OwnerMetadata) -> Connection {
-    let channel = endpoint
-        .clone()
-        .initial_stream_window_size(config.http2_stream_window)
-        .initial_connection_window_size(config.http2_connection_window)
-        .http2_adaptive_window(config.http2_adaptive_window)
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(10))
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .connect_lazy();
-    let raw = TransferServiceClient::with_interceptor(channel.clone(), owner.clone())
-        .max_decoding_message_size(64 << 20);
-    Connection {
-        raw,
-        channel,
-        owner,
     }
 }
 

@@ -35,13 +35,65 @@ impl RetryPolicy {
     }
 }
 
+/// An API key (`tfk_…`); shown as `ApiKey(..)` in debug output so it stays out of logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for ApiKey {
+    fn from(key: String) -> Self {
+        ApiKey(key)
+    }
+}
+
+impl From<&str> for ApiKey {
+    fn from(key: &str) -> Self {
+        ApiKey(key.to_owned())
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(..)")
+    }
+}
+
+/// A client certificate and its private key, both PEM.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    pub certificate_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientIdentity { .. }")
+    }
+}
+
 /// Settings of a [`crate::TransferClient`].
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// The server, e.g. `http://127.0.0.1:50051`.
     pub endpoint: String,
-    /// Owner to act for (the `x-transfer-owner` metadata); the server's default if `None`.
+    /// Owner to act for (the `x-transfer-owner` metadata). With an API key: the key's
+    /// own owner if `None`, and another only where the key may act for it. Without
+    /// authentication: the server's default owner if `None`.
     pub owner: Option<String>,
+    /// API key sent as `authorization: Bearer <token>` on every call, bulk ones
+    /// included. Sent only over TLS or to a loopback address.
+    pub token: Option<ApiKey>,
+    /// PEM certificate(s) of the CA that signed an `https://` server's certificate;
+    /// without it, the system's trusted roots.
+    pub ca_certificate: Option<Vec<u8>>,
+    /// This client's certificate and key (PEM), for servers that authenticate clients
+    /// by certificate.
+    pub client_identity: Option<ClientIdentity>,
     /// Most unacknowledged chunks in flight per upload; the server's `max_window` caps it.
     pub window: u32,
     /// Preferred chunk size in bytes; 0 lets the server choose.
@@ -71,6 +123,9 @@ impl ClientConfig {
         Self {
             endpoint: endpoint.into(),
             owner: None,
+            token: None,
+            ca_certificate: None,
+            client_identity: None,
             window: 16,
             chunk_size: 0,
             stall_timeout: Duration::from_secs(30),

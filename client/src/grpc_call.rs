@@ -19,7 +19,7 @@ use transfer_wire::body::{BodyEvent, FramedBody};
 use transfer_wire::encode::MessagesBody;
 use transfer_wire::framer::FramingError;
 
-use crate::client::OwnerMetadata;
+use crate::connection::CallMetadata;
 
 /// Most bytes one response message may have, as for the generated client: a download
 /// piece is 1 MiB.
@@ -29,7 +29,7 @@ const MAX_RESPONSE: usize = 64 << 20;
 /// trace metadata `owner` adds to every call.
 pub(crate) async fn call<M: prost::Message + Default>(
     channel: Channel,
-    mut owner: OwnerMetadata,
+    mut owner: CallMetadata,
     path: &'static str,
     body: Body,
 ) -> Result<ResponseStream<M>, Status> {

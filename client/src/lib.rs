@@ -40,6 +40,7 @@
 mod chunks;
 mod client;
 mod config;
+mod connection;
 mod download;
 mod error;
 mod grpc_call;
@@ -53,8 +54,9 @@ mod streaming_md5;
 mod upload;
 mod upload_wire;
 
-pub use client::{AbortOutcome, OwnerMetadata, RawClient, TransferClient};
-pub use config::{ClientConfig, RetryPolicy};
+pub use client::{AbortOutcome, TransferClient};
+pub use config::{ApiKey, ClientConfig, ClientIdentity, RetryPolicy};
+pub use connection::{CallMetadata, RawClient};
 pub use download::{DownloadedFile, part_path};
 pub use error::TransferError;
 pub use manager::TransferManager;

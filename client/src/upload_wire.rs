@@ -14,7 +14,7 @@ use tracing::Instrument as _;
 use transfer_proto::v1::{UploadChunksRequest, UploadChunksResponse, upload_chunks_request};
 use transfer_wire::encode::{self, MessagesBody, Outgoing};
 
-use crate::client::OwnerMetadata;
+use crate::connection::CallMetadata;
 use crate::grpc_call::{ResponseStream, call};
 
 const PATH: &str = "/transfer.v1.TransferService/UploadChunks";
@@ -43,7 +43,7 @@ impl OpeningUpload {
     /// Starts the call on `channel`, sending `requests`; see [`upload_chunks`].
     pub(crate) fn start(
         channel: Channel,
-        owner: OwnerMetadata,
+        owner: CallMetadata,
         requests: impl Stream<Item = UploadChunksRequest> + Send + 'static,
     ) -> Self {
         // The call's metadata carries the caller's trace context: the task runs in the
@@ -95,7 +95,7 @@ impl Drop for OpeningUpload {
 /// trace metadata `owner` adds to every call.
 pub(crate) async fn upload_chunks(
     channel: Channel,
-    owner: OwnerMetadata,
+    owner: CallMetadata,
     requests: impl Stream<Item = UploadChunksRequest> + Send + 'static,
 ) -> Result<UploadResponses, Status> {
     let body = MessagesBody::new(requests.map(encode_request), None);

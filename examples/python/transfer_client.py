@@ -316,8 +316,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Upload and download files with a Transfer server (Python, grpcio).")
     parser.add_argument("--server", default="127.0.0.1:50051",
-                        help="HOST:PORT of the server, plaintext (default %(default)s)")
+                        help="HOST:PORT of the server (default %(default)s)")
     parser.add_argument("--owner", help="act for this owner (sent as x-transfer-owner)")
+    parser.add_argument("--token", default=os.environ.get("TRANSFER_TOKEN"),
+                        help="API key, sent as `authorization: Bearer` (default: $TRANSFER_TOKEN)")
+    parser.add_argument("--tls", action="store_true",
+                        help="connect over TLS (implied by --ca-cert and --client-cert)")
+    parser.add_argument("--ca-cert", type=Path,
+                        help="PEM CA certificate of the server's certificate (default: system roots)")
+    parser.add_argument("--client-cert", type=Path, help="PEM client certificate")
+    parser.add_argument("--client-key", type=Path, help="PEM key of --client-cert")
     parser.add_argument("--proto-dir", type=Path, default=DEFAULT_PROTO_DIR,
                         help="the proto/ directory to generate code from (default %(default)s)")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -337,16 +345,37 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if "://" in args.server:
         parser.error(f"--server takes HOST:PORT, not a URL: {args.server}")
+    if (args.client_cert is None) != (args.client_key is None):
+        parser.error("--client-cert and --client-key go together")
+    args.tls = args.tls or args.ca_cert is not None or args.client_cert is not None
+    host = args.server.rsplit(":", 1)[0].strip("[]")
+    if args.token and not args.tls and host not in ("127.0.0.1", "::1", "localhost"):
+        parser.error(f"refusing to send an API key in cleartext to {host}: add --tls")
     return args
+
+
+def open_channel(args: argparse.Namespace) -> grpc.Channel:
+    """A plaintext channel, or a TLS one checked against --ca-cert (or the system's roots)."""
+    if not args.tls:
+        return grpc.insecure_channel(args.server)
+    read = lambda path: path.read_bytes() if path is not None else None
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=read(args.ca_cert),
+        private_key=read(args.client_key),
+        certificate_chain=read(args.client_cert),
+    )
+    return grpc.secure_channel(args.server, credentials)
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     metadata = (("x-transfer-owner", args.owner),) if args.owner else ()
+    if args.token:
+        metadata += (("authorization", f"Bearer {args.token}"),)
     try:
         with tempfile.TemporaryDirectory(prefix="transfer-stubs-") as generated:
             pb2, pb2_grpc = generate_stubs(args.proto_dir, Path(generated))
-        with grpc.insecure_channel(args.server) as channel:
+        with open_channel(args) as channel:
             stub = pb2_grpc.TransferServiceStub(channel)
             if args.command == "upload":
                 result = Uploader(pb2, stub, args.file, args.window, args.chunk_size,

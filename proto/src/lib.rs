@@ -2,6 +2,8 @@
 //!
 //! The proto file is the contract: every message and field is documented there.
 
+pub mod codec;
+
 /// Generated messages, client and server for package `transfer.v1`.
 pub mod v1 {
     tonic::include_proto!("transfer.v1");

@@ -83,6 +83,32 @@ pub struct Settings {
     #[arg(long, env = "TRANSFERD_REFLECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub reflection: bool,
 
+    /// PEM certificate chain to serve gRPC over TLS with (with --tls-key).
+    #[arg(long, env = "TRANSFERD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "TRANSFERD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM certificates of the CA(s) that sign client certificates. Calls may then
+    /// authenticate with a client certificate; the owner is the certificate's first URI
+    /// subject alternative name, or without one its subject's common name. Without
+    /// --api-keys a client certificate is required at the TLS handshake.
+    #[arg(long, env = "TRANSFERD_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Require an API key (`authorization: Bearer <key>`) on every call, checked against
+    /// the keys in the ledger (`transferd keys create`). With --tls-client-ca as well, a
+    /// client certificate is accepted instead of a key.
+    #[arg(long, env = "TRANSFERD_API_KEYS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub api_keys: bool,
+
+    /// Allow listening on an address other than loopback without TLS or without
+    /// authentication. Without either, anyone who reaches the port can act as any owner.
+    #[arg(long, env = "TRANSFERD_INSECURE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub insecure: bool,
+
     /// Log format on stderr: `text` for people, `json` for log pipelines. Traces and
     /// metrics go over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
     #[arg(long, env = "TRANSFERD_LOG_FORMAT", value_enum, default_value = "text")]
@@ -95,6 +121,10 @@ pub struct Settings {
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
+    /// Manage the API keys in this server's ledger (--database-url, or the embedded
+    /// SQLite file in --data-dir). Works while transferd runs.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Copy every record of this server's ledger (or --from) into another ledger, e.g.
     /// from the embedded SQLite file to PostgreSQL. Stop transferd first; the blob files
     /// in the data directory stay where they are. Running it again is harmless.
@@ -107,6 +137,44 @@ pub enum Command {
         #[arg(long)]
         to: String,
     },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Make a key and print its token, once: only a hash of it is kept.
+    Create {
+        /// The owner the key acts for.
+        #[arg(long)]
+        owner: String,
+        /// Let the key also act for any owner whose name starts with this prefix, named
+        /// per call in `x-transfer-owner` (a backend acting for its own users).
+        #[arg(long)]
+        act_for_prefix: Option<String>,
+        /// Refuse the key after this long, e.g. `90d` or `12h`; default: never.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<Duration>,
+    },
+    /// List every key: id, owner, prefix, created, expiry and revocation.
+    List,
+    /// Revoke a key by id; servers refuse it within a few seconds.
+    Revoke { id: String },
+}
+
+/// How calls are secured: TLS, and who may authenticate how.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// Certificate chain and key, PEM.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// CA certificates for client certificates, PEM.
+    pub client_ca: Option<PathBuf>,
+    pub api_keys: bool,
+}
+
+impl Security {
+    /// Whether calls must prove who they are.
+    pub fn authenticates(&self) -> bool {
+        self.api_keys || self.client_ca.is_some()
+    }
 }
 
 /// Settings that contradict each other.
@@ -163,6 +231,41 @@ impl Settings {
         })
     }
 
+    /// How calls are secured. Refuses to expose a server without TLS or without
+    /// authentication on a non-loopback address unless --insecure says so.
+    pub fn security(&self) -> Result<Security, SettingsError> {
+        let security = Security {
+            tls: self.tls_cert.clone().zip(self.tls_key.clone()),
+            client_ca: self.tls_client_ca.clone(),
+            api_keys: self.api_keys,
+        };
+        if security.client_ca.is_some() && security.tls.is_none() {
+            return Err(SettingsError(
+                "--tls-client-ca needs --tls-cert and --tls-key".into(),
+            ));
+        }
+        let exposed = !self.listen.ip().is_loopback();
+        if exposed && !self.insecure {
+            let missing = match (security.tls.is_some(), security.authenticates()) {
+                (true, true) => None,
+                (false, true) => Some("TLS (--tls-cert, --tls-key)"),
+                (true, false) => Some("authentication (--api-keys or --tls-client-ca)"),
+                (false, false) => Some(
+                    "TLS (--tls-cert, --tls-key) and authentication (--api-keys or --tls-client-ca)",
+                ),
+            };
+            if let Some(missing) = missing {
+                return Err(SettingsError(format!(
+                    "refusing to listen on {} without {missing}: anyone who reaches it could act \
+                     as any owner. Listen on a loopback address, configure them, or give \
+                     --insecure if something in front of transferd provides them",
+                    self.listen
+                )));
+            }
+        }
+        Ok(security)
+    }
+
     /// Where the ledger lives.
     pub fn ledger_location(&self) -> Result<LedgerLocation, SettingsError> {
         LedgerLocation::from_url(self.database_url.as_deref(), &self.data_dir)
@@ -189,6 +292,27 @@ mod tests {
         assert_eq!(s.http2_connection_window, 128 << 20);
         assert!(!s.http2_adaptive_window);
         assert!(s.limits().is_ok());
+    }
+
+    #[test]
+    fn a_non_loopback_address_needs_tls_and_authentication_or_insecure() {
+        assert!(settings(&["--listen", "127.0.0.1:1"]).security().is_ok());
+        assert!(settings(&["--listen", "[::1]:1"]).security().is_ok());
+        let open = settings(&["--listen", "0.0.0.0:1"]).security();
+        assert!(
+            open.is_err_and(
+                |e| e.to_string().contains("TLS") && e.to_string().contains("--api-keys")
+            )
+        );
+        let no_tls = settings(&["--listen", "0.0.0.0:1", "--api-keys"]).security();
+        assert!(no_tls.is_err_and(|e| e.to_string().contains("without TLS")));
+        let tls = ["--tls-cert", "c.pem", "--tls-key", "k.pem"];
+        let no_auth = settings(&[&["--listen", "0.0.0.0:1"][..], &tls].concat()).security();
+        assert!(no_auth.is_err_and(|e| e.to_string().contains("without authentication")));
+        let secured = settings(&[&["--listen", "0.0.0.0:1", "--api-keys"][..], &tls].concat());
+        assert!(secured.security().is_ok_and(|s| s.authenticates()));
+        let insecure = settings(&["--listen", "0.0.0.0:1", "--insecure"]);
+        assert!(insecure.security().is_ok());
     }
 
     #[test]

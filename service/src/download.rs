@@ -9,9 +9,9 @@ use transfer_proto::v1::{DataPiece, DownloadRequest, DownloadResponse, download_
 use crate::blob::{BlobStore, ContentKey};
 use crate::error::ServiceError;
 use crate::files::{file_info, owned_file};
+use crate::identity::Owner;
 use crate::ledger::{ChunkLedger, FileState};
 use crate::metrics::metrics;
-use crate::owner::Owner;
 use crate::request::parse_id;
 use crate::telemetry::record_status;
 use tracing::Instrument;

@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use crate::blob::BlobStore;
 use crate::error::ServiceError;
+use crate::identity::Owner;
 use crate::ledger::{ChunkLedger, FileRecord, FileState};
-use crate::owner::Owner;
 use crate::upload::SessionRegistry;
 
 /// A file of `owner` by id; another owner's file is reported as missing.

@@ -19,9 +19,9 @@ use crate::blob::BlobStore;
 use crate::control::ControlPlane;
 use crate::download::{DownloadStream, download};
 use crate::files::{abort_upload, file_info, owned_file};
+use crate::identity::{CallContext, Owner};
 use crate::layout::Limits;
 use crate::ledger::ChunkLedger;
-use crate::owner::Owner;
 use crate::request::parse_id;
 use crate::telemetry::{record_status, rpc_span};
 use crate::upload::SessionRegistry;
@@ -80,11 +80,14 @@ impl TransferApi {
     }
 }
 
-/// Records who a call acts for on the current span.
-fn owner_of(metadata: &tonic::metadata::MetadataMap) -> Result<Owner, Status> {
-    let owner = Owner::from_metadata(metadata)?;
-    tracing::Span::current().record("transfer.owner", owner.as_str());
-    Ok(owner)
+/// Who a call acts for, as the identity layer established it (see [`crate::identity`]),
+/// recorded on the current span.
+fn owner_of(extensions: &tonic::Extensions) -> Result<Owner, Status> {
+    let context = CallContext::of(extensions).ok_or_else(|| {
+        Status::unauthenticated("the call did not pass through the server's identity check")
+    })?;
+    tracing::Span::current().record("transfer.owner", context.owner.as_str());
+    Ok(context.owner.clone())
 }
 
 #[tonic::async_trait]
@@ -105,8 +108,8 @@ impl TransferService for TransferApi {
         &self,
         request: Request<Streaming<UploadChunksRequest>>,
     ) -> Result<Response<Self::UploadChunksStream>, Status> {
-        let (metadata, _, inbound) = request.into_parts();
-        self.start_upload_stream(&metadata, inbound)
+        let (metadata, extensions, inbound) = request.into_parts();
+        self.start_upload_stream(&metadata, &extensions, inbound)
             .map(Response::new)
     }
 
@@ -116,8 +119,8 @@ impl TransferService for TransferApi {
         &self,
         request: Request<DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
-        let (metadata, _, request) = request.into_parts();
-        self.start_download(&metadata, request)
+        let (metadata, extensions, request) = request.into_parts();
+        self.start_download(&metadata, &extensions, request)
             .await
             .map(Response::new)
     }
@@ -129,7 +132,7 @@ impl TransferService for TransferApi {
         let span = rpc_span("AbortUpload", request.metadata());
         let api = self.clone();
         let call = async move {
-            let owner = owner_of(request.metadata())?;
+            let owner = owner_of(request.extensions())?;
             let id = parse_id("upload_id", &request.get_ref().upload_id)?;
             tracing::Span::current().record("transfer.upload_id", id.to_string());
             abort_upload(
@@ -152,7 +155,7 @@ impl TransferService for TransferApi {
         let span = rpc_span("GetFile", request.metadata());
         let api = self.clone();
         let call = async move {
-            let owner = owner_of(request.metadata())?;
+            let owner = owner_of(request.extensions())?;
             let id = parse_id("file_id", &request.get_ref().file_id)?;
             tracing::Span::current().record("transfer.file_id", id.to_string());
             let file = owned_file(api.ledger.as_ref(), &owner, id).await?;
@@ -171,13 +174,14 @@ impl TransferApi {
     pub fn start_upload_stream(
         &self,
         metadata: &tonic::metadata::MetadataMap,
+        extensions: &tonic::Extensions,
         inbound: impl futures::Stream<Item = Result<UploadChunksRequest, Status>>
         + Unpin
         + Send
         + 'static,
     ) -> Result<ReceiverStream<Result<UploadChunksResponse, Status>>, Status> {
         let span = rpc_span("UploadChunks", metadata);
-        let owner = match span.in_scope(|| owner_of(metadata)) {
+        let owner = match span.in_scope(|| owner_of(extensions)) {
             Ok(owner) => owner,
             Err(status) => {
                 record_status(&span, status.code());
@@ -192,16 +196,16 @@ impl TransferApi {
         Ok(ReceiverStream::new(responses))
     }
 
-    /// Checks a `Download` request and starts streaming it. Reached through tonic's
-    /// codec, or through [`crate::bulk_route`], which sends the pieces uncopied.
-    pub async fn start_download(
+    /// Checks a `Download` request and starts streaming it.
+    async fn start_download(
         &self,
         metadata: &tonic::metadata::MetadataMap,
+        extensions: &tonic::Extensions,
         request: DownloadRequest,
     ) -> Result<DownloadStream, Status> {
         let span = rpc_span("Download", metadata);
         let started = async {
-            let owner = owner_of(metadata)?;
+            let owner = owner_of(extensions)?;
             let stream = download(
                 self.ledger.as_ref(),
                 Arc::clone(&self.blobs),
@@ -223,7 +227,7 @@ impl TransferApi {
         &self,
         request: Request<CheckUploadRequest>,
     ) -> Result<Response<CheckUploadResponse>, Status> {
-        let owner = owner_of(request.metadata())?;
+        let owner = owner_of(request.extensions())?;
         let intent = UploadIntent::parse(request.into_inner(), &self.limits)?;
         let span = tracing::Span::current();
         span.record("transfer.file_size", intent.size);

@@ -54,6 +54,7 @@ async fn transferd() -> std::process::ExitCode {
     };
     let result = match &settings.command {
         Some(Command::MigrateLedger { from, to }) => migrate(&settings, from.as_deref(), to).await,
+        Some(Command::Keys(command)) => keys(&settings, command).await,
         None => run(settings).await,
     };
     let code = match result {
@@ -118,6 +119,20 @@ async fn migrate(
         "copied {} files, {} chunks and {} content records from {source} to {target}",
         copied.files, copied.chunks, copied.contents
     );
+    Ok(())
+}
+
+/// `transferd keys ...`: manages API keys in this server's ledger.
+async fn keys(
+    settings: &Settings,
+    command: &transfer_service::config::KeysCommand,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let ledgers = settings
+        .ledger_location()?
+        .open_all(settings.database_pool_size.min(4), None)
+        .await?;
+    let out = transfer_service::key_admin::run(ledgers.keys.as_ref(), command).await?;
+    print!("{out}");
     Ok(())
 }
 

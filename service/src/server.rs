@@ -5,16 +5,17 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use transfer_proto::v1::transfer_service_server::TransferServiceServer;
 
 use crate::Settings;
 use crate::blob::{BlobError, BlobStore, FsBlobStore};
 use crate::bulk_route::BulkRoute;
-use crate::config::SettingsError;
+use crate::config::{Security, SettingsError};
 use crate::control::ControlPlane;
 use crate::grpc::TransferApi;
+use crate::identity::{Authenticator, IdentityLayer};
 use crate::ledger::{ChunkLedger, FileState, LedgerError};
 use crate::upload::SessionRegistry;
 
@@ -25,6 +26,10 @@ const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3
 const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 /// Room for a chunk's message framing beyond its data.
 const MESSAGE_OVERHEAD: usize = 64 << 10;
+/// Largest message of a unary call or a `Download` request: names are at most 1 KiB.
+const MAX_UNARY_MESSAGE: usize = 16 << 10;
+/// Time a client has to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -40,6 +45,11 @@ pub enum StartupError {
     Transport(#[from] tonic::transport::Error),
     #[error("starting the runtime for short calls failed: {0}")]
     ControlPlane(std::io::Error),
+    #[error("reading {file} failed: {error}")]
+    TlsFile {
+        file: std::path::PathBuf,
+        error: std::io::Error,
+    },
 }
 
 /// Removes staged bytes whose upload is no longer open: left behind when the server
@@ -72,6 +82,8 @@ async fn sweep_orphaned_staging(ledger: Arc<dyn ChunkLedger>, blobs: Arc<dyn Blo
 /// A `transferd` with its storage opened, ready to serve.
 pub struct Transferd {
     api: TransferApi,
+    authenticator: Arc<Authenticator>,
+    tls: Option<ServerTlsConfig>,
     max_message_size: usize,
     reflection: bool,
     http2: Http2Windows,
@@ -91,12 +103,23 @@ impl Transferd {
     /// process's control runtime (see [`crate::control`]), started here on first use.
     pub async fn open(settings: &Settings) -> Result<Self, StartupError> {
         let limits = settings.limits()?;
+        let security = settings.security()?;
         let location = settings.ledger_location()?;
         let control = ControlPlane::shared().map_err(StartupError::ControlPlane)?;
-        let ledger = location
-            .open(settings.database_pool_size, Some(control.handle().clone()))
+        let ledgers = location
+            .open_all(settings.database_pool_size, Some(control.handle().clone()))
             .await?;
+        let ledger = ledgers.chunks;
         tracing::info!(ledger = %location, "ledger open");
+        let tls = tls_config(&security)?;
+        let authenticator = Arc::new(match security.authenticates() {
+            true => Authenticator::new(
+                security.api_keys.then_some(ledgers.keys),
+                security.client_ca.is_some(),
+            ),
+            false => Authenticator::trusting_owner_metadata(),
+        });
+        log_security(&security);
         let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(&settings.data_dir)?);
         tokio::spawn(sweep_orphaned_staging(
             Arc::clone(&ledger),
@@ -110,6 +133,8 @@ impl Transferd {
         );
         Ok(Self {
             api: TransferApi::new(ledger, blobs, sessions, limits, control),
+            authenticator,
+            tls,
             max_message_size: limits.max_chunk_size as usize + MESSAGE_OVERHEAD,
             reflection: settings.reflection,
             http2: Http2Windows {
@@ -130,8 +155,9 @@ impl Transferd {
         let api = Arc::new(self.api);
         let transfer = BulkRoute::new(
             Arc::clone(&api),
+            // Chunks arrive through the bulk route, which has its own limit.
             TransferServiceServer::from_arc(api)
-                .max_decoding_message_size(self.max_message_size)
+                .max_decoding_message_size(MAX_UNARY_MESSAGE)
                 .max_encoding_message_size(self.max_message_size),
             self.max_message_size,
         );
@@ -156,7 +182,11 @@ impl Transferd {
             (None, None)
         };
 
-        Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = self.tls {
+            builder = builder.tls_config(tls)?;
+        }
+        builder
             .initial_stream_window_size(self.http2.stream)
             .initial_connection_window_size(self.http2.connection)
             .http2_adaptive_window(Some(self.http2.adaptive))
@@ -164,6 +194,8 @@ impl Transferd {
             // Find clients that vanished without closing their connection.
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            // Every call, of every service, is authenticated here first.
+            .layer(IdentityLayer::new(self.authenticator))
             .add_service(health)
             .add_optional_service(reflection_v1)
             .add_optional_service(reflection_v1alpha)
@@ -171,6 +203,49 @@ impl Transferd {
             .serve_with_incoming_shutdown(accepted(listener), shutdown)
             .await?;
         Ok(())
+    }
+}
+
+/// The TLS settings, with the certificate files read now so a bad path fails start-up.
+fn tls_config(security: &Security) -> Result<Option<ServerTlsConfig>, StartupError> {
+    let Some((cert, key)) = &security.tls else {
+        return Ok(None);
+    };
+    let read = |file: &std::path::PathBuf| {
+        std::fs::read(file).map_err(|error| StartupError::TlsFile {
+            file: file.clone(),
+            error,
+        })
+    };
+    let mut config = ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(cert)?, read(key)?))
+        .timeout(TLS_HANDSHAKE_TIMEOUT);
+    if let Some(ca) = &security.client_ca {
+        config = config
+            .client_ca_root(Certificate::from_pem(read(ca)?))
+            // With API keys as well, a client may bring either.
+            .client_auth_optional(security.api_keys);
+    }
+    Ok(Some(config))
+}
+
+/// Says how calls are secured, so an operator sees it at start-up.
+fn log_security(security: &Security) {
+    let tls = if security.tls.is_some() {
+        "TLS"
+    } else {
+        "plaintext"
+    };
+    match (security.api_keys, security.client_ca.is_some()) {
+        (false, false) => tracing::warn!(
+            "no authentication configured: calls act for the owner named in x-transfer-owner \
+             (\"default\" without it), over {tls}; serve only where every caller is trusted"
+        ),
+        (true, false) => tracing::info!("calls authenticate with API keys, over {tls}"),
+        (false, true) => tracing::info!("calls authenticate with client certificates, over TLS"),
+        (true, true) => {
+            tracing::info!("calls authenticate with API keys or client certificates, over TLS")
+        }
     }
 }
 

@@ -4,13 +4,16 @@
 pub mod client;
 pub mod data;
 pub mod database;
+pub mod pki;
 pub mod process;
 pub mod proxy;
 pub mod server;
+pub mod tls_postgres;
 
 pub use client::{ChunkStream, DownloadResult, download, upload_file};
 pub use data::{TestFile, crc32c, md5};
 pub use database::TestDatabase;
+pub use pki::TestPki;
 pub use process::TransferdProcess;
 pub use proxy::{CuttingProxy, Fault, SlowRepliesProxy};
 pub use server::{Ledger, TestServer};

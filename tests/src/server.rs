@@ -158,6 +158,41 @@ impl TestServer {
         }
     }
 
+    /// Makes an API key in this server's ledger, as `transferd keys create` does, and
+    /// returns its id and token.
+    pub async fn create_key(&self, owner: &str, act_for_prefix: Option<&str>) -> (String, String) {
+        let ledgers = self.open_ledgers().await;
+        let issued = transfer_service::identity::api_key::issue().expect("random bytes");
+        ledgers
+            .keys
+            .create_key(&transfer_service::ledger::NewApiKey {
+                id: issued.id.clone(),
+                secret_sha256: issued.secret_sha256,
+                owner: owner.to_owned(),
+                act_for_prefix: act_for_prefix.map(str::to_owned),
+                expires_at: None,
+            })
+            .await
+            .expect("creating an API key");
+        (issued.id, issued.token)
+    }
+
+    /// Revokes an API key in this server's ledger, as `transferd keys revoke` does.
+    pub async fn revoke_key(&self, id: &str) {
+        let revoked = self.open_ledgers().await.keys.revoke_key(id).await;
+        assert!(revoked.expect("revoking an API key"), "no key {id}");
+    }
+
+    /// A second handle on this server's ledger database.
+    pub async fn open_ledgers(&self) -> transfer_service::ledger::Ledgers {
+        self.settings
+            .ledger_location()
+            .expect("the ledger's location")
+            .open_all(2, None)
+            .await
+            .expect("opening the ledger")
+    }
+
     /// Every complete content file the blob store holds.
     pub fn content_files(&self) -> Vec<PathBuf> {
         files_under(&self.data_dir().join("content"))

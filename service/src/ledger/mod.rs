@@ -6,6 +6,7 @@
 //! when it returns `Ok`, what it recorded survives a crash.
 
 mod dump;
+pub mod keys;
 mod postgres;
 mod sqlite;
 
@@ -18,6 +19,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use dump::{ChunkDump, ContentDump, CopyReport, FileDump, copy_ledger};
+pub use keys::{ApiKeyRecord, KeyLedger, NewApiKey};
 pub use postgres::PostgresLedger;
 pub use sqlite::SqliteLedger;
 
@@ -58,13 +60,40 @@ impl LedgerLocation {
         pool_size: usize,
         requests_runtime: Option<tokio::runtime::Handle>,
     ) -> Result<Arc<dyn ChunkLedger>, LedgerError> {
+        Ok(self.open_all(pool_size, requests_runtime).await?.chunks)
+    }
+
+    /// Like [`LedgerLocation::open`], with every record kind the ledger keeps.
+    pub async fn open_all(
+        &self,
+        pool_size: usize,
+        requests_runtime: Option<tokio::runtime::Handle>,
+    ) -> Result<Ledgers, LedgerError> {
         Ok(match self {
-            LedgerLocation::Postgres(url) => Arc::new(
+            LedgerLocation::Postgres(url) => Ledgers::of(Arc::new(
                 PostgresLedger::connect_serving_requests_on(url, pool_size, requests_runtime)
                     .await?,
-            ),
-            LedgerLocation::Sqlite(path) => Arc::new(SqliteLedger::open(path, pool_size).await?),
+            )),
+            LedgerLocation::Sqlite(path) => {
+                Ledgers::of(Arc::new(SqliteLedger::open(path, pool_size).await?))
+            }
         })
+    }
+}
+
+/// One ledger database, seen through the trait of each record kind it keeps.
+#[derive(Clone)]
+pub struct Ledgers {
+    pub chunks: Arc<dyn ChunkLedger>,
+    pub keys: Arc<dyn KeyLedger>,
+}
+
+impl Ledgers {
+    pub fn of<L: ChunkLedger + KeyLedger>(ledger: Arc<L>) -> Self {
+        Self {
+            chunks: Arc::clone(&ledger) as Arc<dyn ChunkLedger>,
+            keys: ledger,
+        }
     }
 }
 
@@ -207,6 +236,8 @@ pub enum LedgerError {
     Database(String),
     #[error("the ledger holds a value it cannot read: {0}")]
     Corrupt(String),
+    #[error("the record exists already: {0}")]
+    Conflict(String),
 }
 
 /// Checks that `file` (the ledger's row for `id`) exists and is open for chunks.
@@ -258,13 +289,15 @@ fn parse_state(s: &str) -> Result<FileState, LedgerError> {
 /// - Chunks are recorded only while their file is `Uploading`; recording an index twice
 ///   keeps the first record.
 /// - Content is recorded once per (MD5, size), however many files refer to it.
+/// - Instant upload answers from the owner's own files only: another owner's content is
+///   never handed out by its digest.
 #[async_trait]
 pub trait ChunkLedger: Send + Sync + 'static {
-    /// If content with this MD5 and size is stored, records that `owner` has it as a
-    /// complete file named `name` with head digest `head_md5` (reusing the owner's
-    /// complete file with the same name and content if there is one) and returns it.
-    /// `None` when no such content is stored.
-    async fn add_file_for_stored_content(
+    /// If `owner` has a complete file with this MD5 and size, records that it has the
+    /// content also as a complete file named `name` with head digest `head_md5` (or
+    /// returns the owner's complete file of that name and content, if there is one).
+    /// `None` when the owner has no such file, whoever else stored the content.
+    async fn add_file_for_owned_content(
         &self,
         owner: &str,
         name: &str,

@@ -2,8 +2,6 @@
 //! The schema comes from the versioned migrations in `migrations/postgres`, applied by
 //! [`PostgresLedger::connect`].
 
-use std::str::FromStr;
-
 use async_trait::async_trait;
 use deadpool_postgres::{
     ConfigConnectImpl, Connect, GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod,
@@ -20,6 +18,11 @@ use super::{
     HashCheckpoint, LedgerError, Md5Digest, NewUpload, OpenedUpload, digest_from, parse_state,
     require_open, to_i64, to_u64,
 };
+
+mod keys;
+mod tls;
+
+use tls::DatabaseTls;
 
 mod embedded {
     refinery::embed_migrations!("../migrations/postgres");
@@ -70,14 +73,11 @@ impl PostgresLedger {
         pool_size: usize,
         requests_runtime: Option<Handle>,
     ) -> Result<Self, LedgerError> {
-        let config = tokio_postgres::Config::from_str(url)
-            .map_err(|e| LedgerError::Unavailable(format!("bad database URL: {e}")))?;
+        let (config, tls) = tls::parse_url(url)?;
 
-        let (mut client, connection) = config
-            .connect(NoTls)
+        let (mut client, connection) = connect_with(&config, &tls)
             .await
             .map_err(|e| LedgerError::Unavailable(describe(&e)))?;
-        let connection = tokio::spawn(connection);
         embedded::migrations::runner()
             .run_async(&mut client)
             .await
@@ -88,7 +88,10 @@ impl PostgresLedger {
         let pool = |max_size, runtime: Option<Handle>| {
             let manager = Manager::from_connect(
                 config.clone(),
-                ConnectOn(runtime),
+                ConnectOn {
+                    runtime,
+                    tls: tls.clone(),
+                },
                 ManagerConfig {
                     recycling_method: RecyclingMethod::Fast,
                 },
@@ -165,7 +168,7 @@ impl PostgresLedger {
 
 #[async_trait]
 impl ChunkLedger for PostgresLedger {
-    async fn add_file_for_stored_content(
+    async fn add_file_for_owned_content(
         &self,
         owner: &str,
         name: &str,
@@ -182,7 +185,8 @@ impl ChunkLedger for PostgresLedger {
              inserted AS ( \
                  INSERT INTO files (id, owner, name, size, md5, head_md5, chunk_size, chunk_count, state, completed_at) \
                  SELECT $5, $1, $2, $4, $3, $6, 0, 0, 'complete', now() \
-                 WHERE EXISTS (SELECT 1 FROM contents WHERE md5 = $3 AND size = $4) \
+                 WHERE EXISTS (SELECT 1 FROM files WHERE owner = $1 AND md5 = $3 AND size = $4 \
+                                                     AND state = 'complete') \
                    AND NOT EXISTS (SELECT 1 FROM existing) \
                  RETURNING {FILE_COLUMNS}) \
              SELECT * FROM existing UNION ALL SELECT * FROM inserted"
@@ -627,7 +631,21 @@ impl ChunkLedger for PostgresLedger {
 }
 
 /// Makes a pool's connections on a given runtime, or where they are first needed.
-struct ConnectOn(Option<Handle>);
+struct ConnectOn {
+    runtime: Option<Handle>,
+    tls: DatabaseTls,
+}
+
+/// Connects with or without TLS; the connection's task runs where this is called.
+async fn connect_with(
+    config: &tokio_postgres::Config,
+    tls: &DatabaseTls,
+) -> Result<(tokio_postgres::Client, JoinHandle<()>), tokio_postgres::Error> {
+    match tls {
+        DatabaseTls::Off => ConfigConnectImpl { tls: NoTls }.connect(config).await,
+        DatabaseTls::On(tls) => ConfigConnectImpl { tls: tls.clone() }.connect(config).await,
+    }
+}
 
 impl Connect for ConnectOn {
     fn connect(
@@ -636,21 +654,20 @@ impl Connect for ConnectOn {
     ) -> BoxFuture<'_, Result<(tokio_postgres::Client, JoinHandle<()>), tokio_postgres::Error>>
     {
         let config = config.clone();
-        let runtime = self.0.clone();
+        let runtime = self.runtime.clone();
+        let tls = self.tls.clone();
         Box::pin(async move {
-            let in_place = ConfigConnectImpl { tls: NoTls };
             let Some(runtime) = runtime else {
-                return in_place.connect(&config).await;
+                return connect_with(&config, &tls).await;
             };
             let on_runtime = {
-                let config = config.clone();
-                runtime
-                    .spawn(async move { ConfigConnectImpl { tls: NoTls }.connect(&config).await })
+                let (config, tls) = (config.clone(), tls.clone());
+                runtime.spawn(async move { connect_with(&config, &tls).await })
             };
             match on_runtime.await {
                 Ok(connected) => connected,
                 // That runtime is shutting down: a connection here still answers.
-                Err(_) => in_place.connect(&config).await,
+                Err(_) => connect_with(&config, &tls).await,
             }
         })
     }

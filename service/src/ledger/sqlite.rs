@@ -22,6 +22,7 @@ use super::{
     require_open, to_i64, to_u64,
 };
 
+mod keys;
 mod writer;
 use writer::Writer;
 
@@ -283,7 +284,7 @@ fn close_upload(
 
 #[async_trait]
 impl ChunkLedger for SqliteLedger {
-    async fn add_file_for_stored_content(
+    async fn add_file_for_owned_content(
         &self,
         owner: &str,
         name: &str,
@@ -305,11 +306,14 @@ impl ChunkLedger for SqliteLedger {
             if let Some(file) = existing {
                 return FileRecord::try_from(file).map(Some);
             }
-            let stored = tx
-                .prepare_cached("SELECT 1 FROM contents WHERE md5 = ?1 AND size = ?2")
-                .and_then(|mut s| s.exists(params![md5, size]))
+            let owned = tx
+                .prepare_cached(
+                    "SELECT 1 FROM files \
+                     WHERE owner = ?1 AND md5 = ?2 AND size = ?3 AND state = 'complete'",
+                )
+                .and_then(|mut s| s.exists(params![owner, md5, size]))
                 .map_err(db_error)?;
-            if !stored {
+            if !owned {
                 return Ok(None);
             }
             let now = now_micros();

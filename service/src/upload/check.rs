@@ -13,9 +13,9 @@ use super::SessionRegistry;
 use crate::blob::BlobStore;
 use crate::error::ServiceError;
 use crate::files::abort_upload;
+use crate::identity::Owner;
 use crate::layout::{ChunkLayout, Limits};
 use crate::ledger::{ChunkLedger, FileRecord, FileState, Md5Digest, NewUpload};
-use crate::owner::Owner;
 use crate::request::parse_md5;
 
 const MAX_NAME_LEN: usize = 1024;
@@ -109,14 +109,14 @@ pub async fn check_upload(
         return probe(ledger, sessions, limits, owner, intent).await;
     };
     if let Some(file) = ledger
-        .add_file_for_stored_content(
+        .add_file_for_owned_content(
             owner.as_str(),
             &intent.name,
             &md5,
             intent.size,
             intent.head_md5.as_ref(),
         )
-        .instrument(info_span!("ledger.add_file_for_stored_content"))
+        .instrument(info_span!("ledger.add_file_for_owned_content"))
         .await?
     {
         // The owner may have had a session for this content open when another upload

@@ -28,12 +28,12 @@ use uuid::Uuid;
 use super::hasher::OrderedHasher;
 use crate::blob::{BlobStore, ContentKey, Part};
 use crate::error::ServiceError;
+use crate::identity::Owner;
 use crate::layout::{ChunkLayout, Limits};
 use crate::ledger::{
     ChunkLedger, CommittedChunk, FileRecord, FileState, HashCheckpoint, LedgerError, Md5Digest,
 };
 use crate::metrics::{attribute, metrics};
-use crate::owner::Owner;
 
 /// Most chunks written and committed in one batch.
 const MAX_BATCH_CHUNKS: usize = 64;
@@ -304,6 +304,8 @@ enum Ended {
     Served,
     /// The upload was already complete when the task started.
     AlreadyComplete(FileRecord),
+    /// The upload was aborted or failed before the task started.
+    Closed(FileRecord),
     /// It could not load the session.
     LoadFailed(Status),
 }
@@ -324,6 +326,7 @@ impl SessionTask {
                 Ended::Served
             }
             Ok(Loaded::Complete(file)) => Ended::AlreadyComplete(file),
+            Ok(Loaded::Closed(file)) => Ended::Closed(file),
             Err(error) => Ended::LoadFailed(Status::from(error)),
         };
         registry.remove(id, &commands);
@@ -337,7 +340,17 @@ impl SessionTask {
                 Ended::AlreadyComplete(file) if file.owner == owner.as_str() => {
                     Ok(Attachment::Completed(file.clone()))
                 }
-                Ended::AlreadyComplete(_) => Err(ServiceError::UploadNotFound(id).into()),
+                Ended::Closed(file) if file.owner == owner.as_str() => {
+                    Err(ServiceError::UploadNotOpen {
+                        id,
+                        state: file.state,
+                    }
+                    .into())
+                }
+                // Another owner's upload looks like no upload at all, in every state.
+                Ended::AlreadyComplete(_) | Ended::Closed(_) => {
+                    Err(ServiceError::UploadNotFound(id).into())
+                }
                 Ended::LoadFailed(status) => Err(status.clone()),
             };
             let _ = reply.send(answer);
@@ -351,6 +364,8 @@ enum Loaded {
     /// The upload completed earlier (a stream that lost the `completed` message, or a
     /// second client that raced the first, attaches after the end).
     Complete(FileRecord),
+    /// The upload was aborted or failed: it takes no more chunks.
+    Closed(FileRecord),
 }
 
 impl Session {
@@ -369,10 +384,7 @@ impl Session {
             return Ok(Loaded::Complete(file));
         }
         if file.state != FileState::Uploading {
-            return Err(ServiceError::UploadNotOpen {
-                id,
-                state: file.state,
-            });
+            return Ok(Loaded::Closed(file));
         }
         let layout = ChunkLayout::new(file.size, file.chunk_size);
         let count =

@@ -15,10 +15,10 @@ use transfer_proto::v1::{
 use super::session::{AttachedStream, Attachment, SessionEvent, SessionRegistry, VerifiedChunk};
 use crate::error::ServiceError;
 use crate::files::file_info;
+use crate::identity::Owner;
 use crate::layout::ChunkLayout;
 use crate::ledger::FileRecord;
 use crate::metrics::{attribute, metrics};
-use crate::owner::Owner;
 use crate::request::{parse_id, parse_md5};
 use crate::telemetry::record_status;
 

@@ -209,7 +209,7 @@ async fn a_new_file_is_read_once_and_a_stored_one_is_hashed_first(ledger: Ledger
     );
 }
 
-async fn hash_first_makes_another_owners_content_an_instant_upload(ledger: Ledger) {
+async fn another_owners_content_is_sent_again_in_either_mode_and_stored_once(ledger: Ledger) {
     let server = TestServer::start(ledger).await;
     let file = TestFile::new("popular.bin", 2 << 20, 111);
     let (_dir, path) = on_disk(&file);
@@ -233,14 +233,25 @@ async fn hash_first_makes_another_owners_content_an_instant_upload(ledger: Ledge
         .unwrap();
     assert!(!bob.instant);
     assert_eq!(server.content_files().len(), 1);
-    // Hashing first finds the content whoever stored it.
+    // Hashing first does not find it either: the whole-file MD5 names only the
+    // caller's own content.
     let carol = as_owner("carol", true)
         .upload_path(&path)
         .wait()
         .await
         .unwrap();
-    assert!(carol.instant);
-    assert_eq!(carol.chunks_sent, 0);
+    assert!(!carol.instant);
+    assert_eq!(carol.chunks_sent, 32);
+    assert_eq!(server.content_files().len(), 1);
+    // Each downloads exactly the bytes uploaded.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("carols");
+    as_owner("carol", false)
+        .download(&carol.file.file_id, &out)
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), file.data);
 }
 
 async fn a_new_client_resumes_the_single_pass_upload_a_killed_one_left(ledger: Ledger) {
@@ -447,7 +458,7 @@ transfer_tests::ledger_tests!(
     cancel_aborts_the_session_on_the_server,
     a_stored_file_uploads_instantly_without_sending_a_chunk,
     a_new_file_is_read_once_and_a_stored_one_is_hashed_first,
-    hash_first_makes_another_owners_content_an_instant_upload,
+    another_owners_content_is_sent_again_in_either_mode_and_stored_once,
     a_new_client_resumes_the_single_pass_upload_a_killed_one_left,
     a_resumed_upload_that_held_another_files_chunks_starts_over_and_completes,
 );

@@ -48,8 +48,8 @@ async fn populate(ledger: &dyn ChunkLedger) {
         .unwrap();
     let done = ledger.complete_upload(done, &digest("done")).await.unwrap();
     ledger
-        .add_file_for_stored_content(
-            "p",
+        .add_file_for_owned_content(
+            "o",
             "copy",
             &digest("done"),
             done.size,
@@ -107,7 +107,7 @@ async fn copies_record_for_record(from: Arc<dyn ChunkLedger>, to: Arc<dyn ChunkL
     );
     let content = source.1[0];
     let found = to
-        .add_file_for_stored_content("q", "again", &content.md5, content.size, None)
+        .add_file_for_owned_content("o", "again", &content.md5, content.size, None)
         .await
         .unwrap();
     assert!(found.is_some());

@@ -57,7 +57,7 @@ crate::conformance_tests!(crate::ledger::suite; [
     committed_chunks_are_recorded_once,
     concurrent_commits_of_one_index_record_it_once,
     chunks_are_refused_once_an_upload_is_aborted,
-    completing_records_the_content_for_instant_upload,
+    completing_makes_the_content_instant_for_its_owner_only,
     an_instant_upload_reuses_the_owners_file_of_the_same_name,
     a_closed_upload_can_be_completed_failed_or_aborted_no_more,
     a_failed_upload_forgets_its_chunks_and_frees_the_content,
@@ -206,12 +206,12 @@ pub mod suite {
         );
     }
 
-    pub async fn completing_records_the_content_for_instant_upload(b: &impl LedgerBackend) {
+    pub async fn completing_makes_the_content_instant_for_its_owner_only(b: &impl LedgerBackend) {
         let ledger = b.open().await;
         let new = upload("alice", "done");
         let none = ledger
-            .add_file_for_stored_content(
-                "bob",
+            .add_file_for_owned_content(
+                "alice",
                 "copy.bin",
                 &new.md5.expect("an MD5"),
                 new.size,
@@ -229,8 +229,8 @@ pub mod suite {
         assert_eq!(done.state, FileState::Complete);
         assert!(done.completed_at.is_some());
 
-        let copy = ledger
-            .add_file_for_stored_content(
+        let foreign = ledger
+            .add_file_for_owned_content(
                 "bob",
                 "copy.bin",
                 &new.md5.expect("an MD5"),
@@ -238,16 +238,30 @@ pub mod suite {
                 None,
             )
             .await
+            .unwrap();
+        assert!(
+            foreign.is_none(),
+            "another owner's content is never given by its digest"
+        );
+        let copy = ledger
+            .add_file_for_owned_content(
+                "alice",
+                "copy.bin",
+                &new.md5.expect("an MD5"),
+                new.size,
+                None,
+            )
+            .await
             .unwrap()
-            .expect("content is stored now");
+            .expect("the owner's content is stored now");
         assert_ne!(copy.id, id);
-        assert_eq!(copy.owner, "bob");
+        assert_eq!(copy.owner, "alice");
         assert_eq!(copy.name, "copy.bin");
         assert_eq!(copy.state, FileState::Complete);
         assert_eq!((copy.md5, copy.size), (new.md5, new.size));
         let other_size = ledger
-            .add_file_for_stored_content(
-                "bob",
+            .add_file_for_owned_content(
+                "alice",
                 "copy.bin",
                 &new.md5.expect("an MD5"),
                 new.size + 1,
@@ -267,13 +281,13 @@ pub mod suite {
         let id = ledger.open_upload(&new).await.unwrap().file.id;
         ledger.complete_upload(id, &md5_for("reuse")).await.unwrap();
         let again = ledger
-            .add_file_for_stored_content("o", &new.name, &new.md5.expect("an MD5"), new.size, None)
+            .add_file_for_owned_content("o", &new.name, &new.md5.expect("an MD5"), new.size, None)
             .await
             .unwrap()
             .unwrap();
         assert_eq!(again.id, id);
         let renamed = ledger
-            .add_file_for_stored_content(
+            .add_file_for_owned_content(
                 "o",
                 "other-name.bin",
                 &new.md5.expect("an MD5"),
@@ -332,7 +346,7 @@ pub mod suite {
         assert!(ledger.committed_ranges(id).await.unwrap().is_empty());
         assert!(
             ledger
-                .add_file_for_stored_content(
+                .add_file_for_owned_content(
                     "o",
                     &new.name,
                     &new.md5.expect("an MD5"),
@@ -506,9 +520,9 @@ pub mod suite {
         let done = ledger.complete_upload(id, &md5_for("sp")).await.unwrap();
         assert_eq!(done.state, FileState::Complete);
         assert_eq!(done.md5, Some(md5_for("sp")));
-        // Its content is now there for instant uploads.
+        // Its content is now there for its owner's instant uploads.
         let copy = ledger
-            .add_file_for_stored_content("bob", "copy.bin", &md5_for("sp"), 10_000, None)
+            .add_file_for_owned_content("o", "copy.bin", &md5_for("sp"), 10_000, None)
             .await
             .unwrap();
         assert!(copy.is_some());
@@ -568,9 +582,10 @@ pub mod suite {
 
         // An instant upload records the head it was asked with.
         ledger
-            .add_file_for_stored_content("carol", "c.bin", &md5_for("h"), 10_000, Some(&head))
+            .add_file_for_owned_content("alice", "c.bin", &md5_for("h"), 10_000, Some(&head))
             .await
-            .unwrap();
-        assert_eq!(find("carol").await.len(), 1);
+            .unwrap()
+            .expect("alice has this content");
+        assert_eq!(find("alice").await.len(), 2);
     }
 }

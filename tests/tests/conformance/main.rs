@@ -4,6 +4,7 @@
 
 mod blob;
 mod copy;
+mod keys;
 mod ledger;
 mod postgres_runtime;
 

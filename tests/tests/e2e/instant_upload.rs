@@ -49,14 +49,34 @@ async fn asking_again_for_the_same_name_returns_the_same_file(ledger: Ledger) {
     assert_eq!(again.file_id, first.file_id);
 }
 
-async fn another_owner_gets_stored_content_instantly_without_a_second_copy(ledger: Ledger) {
+async fn another_owners_content_travels_again_and_is_stored_once(ledger: Ledger) {
     let server = TestServer::start(ledger).await;
     let mut client = server.client().await;
     let file = TestFile::new("shared.bin", 50_000, 3);
     let alice = upload_file(&mut client, Some("alice"), &file, CHUNK).await;
-    let Ok(Check::AlreadyStored(bob)) = check(&mut client, Some("bob"), &file, CHUNK).await else {
-        panic!("expected an instant upload for another owner");
+
+    // Bob's CheckUpload of alice's content looks exactly like one of unknown content:
+    // a new session with nothing committed. The content's digest gives him nothing.
+    let unknown = TestFile::new("unknown.bin", 50_000, 33);
+    let Ok(Check::Session(fresh)) = check(&mut client, Some("bob"), &unknown, CHUNK).await else {
+        panic!("unknown content needs an upload");
     };
+    let Ok(Check::Session(bobs_session)) = check(&mut client, Some("bob"), &file, CHUNK).await
+    else {
+        panic!("another owner's content is never an instant upload");
+    };
+    assert_eq!(
+        (
+            bobs_session.resumed,
+            bobs_session.committed.len(),
+            bobs_session.chunk_count
+        ),
+        (fresh.resumed, fresh.committed.len(), fresh.chunk_count),
+        "the answer for another owner's content is the answer for unknown content"
+    );
+
+    // Bob sends the bytes; the server keeps one copy of the content.
+    let bob = upload_file(&mut client, Some("bob"), &file, CHUNK).await;
     assert_ne!(alice.file_id, bob.file_id);
     let bobs = download(&mut client, Some("bob"), &bob.file_id, 0, 0)
         .await
@@ -95,7 +115,21 @@ async fn an_instant_upload_closes_the_owners_open_session_for_that_content(ledge
     stream.expect_ack().await;
     drop(stream);
 
-    upload_file(&mut client, Some("bob"), &file, CHUNK).await;
+    // Alice stores the same content in a single-pass upload of her own meanwhile.
+    let single_pass =
+        transfer_tests::client::probe_session(&mut client, Some("alice"), &file, CHUNK).await;
+    assert_ne!(single_pass.upload_id, alices.upload_id);
+    let mut stream =
+        transfer_tests::ChunkStream::open(&mut client, Some("alice"), &single_pass.upload_id)
+            .await
+            .unwrap();
+    stream.send_digest(&file.md5).await;
+    let all: Vec<u64> = (0..single_pass.chunk_count).collect();
+    let (_, end) = stream
+        .send_windowed(&file, single_pass.chunk_size, &all, single_pass.max_window)
+        .await;
+    assert!(matches!(end, Ok(Some(_))), "{end:?}");
+
     let Ok(Check::AlreadyStored(copy)) = check(&mut client, Some("alice"), &file, CHUNK).await
     else {
         panic!("alice's content is stored now: an instant upload");
@@ -117,6 +151,6 @@ transfer_tests::ledger_tests!(
     an_instant_upload_closes_the_owners_open_session_for_that_content,
     stored_content_is_an_instant_upload_with_no_session,
     asking_again_for_the_same_name_returns_the_same_file,
-    another_owner_gets_stored_content_instantly_without_a_second_copy,
+    another_owners_content_travels_again_and_is_stored_once,
     same_size_with_a_different_md5_is_not_an_instant_upload,
 );

@@ -123,26 +123,27 @@ async fn a_compressed_request_is_unimplemented_on_both_bulk_methods(ledger: Ledg
     }
 }
 
-async fn a_download_without_exactly_one_request_message_is_invalid(ledger: Ledger) {
+async fn a_download_request_that_is_missing_or_malformed_is_refused(ledger: Ledger) {
     let server = TestServer::start(ledger).await;
-    for body in [vec![], [framed(0, &[]), framed(0, &[])].concat()] {
-        let status = final_status(&server, DOWNLOAD, &[], body).await;
-        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-        assert!(
-            status.message().contains("exactly one DownloadRequest"),
-            "{}",
-            status.message()
-        );
-    }
-    let status = final_status(&server, DOWNLOAD, &[], framed(0, &[0x0a, 100])).await;
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    // No message at all: tonic answers as gRPC servers do for a unary call.
+    let status = final_status(&server, DOWNLOAD, &[], vec![]).await;
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
     assert!(
-        status
-            .message()
-            .contains("DownloadRequest: not a valid message"),
+        status.message().contains("Missing request message"),
         "{}",
         status.message()
     );
+    // A message that does not decode is the sender's fault.
+    let status = final_status(&server, DOWNLOAD, &[], framed(0, &[0x0a, 100])).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("not a valid DownloadRequest"),
+        "{}",
+        status.message()
+    );
+    // Nor does a field that should be UTF-8 and is not.
+    let status = final_status(&server, DOWNLOAD, &[], framed(0, &[0x0a, 2, 0xff, 0xfe])).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 }
 
 transfer_tests::ledger_tests!(
@@ -150,5 +151,5 @@ transfer_tests::ledger_tests!(
     an_upload_cut_inside_a_message_is_invalid_argument,
     a_compressed_message_without_an_encoding_is_a_protocol_error,
     a_compressed_request_is_unimplemented_on_both_bulk_methods,
-    a_download_without_exactly_one_request_message_is_invalid,
+    a_download_request_that_is_missing_or_malformed_is_refused,
 );

@@ -188,3 +188,72 @@ async fn every_grpcurl_command_of_the_walk_through_prints_what_it_shows() {
     let health = json_messages(HEALTH, &run(HEALTH, &server, "").await);
     assert_eq!(health, [serde_json::json!({"status": "SERVING"})]);
 }
+
+/// The commands of the walk-through's section on TLS and API keys (a `text` block: they
+/// need a server with TLS, which this test starts).
+fn documented_tls_commands() -> Vec<String> {
+    let doc = std::fs::read_to_string(workspace_root().join("docs/grpcurl.md"))
+        .expect("reading docs/grpcurl.md");
+    doc.lines()
+        .filter(|line| line.starts_with("grpcurl -cacert "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn grpcurl_works_over_tls_with_an_api_key_and_is_refused_without_one() {
+    let pki = transfer_tests::TestPki::new();
+    let server = TestServer::start_with(Ledger::Sqlite, |s| {
+        pki.configure_server(s, false);
+        s.api_keys = true;
+    })
+    .await;
+    let (_, token) = server.create_key("alice", None).await;
+    let ca = pki.write("ca.pem", &pki.ca_pem());
+    let mut config =
+        transfer_client::ClientConfig::new(format!("https://localhost:{}", server.addr.port()));
+    config.ca_certificate = Some(pki.ca_pem().into_bytes());
+    config.token = Some(token.as_str().into());
+    let client = transfer_client::TransferClient::new(config).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hello.txt");
+    std::fs::write(&path, b"hello, transfer\n").unwrap();
+    let file = client.upload_path(&path).wait().await.unwrap().file;
+
+    let commands = documented_tls_commands();
+    assert_eq!(commands.len(), 2, "{commands:?}");
+    let grpcurl = peer("TRANSFER_TEST_GRPCURL");
+    let run = |command: &str, with_key: bool| {
+        let command = command
+            .replace("grpcurl ", &format!("{} ", grpcurl.display()))
+            .replace("ca.pem", ca.to_str().unwrap())
+            .replace(
+                "files.example.com:50051",
+                &format!("localhost:{}", server.addr.port()),
+            )
+            .replace(DOC_UPLOAD_ID, &file.file_id);
+        let token = if with_key {
+            token.clone()
+        } else {
+            "not-a-key".into()
+        };
+        Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .env("TRANSFER_TOKEN", token)
+            .output()
+    };
+    let listed = run(&commands[0], true).await.unwrap();
+    assert!(
+        stdout(&commands[0], &listed).contains("transfer.v1.TransferService"),
+        "{listed:?}"
+    );
+    let got = json_messages(&commands[1], &run(&commands[1], true).await.unwrap());
+    assert_eq!(got[0]["file"]["name"], "hello.txt");
+    for command in &commands {
+        let refused = run(command, false).await.unwrap();
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("Unauthenticated"), "{command}: {stderr}");
+    }
+}

@@ -130,3 +130,60 @@ async fn the_python_client_exits_non_zero_and_says_why_when_a_download_fails() {
         "no partial file left behind"
     );
 }
+
+#[tokio::test]
+async fn the_python_client_and_the_rust_cli_move_a_file_over_tls_with_api_keys() {
+    let pki = transfer_tests::TestPki::new();
+    let server = TestServer::start_with(Ledger::Sqlite, |s| {
+        pki.configure_server(s, false);
+        s.api_keys = true;
+    })
+    .await;
+    let (_, token) = server.create_key("polyglot", None).await;
+    let ca = pki.write("ca.pem", &pki.ca_pem());
+    let file = TestFile::new("over-tls.bin", (3 << 19) + 99, 604);
+    let (dir, path) = on_disk(&file);
+    let localhost = format!("localhost:{}", server.addr.port());
+
+    let python = crate::peer("TRANSFER_TEST_PYTHON");
+    let output = tokio::process::Command::new(&python)
+        .arg(crate::workspace_root().join("examples/python/transfer_client.py"))
+        .args(["--server", &localhost, "--ca-cert", ca.to_str().unwrap()])
+        .args(["--token", &token, "upload", path.to_str().unwrap()])
+        .output()
+        .await
+        .expect("running the Python client");
+    let uploaded = json_result("the Python upload over TLS", &output);
+    assert_eq!(uploaded["status"], "completed");
+    let file_id = uploaded["file_id"].as_str().unwrap();
+
+    let dest = dir.path().join("copy.bin");
+    let https = format!("https://{localhost}");
+    let args = [
+        "--ca-cert",
+        ca.to_str().unwrap(),
+        "--token",
+        &token,
+        "--json",
+        "download",
+        file_id,
+        "-o",
+        dest.to_str().unwrap(),
+    ];
+    let output = transfer_tests::process::transfer_cli(&https, &args).await;
+    json_result("the Rust CLI download over TLS", &output);
+    assert_eq!(std::fs::read(&dest).unwrap(), file.data);
+
+    // Without the key, the Python client is refused and says so.
+    let output = tokio::process::Command::new(&python)
+        .arg(crate::workspace_root().join("examples/python/transfer_client.py"))
+        .args(["--server", &localhost, "--ca-cert", ca.to_str().unwrap()])
+        .args(["download", file_id, "-o", dest.to_str().unwrap()])
+        .env_remove("TRANSFER_TOKEN")
+        .output()
+        .await
+        .expect("running the Python client");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("UNAUTHENTICATED"), "stderr: {stderr}");
+}

@@ -27,7 +27,7 @@ impl Bars {
         let bar = self
             .bars
             .add(ProgressBar::new(0).with_style(self.style.clone()));
-        bar.set_prefix(progress.borrow().name.clone());
+        bar.set_prefix(crate::printable::printable(&progress.borrow().name));
         tokio::spawn(async move {
             loop {
                 let p = progress.borrow_and_update().clone();

@@ -4,6 +4,7 @@
 //! pauses cleanly; running the same command again resumes).
 
 mod bars;
+mod printable;
 mod report;
 
 use std::path::PathBuf;
@@ -15,7 +16,8 @@ use futures::FutureExt;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use transfer_client::{
-    ClientConfig, TransferClient, TransferError, TransferHandle, TransferManager, TransferState,
+    ApiKey, ClientConfig, ClientIdentity, TransferClient, TransferError, TransferHandle,
+    TransferManager, TransferState,
 };
 
 use crate::bars::Bars;
@@ -34,9 +36,38 @@ struct Cli {
     )]
     server: String,
 
-    /// Act for this owner (sent as `x-transfer-owner`).
+    /// Act for this owner (sent as `x-transfer-owner`). With an API key, its own owner
+    /// by default.
     #[arg(long, env = "TRANSFER_OWNER", global = true)]
     owner: Option<String>,
+
+    /// API key (`tfk_…`), sent as `authorization: Bearer` on every call. Sent only over
+    /// https:// or to a loopback address.
+    #[arg(long, env = "TRANSFER_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+
+    /// PEM certificate of the CA that signed the server's certificate (https:// only);
+    /// default: the system's trusted roots.
+    #[arg(long, env = "TRANSFER_CA_CERT", global = true)]
+    ca_cert: Option<PathBuf>,
+
+    /// PEM client certificate, for servers that authenticate clients by certificate.
+    #[arg(
+        long,
+        env = "TRANSFER_CLIENT_CERT",
+        global = true,
+        requires = "client_key"
+    )]
+    client_cert: Option<PathBuf>,
+
+    /// PEM private key of --client-cert.
+    #[arg(
+        long,
+        env = "TRANSFER_CLIENT_KEY",
+        global = true,
+        requires = "client_cert"
+    )]
+    client_key: Option<PathBuf>,
 
     /// Print results as JSON, one object per line, on standard output.
     #[arg(long, global = true)]
@@ -79,6 +110,24 @@ enum Command {
     Abort { file: PathBuf },
 }
 
+/// Reads the PEM files the flags name into `config`.
+fn read_certificates(cli: &Cli, config: &mut ClientConfig) -> Result<(), TransferError> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|source| TransferError::Read {
+            file: path.display().to_string(),
+            source,
+        })
+    };
+    config.ca_certificate = cli.ca_cert.as_ref().map(read).transpose()?;
+    if let (Some(cert), Some(key)) = (&cli.client_cert, &cli.client_key) {
+        config.client_identity = Some(ClientIdentity {
+            certificate_pem: read(cert)?,
+            key_pem: read(key)?,
+        });
+    }
+    Ok(())
+}
+
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_INTERRUPTED: u8 = 130;
@@ -86,8 +135,14 @@ const EXIT_INTERRUPTED: u8 = 130;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let report = Report::new(cli.json);
     let mut config = ClientConfig::new(cli.server.clone());
     config.owner = cli.owner.clone();
+    config.token = cli.token.clone().map(ApiKey::from);
+    if let Err(error) = read_certificates(&cli, &mut config) {
+        report.error(&error);
+        return ExitCode::from(EXIT_USAGE);
+    }
     if let Command::Upload {
         chunk_size,
         window,
@@ -99,7 +154,6 @@ async fn main() -> ExitCode {
         config.window = *window;
         config.hash_first = *hash_first;
     }
-    let report = Report::new(cli.json);
     let client = match TransferClient::new(config) {
         Ok(client) => client,
         Err(error) => {

@@ -6,6 +6,8 @@ use serde_json::json;
 use transfer_client::proto::FileInfo;
 use transfer_client::{AbortOutcome, DownloadedFile, TransferError, UploadedFile};
 
+use crate::printable::printable;
+
 pub struct Report {
     json: bool,
 }
@@ -45,8 +47,9 @@ impl Report {
                 "uploaded"
             };
             println!(
-                "{path}: {how}; file id {} ({} bytes, md5 {})",
-                file.file_id,
+                "{}: {how}; file id {} ({} bytes, md5 {})",
+                printable(path),
+                printable(&file.file_id),
                 file.size,
                 hex::encode(&file.md5)
             );
@@ -64,8 +67,9 @@ impl Report {
             self.emit(value);
         } else {
             println!(
-                "{path}: downloaded file {} ({} bytes, md5 {} verified)",
-                file.file_id,
+                "{}: downloaded file {} ({} bytes, md5 {} verified)",
+                printable(&path),
+                printable(&file.file_id),
                 file.size,
                 hex::encode(&file.md5)
             );
@@ -76,31 +80,32 @@ impl Report {
         if self.json {
             self.emit(file_json(file));
         } else {
-            println!("file id   {}", file.file_id);
-            println!("name      {}", file.name);
+            println!("file id   {}", printable(&file.file_id));
+            println!("name      {}", printable(&file.name));
             println!("size      {} bytes", file.size);
             println!("md5       {}", hex::encode(&file.md5));
             println!("state     {}", file.state().as_str_name());
             if !file.failure.is_empty() {
-                println!("failure   {}", file.failure);
+                println!("failure   {}", printable(&file.failure));
             }
         }
     }
 
     pub fn aborted(&self, path: &Path, outcome: &AbortOutcome) {
         let path = path.display().to_string();
+        let shown = printable(&path);
         match (outcome, self.json) {
             (AbortOutcome::Aborted { upload_id }, true) => {
                 self.emit(json!({"path": path, "status": "aborted", "upload_id": upload_id}))
             }
             (AbortOutcome::Aborted { upload_id }, false) => {
-                println!("{path}: upload session {upload_id} aborted")
+                println!("{shown}: upload session {} aborted", printable(upload_id))
             }
             (AbortOutcome::NothingInProgress, true) => {
                 self.emit(json!({"path": path, "status": "nothing_in_progress"}))
             }
             (AbortOutcome::NothingInProgress, false) => {
-                println!("{path}: no upload of it was in progress")
+                println!("{shown}: no upload of it was in progress")
             }
             (AbortOutcome::AlreadyStored(file), true) => {
                 let mut value = file_json(file);
@@ -110,8 +115,8 @@ impl Report {
             }
             (AbortOutcome::AlreadyStored(file), false) => {
                 eprintln!(
-                    "{path}: already stored as file {}: nothing to abort",
-                    file.file_id
+                    "{shown}: already stored as file {}: nothing to abort",
+                    printable(&file.file_id)
                 )
             }
         }
@@ -121,7 +126,7 @@ impl Report {
         if self.json {
             self.emit(json!({"path": name, "status": "failed", "error": error.to_string()}));
         } else {
-            eprintln!("{error}");
+            eprintln!("{}", printable(&error.to_string()));
         }
     }
 
@@ -129,7 +134,7 @@ impl Report {
         if self.json {
             self.emit(json!({"status": "failed", "error": error.to_string()}));
         } else {
-            eprintln!("transfer: {error}");
+            eprintln!("transfer: {}", printable(&error.to_string()));
         }
     }
 
