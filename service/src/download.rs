@@ -50,13 +50,23 @@ pub async fn download(
         0 => file.size,
         length => request.offset.saturating_add(length).min(file.size),
     };
-    // The ledger's contract: a complete file has its MD5.
-    let key = ContentKey {
-        md5: file.md5.ok_or_else(|| ServiceError::StoredDataLost {
-            id,
-            reason: "the ledger has no MD5 for this complete file".into(),
-        })?,
-        size: file.size,
+    // Content is found by the BLAKE3 the server computed; files completed before it
+    // did, by MD5 (the ledger's contract: a complete file has its MD5).
+    let key = match (file.content_blake3, file.md5) {
+        (Some(digest), _) => ContentKey::Blake3 {
+            digest,
+            size: file.size,
+        },
+        (None, Some(md5)) => ContentKey::Md5 {
+            md5,
+            size: file.size,
+        },
+        (None, None) => {
+            return Err(ServiceError::StoredDataLost {
+                id,
+                reason: "the ledger has no digest for this complete file".into(),
+            });
+        }
     };
 
     let (tx, rx) = mpsc::channel(READ_AHEAD);

@@ -161,6 +161,24 @@ impl TestServer {
     /// Makes an API key in this server's ledger, as `transferd keys create` does, and
     /// returns its id and token.
     pub async fn create_key(&self, owner: &str, act_for_prefix: Option<&str>) -> (String, String) {
+        self.make_key(owner, act_for_prefix, None).await
+    }
+
+    /// Like [`TestServer::create_key`], for a key that expires at `at`.
+    pub async fn create_key_expiring(
+        &self,
+        owner: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> (String, String) {
+        self.make_key(owner, None, Some(at)).await
+    }
+
+    async fn make_key(
+        &self,
+        owner: &str,
+        act_for_prefix: Option<&str>,
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> (String, String) {
         let ledgers = self.open_ledgers().await;
         let issued = transfer_service::identity::api_key::issue().expect("random bytes");
         ledgers
@@ -170,7 +188,7 @@ impl TestServer {
                 secret_sha256: issued.secret_sha256,
                 owner: owner.to_owned(),
                 act_for_prefix: act_for_prefix.map(str::to_owned),
-                expires_at: None,
+                expires_at,
             })
             .await
             .expect("creating an API key");

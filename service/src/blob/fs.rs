@@ -40,7 +40,7 @@ impl FsBlobStore {
     }
 
     fn content_dir(&self, key: &ContentKey) -> PathBuf {
-        self.content.join(hex::encode(&key.md5[..1]))
+        self.content.join(hex::encode([key.fan_out()]))
     }
 
     fn content_path(&self, key: &ContentKey) -> PathBuf {
@@ -244,8 +244,10 @@ impl BlobStore for FsBlobStore {
                 fs::remove_file(&staged).map_err(io("removing a duplicate upload"))?;
             } else {
                 fs::rename(&staged, &target).map_err(io("moving an upload into place"))?;
-                sync_dir(&dir)?;
             }
+            // Synced either way: whether the content was there already must not show
+            // in how long completing takes.
+            sync_dir(&dir)?;
             sync_dir(&staging_dir)
         })
         .await
@@ -302,12 +304,12 @@ impl BlobStore for FsBlobStore {
             };
             if offset
                 .checked_add(len as u64)
-                .is_none_or(|end| end > key.size)
+                .is_none_or(|end| end > key.size())
             {
                 return Err(BlobError::OutOfBounds {
                     offset,
                     len: len as u64,
-                    size: key.size,
+                    size: key.size(),
                 });
             }
             match open_direct_read(&path) {
@@ -321,7 +323,7 @@ impl BlobStore for FsBlobStore {
                 Err(_) => {}
             }
             let file = File::open(&path).map_err(not_found)?;
-            read_at(&file, offset, len, key.size)
+            read_at(&file, offset, len, key.size())
         })
         .await
     }

@@ -14,18 +14,41 @@ use uuid::Uuid;
 
 pub use fs::FsBlobStore;
 
-use crate::ledger::Md5Digest;
+use crate::ledger::{Blake3Digest, Md5Digest};
 
-/// The address of complete content: its MD5 (as computed by the server) and size.
+/// The address of complete content, as the server computed it over the stored bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ContentKey {
-    pub md5: Md5Digest,
-    pub size: u64,
+pub enum ContentKey {
+    /// BLAKE3 and size: how content is addressed, since nobody can make two contents
+    /// with the same BLAKE3.
+    Blake3 { digest: Blake3Digest, size: u64 },
+    /// MD5 and size: content stored before the server addressed it by BLAKE3; read only.
+    Md5 { md5: Md5Digest, size: u64 },
+}
+
+impl ContentKey {
+    /// The content's length in bytes.
+    pub fn size(&self) -> u64 {
+        match self {
+            ContentKey::Blake3 { size, .. } | ContentKey::Md5 { size, .. } => *size,
+        }
+    }
+
+    /// The first byte of the digest, which spreads content over directories.
+    pub fn fan_out(&self) -> u8 {
+        match self {
+            ContentKey::Blake3 { digest, .. } => digest[0],
+            ContentKey::Md5 { md5, .. } => md5[0],
+        }
+    }
 }
 
 impl fmt::Display for ContentKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", hex::encode(self.md5), self.size)
+        match self {
+            ContentKey::Blake3 { digest, size } => write!(f, "b3-{}-{size}", hex::encode(digest)),
+            ContentKey::Md5 { md5, size } => write!(f, "{}-{size}", hex::encode(md5)),
+        }
     }
 }
 

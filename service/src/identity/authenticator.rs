@@ -21,6 +21,9 @@ use crate::ledger::{ApiKeyRecord, KeyLedger, LedgerError};
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
 /// Most keys held in the cache; past it the cache starts over.
 const KEY_CACHE_LIMIT: usize = 10_000;
+/// Key lookups in the ledger at once: a flood of made-up keys queues here instead of
+/// taking every ledger connection from the calls that have a valid one.
+const CONCURRENT_LOOKUPS: usize = 4;
 
 /// Why a call was refused before it reached a handler.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +49,8 @@ pub enum AuthError {
     RepeatedOwner,
     #[error("this credential may not act for owner {owner}")]
     MayNotActFor { owner: Owner },
-    #[error("API keys cannot be checked now: {0}")]
+    /// Shown to the caller without the ledger's details (logged instead).
+    #[error("API keys cannot be checked now; try again")]
     Ledger(#[from] LedgerError),
 }
 
@@ -191,7 +195,9 @@ fn acting_owner(key: &ApiKeyRecord, requested: Option<Owner>) -> Result<Owner, A
 /// [`KEY_CACHE_TTL`].
 struct KeyVerifier {
     ledger: Arc<dyn KeyLedger>,
-    cache: Mutex<HashMap<String, (ApiKeyRecord, Instant)>>,
+    /// What the ledger said of a key id, and when: its record, or that it has none.
+    cache: Mutex<HashMap<String, (Option<ApiKeyRecord>, Instant)>>,
+    lookups: tokio::sync::Semaphore,
 }
 
 impl KeyVerifier {
@@ -199,6 +205,7 @@ impl KeyVerifier {
         Self {
             ledger,
             cache: Mutex::new(HashMap::new()),
+            lookups: tokio::sync::Semaphore::new(CONCURRENT_LOOKUPS),
         }
     }
 
@@ -206,21 +213,22 @@ impl KeyVerifier {
     async fn verify(&self, token: &str) -> Result<ApiKeyRecord, AuthError> {
         let presented = parse_token(token).ok_or(AuthError::InvalidKey)?;
         let record = match self.cached(&presented.id) {
-            Some(record) => record,
+            Some(known) => known,
             None => {
-                let record = self
-                    .ledger
-                    .api_key(&presented.id)
-                    .await?
-                    .ok_or(AuthError::InvalidKey)?;
-                self.remember(&record);
-                record
+                // The semaphore is never closed.
+                let _turn = self.lookups.acquire().await;
+                let found =
+                    self.ledger.api_key(&presented.id).await.inspect_err(
+                        |error| tracing::warn!(%error, "could not look up an API key"),
+                    )?;
+                self.remember(&presented.id, found.clone());
+                found
             }
         };
-        check(&presented, record)
+        check(&presented, record.ok_or(AuthError::InvalidKey)?)
     }
 
-    fn cached(&self, id: &str) -> Option<ApiKeyRecord> {
+    fn cached(&self, id: &str) -> Option<Option<ApiKeyRecord>> {
         let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         cache
             .get(id)
@@ -228,12 +236,12 @@ impl KeyVerifier {
             .map(|(record, _)| record.clone())
     }
 
-    fn remember(&self, record: &ApiKeyRecord) {
+    fn remember(&self, id: &str, record: Option<ApiKeyRecord>) {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.len() >= KEY_CACHE_LIMIT {
             cache.clear();
         }
-        cache.insert(record.id.clone(), (record.clone(), Instant::now()));
+        cache.insert(id.to_owned(), (record, Instant::now()));
     }
 }
 

@@ -22,10 +22,11 @@ pub enum CertificateOwnerError {
 pub fn owner_of_certificate(der: &[u8]) -> Result<Owner, CertificateOwnerError> {
     let (_, certificate) =
         X509Certificate::from_der(der).map_err(|_| CertificateOwnerError::Unreadable)?;
+    // A subject alternative name that cannot be read is refused, not skipped: the
+    // common name must not stand in for a URI the certificate may carry.
     let uri = certificate
         .subject_alternative_name()
-        .ok()
-        .flatten()
+        .map_err(|_| CertificateOwnerError::Unreadable)?
         .and_then(|san| {
             san.value.general_names.iter().find_map(|name| match name {
                 GeneralName::URI(uri) => Some(*uri),

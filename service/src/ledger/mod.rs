@@ -102,14 +102,22 @@ impl fmt::Display for LedgerLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LedgerLocation::Postgres(url) => {
-                let shown = match (url.find("://"), url.rfind('@')) {
+                let (base, query) = url.split_once('?').unwrap_or((url, ""));
+                let mut shown = match (base.find("://"), base.rfind('@')) {
                     (Some(scheme), Some(at)) if at > scheme => {
-                        let user = &url[scheme + 3..at];
+                        let user = &base[scheme + 3..at];
                         let user = user.split(':').next().unwrap_or_default();
-                        format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
+                        format!("{}{user}@{}", &base[..scheme + 3], &base[at + 1..])
                     }
-                    _ => url.clone(),
+                    _ => base.to_owned(),
                 };
+                let kept: Vec<&str> = query
+                    .split('&')
+                    .filter(|pair| !pair.is_empty() && !pair.starts_with("password="))
+                    .collect();
+                if !kept.is_empty() {
+                    shown = format!("{shown}?{}", kept.join("&"));
+                }
                 write!(f, "PostgreSQL {shown}")
             }
             LedgerLocation::Sqlite(path) => write!(f, "embedded SQLite {}", path.display()),
@@ -119,6 +127,8 @@ impl fmt::Display for LedgerLocation {
 
 /// A 16-byte MD5 digest.
 pub type Md5Digest = [u8; 16];
+/// A 32-byte BLAKE3 digest: what identifies content on the server.
+pub type Blake3Digest = [u8; 32];
 
 /// Where a file is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +186,9 @@ pub struct FileRecord {
     /// client told it: what a
     /// single-pass probe of the same owner matches.
     pub head_md5: Option<Md5Digest>,
+    /// BLAKE3 of the content, as the server computed it: set on a complete file (but
+    /// for files completed before content was identified by BLAKE3, found by MD5).
+    pub content_blake3: Option<Blake3Digest>,
     /// Chunk size of the upload session; 0 for a file that was an instant upload.
     pub chunk_size: u32,
     pub chunk_count: u64,
@@ -252,6 +265,16 @@ fn require_open(id: Uuid, file: Option<&FileRecord>) -> Result<(), LedgerError> 
     }
 }
 
+/// A nullable BLAKE3 column's value.
+fn blake3_from(bytes: Option<&[u8]>) -> Result<Option<Blake3Digest>, LedgerError> {
+    bytes
+        .map(|b| {
+            Blake3Digest::try_from(b)
+                .map_err(|_| LedgerError::Corrupt(format!("a BLAKE3 of {} bytes", b.len())))
+        })
+        .transpose()
+}
+
 /// A nullable MD5 column's value.
 fn digest_from(bytes: Option<&[u8]>) -> Result<Option<Md5Digest>, LedgerError> {
     bytes
@@ -288,7 +311,8 @@ fn parse_state(s: &str) -> Result<FileState, LedgerError> {
 /// - A complete file always has its MD5.
 /// - Chunks are recorded only while their file is `Uploading`; recording an index twice
 ///   keeps the first record.
-/// - Content is recorded once per (MD5, size), however many files refer to it.
+/// - Content is recorded once per BLAKE3 (and once per MD5 and size in the older index),
+///   however many files refer to it; two contents with one MD5 are two contents.
 /// - Instant upload answers from the owner's own files only: another owner's content is
 ///   never handed out by its digest.
 #[async_trait]
@@ -360,9 +384,14 @@ pub trait ChunkLedger: Send + Sync + 'static {
         checkpoint: &HashCheckpoint,
     ) -> Result<(), LedgerError>;
 
-    /// Marks an open upload complete with the MD5 the server computed (for a single-pass
-    /// upload, recorded only now) and records its content as stored.
-    async fn complete_upload(&self, id: Uuid, md5: &Md5Digest) -> Result<FileRecord, LedgerError>;
+    /// Marks an open upload complete with the digests the server computed (the MD5 of a
+    /// single-pass upload is recorded only now) and records its content as stored.
+    async fn complete_upload(
+        &self,
+        id: Uuid,
+        md5: &Md5Digest,
+        blake3: &Blake3Digest,
+    ) -> Result<FileRecord, LedgerError>;
 
     /// Marks an open upload failed, with the reason, and forgets its chunks.
     async fn fail_upload(&self, id: Uuid, reason: &str) -> Result<(), LedgerError>;
@@ -431,6 +460,12 @@ mod tests {
         assert_eq!(
             location.to_string(),
             "PostgreSQL postgres://app@db:5432/transfer"
+        );
+        let in_query =
+            LedgerLocation::Postgres("postgres://app@db/t?password=secret&sslmode=require".into());
+        assert_eq!(
+            in_query.to_string(),
+            "PostgreSQL postgres://app@db/t?sslmode=require"
         );
     }
 }

@@ -14,9 +14,9 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use super::{
-    ChunkDump, ChunkLedger, CommittedChunk, ContentDump, FileDump, FileRecord, FileState,
-    HashCheckpoint, LedgerError, Md5Digest, NewUpload, OpenedUpload, digest_from, parse_state,
-    require_open, to_i64, to_u64,
+    Blake3Digest, ChunkDump, ChunkLedger, CommittedChunk, ContentDump, FileDump, FileRecord,
+    FileState, HashCheckpoint, LedgerError, Md5Digest, NewUpload, OpenedUpload, blake3_from,
+    digest_from, parse_state, require_open, to_i64, to_u64,
 };
 
 mod keys;
@@ -30,7 +30,7 @@ mod embedded {
 
 /// The columns every query that returns a file selects, in the order [`file_from_row`] reads.
 const FILE_COLUMNS: &str = "id, owner, name, size, md5, head_md5, chunk_size, chunk_count, state, failure, \
-     created_at, completed_at";
+     created_at, completed_at, content_blake3";
 
 /// Runs of consecutive committed indexes, computed in the database so that a session
 /// with millions of chunks sends back a few ranges rather than millions of rows.
@@ -182,12 +182,15 @@ impl ChunkLedger for PostgresLedger {
                  SELECT {FILE_COLUMNS} FROM files \
                  WHERE owner = $1 AND name = $2 AND md5 = $3 AND size = $4 AND state = 'complete' \
                  ORDER BY created_at LIMIT 1), \
+             owned AS ( \
+                 SELECT content_blake3 FROM files \
+                 WHERE owner = $1 AND md5 = $3 AND size = $4 AND state = 'complete' \
+                 ORDER BY created_at LIMIT 1), \
              inserted AS ( \
-                 INSERT INTO files (id, owner, name, size, md5, head_md5, chunk_size, chunk_count, state, completed_at) \
-                 SELECT $5, $1, $2, $4, $3, $6, 0, 0, 'complete', now() \
-                 WHERE EXISTS (SELECT 1 FROM files WHERE owner = $1 AND md5 = $3 AND size = $4 \
-                                                     AND state = 'complete') \
-                   AND NOT EXISTS (SELECT 1 FROM existing) \
+                 INSERT INTO files (id, owner, name, size, md5, head_md5, chunk_size, chunk_count, state, \
+                                    completed_at, content_blake3) \
+                 SELECT $5, $1, $2, $4, $3, $6, 0, 0, 'complete', now(), owned.content_blake3 FROM owned \
+                 WHERE NOT EXISTS (SELECT 1 FROM existing) \
                  RETURNING {FILE_COLUMNS}) \
              SELECT * FROM existing UNION ALL SELECT * FROM inserted"
         );
@@ -415,17 +418,22 @@ impl ChunkLedger for PostgresLedger {
         Ok(())
     }
 
-    async fn complete_upload(&self, id: Uuid, md5: &Md5Digest) -> Result<FileRecord, LedgerError> {
+    async fn complete_upload(
+        &self,
+        id: Uuid,
+        md5: &Md5Digest,
+        blake3: &Blake3Digest,
+    ) -> Result<FileRecord, LedgerError> {
         let mut client = self.session_client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
         let row = tx
             .query_opt(
                 &format!(
-                    "UPDATE files SET state = 'complete', md5 = $2, completed_at = now(), \
-                                      updated_at = now() \
+                    "UPDATE files SET state = 'complete', md5 = $2, content_blake3 = $3, \
+                                      completed_at = now(), updated_at = now() \
                      WHERE id = $1 AND state = 'uploading' RETURNING {FILE_COLUMNS}"
                 ),
-                &[&id, &md5.as_slice()],
+                &[&id, &md5.as_slice(), &blake3.as_slice()],
             )
             .await
             .map_err(db_error)?;
@@ -436,6 +444,13 @@ impl ChunkLedger for PostgresLedger {
         tx.execute(
             "INSERT INTO contents (md5, size) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             &[&md5.as_slice(), &to_i64(file.size)?],
+        )
+        .await
+        .map_err(db_error)?;
+        tx.execute(
+            "INSERT INTO content_blobs (blake3, size, md5) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+            &[&blake3.as_slice(), &to_i64(file.size)?, &md5.as_slice()],
         )
         .await
         .map_err(db_error)?;
@@ -579,8 +594,8 @@ impl ChunkLedger for PostgresLedger {
             tx.execute(
                 "INSERT INTO files (id, owner, name, size, md5, chunk_size, chunk_count, state, \
                                     failure, created_at, updated_at, completed_at, hashed_chunks, \
-                                    md5_state, head_md5) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                                    md5_state, head_md5, content_blake3) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
                  ON CONFLICT DO NOTHING",
                 &[
                     &file.id,
@@ -598,10 +613,28 @@ impl ChunkLedger for PostgresLedger {
                     &hashed,
                     &state,
                     &file.head_md5.as_ref().map(|h| h.as_slice()),
+                    &file.content_blake3.as_ref().map(|b| b.as_slice()),
                 ],
             )
             .await
             .map_err(db_error)?;
+            // The BLAKE3 index of content follows from the complete files.
+            if let (Some(blake3), Some(md5), Some(at)) =
+                (file.content_blake3, file.md5, file.completed_at)
+            {
+                tx.execute(
+                    "INSERT INTO content_blobs (blake3, size, md5, created_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    &[
+                        &blake3.as_slice(),
+                        &to_i64(file.size)?,
+                        &md5.as_slice(),
+                        &at,
+                    ],
+                )
+                .await
+                .map_err(db_error)?;
+            }
             let mut indexes = Vec::with_capacity(dump.chunks.len());
             let mut sizes = Vec::with_capacity(dump.chunks.len());
             let mut crcs = Vec::with_capacity(dump.chunks.len());
@@ -712,6 +745,7 @@ fn file_from_row(row: &Row) -> Result<FileRecord, LedgerError> {
         size: to_u64(row.get("size"))?,
         md5,
         head_md5,
+        content_blake3: blake3_from(row.get("content_blake3"))?,
         chunk_size: u32::try_from(chunk_size)
             .map_err(|_| LedgerError::Corrupt(format!("negative chunk size {chunk_size}")))?,
         chunk_count: to_u64(row.get("chunk_count"))?,

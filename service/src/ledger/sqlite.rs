@@ -17,9 +17,9 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use uuid::Uuid;
 
 use super::{
-    ChunkDump, ChunkLedger, CommittedChunk, ContentDump, FileDump, FileRecord, FileState,
-    HashCheckpoint, LedgerError, Md5Digest, NewUpload, OpenedUpload, digest_from, parse_state,
-    require_open, to_i64, to_u64,
+    Blake3Digest, ChunkDump, ChunkLedger, CommittedChunk, ContentDump, FileDump, FileRecord,
+    FileState, HashCheckpoint, LedgerError, Md5Digest, NewUpload, OpenedUpload, blake3_from,
+    digest_from, parse_state, require_open, to_i64, to_u64,
 };
 
 mod keys;
@@ -32,7 +32,7 @@ mod embedded {
 
 /// The columns every query that returns a file selects, in the order [`file_from_row`] reads.
 const FILE_COLUMNS: &str = "id, owner, name, size, md5, chunk_size, chunk_count, state, failure, \
-     created_at, completed_at, head_md5";
+     created_at, completed_at, head_md5, content_blake3";
 
 /// How long a writer waits for another to finish before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -176,6 +176,7 @@ struct RawFile {
     failure: Option<String>,
     created_at: i64,
     completed_at: Option<i64>,
+    content_blake3: Option<Vec<u8>>,
 }
 
 fn raw_file(row: &Row<'_>) -> rusqlite::Result<RawFile> {
@@ -192,6 +193,7 @@ fn raw_file(row: &Row<'_>) -> rusqlite::Result<RawFile> {
         created_at: row.get(9)?,
         completed_at: row.get(10)?,
         head_md5: row.get(11)?,
+        content_blake3: row.get(12)?,
     })
 }
 
@@ -207,6 +209,7 @@ impl TryFrom<RawFile> for FileRecord {
             size: to_u64(raw.size)?,
             md5: digest(raw.md5)?,
             head_md5: digest(raw.head_md5)?,
+            content_blake3: blake3_from(raw.content_blake3.as_deref())?,
             chunk_size: u32::try_from(raw.chunk_size)
                 .map_err(|_| LedgerError::Corrupt(format!("chunk size {}", raw.chunk_size)))?,
             chunk_count: to_u64(raw.chunk_count)?,
@@ -306,27 +309,38 @@ impl ChunkLedger for SqliteLedger {
             if let Some(file) = existing {
                 return FileRecord::try_from(file).map(Some);
             }
-            let owned = tx
+            // The owner's content with this MD5: the BLAKE3 of its oldest such file.
+            let owned: Option<Option<Vec<u8>>> = tx
                 .prepare_cached(
-                    "SELECT 1 FROM files \
-                     WHERE owner = ?1 AND md5 = ?2 AND size = ?3 AND state = 'complete'",
+                    "SELECT content_blake3 FROM files \
+                     WHERE owner = ?1 AND md5 = ?2 AND size = ?3 AND state = 'complete' \
+                     ORDER BY created_at LIMIT 1",
                 )
-                .and_then(|mut s| s.exists(params![owner, md5, size]))
+                .and_then(|mut s| s.query_row(params![owner, md5, size], |r| r.get(0)).optional())
                 .map_err(db_error)?;
-            if !owned {
+            let Some(content_blake3) = owned else {
                 return Ok(None);
-            }
+            };
             let now = now_micros();
             let file = tx
                 .prepare_cached(&format!(
                     "INSERT INTO files (id, owner, name, size, md5, chunk_size, chunk_count, state, \
-                                        created_at, updated_at, completed_at, head_md5) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, 'complete', ?6, ?6, ?6, ?7) \
+                                        created_at, updated_at, completed_at, head_md5, content_blake3) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, 'complete', ?6, ?6, ?6, ?7, ?8) \
                      RETURNING {FILE_COLUMNS}"
                 ))
                 .and_then(|mut s| {
                     s.query_row(
-                        params![Uuid::new_v4().to_string(), owner, name, size, md5, now, head_md5],
+                        params![
+                            Uuid::new_v4().to_string(),
+                            owner,
+                            name,
+                            size,
+                            md5,
+                            now,
+                            head_md5,
+                            content_blake3
+                        ],
                         raw_file,
                     )
                 })
@@ -542,18 +556,23 @@ impl ChunkLedger for SqliteLedger {
         .await
     }
 
-    async fn complete_upload(&self, id: Uuid, md5: &Md5Digest) -> Result<FileRecord, LedgerError> {
-        let md5 = *md5;
+    async fn complete_upload(
+        &self,
+        id: Uuid,
+        md5: &Md5Digest,
+        blake3: &Blake3Digest,
+    ) -> Result<FileRecord, LedgerError> {
+        let (md5, blake3) = (*md5, *blake3);
         self.write(move |tx| {
             let now = now_micros();
             let updated = tx
                 .prepare_cached(&format!(
-                    "UPDATE files SET state = 'complete', md5 = ?3, completed_at = ?2, \
-                                      updated_at = ?2 \
+                    "UPDATE files SET state = 'complete', md5 = ?3, content_blake3 = ?4, \
+                                      completed_at = ?2, updated_at = ?2 \
                      WHERE id = ?1 AND state = 'uploading' RETURNING {FILE_COLUMNS}"
                 ))
                 .and_then(|mut s| {
-                    s.query_row(params![id.to_string(), now, md5], raw_file)
+                    s.query_row(params![id.to_string(), now, md5, blake3], raw_file)
                         .optional()
                 })
                 .map_err(db_error)?;
@@ -564,6 +583,12 @@ impl ChunkLedger for SqliteLedger {
             tx.execute(
                 "INSERT OR IGNORE INTO contents (md5, size, created_at) VALUES (?1, ?2, ?3)",
                 params![md5, to_i64(file.size)?, now],
+            )
+            .map_err(db_error)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO content_blobs (blake3, size, md5, created_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![blake3, to_i64(file.size)?, md5, now],
             )
             .map_err(db_error)?;
             Ok(file)
@@ -600,9 +625,9 @@ impl ChunkLedger for SqliteLedger {
                 .query_map(params![after, limit], |row| {
                     Ok((
                         raw_file(row)?,
-                        row.get::<_, i64>(12)?,
                         row.get::<_, i64>(13)?,
-                        row.get::<_, Option<Vec<u8>>>(14)?,
+                        row.get::<_, i64>(14)?,
+                        row.get::<_, Option<Vec<u8>>>(15)?,
                     ))
                 })
                 .map_err(db_error)?;
@@ -723,8 +748,8 @@ impl ChunkLedger for SqliteLedger {
                 .prepare_cached(
                     "INSERT OR IGNORE INTO files (id, owner, name, size, md5, chunk_size, \
                          chunk_count, state, failure, created_at, updated_at, completed_at, \
-                         hashed_chunks, md5_state, head_md5) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                         hashed_chunks, md5_state, head_md5, content_blake3) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 )
                 .map_err(db_error)?;
             let mut insert_chunk = tx
@@ -757,8 +782,20 @@ impl ChunkLedger for SqliteLedger {
                         hashed,
                         state,
                         file.head_md5,
+                        file.content_blake3,
                     ])
                     .map_err(db_error)?;
+                // The BLAKE3 index of content follows from the complete files.
+                if let (Some(blake3), Some(md5), Some(at)) =
+                    (file.content_blake3, file.md5, file.completed_at)
+                {
+                    tx.execute(
+                        "INSERT OR IGNORE INTO content_blobs (blake3, size, md5, created_at) \
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![blake3, to_i64(file.size)?, md5, at.timestamp_micros()],
+                    )
+                    .map_err(db_error)?;
+                }
                 for c in &dump.chunks {
                     insert_chunk
                         .execute(params![

@@ -1,14 +1,18 @@
-//! The whole-file MD5, computed exactly once, in order, off the receive path.
+//! The whole-file digests, computed exactly once, in order, off the receive path: the
+//! MD5 the client declares, and the BLAKE3 that identifies the content on the server
+//! (see [`super::content_digest`]).
 //!
-//! Chunks are committed in any order, but MD5 must see the bytes in order. The session
-//! feeds the hasher the contiguous prefix of committed chunks as it grows; the hashing
-//! itself runs on Tokio's blocking pool, so receiving, writing and hashing overlap.
-//! A checkpoint (the MD5 state, a few dozen bytes) lets a later session task resume
-//! hashing where this one stopped instead of reading the prefix back from storage.
+//! Chunks are committed in any order, but the digests must see the bytes in order. The
+//! session feeds the hasher the contiguous prefix of committed chunks as it grows; the
+//! hashing itself runs on Tokio's blocking pool, so receiving, writing and hashing
+//! overlap. A checkpoint (both states) lets a later session task resume hashing where
+//! this one stopped instead of reading the prefix back from storage.
 
 use bytes::Bytes;
 use std::sync::OnceLock;
 use transfer_md5::Md5;
+
+use super::content_digest::{Blake3Digest, Blake3Stream};
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -33,6 +37,69 @@ fn hashing_slots() -> &'static Semaphore {
         .get_or_init(|| Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())))
 }
 
+/// The first byte of a checkpoint: its format. Version 1 (no version byte) held only
+/// the MD5 state; a session that finds one hashes its prefix again.
+const CHECKPOINT_VERSION: u8 = 2;
+
+/// Both digests of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileDigests {
+    pub md5: Md5Digest,
+    pub blake3: Blake3Digest,
+}
+
+/// Both digests' states, fed the same bytes.
+struct FileHasher {
+    md5: Md5,
+    blake3: Blake3Stream,
+}
+
+impl FileHasher {
+    fn new() -> Self {
+        Self {
+            md5: Md5::new(),
+            blake3: Blake3Stream::new(),
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.md5.update(bytes);
+        self.blake3.update(bytes);
+    }
+
+    fn len(&self) -> u64 {
+        self.md5.len()
+    }
+
+    /// `[version][MD5 state][BLAKE3 state]`.
+    fn checkpoint(&self) -> Vec<u8> {
+        let mut state = vec![CHECKPOINT_VERSION];
+        state.extend_from_slice(&self.md5.checkpoint());
+        state.extend_from_slice(&self.blake3.checkpoint());
+        state
+    }
+
+    fn from_checkpoint(state: &[u8]) -> Option<Self> {
+        let (&version, rest) = state.split_first()?;
+        if version != CHECKPOINT_VERSION || rest.len() < transfer_md5::CHECKPOINT_LEN {
+            return None;
+        }
+        let (md5, blake3) = rest.split_at(transfer_md5::CHECKPOINT_LEN);
+        let hasher = Self {
+            md5: Md5::from_checkpoint(md5)?,
+            blake3: Blake3Stream::resume(blake3)?,
+        };
+        (hasher.md5.len() == hasher.blake3.len()).then_some(hasher)
+    }
+
+    fn finalize(self) -> FileDigests {
+        FileDigests {
+            blake3: self.blake3.finalize(),
+            md5: self.md5.finalize(),
+        }
+    }
+}
+
 enum Input {
     Bytes(Bytes),
     /// Answer with the state once everything fed before this is hashed.
@@ -42,25 +109,25 @@ enum Input {
 /// Hashes bytes fed in file order in a background task.
 pub struct OrderedHasher {
     feed: mpsc::Sender<Input>,
-    task: JoinHandle<Option<Md5>>,
+    task: JoinHandle<Option<FileHasher>>,
 }
 
 impl OrderedHasher {
     /// Starts hashing from the beginning of a file.
     pub fn start() -> Self {
-        Self::resume_from(Md5::new())
+        Self::resume_from(FileHasher::new())
     }
 
     /// Starts from a checkpoint taken by [`OrderedHasher::checkpoint`] after the first
-    /// `bytes` bytes of the file; `None` if it is not a valid MD5 state of that many
-    /// bytes (resuming from it would only end in an MD5 mismatch).
+    /// `bytes` bytes of the file; `None` if it is not a valid state of that many bytes
+    /// in this version's format (resuming from it would only end in a mismatch).
     pub fn resume(checkpoint: &[u8], bytes: u64) -> Option<Self> {
-        Md5::from_checkpoint(checkpoint)
-            .filter(|md5| md5.len() == bytes)
+        FileHasher::from_checkpoint(checkpoint)
+            .filter(|hasher| hasher.len() == bytes)
             .map(Self::resume_from)
     }
 
-    fn resume_from(mut md5: Md5) -> Self {
+    fn resume_from(mut hasher: FileHasher) -> Self {
         let (feed, mut queue) = mpsc::channel::<Input>(QUEUE_CHUNKS);
         let task = tokio::spawn(async move {
             while let Some(first) = queue.recv().await {
@@ -69,31 +136,31 @@ impl OrderedHasher {
                 // Hash on a blocking thread for as long as input keeps coming (up to a
                 // slot's share, so other uploads get their turn): handing each chunk
                 // across threads on its own cost a wake-up each way per chunk.
-                (md5, queue) = tokio::task::spawn_blocking(move || {
+                (hasher, queue) = tokio::task::spawn_blocking(move || {
                     let mut share = SLOT_SHARE;
                     let mut next = Some(first);
                     while let Some(input) = next.take() {
                         match input {
                             Input::Bytes(bytes) => {
                                 share = share.saturating_sub(bytes.len());
-                                md5.update(&bytes);
+                                hasher.update(&bytes);
                             }
                             Input::Checkpoint(reply) => {
-                                let _ = reply.send(md5.checkpoint());
+                                let _ = reply.send(hasher.checkpoint());
                             }
                         }
                         if share > 0 {
                             next = queue.try_recv().ok();
                         }
                     }
-                    (md5, queue)
+                    (hasher, queue)
                 })
                 .await
                 // Only a panic inside `update` (none is possible) or runtime shutdown.
                 .ok()?;
                 drop(slot);
             }
-            Some(md5)
+            Some(hasher)
         });
         Self { feed, task }
     }
@@ -112,11 +179,11 @@ impl OrderedHasher {
         answer
     }
 
-    /// The digest of everything fed. `None` if the hashing task was lost.
-    pub async fn finish(self) -> Option<Md5Digest> {
+    /// The digests of everything fed. `None` if the hashing task was lost.
+    pub async fn finish(self) -> Option<FileDigests> {
         drop(self.feed);
-        let md5 = self.task.await.ok()??;
-        Some(md5.finalize())
+        let hasher = self.task.await.ok()??;
+        Some(hasher.finalize())
     }
 }
 
@@ -124,8 +191,11 @@ impl OrderedHasher {
 mod tests {
     use super::*;
 
-    fn md5_of(data: &[u8]) -> Md5Digest {
-        Md5::digest(data)
+    fn digests_of(data: &[u8]) -> FileDigests {
+        FileDigests {
+            md5: Md5::digest(data),
+            blake3: *blake3::hash(data).as_bytes(),
+        }
     }
 
     #[tokio::test]
@@ -134,7 +204,10 @@ mod tests {
         for piece in [&b"hello "[..], b"large ", b"world"] {
             hasher.feed(Bytes::copy_from_slice(piece)).await;
         }
-        assert_eq!(hasher.finish().await, Some(md5_of(b"hello large world")));
+        assert_eq!(
+            hasher.finish().await,
+            Some(digests_of(b"hello large world"))
+        );
     }
 
     #[tokio::test]
@@ -155,11 +228,24 @@ mod tests {
         let second =
             OrderedHasher::resume(&checkpoint, head.len() as u64).expect("a valid checkpoint");
         second.feed(Bytes::copy_from_slice(tail)).await;
-        assert_eq!(second.finish().await, Some(md5_of(&data)));
+        assert_eq!(second.finish().await, Some(digests_of(&data)));
     }
 
     #[test]
     fn a_malformed_checkpoint_is_refused() {
         assert!(OrderedHasher::resume(b"not an md5 state", 0).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_of_the_md5_alone_from_before_version_2_is_not_resumed() {
+        let mut md5 = Md5::new();
+        md5.update([7; 100]);
+        assert!(OrderedHasher::resume(&md5.checkpoint(), 100).is_none());
+        let hasher = OrderedHasher::start();
+        hasher.feed(Bytes::from_static(&[7; 100])).await;
+        let checkpoint = hasher.checkpoint().await.await.unwrap();
+        assert_eq!(checkpoint[0], CHECKPOINT_VERSION);
+        let resumed = OrderedHasher::resume(&checkpoint, 100).expect("a version 2 checkpoint");
+        assert_eq!(resumed.finish().await, Some(digests_of(&[7; 100])));
     }
 }

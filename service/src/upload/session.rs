@@ -25,7 +25,7 @@ use tonic::Status;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::hasher::OrderedHasher;
+use super::hasher::{FileDigests, OrderedHasher};
 use crate::blob::{BlobStore, ContentKey, Part};
 use crate::error::ServiceError;
 use crate::identity::Owner;
@@ -181,6 +181,12 @@ impl SessionRegistry {
     /// Attaches a new stream of `owner` to upload `id`, starting its session task if
     /// none runs.
     pub async fn attach(self: &Arc<Self>, owner: &Owner, id: Uuid) -> Result<Attachment, Status> {
+        // Another owner's upload, in whatever state, is not found, and costs no more
+        // than an unknown id: no session is loaded for it.
+        match self.ledger.get_file(id).await.map_err(ServiceError::from)? {
+            Some(file) if file.owner == owner.as_str() => {}
+            _ => return Err(ServiceError::UploadNotFound(id).into()),
+        }
         // A session task that is just stopping drops the request; the next try starts a
         // fresh task.
         for _ in 0..3 {
@@ -265,8 +271,8 @@ struct Session {
     /// The whole-file MD5 the client declared: from CheckUpload, or (single pass) from
     /// a `digest` message; the session completes only once it is known.
     declared_md5: Option<Md5Digest>,
-    /// The MD5 of the stored bytes, once hashing has finished.
-    computed_md5: Option<Md5Digest>,
+    /// The digests of the stored bytes, once hashing has finished.
+    computed: Option<FileDigests>,
     /// The content was already stored when this task started (an earlier run stored it
     /// but stopped before recording it): completing needs no hashing.
     content_already_stored: bool,
@@ -420,7 +426,7 @@ impl Session {
             registry: Arc::clone(&registry),
             commands,
             declared_md5: file.md5,
-            computed_md5: None,
+            computed: None,
             content_already_stored: false,
             layout,
             committed,
@@ -437,12 +443,14 @@ impl Session {
             file,
         };
         if session.is_fully_committed() {
-            // A hash checkpoint over every chunk (saved before the content was moved)
-            // gives a single-pass upload's MD5 without its staged bytes.
+            // A hash checkpoint over every chunk, saved before the content was moved,
+            // gives the digests without the staged bytes. Only digests the server
+            // computed over the bytes it received ever name the content: a declared MD5
+            // could name someone else's.
             if session.hashed == layout.chunk_count()
                 && let Some(hasher) = session.hasher.take()
             {
-                session.computed_md5 = hasher.finish().await;
+                session.computed = hasher.finish().await;
             }
             if let Some(key) = session.content_key()
                 && registry.blobs.content_exists(&key).await?
@@ -450,7 +458,7 @@ impl Session {
                 session.content_already_stored = true;
                 return Ok(Loaded::Open(Box::new(session)));
             }
-            if session.hasher.is_none() && session.computed_md5.is_none() {
+            if session.hasher.is_none() && session.computed.is_none() {
                 return Err(ServiceError::StoredDataLost {
                     id,
                     reason: "hashing the upload failed".into(),
@@ -466,10 +474,10 @@ impl Session {
         self.file.id
     }
 
-    /// Where the content goes: known once the MD5 is (declared or computed).
+    /// Where the content goes: known once its BLAKE3 is computed.
     fn content_key(&self) -> Option<ContentKey> {
-        Some(ContentKey {
-            md5: self.computed_md5.or(self.declared_md5)?,
+        Some(ContentKey::Blake3 {
+            digest: self.computed?.blake3,
             size: self.file.size,
         })
     }
@@ -904,25 +912,31 @@ impl Session {
             .declared_md5
             .ok_or_else(|| lost("no whole-file MD5 was declared"))?;
         if self.content_already_stored {
-            let md5 = self.computed_md5.unwrap_or(declared);
-            if md5 != declared {
-                return self.mismatch(declared, md5).await;
+            // Set only with digests computed here (see `load`).
+            let computed = self
+                .computed
+                .ok_or_else(|| lost("the upload's digests were lost"))?;
+            if computed.md5 != declared {
+                return self.mismatch(declared, computed.md5).await;
             }
             self.registry.blobs.abort(id).await?;
-            return Ok(self.registry.ledger.complete_upload(id, &md5).await?);
+            return Ok(self
+                .registry
+                .ledger
+                .complete_upload(id, &computed.md5, &computed.blake3)
+                .await?);
         }
-        if self.computed_md5.is_none() {
+        if self.computed.is_none() {
             // The hasher must have every chunk before it can say the digest.
             self.advance_hash().await?;
         }
-        let computed = match (self.computed_md5, self.hasher.take()) {
-            (Some(md5), _) => md5,
+        let computed = match (self.computed, self.hasher.take()) {
+            (Some(digests), _) => digests,
             (None, Some(hasher)) => {
-                // A single-pass upload has its MD5 nowhere else: save the final hash
-                // state before the staged bytes move, so a restart in between still
-                // finds the content.
-                let single_pass = self.file.md5.is_none();
-                if single_pass && let Ok(state) = hasher.checkpoint().await.await {
+                // The content's BLAKE3 (and a single-pass upload's MD5) are nowhere
+                // else: save the final hash state before the staged bytes move, so a
+                // restart in between still finds the content.
+                if let Ok(state) = hasher.checkpoint().await.await {
                     let checkpoint = HashCheckpoint {
                         chunks: self.layout.chunk_count(),
                         state,
@@ -939,18 +953,20 @@ impl Session {
             }
             (None, None) => return Err(lost("the upload's hash state was lost")),
         };
-        self.computed_md5 = Some(computed);
-        if computed != declared {
-            return self.mismatch(declared, computed).await;
+        self.computed = Some(computed);
+        if computed.md5 != declared {
+            return self.mismatch(declared, computed.md5).await;
         }
         let blobs = &self.registry.blobs;
         let ledger = &self.registry.ledger;
-        let key = ContentKey {
-            md5: computed,
+        let key = ContentKey::Blake3 {
+            digest: computed.blake3,
             size: self.file.size,
         };
         blobs.complete(id, &key).await?;
-        let file = ledger.complete_upload(id, &computed).await?;
+        let file = ledger
+            .complete_upload(id, &computed.md5, &computed.blake3)
+            .await?;
         let took = (chrono::Utc::now() - file.created_at)
             .to_std()
             .unwrap_or_default();

@@ -46,7 +46,10 @@ async fn populate(ledger: &dyn ChunkLedger) {
         .commit_chunks(done, &[chunk(0), chunk(1), chunk(2)])
         .await
         .unwrap();
-    let done = ledger.complete_upload(done, &digest("done")).await.unwrap();
+    let done = ledger
+        .complete_upload(done, &digest("done"), blake3::hash(b"done").as_bytes())
+        .await
+        .unwrap();
     ledger
         .add_file_for_owned_content(
             "o",

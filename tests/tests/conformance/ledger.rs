@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use tempfile::TempDir;
 use transfer_service::ledger::{
-    ChunkLedger, CommittedChunk, FileState, HashCheckpoint, LedgerError, Md5Digest, NewUpload,
-    PostgresLedger, SqliteLedger,
+    Blake3Digest, ChunkLedger, CommittedChunk, FileState, HashCheckpoint, LedgerError, Md5Digest,
+    NewUpload, PostgresLedger, SqliteLedger,
 };
 use transfer_tests::{TestDatabase, md5};
 use uuid::Uuid;
@@ -59,6 +59,7 @@ crate::conformance_tests!(crate::ledger::suite; [
     chunks_are_refused_once_an_upload_is_aborted,
     completing_makes_the_content_instant_for_its_owner_only,
     an_instant_upload_reuses_the_owners_file_of_the_same_name,
+    two_contents_with_one_md5_stay_two_contents,
     a_closed_upload_can_be_completed_failed_or_aborted_no_more,
     a_failed_upload_forgets_its_chunks_and_frees_the_content,
     unknown_ids_are_not_found,
@@ -72,6 +73,11 @@ crate::conformance_tests!(crate::ledger::suite; [
 
 pub mod suite {
     use super::*;
+
+    /// A BLAKE3 a test records as content completed from `seed`.
+    fn blake3_for(seed: &str) -> Blake3Digest {
+        *blake3::hash(seed.as_bytes()).as_bytes()
+    }
 
     /// The MD5 that `upload(_, seed)` declares.
     fn md5_for(seed: &str) -> Md5Digest {
@@ -225,7 +231,10 @@ pub mod suite {
             .commit_chunks(id, &[chunk(0), chunk(1), chunk(2)])
             .await
             .unwrap();
-        let done = ledger.complete_upload(id, &md5_for("done")).await.unwrap();
+        let done = ledger
+            .complete_upload(id, &md5_for("done"), &blake3_for("done"))
+            .await
+            .unwrap();
         assert_eq!(done.state, FileState::Complete);
         assert!(done.completed_at.is_some());
 
@@ -275,11 +284,59 @@ pub mod suite {
         );
     }
 
+    pub async fn two_contents_with_one_md5_stay_two_contents(b: &impl LedgerBackend) {
+        let ledger = b.open().await;
+        // Same declared MD5 and size; the server computed different BLAKE3s.
+        let alices = ledger
+            .open_upload(&upload("alice", "twin"))
+            .await
+            .unwrap()
+            .file
+            .id;
+        let bobs = ledger
+            .open_upload(&upload("bob", "twin"))
+            .await
+            .unwrap()
+            .file
+            .id;
+        let a = ledger
+            .complete_upload(alices, &md5_for("twin"), &blake3_for("good"))
+            .await
+            .unwrap();
+        let b = ledger
+            .complete_upload(bobs, &md5_for("twin"), &blake3_for("evil"))
+            .await
+            .unwrap();
+        assert_eq!(a.content_blake3, Some(blake3_for("good")));
+        assert_eq!(b.content_blake3, Some(blake3_for("evil")));
+        // Each owner's instant upload names the content that owner stored.
+        let again = |owner: &'static str| {
+            let ledger = Arc::clone(&ledger);
+            async move {
+                ledger
+                    .add_file_for_owned_content(owner, "again.bin", &md5_for("twin"), 10_000, None)
+                    .await
+                    .unwrap()
+                    .expect("the owner has this content")
+                    .content_blake3
+            }
+        };
+        assert_eq!(again("alice").await, Some(blake3_for("good")));
+        assert_eq!(again("bob").await, Some(blake3_for("evil")));
+        assert_eq!(
+            ledger.get_file(bobs).await.unwrap().unwrap().content_blake3,
+            Some(blake3_for("evil"))
+        );
+    }
+
     pub async fn an_instant_upload_reuses_the_owners_file_of_the_same_name(b: &impl LedgerBackend) {
         let ledger = b.open().await;
         let new = upload("o", "reuse");
         let id = ledger.open_upload(&new).await.unwrap().file.id;
-        ledger.complete_upload(id, &md5_for("reuse")).await.unwrap();
+        ledger
+            .complete_upload(id, &md5_for("reuse"), &blake3_for("reuse"))
+            .await
+            .unwrap();
         let again = ledger
             .add_file_for_owned_content("o", &new.name, &new.md5.expect("an MD5"), new.size, None)
             .await
@@ -311,12 +368,12 @@ pub mod suite {
             .file
             .id;
         ledger
-            .complete_upload(id, &md5_for("closed"))
+            .complete_upload(id, &md5_for("closed"), &blake3_for("closed"))
             .await
             .unwrap();
         for refused in [
             ledger
-                .complete_upload(id, &md5_for("closed"))
+                .complete_upload(id, &md5_for("closed"), &blake3_for("closed"))
                 .await
                 .map(|_| ()),
             ledger.fail_upload(id, "late").await,
@@ -372,7 +429,7 @@ pub mod suite {
             Err(LedgerError::NotFound(_))
         ));
         assert!(matches!(
-            ledger.complete_upload(id, &[0; 16]).await,
+            ledger.complete_upload(id, &[0; 16], &[0; 32]).await,
             Err(LedgerError::NotFound(_))
         ));
         assert!(matches!(
@@ -449,7 +506,7 @@ pub mod suite {
                 .is_none()
         );
         ledger
-            .complete_upload(opened.id, &md5_for("find"))
+            .complete_upload(opened.id, &md5_for("find"), &blake3_for("find"))
             .await
             .unwrap();
         assert!(
@@ -486,7 +543,10 @@ pub mod suite {
             Some(at(2)),
             "it survives reopening"
         );
-        ledger.complete_upload(id, &md5_for("hash")).await.unwrap();
+        ledger
+            .complete_upload(id, &md5_for("hash"), &blake3_for("hash"))
+            .await
+            .unwrap();
         assert!(matches!(
             ledger.save_hash_checkpoint(id, &at(3)).await,
             Err(LedgerError::NotUploading { .. })
@@ -517,7 +577,10 @@ pub mod suite {
             .commit_chunks(id, &[chunk(0), chunk(1), chunk(2)])
             .await
             .unwrap();
-        let done = ledger.complete_upload(id, &md5_for("sp")).await.unwrap();
+        let done = ledger
+            .complete_upload(id, &md5_for("sp"), &blake3_for("sp"))
+            .await
+            .unwrap();
         assert_eq!(done.state, FileState::Complete);
         assert_eq!(done.md5, Some(md5_for("sp")));
         // Its content is now there for its owner's instant uploads.
@@ -561,7 +624,7 @@ pub mod suite {
         );
 
         ledger
-            .complete_upload(open.id, &md5_for("h"))
+            .complete_upload(open.id, &md5_for("h"), &blake3_for("h"))
             .await
             .unwrap();
         let found = find("alice").await;

@@ -250,10 +250,15 @@ async fn grpcurl_works_over_tls_with_an_api_key_and_is_refused_without_one() {
     );
     let got = json_messages(&commands[1], &run(&commands[1], true).await.unwrap());
     assert_eq!(got[0]["file"]["name"], "hello.txt");
+    // A wrong key, and no key at all (the header left out).
     for command in &commands {
-        let refused = run(command, false).await.unwrap();
-        assert!(!refused.status.success());
-        let stderr = String::from_utf8_lossy(&refused.stderr);
-        assert!(stderr.contains("Unauthenticated"), "{command}: {stderr}");
+        let without = command.replace(" -H \"authorization: Bearer $TRANSFER_TOKEN\"", "");
+        assert_ne!(&without, command, "the header is in the documented command");
+        for (command, with_key) in [(command.as_str(), false), (without.as_str(), true)] {
+            let refused = run(command, with_key).await.unwrap();
+            assert!(!refused.status.success());
+            let stderr = String::from_utf8_lossy(&refused.stderr);
+            assert!(stderr.contains("Unauthenticated"), "{command}: {stderr}");
+        }
     }
 }

@@ -46,13 +46,33 @@ async fn stream_code(
     owner: &str,
     upload_id: &str,
 ) -> tonic::Code {
+    stream_status(client, owner, upload_id).await.code()
+}
+
+/// The status a stream of `owner` into `upload_id` ends with.
+async fn stream_status(
+    client: &mut transfer_tests::client::Client,
+    owner: &str,
+    upload_id: &str,
+) -> tonic::Status {
     match transfer_tests::ChunkStream::open(client, Some(owner), upload_id).await {
-        Err(status) => status.code(),
+        Err(status) => status,
         Ok(mut stream) => match stream.next().await {
-            Err(status) => status.code(),
+            Err(status) => status,
             Ok(message) => panic!("a stream into another owner's upload got {message:?}"),
         },
     }
+}
+
+/// What mallory's stream into and abort of `id` are answered, with the id itself taken
+/// out: for another owner's upload in any state, word for word what an unknown id gets.
+async fn answers_for(client: &mut transfer_tests::client::Client, id: &str) -> (String, String) {
+    let stream = stream_status(client, "mallory", id).await;
+    let abort = transfer_tests::client::abort(client, Some("mallory"), id)
+        .await
+        .unwrap_err();
+    let shown = |s: tonic::Status| format!("{:?}: {}", s.code(), s.message().replace(id, "ID"));
+    (shown(stream), shown(abort))
 }
 
 async fn another_owners_upload_is_not_found_in_every_state(ledger: Ledger) {
@@ -70,6 +90,7 @@ async fn another_owners_upload_is_not_found_in_every_state(ledger: Ledger) {
         }
     };
     let not_found = (tonic::Code::NotFound, tonic::Code::NotFound);
+    let unknown = answers_for(&mut client, &uuid::Uuid::new_v4().to_string()).await;
 
     let open = transfer_tests::client::open_session(
         &mut client,
@@ -137,6 +158,15 @@ async fn another_owners_upload_is_not_found_in_every_state(ledger: Ledger) {
         not_found,
         "complete"
     );
+
+    for id in [
+        &open.upload_id,
+        &aborted.upload_id,
+        &failed.upload_id,
+        &done.file_id,
+    ] {
+        assert_eq!(answers_for(&mut client, id).await, unknown, "{id}");
+    }
 }
 
 transfer_tests::ledger_tests!(another_owners_upload_is_not_found_in_every_state);

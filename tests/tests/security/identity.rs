@@ -19,10 +19,11 @@ async fn keyed_server(ledger: Ledger) -> TestServer {
 }
 
 /// The code of every Transfer RPC (bulk ones included), health and reflection, called
-/// with the client's metadata.
+/// with the client's metadata (and `token` on the health and reflection calls).
 async fn codes_of_every_rpc(
     server: &TestServer,
     client: &transfer_client::TransferClient,
+    token: Option<&str>,
 ) -> Vec<(&'static str, Code)> {
     let mut raw = client.raw();
     let id = uuid::Uuid::new_v4().to_string();
@@ -79,20 +80,39 @@ async fn codes_of_every_rpc(
             .map_or(Code::Ok, |s| s.code()),
     };
     codes.push(("UploadChunks", upload));
-    // Health and reflection, on a channel of their own without any metadata.
-    let mut health = HealthClient::new(server.channel().await);
+    // Health and reflection, on a channel of their own.
+    let mut health = HealthClient::with_interceptor(server.channel().await, bearer(token));
     let health = health
         .check(HealthCheckRequest {
             service: String::new(),
         })
         .await;
     codes.push(("Health/Check", health.err().map_or(Code::Ok, |s| s.code())));
-    codes.push(("Reflection", reflection_code(server).await));
+    codes.push(("Reflection", reflection_code(server, token).await));
     codes
 }
 
-/// The code of a reflection v1alpha `ListServices` on a channel without metadata.
-async fn reflection_code(server: &TestServer) -> Code {
+/// Adds `authorization: Bearer <token>` to every call, when there is a token.
+fn bearer(
+    token: Option<&str>,
+) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
+    let header = token.and_then(|t| {
+        format!("Bearer {t}")
+            .parse::<tonic::metadata::AsciiMetadataValue>()
+            .ok()
+    });
+    move |mut request| {
+        if let Some(value) = &header {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The code of a reflection v1alpha `ListServices`, with `token` when given.
+async fn reflection_code(server: &TestServer, token: Option<&str>) -> Code {
     use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
     use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
@@ -100,7 +120,8 @@ async fn reflection_code(server: &TestServer) -> Code {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut client = ServerReflectionClient::new(server.channel().await);
+    let mut client =
+        ServerReflectionClient::with_interceptor(server.channel().await, bearer(token));
     match client
         .server_reflection_info(tokio_stream::iter([request]))
         .await
@@ -118,32 +139,59 @@ async fn reflection_code(server: &TestServer) -> Code {
 async fn every_rpc_is_refused_without_a_credential(ledger: Ledger) {
     let server = keyed_server(ledger).await;
     let anonymous = client_with(&server.endpoint(), None, Some("alice"));
-    for (rpc, code) in codes_of_every_rpc(&server, &anonymous).await {
+    for (rpc, code) in codes_of_every_rpc(&server, &anonymous, None).await {
         assert_eq!(code, Code::Unauthenticated, "{rpc} without a credential");
     }
-    let forged = client_with(
-        &server.endpoint(),
-        Some(
-            "tfk_0123456789abcdef_0000000000000000000000000000000000000000000000000000000000000000",
-        ),
-        None,
-    );
-    for (rpc, code) in codes_of_every_rpc(&server, &forged).await {
-        if !matches!(rpc, "Health/Check" | "Reflection") {
-            assert_eq!(code, Code::Unauthenticated, "{rpc} with a forged key");
+    let (_, real) = server.create_key("alice", None).await;
+    let unknown_id =
+        "tfk_0123456789abcdef_0000000000000000000000000000000000000000000000000000000000000000";
+    // The real key's id with another secret.
+    let mut wrong_secret = real.clone();
+    let last = wrong_secret.pop().unwrap();
+    wrong_secret.push(if last == '0' { '1' } else { '0' });
+    for forged in [unknown_id, wrong_secret.as_str(), "Bearer", "tfk_short"] {
+        let client = client_with(&server.endpoint(), Some(forged), None);
+        for (rpc, code) in codes_of_every_rpc(&server, &client, Some(forged)).await {
+            assert_eq!(code, Code::Unauthenticated, "{rpc} with {forged:?}");
         }
     }
+}
+
+async fn an_expired_key_or_two_authorization_headers_are_refused(ledger: Ledger) {
+    let server = keyed_server(ledger).await;
+    let (_, token) = server
+        .create_key_expiring("alice", chrono::Utc::now() - chrono::Duration::seconds(1))
+        .await;
+    let expired = client_with(&server.endpoint(), Some(&token), None);
+    let refused = expired
+        .stat(&uuid::Uuid::new_v4().to_string())
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("Unauthenticated"), "{refused}");
+    assert!(refused.to_string().contains("expired"), "{refused}");
+
+    let (_, alices) = server.create_key("alice", None).await;
+    let (_, bobs) = server.create_key("bob", None).await;
+    let mut raw = server.client().await;
+    let mut request = tonic::Request::new(GetFileRequest {
+        file_id: uuid::Uuid::new_v4().to_string(),
+    });
+    for token in [&alices, &bobs] {
+        let value = format!("Bearer {token}").parse().unwrap();
+        request.metadata_mut().append("authorization", value);
+    }
+    let status = raw.get_file(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("more than once"), "{status:?}");
 }
 
 async fn a_valid_key_passes_every_rpc_to_its_handler(ledger: Ledger) {
     let server = keyed_server(ledger).await;
     let (_, token) = server.create_key("alice", None).await;
     let alice = client_with(&server.endpoint(), Some(&token), None);
-    for (rpc, code) in codes_of_every_rpc(&server, &alice).await {
+    for (rpc, code) in codes_of_every_rpc(&server, &alice, Some(&token)).await {
         let expected = match rpc {
-            "CheckUpload" => Code::Ok,
-            // Called on channels without the key.
-            "Health/Check" | "Reflection" => Code::Unauthenticated,
+            "CheckUpload" | "Health/Check" | "Reflection" => Code::Ok,
             _ => Code::NotFound,
         };
         assert_eq!(code, expected, "{rpc} with alice's key");
@@ -261,6 +309,7 @@ async fn without_authentication_the_owner_header_is_trusted_on_loopback(ledger: 
 
 transfer_tests::ledger_tests!(
     every_rpc_is_refused_without_a_credential,
+    an_expired_key_or_two_authorization_headers_are_refused,
     a_valid_key_passes_every_rpc_to_its_handler,
     a_key_acts_for_its_own_owner_and_no_other,
     a_backend_key_acts_for_owners_under_its_prefix_only,

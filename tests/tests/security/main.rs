@@ -2,6 +2,7 @@
 //! network would, on both ledgers, each case asserting the refusal.
 
 mod by_hash;
+mod collision;
 mod identity;
 mod tls;
 mod transferd_cli;

@@ -136,7 +136,11 @@ async fn a_certificate_from_another_ca_or_none_is_refused(ledger: Ledger) {
                 .map_err(|s| s.code()),
         };
         let code = result.expect_err("no valid client certificate, no call");
-        assert_ne!(code, Code::NotFound, "the call must not reach the service");
+        // Refused by the TLS handshake itself, not by the identity layer behind it.
+        assert!(
+            !matches!(code, Code::NotFound | Code::Unauthenticated),
+            "the connection must fail: {code:?}"
+        );
     }
 }
 

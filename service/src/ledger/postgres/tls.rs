@@ -30,7 +30,8 @@ pub(super) fn parse_url(url: &str) -> Result<(tokio_postgres::Config, DatabaseTl
     let mut tls = false;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match (key, value) {
+        let (key, value) = (percent_decoded(key), percent_decoded(value));
+        match (key.as_str(), value.as_str()) {
             ("sslrootcert", path) => root_cert = Some(path.to_owned()),
             ("sslmode", "require" | "verify-ca" | "verify-full") => tls = true,
             ("sslmode", "disable" | "allow" | "prefer") => {}
@@ -43,8 +44,16 @@ pub(super) fn parse_url(url: &str) -> Result<(tokio_postgres::Config, DatabaseTl
         false => format!("{base}?{}", kept.join("&")),
     };
     let mut config = tokio_postgres::Config::from_str(&rebuilt).map_err(|e| bad(e.to_string()))?;
+    // Never weaker than what the URL asks for, however it was spelled.
+    tls |= config.get_ssl_mode() == SslMode::Require;
     if !tls {
         config.ssl_mode(SslMode::Disable);
+        if !only_local_hosts(&config) {
+            tracing::warn!(
+                "the ledger database is not on this machine and its URL does not ask for TLS: \
+                 add sslmode=require (and sslrootcert=PATH for a private CA)"
+            );
+        }
         return Ok((config, DatabaseTls::Off));
     }
     config.ssl_mode(SslMode::Require);
@@ -54,6 +63,44 @@ pub(super) fn parse_url(url: &str) -> Result<(tokio_postgres::Config, DatabaseTl
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok((config, DatabaseTls::On(MakeRustlsConnect::new(client))))
+}
+
+/// Whether every host the configuration names is a socket or a loopback address.
+fn only_local_hosts(config: &tokio_postgres::Config) -> bool {
+    config.get_hosts().iter().all(|host| match host {
+        tokio_postgres::config::Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        #[cfg(unix)]
+        tokio_postgres::config::Host::Unix(_) => true,
+    })
+}
+
+/// `text` with its `%XX` escapes decoded, as a URL's query values are.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The CA certificates in `path`, or the system's roots without one.
@@ -111,6 +158,11 @@ mod tests {
         let error = parse_url(&url).err().unwrap().to_string();
         assert!(error.contains("sslrootcert"), "{error}");
         assert!(parse_url("postgres://u@h/db?sslmode=bogus").is_err());
+        let (_, tls) = parse_url("postgres://u@h/db?ssl%6Dode=require").unwrap();
+        assert!(
+            matches!(tls, DatabaseTls::On(_)),
+            "an escaped key is understood"
+        );
         let (config, _) = parse_url("postgres://u@h/db?connect_timeout=7").unwrap();
         assert_eq!(
             config.get_connect_timeout(),
