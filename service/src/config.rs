@@ -55,6 +55,39 @@ pub struct Settings {
     #[arg(long, env = "TRANSFERD_MAX_WINDOW", default_value_t = 16)]
     pub max_window: u32,
 
+    /// Most upload sessions one owner may have open at once; CheckUpload refuses a new
+    /// one beyond it (RESOURCE_EXHAUSTED).
+    #[arg(
+        long,
+        env = "TRANSFERD_MAX_OPEN_UPLOADS_PER_OWNER",
+        default_value_t = 64
+    )]
+    pub max_open_uploads_per_owner: u64,
+
+    /// Most bytes one owner may hold: the sizes of its open uploads (promised space) and
+    /// of the complete files it sent. CheckUpload refuses a session beyond it.
+    #[arg(long, env = "TRANSFERD_OWNER_QUOTA_BYTES", default_value_t = 4 << 40)]
+    pub owner_quota_bytes: u64,
+
+    /// Seconds an upload stream may take to send its first message (`start`).
+    #[arg(long, env = "TRANSFERD_FIRST_MESSAGE_SECS", default_value_t = 10)]
+    pub first_message_secs: u64,
+
+    /// Seconds an upload stream may go without a complete message while the server
+    /// waits for one: an idle stream, or a chunk sent too slowly (a 4 MiB chunk needs
+    /// about 70 KB/s at the default), and seconds the server waits for a client that
+    /// reads no acks. Either ends the stream with DEADLINE_EXCEEDED.
+    #[arg(long, env = "TRANSFERD_STREAM_IDLE_SECS", default_value_t = 60)]
+    pub stream_idle_secs: u64,
+
+    /// Most concurrent streams (calls) one HTTP/2 connection may have open.
+    #[arg(
+        long,
+        env = "TRANSFERD_MAX_STREAMS_PER_CONNECTION",
+        default_value_t = 64
+    )]
+    pub max_streams_per_connection: u32,
+
     /// Seconds an upload session with no stream attached keeps its state in memory.
     #[arg(long, env = "TRANSFERD_SESSION_IDLE_SECS", default_value_t = 60)]
     pub session_idle_secs: u64,
@@ -222,12 +255,31 @@ impl Settings {
         if self.max_window == 0 {
             return Err(SettingsError("--max-window must be at least 1".into()));
         }
+        for (flag, secs) in [
+            ("--first-message-secs", self.first_message_secs),
+            ("--stream-idle-secs", self.stream_idle_secs),
+        ] {
+            if !(1..=86_400).contains(&secs) {
+                return Err(SettingsError(format!(
+                    "{flag} must be between 1 and 86400 seconds"
+                )));
+            }
+        }
+        if self.max_streams_per_connection == 0 {
+            return Err(SettingsError(
+                "--max-streams-per-connection must be at least 1".into(),
+            ));
+        }
         Ok(Limits {
             max_file_size: self.max_file_size,
             min_chunk_size: self.min_chunk_size,
             max_chunk_size: self.max_chunk_size,
             default_chunk_size: self.default_chunk_size,
             max_window: self.max_window,
+            max_open_uploads_per_owner: self.max_open_uploads_per_owner,
+            owner_quota_bytes: self.owner_quota_bytes,
+            first_message_timeout: Duration::from_secs(self.first_message_secs),
+            stream_idle_timeout: Duration::from_secs(self.stream_idle_secs),
         })
     }
 

@@ -52,6 +52,23 @@ pub enum ServiceError {
         "every chunk is stored but the whole-file MD5 is missing: a single-pass upload completes once the client sends it as `digest`"
     )]
     DigestMissing,
+    #[error(
+        "this owner has {open} uploads open, the most this server allows: complete or abort one first"
+    )]
+    TooManyOpenUploads { open: u64 },
+    #[error(
+        "a {size}-byte upload would bring this owner to {would_hold} bytes of files and open uploads, over its quota of {quota} bytes"
+    )]
+    OverQuota {
+        size: u64,
+        would_hold: u64,
+        quota: u64,
+    },
+    #[error("{waited_for} within {seconds} s: the stream is closed (it holds server memory)")]
+    StreamDeadline {
+        waited_for: &'static str,
+        seconds: u64,
+    },
 }
 
 impl ServiceError {
@@ -60,14 +77,16 @@ impl ServiceError {
             ServiceError::BadRequest { .. }
             | ServiceError::UnexpectedMessage(_)
             | ServiceError::MalformedMessage { .. } => Code::InvalidArgument,
-            ServiceError::FileTooLarge { .. } | ServiceError::WindowExceeded { .. } => {
-                Code::ResourceExhausted
-            }
+            ServiceError::FileTooLarge { .. }
+            | ServiceError::WindowExceeded { .. }
+            | ServiceError::TooManyOpenUploads { .. }
+            | ServiceError::OverQuota { .. } => Code::ResourceExhausted,
             ServiceError::UploadNotFound(_) | ServiceError::FileNotFound(_) => Code::NotFound,
             ServiceError::UploadNotOpen { .. }
             | ServiceError::FileNotComplete { .. }
             | ServiceError::DigestMissing => Code::FailedPrecondition,
             ServiceError::OffsetPastEnd { .. } => Code::OutOfRange,
+            ServiceError::StreamDeadline { .. } => Code::DeadlineExceeded,
             ServiceError::Md5Mismatch { .. } | ServiceError::StoredDataLost { .. } => {
                 Code::DataLoss
             }

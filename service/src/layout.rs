@@ -13,6 +13,16 @@ pub struct Limits {
     pub default_chunk_size: u32,
     /// Most unacknowledged chunks one stream may have in flight.
     pub max_window: u32,
+    /// Most upload sessions one owner may have open at once.
+    pub max_open_uploads_per_owner: u64,
+    /// Most bytes one owner's open uploads and sent files may hold.
+    pub owner_quota_bytes: u64,
+    /// How long an upload stream may take to send its first message.
+    pub first_message_timeout: std::time::Duration,
+    /// How long an upload stream may go without a complete message while the server
+    /// waits for one (an idle stream, or a message sent too slowly), and how long the
+    /// server waits for a client that reads no acks.
+    pub stream_idle_timeout: std::time::Duration,
 }
 
 impl Limits {
@@ -99,6 +109,10 @@ mod tests {
             max_chunk_size: 1024,
             default_chunk_size: 256,
             max_window: 8,
+            max_open_uploads_per_owner: 1,
+            owner_quota_bytes: 1,
+            first_message_timeout: std::time::Duration::from_secs(1),
+            stream_idle_timeout: std::time::Duration::from_secs(1),
         };
         assert_eq!(limits.choose_chunk_size(0), 256);
         assert_eq!(limits.choose_chunk_size(1), 64);

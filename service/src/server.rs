@@ -28,6 +28,9 @@ const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20
 const MESSAGE_OVERHEAD: usize = 64 << 10;
 /// Largest message of a unary call or a `Download` request: names are at most 1 KiB.
 const MAX_UNARY_MESSAGE: usize = 16 << 10;
+/// Longest a call may take to produce its response (its headers, for a stream): a unary
+/// request sent too slowly holds a buffer meanwhile.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Time a client has to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -84,6 +87,7 @@ pub struct Transferd {
     api: TransferApi,
     authenticator: Arc<Authenticator>,
     tls: Option<ServerTlsConfig>,
+    max_streams_per_connection: u32,
     max_message_size: usize,
     reflection: bool,
     http2: Http2Windows,
@@ -135,6 +139,7 @@ impl Transferd {
             api: TransferApi::new(ledger, blobs, sessions, limits, control),
             authenticator,
             tls,
+            max_streams_per_connection: settings.max_streams_per_connection,
             max_message_size: limits.max_chunk_size as usize + MESSAGE_OVERHEAD,
             reflection: settings.reflection,
             http2: Http2Windows {
@@ -191,6 +196,8 @@ impl Transferd {
             .initial_connection_window_size(self.http2.connection)
             .http2_adaptive_window(Some(self.http2.adaptive))
             .max_frame_size(MAX_FRAME_SIZE)
+            .max_concurrent_streams(self.max_streams_per_connection)
+            .timeout(CALL_TIMEOUT)
             // Find clients that vanished without closing their connection.
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))

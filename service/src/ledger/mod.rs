@@ -228,6 +228,16 @@ pub struct HashCheckpoint {
     pub state: Vec<u8>,
 }
 
+/// What an owner holds: the limits per owner are checked against it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OwnerUsage {
+    /// Upload sessions open now.
+    pub open_uploads: u64,
+    /// Bytes of the owner's open uploads (promised) and of the complete files it sent
+    /// (instant copies of its own content cost no storage and are not counted).
+    pub bytes: u64,
+}
+
 /// The answer of [`ChunkLedger::open_upload`].
 #[derive(Debug, Clone)]
 pub struct OpenedUpload {
@@ -351,6 +361,10 @@ pub trait ChunkLedger: Send + Sync + 'static {
 
     /// A file by id, in whatever state.
     async fn get_file(&self, id: Uuid) -> Result<Option<FileRecord>, LedgerError>;
+
+    /// How many uploads `owner` has open and how many bytes its uploads and the files
+    /// it sent hold.
+    async fn owner_usage(&self, owner: &str) -> Result<OwnerUsage, LedgerError>;
 
     /// The open upload session of `owner` for this content, if any.
     async fn find_open_upload(

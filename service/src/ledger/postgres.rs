@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use super::{
     Blake3Digest, ChunkDump, ChunkLedger, CommittedChunk, ContentDump, FileDump, FileRecord,
-    FileState, HashCheckpoint, LedgerError, Md5Digest, NewUpload, OpenedUpload, blake3_from,
-    digest_from, parse_state, require_open, to_i64, to_u64,
+    FileState, HashCheckpoint, LedgerError, Md5Digest, NewUpload, OpenedUpload, OwnerUsage,
+    blake3_from, digest_from, parse_state, require_open, to_i64, to_u64,
 };
 
 mod keys;
@@ -271,6 +271,26 @@ impl ChunkLedger for PostgresLedger {
         Err(LedgerError::Database(
             "could not open an upload session: it kept closing concurrently".into(),
         ))
+    }
+
+    async fn owner_usage(&self, owner: &str) -> Result<OwnerUsage, LedgerError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT count(*) FILTER (WHERE state = 'uploading'), \
+                        coalesce(sum(size), 0)::BIGINT FROM files \
+                 WHERE owner = $1 AND (state = 'uploading' OR (state = 'complete' AND chunk_size > 0))",
+            )
+            .await
+            .map_err(db_error)?;
+        let row = client
+            .query_one(&statement, &[&owner])
+            .await
+            .map_err(db_error)?;
+        Ok(OwnerUsage {
+            open_uploads: to_u64(row.get(0))?,
+            bytes: to_u64(row.get(1))?,
+        })
     }
 
     async fn files_with_head(

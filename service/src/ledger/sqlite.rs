@@ -18,8 +18,8 @@ use uuid::Uuid;
 
 use super::{
     Blake3Digest, ChunkDump, ChunkLedger, CommittedChunk, ContentDump, FileDump, FileRecord,
-    FileState, HashCheckpoint, LedgerError, Md5Digest, NewUpload, OpenedUpload, blake3_from,
-    digest_from, parse_state, require_open, to_i64, to_u64,
+    FileState, HashCheckpoint, LedgerError, Md5Digest, NewUpload, OpenedUpload, OwnerUsage,
+    blake3_from, digest_from, parse_state, require_open, to_i64, to_u64,
 };
 
 mod keys;
@@ -33,6 +33,12 @@ mod embedded {
 /// The columns every query that returns a file selects, in the order [`file_from_row`] reads.
 const FILE_COLUMNS: &str = "id, owner, name, size, md5, chunk_size, chunk_count, state, failure, \
      created_at, completed_at, head_md5, content_blake3";
+
+/// An owner's open uploads, and the bytes of those and of the files it sent (a file of
+/// an instant upload has chunk size 0).
+const OWNER_USAGE: &str = "SELECT count(*) FILTER (WHERE state = 'uploading'), \
+            coalesce(sum(size), 0) FROM files \
+     WHERE owner = ?1 AND (state = 'uploading' OR (state = 'complete' AND chunk_size > 0))";
 
 /// How long a writer waits for another to finish before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -426,6 +432,21 @@ impl ChunkLedger for SqliteLedger {
 
     async fn get_file(&self, id: Uuid) -> Result<Option<FileRecord>, LedgerError> {
         self.with(move |conn| select_file(conn, id)).await
+    }
+
+    async fn owner_usage(&self, owner: &str) -> Result<OwnerUsage, LedgerError> {
+        let owner = owner.to_owned();
+        self.with(move |conn| {
+            let (open, bytes): (i64, i64) = conn
+                .prepare_cached(OWNER_USAGE)
+                .and_then(|mut s| s.query_row([owner], |r| Ok((r.get(0)?, r.get(1)?))))
+                .map_err(db_error)?;
+            Ok(OwnerUsage {
+                open_uploads: to_u64(open)?,
+                bytes: to_u64(bytes)?,
+            })
+        })
+        .await
     }
 
     async fn find_open_upload(

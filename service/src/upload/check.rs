@@ -184,6 +184,16 @@ async fn open_session(
     owner: &Owner,
     intent: UploadIntent,
 ) -> Result<CheckOutcome, ServiceError> {
+    // The owner's own open session for this content costs nothing new.
+    if let Some(md5) = &intent.md5
+        && let Some(open) = ledger
+            .find_open_upload(owner.as_str(), md5, intent.size)
+            .instrument(info_span!("ledger.find_open_upload"))
+            .await?
+    {
+        return session(ledger, limits, open, true).await;
+    }
+    within_owner_limits(ledger, limits, owner, intent.size).await?;
     let chunk_size = limits.choose_chunk_size(intent.preferred_chunk_size);
     let opened = ledger
         .open_upload(&NewUpload {
@@ -198,6 +208,34 @@ async fn open_session(
         .instrument(info_span!("ledger.open_upload"))
         .await?;
     session(ledger, limits, opened.file, !opened.created).await
+}
+
+/// Refuses a new session that would take `owner` past its open-upload cap or its quota.
+/// Checked before opening, so uploads opened at the same moment may pass it together.
+async fn within_owner_limits(
+    ledger: &dyn ChunkLedger,
+    limits: &Limits,
+    owner: &Owner,
+    size: u64,
+) -> Result<(), ServiceError> {
+    let usage = ledger
+        .owner_usage(owner.as_str())
+        .instrument(info_span!("ledger.owner_usage"))
+        .await?;
+    if usage.open_uploads >= limits.max_open_uploads_per_owner {
+        return Err(ServiceError::TooManyOpenUploads {
+            open: usage.open_uploads,
+        });
+    }
+    let would_hold = usage.bytes.saturating_add(size);
+    if would_hold > limits.owner_quota_bytes {
+        return Err(ServiceError::OverQuota {
+            size,
+            would_hold,
+            quota: limits.owner_quota_bytes,
+        });
+    }
+    Ok(())
 }
 
 /// The answer for an open session: with its committed chunks when it is resumed.

@@ -7,6 +7,7 @@
 //! - [`wire`]: `UploadChunks` requests read off the HTTP/2 body, chunk data page-aligned.
 
 pub mod check;
+mod committed;
 pub mod content_digest;
 mod hasher;
 pub mod session;

@@ -25,6 +25,7 @@ use tonic::Status;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::committed::CommittedChunks;
 use super::hasher::{FileDigests, OrderedHasher};
 use crate::blob::{BlobStore, ContentKey, Part};
 use crate::error::ServiceError;
@@ -178,6 +179,11 @@ impl SessionRegistry {
         })
     }
 
+    /// The server's bounds.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// Attaches a new stream of `owner` to upload `id`, starting its session task if
     /// none runs.
     pub async fn attach(self: &Arc<Self>, owner: &Owner, id: Uuid) -> Result<Attachment, Status> {
@@ -277,8 +283,7 @@ struct Session {
     /// but stopped before recording it): completing needs no hashing.
     content_already_stored: bool,
     layout: ChunkLayout,
-    committed: Vec<bool>,
-    committed_count: u64,
+    committed: CommittedChunks,
     /// The hash of the committed prefix `[0, hashed)`; `None` once finished.
     hasher: Option<OrderedHasher>,
     hashed: u64,
@@ -393,23 +398,10 @@ impl Session {
             return Ok(Loaded::Closed(file));
         }
         let layout = ChunkLayout::new(file.size, file.chunk_size);
-        let count =
-            usize::try_from(layout.chunk_count()).map_err(|_| ServiceError::StoredDataLost {
-                id,
-                reason: "more chunks than this machine can track".into(),
-            })?;
-        let mut committed = vec![false; count];
-        let mut committed_count = 0;
-        for (start, end) in ledger.committed_ranges(id).await? {
-            let start = usize::try_from(start).unwrap_or(usize::MAX).min(count);
-            let end = usize::try_from(end).unwrap_or(usize::MAX).min(count);
-            for slot in committed.get_mut(start..end).unwrap_or_default() {
-                *slot = true;
-                committed_count += 1;
-            }
-        }
+        let committed =
+            CommittedChunks::from_ranges(ledger.committed_ranges(id).await?, layout.chunk_count());
         // Resume the hash from the latest checkpoint that the committed prefix covers.
-        let prefix = committed.iter().take_while(|c| **c).count() as u64;
+        let prefix = committed.prefix_len();
         let (hasher, hashed) = match ledger.hash_checkpoint(id).await? {
             Some(checkpoint) if checkpoint.chunks <= prefix => {
                 let bytes = layout.offset(checkpoint.chunks).min(layout.size);
@@ -430,7 +422,6 @@ impl Session {
             content_already_stored: false,
             layout,
             committed,
-            committed_count,
             hasher: Some(hasher),
             hashed,
             checkpointed: hashed,
@@ -483,7 +474,7 @@ impl Session {
     }
 
     fn is_fully_committed(&self) -> bool {
-        self.committed_count == self.layout.chunk_count()
+        self.committed.len() == self.layout.chunk_count()
     }
 
     /// Every chunk is stored and the whole-file MD5 declared: time to verify.
@@ -492,15 +483,11 @@ impl Session {
     }
 
     fn is_committed(&self, index: u64) -> bool {
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| self.committed.get(i))
-            .copied()
-            .unwrap_or(false)
+        self.committed.contains(index)
     }
 
     fn remaining(&self) -> u64 {
-        self.layout.chunk_count() - self.committed_count
+        self.layout.chunk_count() - self.committed.len()
     }
 
     fn tell(&self, stream: u64, event: SessionEvent) {
@@ -727,13 +714,7 @@ impl Session {
         fed.or_else(|error| self.fail_all(error))?;
 
         for (_, chunk) in &fresh {
-            if let Some(slot) = usize::try_from(chunk.index)
-                .ok()
-                .and_then(|i| self.committed.get_mut(i))
-            {
-                *slot = true;
-            }
-            self.committed_count += 1;
+            self.committed.insert(chunk.index);
         }
         let instruments = metrics();
         instruments

@@ -3,9 +3,12 @@
 //! forwarded back. The stream ends after `completed`, on an error, or once the client
 //! has finished sending and every chunk it sent has been answered.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tonic::Status;
 use transfer_proto::v1::{
     Chunk, ChunkAck, ChunkOutcome, UploadChunksRequest, UploadChunksResponse, UploadCompleted,
@@ -22,7 +25,11 @@ use crate::metrics::{attribute, metrics};
 use crate::request::{parse_id, parse_md5};
 use crate::telemetry::record_status;
 
-type Outbound = mpsc::Sender<Result<UploadChunksResponse, Status>>;
+/// Where the stream's answers go, and how long a client that reads none is waited for.
+struct Outbound {
+    responses: mpsc::Sender<Result<UploadChunksResponse, Status>>,
+    patience: Duration,
+}
 
 /// Runs one stream to its end, sending every answer (and a final error, if any) to
 /// `outbound`.
@@ -30,10 +37,14 @@ pub async fn run(
     registry: std::sync::Arc<SessionRegistry>,
     owner: Owner,
     inbound: impl Stream<Item = Result<UploadChunksRequest, Status>> + Unpin,
-    outbound: Outbound,
+    outbound: mpsc::Sender<Result<UploadChunksResponse, Status>>,
 ) {
     let metrics = metrics();
     metrics.active_streams.add(1, &[]);
+    let outbound = Outbound {
+        responses: outbound,
+        patience: registry.limits().stream_idle_timeout,
+    };
     let ended = drive(registry, owner, inbound, &outbound).await;
     metrics.active_streams.add(-1, &[]);
     let code = ended
@@ -41,7 +52,10 @@ pub async fn run(
         .map_or_else(Status::code, |()| tonic::Code::Ok);
     record_status(&tracing::Span::current(), code);
     if let Err(status) = ended {
-        let _ = outbound.send(Err(status)).await;
+        let _ = outbound
+            .responses
+            .send_timeout(Err(status), outbound.patience)
+            .await;
     }
 }
 
@@ -62,7 +76,14 @@ async fn drive(
     mut inbound: impl Stream<Item = Result<UploadChunksRequest, Status>> + Unpin,
     outbound: &Outbound,
 ) -> Result<(), Status> {
-    let upload_id = match inbound.next().await {
+    let limits = *registry.limits();
+    let first = tokio::time::timeout(limits.first_message_timeout, inbound.next())
+        .await
+        .map_err(|_| ServiceError::StreamDeadline {
+            waited_for: "no `start` message arrived",
+            seconds: limits.first_message_timeout.as_secs(),
+        })?;
+    let upload_id = match first {
         Some(Ok(UploadChunksRequest {
             message: Some(upload_chunks_request::Message::Start(start)),
         })) => parse_id("start.upload_id", &start.upload_id)?,
@@ -100,7 +121,12 @@ async fn drive(
     let mut sending = true;
     // Set once an ack says no chunk is missing: `completed` or an error follows.
     let mut finishing = state.remaining == 0;
+    // The client owes the next message once nothing it sent awaits an answer: from then
+    // on it has `idle` to send one (or to end the stream).
+    let idle = limits.stream_idle_timeout;
+    let mut quiet_since = Instant::now();
     loop {
+        let owed = sending && state.in_flight == 0;
         tokio::select! {
             biased;
             event = state.attached.events.recv() => match event {
@@ -109,18 +135,28 @@ async fn drive(
                     state.remaining = remaining;
                     finishing |= remaining == 0;
                     send_stored_ack(outbound, index, already_stored, remaining).await?;
+                    quiet_since = Instant::now();
                 }
                 Some(SessionEvent::Completed(file)) => return send_completed(outbound, &file).await,
                 Some(SessionEvent::Failed(status)) => return Err(status),
                 None => return Err(ServiceError::SessionClosed.into()),
             },
+            () = tokio::time::sleep_until(quiet_since + idle), if owed => {
+                return Err(ServiceError::StreamDeadline {
+                    waited_for: "no complete message arrived (an idle stream, or a chunk sent too slowly)",
+                    seconds: idle.as_secs(),
+                }
+                .into());
+            }
             message = inbound.next(), if sending => match message {
                 Some(Ok(UploadChunksRequest { message: Some(upload_chunks_request::Message::Chunk(chunk)) })) => {
+                    quiet_since = Instant::now();
                     if let Handed::SessionClosed = receive_chunk(&mut state, chunk, outbound).await? {
                         return last_word(&mut state.attached, outbound).await;
                     }
                 }
                 Some(Ok(UploadChunksRequest { message: Some(upload_chunks_request::Message::Digest(digest)) })) => {
+                    quiet_since = Instant::now();
                     let md5 = parse_md5("digest.md5", &digest.md5)?;
                     state.awaiting_digest = false;
                     if state.attached.send_digest(md5).await.is_err() {
@@ -324,11 +360,62 @@ async fn send_completed(outbound: &Outbound, file: &FileRecord) -> Result<(), St
 }
 
 async fn send(outbound: &Outbound, message: upload_chunks_response::Message) -> Result<(), Status> {
-    outbound
-        .send(Ok(UploadChunksResponse {
-            message: Some(message),
-        }))
+    let response = Ok(UploadChunksResponse {
+        message: Some(message),
+    });
+    match outbound
+        .responses
+        .send_timeout(response, outbound.patience)
         .await
+    {
+        Ok(()) => Ok(()),
+        // A client that reads no answers holds the chunks it sent in server memory.
+        Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(ServiceError::StreamDeadline {
+            waited_for: "the client read no answers",
+            seconds: outbound.patience.as_secs(),
+        }
+        .into()),
         // The client stopped listening: end quietly.
-        .map_err(|_| Status::cancelled("the client closed the stream"))
+        Err(mpsc::error::SendTimeoutError::Closed(_)) => {
+            Err(Status::cancelled("the client closed the stream"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_reads_no_answers_is_given_up_on_after_the_idle_time() {
+        let (responses, _unread) = mpsc::channel(1);
+        let outbound = Outbound {
+            responses,
+            patience: Duration::from_secs(30),
+        };
+        let ack = || upload_chunks_response::Message::Ack(ChunkAck::default());
+        assert!(send(&outbound, ack()).await.is_ok(), "the queue takes one");
+        let started = Instant::now();
+        let status = send(&outbound, ack()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        assert!(status.message().contains("read no answers"), "{status:?}");
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_went_away_ends_the_stream_quietly() {
+        let (responses, unread) = mpsc::channel(1);
+        drop(unread);
+        let outbound = Outbound {
+            responses,
+            patience: Duration::from_secs(30),
+        };
+        let status = send(
+            &outbound,
+            upload_chunks_response::Message::Ack(ChunkAck::default()),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Cancelled);
+    }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tempfile::TempDir;
 use transfer_service::ledger::{
     Blake3Digest, ChunkLedger, CommittedChunk, FileState, HashCheckpoint, LedgerError, Md5Digest,
-    NewUpload, PostgresLedger, SqliteLedger,
+    NewUpload, OwnerUsage, PostgresLedger, SqliteLedger,
 };
 use transfer_tests::{TestDatabase, md5};
 use uuid::Uuid;
@@ -60,6 +60,7 @@ crate::conformance_tests!(crate::ledger::suite; [
     completing_makes_the_content_instant_for_its_owner_only,
     an_instant_upload_reuses_the_owners_file_of_the_same_name,
     two_contents_with_one_md5_stay_two_contents,
+    owner_usage_counts_open_uploads_and_the_bytes_an_owner_sent,
     a_closed_upload_can_be_completed_failed_or_aborted_no_more,
     a_failed_upload_forgets_its_chunks_and_frees_the_content,
     unknown_ids_are_not_found,
@@ -282,6 +283,55 @@ pub mod suite {
             other_size.is_none(),
             "content is found by MD5 and size together"
         );
+    }
+
+    pub async fn owner_usage_counts_open_uploads_and_the_bytes_an_owner_sent(
+        b: &impl LedgerBackend,
+    ) {
+        let ledger = b.open().await;
+        let usage = |owner: &'static str| {
+            let ledger = Arc::clone(&ledger);
+            async move { ledger.owner_usage(owner).await.unwrap() }
+        };
+        assert_eq!(usage("o").await, OwnerUsage::default());
+        let open = ledger
+            .open_upload(&upload("o", "open"))
+            .await
+            .unwrap()
+            .file
+            .id;
+        let done = ledger
+            .open_upload(&upload("o", "done"))
+            .await
+            .unwrap()
+            .file
+            .id;
+        let gone = ledger
+            .open_upload(&upload("o", "gone"))
+            .await
+            .unwrap()
+            .file
+            .id;
+        ledger
+            .complete_upload(done, &md5_for("done"), &blake3_for("done"))
+            .await
+            .unwrap();
+        ledger.abort_upload(gone).await.unwrap();
+        // An instant copy of its own content costs the owner nothing more.
+        ledger
+            .add_file_for_owned_content("o", "copy.bin", &md5_for("done"), 10_000, None)
+            .await
+            .unwrap()
+            .expect("the owner's content");
+        assert_eq!(
+            usage("o").await,
+            OwnerUsage {
+                open_uploads: 1,
+                bytes: 20_000
+            }
+        );
+        assert_eq!(usage("someone else").await, OwnerUsage::default());
+        let _ = open;
     }
 
     pub async fn two_contents_with_one_md5_stay_two_contents(b: &impl LedgerBackend) {

@@ -4,6 +4,7 @@
 mod by_hash;
 mod collision;
 mod identity;
+mod limits;
 mod tls;
 mod transferd_cli;
 

@@ -1,0 +1,222 @@
+//! Resources a client can make the server hold are bounded: a stream that sends no
+//! `start`, goes silent or sends half a message is closed with DEADLINE_EXCEEDED saying
+//! which (a client that reads no answers: see `upload::stream`'s tests), and unary
+//! requests are small.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request};
+use http_body::{Body as _, Frame};
+use prost::Message;
+use tonic::Code;
+use tonic::body::Body;
+use tonic::codegen::Service;
+use transfer_proto::v1::{
+    CheckUploadRequest, UploadChunksRequest, UploadStart, upload_chunks_request,
+};
+use transfer_tests::{Ledger, TestFile, TestServer};
+
+const UPLOAD_CHUNKS: &str = "/transfer.v1.TransferService/UploadChunks";
+const CHUNK: u32 = 1024;
+/// What a test waits at most for a deadline of one second to close a stream.
+const GRACE: Duration = Duration::from_secs(20);
+
+async fn strict_server(ledger: Ledger) -> TestServer {
+    TestServer::start_with(ledger, |s| {
+        s.first_message_secs = 1;
+        s.stream_idle_secs = 1;
+    })
+    .await
+}
+
+/// A request body that sends these bytes, then neither more nor its end.
+struct StallingBody(Option<Bytes>);
+
+impl http_body::Body for StallingBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        match self.0.take() {
+            Some(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// `message` with gRPC's 5-byte prefix.
+fn framed(message: &[u8]) -> Vec<u8> {
+    let mut out = vec![0];
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+/// Sends `body` (which then stalls) to UploadChunks and returns the call's final status
+/// and how long it took to come.
+async fn status_of_stalled_upload(server: &TestServer, body: Vec<u8>) -> (tonic::Status, Duration) {
+    let started = Instant::now();
+    let mut channel = server.channel().await;
+    let mut request = Request::new(Body::new(StallingBody(Some(body.into()))));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = http::Uri::from_static(UPLOAD_CHUNKS);
+    request.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    std::future::poll_fn(|cx| channel.poll_ready(cx))
+        .await
+        .unwrap();
+    let call = async {
+        let response = channel.call(request).await.expect("an HTTP response");
+        if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+            return status;
+        }
+        let mut body = response.into_body();
+        loop {
+            match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                Some(Ok(frame)) => {
+                    if let Some(trailers) = frame.trailers_ref() {
+                        return tonic::Status::from_header_map(trailers)
+                            .expect("a status in the trailers");
+                    }
+                }
+                other => panic!("the stream ended without a status: {other:?}"),
+            }
+        }
+    };
+    let status = tokio::time::timeout(GRACE, call)
+        .await
+        .expect("the server closes the stream by itself");
+    (status, started.elapsed())
+}
+
+/// An open session's `start` message, framed.
+async fn start_of_a_session(server: &TestServer) -> Vec<u8> {
+    let file = TestFile::new("slow.bin", 10 * CHUNK as usize, 31);
+    let session =
+        transfer_tests::client::open_session(&mut server.client().await, None, &file, CHUNK).await;
+    framed(
+        &UploadChunksRequest {
+            message: Some(upload_chunks_request::Message::Start(UploadStart {
+                upload_id: session.upload_id,
+            })),
+        }
+        .encode_to_vec(),
+    )
+}
+
+async fn a_stream_that_sends_no_start_is_closed(ledger: Ledger) {
+    let server = strict_server(ledger).await;
+    let (status, took) = status_of_stalled_upload(&server, Vec::new()).await;
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status.message().contains("no `start` message"),
+        "{status:?}"
+    );
+    assert!(
+        took >= Duration::from_secs(1),
+        "not before the deadline: {took:?}"
+    );
+}
+
+async fn a_silent_stream_is_closed(ledger: Ledger) {
+    let server = strict_server(ledger).await;
+    let start = start_of_a_session(&server).await;
+    let (status, _) = status_of_stalled_upload(&server, start).await;
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status.message().contains("no complete message"),
+        "{status:?}"
+    );
+}
+
+async fn a_half_sent_message_is_closed(ledger: Ledger) {
+    let server = strict_server(ledger).await;
+    let mut body = start_of_a_session(&server).await;
+    // The prefix of a 1 MiB message, and 100 of its bytes.
+    body.push(0);
+    body.extend_from_slice(&(1u32 << 20).to_be_bytes());
+    body.extend_from_slice(&[0x12; 100]);
+    let (status, _) = status_of_stalled_upload(&server, body).await;
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("sent too slowly"), "{status:?}");
+}
+
+async fn a_unary_request_over_16_kib_is_refused(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let mut client = server.client().await;
+    let status = client
+        .check_upload(CheckUploadRequest {
+            name: "x".repeat(64 << 10),
+            size: 1,
+            md5: vec![0; 16].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+}
+
+transfer_tests::ledger_tests!(
+    a_stream_that_sends_no_start_is_closed,
+    a_silent_stream_is_closed,
+    a_half_sent_message_is_closed,
+    a_unary_request_over_16_kib_is_refused,
+);
+
+async fn an_owner_past_its_open_uploads_or_its_quota_is_refused_and_others_are_not(ledger: Ledger) {
+    let server = TestServer::start_with(ledger, |s| {
+        s.max_open_uploads_per_owner = 2;
+        s.owner_quota_bytes = 100_000;
+    })
+    .await;
+    let client = server.client().await;
+    let file = |seed: u64, size: usize| TestFile::new(&format!("f{seed}.bin"), size, seed);
+    let check = |owner: &'static str, file: TestFile| {
+        let mut client = client.clone();
+        async move { transfer_tests::client::check(&mut client, Some(owner), &file, CHUNK).await }
+    };
+
+    // Two open uploads, then no third; asking again for an open one still answers.
+    check("alice", file(1, 10_000)).await.unwrap();
+    check("alice", file(2, 10_000)).await.unwrap();
+    let third = check("alice", file(3, 10_000)).await.unwrap_err();
+    assert_eq!(third.code(), Code::ResourceExhausted, "{third:?}");
+    assert!(third.message().contains("2 uploads open"), "{third:?}");
+    assert!(
+        check("alice", file(1, 10_000)).await.is_ok(),
+        "its own open session"
+    );
+    assert!(
+        check("bob", file(3, 10_000)).await.is_ok(),
+        "another owner is not limited"
+    );
+
+    // Promised bytes count against the quota until the upload is gone.
+    let Ok(transfer_proto::v1::check_upload_response::Result::Session(big)) =
+        check("carol", file(4, 60_000)).await
+    else {
+        panic!("a session for carol");
+    };
+    let over = check("carol", file(5, 50_000)).await.unwrap_err();
+    assert_eq!(over.code(), Code::ResourceExhausted, "{over:?}");
+    assert!(over.message().contains("quota of 100000 bytes"), "{over:?}");
+    transfer_tests::client::abort(&mut server.client().await, Some("carol"), &big.upload_id)
+        .await
+        .unwrap();
+    assert!(
+        check("carol", file(5, 50_000)).await.is_ok(),
+        "room again after the abort"
+    );
+}
+
+transfer_tests::ledger_tests!(
+    an_owner_past_its_open_uploads_or_its_quota_is_refused_and_others_are_not
+);
