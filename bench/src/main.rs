@@ -15,6 +15,7 @@ mod loopback;
 mod postgres;
 mod report;
 mod resume;
+mod security;
 mod slow_link;
 mod sweep;
 mod transfer;
@@ -45,6 +46,7 @@ enum Part {
     Ledger,
     SlowLink,
     Sweep,
+    Security,
 }
 
 /// Transfer's benchmark: ceilings, loopback, memory, resume, many uploads, the ledger, a
@@ -302,6 +304,9 @@ async fn run(args: Args) -> Result<()> {
     }
     if wants(Part::Sweep) {
         sweep::section(&mut bench).await?;
+    }
+    if wants(Part::Security) {
+        security::section(&mut bench).await?;
     }
     let elapsed = started.elapsed();
     println!("\ndone in {:.0} s", elapsed.as_secs_f64());
