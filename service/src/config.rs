@@ -69,6 +69,11 @@ pub struct Settings {
     #[arg(long, env = "TRANSFERD_OWNER_QUOTA_BYTES", default_value_t = 4 << 40)]
     pub owner_quota_bytes: u64,
 
+    /// Most bytes of received chunks all upload sessions together keep in memory while
+    /// the in-order hasher catches up (past it they are read back from disk).
+    #[arg(long, env = "TRANSFERD_PARKED_MEMORY_BYTES", default_value_t = 1 << 30)]
+    pub parked_memory_bytes: usize,
+
     /// Seconds an upload stream may take to send its first message (`start`).
     #[arg(long, env = "TRANSFERD_FIRST_MESSAGE_SECS", default_value_t = 10)]
     pub first_message_secs: u64,
@@ -79,6 +84,11 @@ pub struct Settings {
     /// reads no acks. Either ends the stream with DEADLINE_EXCEEDED.
     #[arg(long, env = "TRANSFERD_STREAM_IDLE_SECS", default_value_t = 60)]
     pub stream_idle_secs: u64,
+
+    /// Most client connections open at once; past it new ones wait to be accepted. With
+    /// --http2-connection-window this bounds the memory received data may take.
+    #[arg(long, env = "TRANSFERD_MAX_CONNECTIONS", default_value_t = 256)]
+    pub max_connections: usize,
 
     /// Most concurrent streams (calls) one HTTP/2 connection may have open.
     #[arg(
@@ -265,6 +275,9 @@ impl Settings {
                 )));
             }
         }
+        if self.max_connections == 0 {
+            return Err(SettingsError("--max-connections must be at least 1".into()));
+        }
         if self.max_streams_per_connection == 0 {
             return Err(SettingsError(
                 "--max-streams-per-connection must be at least 1".into(),
@@ -278,6 +291,7 @@ impl Settings {
             max_window: self.max_window,
             max_open_uploads_per_owner: self.max_open_uploads_per_owner,
             owner_quota_bytes: self.owner_quota_bytes,
+            parked_memory_bytes: self.parked_memory_bytes,
             first_message_timeout: Duration::from_secs(self.first_message_secs),
             stream_idle_timeout: Duration::from_secs(self.stream_idle_secs),
         })

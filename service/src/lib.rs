@@ -12,6 +12,7 @@
 pub mod blob;
 pub mod bulk_route;
 pub mod config;
+pub mod connections;
 pub mod control;
 pub mod download;
 pub mod error;

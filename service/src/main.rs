@@ -1,7 +1,7 @@
 use clap::Parser;
 use transfer_service::Settings;
 use transfer_service::config::Command;
-use transfer_service::ledger::{LedgerLocation, copy_ledger};
+use transfer_service::ledger::{LedgerLocation, copy_keys, copy_ledger};
 use transfer_service::server::Transferd;
 use transfer_service::telemetry::Telemetry;
 
@@ -112,11 +112,12 @@ async fn migrate(
         return Err("--to names the ledger being copied".into());
     }
     tracing::info!(from = %source, to = %target, "copying the ledger");
-    let from = source.open(settings.database_pool_size, None).await?;
-    let into = target.open(settings.database_pool_size, None).await?;
-    let copied = copy_ledger(from.as_ref(), into.as_ref()).await?;
+    let from = source.open_all(settings.database_pool_size, None).await?;
+    let into = target.open_all(settings.database_pool_size, None).await?;
+    let copied = copy_ledger(from.chunks.as_ref(), into.chunks.as_ref()).await?;
+    let keys = copy_keys(from.keys.as_ref(), into.keys.as_ref()).await?;
     println!(
-        "copied {} files, {} chunks and {} content records from {source} to {target}",
+        "copied {} files, {} chunks, {} content records and {keys} API keys from {source} to {target}",
         copied.files, copied.chunks, copied.contents
     );
     Ok(())

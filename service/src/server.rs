@@ -13,6 +13,7 @@ use crate::Settings;
 use crate::blob::{BlobError, BlobStore, FsBlobStore};
 use crate::bulk_route::BulkRoute;
 use crate::config::{Security, SettingsError};
+use crate::connections::LimitedIncoming;
 use crate::control::ControlPlane;
 use crate::grpc::TransferApi;
 use crate::identity::{Authenticator, IdentityLayer};
@@ -88,6 +89,7 @@ pub struct Transferd {
     authenticator: Arc<Authenticator>,
     tls: Option<ServerTlsConfig>,
     max_streams_per_connection: u32,
+    max_connections: usize,
     max_message_size: usize,
     reflection: bool,
     http2: Http2Windows,
@@ -140,6 +142,7 @@ impl Transferd {
             authenticator,
             tls,
             max_streams_per_connection: settings.max_streams_per_connection,
+            max_connections: settings.max_connections,
             max_message_size: limits.max_chunk_size as usize + MESSAGE_OVERHEAD,
             reflection: settings.reflection,
             http2: Http2Windows {
@@ -207,7 +210,10 @@ impl Transferd {
             .add_optional_service(reflection_v1)
             .add_optional_service(reflection_v1alpha)
             .add_service(transfer)
-            .serve_with_incoming_shutdown(accepted(listener), shutdown)
+            .serve_with_incoming_shutdown(
+                LimitedIncoming::new(accepted(listener), self.max_connections),
+                shutdown,
+            )
             .await?;
         Ok(())
     }

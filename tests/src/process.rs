@@ -63,6 +63,15 @@ impl TransferdProcess {
         Self::start_with_env(ledger, &[]).await
     }
 
+    /// Starts with extra command-line flags.
+    pub async fn start_with_args(ledger: Ledger, extra: &[&str]) -> Self {
+        let mut process = Self::start_with_env(ledger, &[]).await;
+        process.kill();
+        process.args.extend(extra.iter().map(|a| (*a).to_owned()));
+        process.launch().await;
+        process
+    }
+
     /// Starts with extra environment variables (OTEL_* settings, say).
     pub async fn start_with_env(ledger: Ledger, env: &[(&str, String)]) -> Self {
         let db = match ledger {
@@ -102,6 +111,28 @@ impl TransferdProcess {
 
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The process's resident memory now, in bytes (`VmRSS` in /proc).
+    pub fn rss_bytes(&self) -> u64 {
+        self.status_kib("VmRSS:") * 1024
+    }
+
+    /// The most resident memory the process has had, in bytes (`VmHWM` in /proc).
+    pub fn peak_rss_bytes(&self) -> u64 {
+        self.status_kib("VmHWM:") * 1024
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
+        let pid = self.child.as_ref().expect("transferd is running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .expect("reading transferd's /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
     }
 
     async fn launch(&mut self) {

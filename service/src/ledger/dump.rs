@@ -5,7 +5,10 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{ChunkLedger, CommittedChunk, FileRecord, HashCheckpoint, LedgerError, Md5Digest};
+use super::{
+    ChunkLedger, CommittedChunk, FileRecord, HashCheckpoint, KeyLedger, LedgerError, Md5Digest,
+    NewApiKey,
+};
 
 /// All a ledger holds about one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +40,30 @@ pub struct CopyReport {
     pub files: u64,
     pub chunks: u64,
     pub contents: u64,
+}
+
+/// Copies every API key of `from` into `to`, revoked ones revoked; a key `to` already
+/// has is kept as it is (then revoked too, if it is revoked in `from`). A copied key's
+/// creation time is the time of the copy. Returns how many keys `from` has.
+pub async fn copy_keys(from: &dyn KeyLedger, to: &dyn KeyLedger) -> Result<u64, LedgerError> {
+    let keys = from.list_keys().await?;
+    for key in &keys {
+        let copy = NewApiKey {
+            id: key.id.clone(),
+            secret_sha256: key.secret_sha256,
+            owner: key.owner.clone(),
+            act_for_prefix: key.act_for_prefix.clone(),
+            expires_at: key.expires_at,
+        };
+        match to.create_key(&copy).await {
+            Ok(_) | Err(LedgerError::Conflict(_)) => {}
+            Err(error) => return Err(error),
+        }
+        if key.revoked_at.is_some() {
+            to.revoke_key(&key.id).await?;
+        }
+    }
+    Ok(keys.len() as u64)
 }
 
 /// Records per page while copying.

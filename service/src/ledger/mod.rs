@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-pub use dump::{ChunkDump, ContentDump, CopyReport, FileDump, copy_ledger};
+pub use dump::{ChunkDump, ContentDump, CopyReport, FileDump, copy_keys, copy_ledger};
 pub use keys::{ApiKeyRecord, KeyLedger, NewApiKey};
 pub use postgres::PostgresLedger;
 pub use sqlite::SqliteLedger;

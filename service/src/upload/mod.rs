@@ -10,6 +10,7 @@ pub mod check;
 mod committed;
 pub mod content_digest;
 mod hasher;
+mod parked;
 pub mod session;
 pub mod stream;
 pub mod wire;

@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use super::committed::CommittedChunks;
 use super::hasher::{FileDigests, OrderedHasher};
+use super::parked::{ParkedChunks, ParkingBudget};
 use crate::blob::{BlobStore, ContentKey, Part};
 use crate::error::ServiceError;
 use crate::identity::Owner;
@@ -158,6 +159,8 @@ enum Command {
 pub struct SessionRegistry {
     ledger: Arc<dyn ChunkLedger>,
     blobs: Arc<dyn BlobStore>,
+    /// Memory for parked chunks, shared by every session.
+    parking: Arc<ParkingBudget>,
     limits: Limits,
     idle_timeout: Duration,
     sessions: Mutex<HashMap<Uuid, mpsc::Sender<Command>>>,
@@ -173,6 +176,7 @@ impl SessionRegistry {
         Arc::new(Self {
             ledger,
             blobs,
+            parking: ParkingBudget::new(limits.parked_memory_bytes),
             limits,
             idle_timeout,
             sessions: Mutex::new(HashMap::new()),
@@ -290,13 +294,11 @@ struct Session {
     /// Chunks covered by the last hash checkpoint saved to the ledger.
     checkpointed: u64,
     /// Committed chunks past the hashed prefix whose bytes are still in memory.
-    parked: BTreeMap<u64, Bytes>,
+    parked: ParkedChunks,
     /// Committed chunks next in line for the hasher, by index, with the stream whose
     /// ack waits until the hasher takes them: the client then refills its window only
     /// as fast as the server hashes, so memory stays about window x chunk size.
     acks_after_hash: BTreeMap<u64, u64>,
-    parked_bytes: usize,
-    park_budget: usize,
     streams: HashMap<u64, mpsc::UnboundedSender<SessionEvent>>,
     next_stream_id: u64,
 }
@@ -412,8 +414,10 @@ impl Session {
             }
             _ => (OrderedHasher::start(), 0),
         };
-        let park_budget =
-            (registry.limits.max_window as usize).saturating_mul(file.chunk_size as usize);
+        let parked = ParkedChunks::new(
+            (registry.limits.max_window as usize).saturating_mul(file.chunk_size as usize),
+            Arc::clone(&registry.parking),
+        );
         let mut session = Session {
             registry: Arc::clone(&registry),
             commands,
@@ -425,10 +429,9 @@ impl Session {
             hasher: Some(hasher),
             hashed,
             checkpointed: hashed,
-            parked: BTreeMap::new(),
+            parked,
             acks_after_hash: BTreeMap::new(),
-            parked_bytes: 0,
-            park_budget,
+
             streams: HashMap::new(),
             next_stream_id: 0,
             file,
@@ -736,7 +739,6 @@ impl Session {
         for (stream, chunk) in fresh {
             let index = chunk.index;
             if index >= next_to_hash {
-                self.parked_bytes += chunk.data.len();
                 self.parked.insert(index, chunk.data);
             }
             if (next_to_hash..hashable_end).contains(&index) {
@@ -745,7 +747,7 @@ impl Session {
                 self.ack(stream, index, false);
             }
         }
-        self.trim_parked();
+        self.parked.trim();
         for (stream, index) in repeats {
             self.ack(stream, index, true);
         }
@@ -776,7 +778,7 @@ impl Session {
     async fn advance_hash(&mut self) -> Result<(), ServiceError> {
         while self.can_feed() {
             let index = self.hashed;
-            let data = match self.parked.get(&index) {
+            let data = match self.parked.get(index) {
                 Some(data) => data.clone(),
                 None => {
                     let len = self.layout.chunk_len(index).unwrap_or(0) as usize;
@@ -791,7 +793,6 @@ impl Session {
                         })?;
                     // Parked, so that a poll dropped while the hasher is full does not
                     // read it again.
-                    self.parked_bytes += data.len();
                     self.parked.insert(index, data.clone());
                     data
                 }
@@ -800,9 +801,7 @@ impl Session {
                 break;
             };
             hasher.feed(data).await;
-            if let Some(data) = self.parked.remove(&index) {
-                self.parked_bytes -= data.len();
-            }
+            self.parked.remove(index);
             self.hashed += 1;
             if let Some(stream) = self.acks_after_hash.remove(&index) {
                 self.ack(stream, index, false);
@@ -814,17 +813,6 @@ impl Session {
             }
         }
         Ok(())
-    }
-
-    /// Keeps at most the budget of parked chunks in memory: drops the chunks needed
-    /// last (they are read back from staging when the hasher reaches them).
-    fn trim_parked(&mut self) {
-        while self.parked_bytes > self.park_budget {
-            match self.parked.pop_last() {
-                Some((_, data)) => self.parked_bytes -= data.len(),
-                None => break,
-            }
-        }
     }
 
     /// Saves a checkpoint of the hash so far to the ledger, once the hasher reaches it.

@@ -26,6 +26,9 @@ async fn migrate_ledger_moves_a_server_from_the_embedded_ledger_to_postgres() {
         stream.expect_ack().await;
     }
     drop(stream);
+    let (kept, _) = server.create_key("alice", Some("users/")).await;
+    let (revoked, _) = server.create_key("bob", None).await;
+    server.revoke_key(&revoked).await;
     server.stop().await;
 
     let postgres = TestDatabase::create().await;
@@ -43,12 +46,19 @@ async fn migrate_ledger_moves_a_server_from_the_embedded_ledger_to_postgres() {
     );
     let said = String::from_utf8_lossy(&output.stdout);
     assert!(
-        said.contains("copied 2 files, 14 chunks and 1 content records"),
+        said.contains("copied 2 files, 14 chunks, 1 content records and 2 API keys"),
         "{said}"
     );
 
     let url = postgres.url.clone();
     server.restart_with(|s| s.database_url = Some(url)).await;
+    // The keys came along, the revoked one revoked.
+    let keys = server.open_ledgers().await.keys.list_keys().await.unwrap();
+    let key = |id: &str| keys.iter().find(|k| k.id == id).expect("a copied key");
+    assert_eq!(key(&kept).owner, "alice");
+    assert_eq!(key(&kept).act_for_prefix.as_deref(), Some("users/"));
+    assert!(key(&kept).revoked_at.is_none());
+    assert!(key(&revoked).revoked_at.is_some());
     let mut client = server.client().await;
     let copy = download(&mut client, None, &stored.file_id, 0, 0)
         .await

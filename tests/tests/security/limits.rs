@@ -62,18 +62,40 @@ fn framed(message: &[u8]) -> Vec<u8> {
 /// and how long it took to come.
 async fn status_of_stalled_upload(server: &TestServer, body: Vec<u8>) -> (tonic::Status, Duration) {
     let started = Instant::now();
-    let mut channel = server.channel().await;
-    let mut request = Request::new(Body::new(StallingBody(Some(body.into()))));
-    *request.method_mut() = http::Method::POST;
-    *request.uri_mut() = http::Uri::from_static(UPLOAD_CHUNKS);
-    request.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    std::future::poll_fn(|cx| channel.poll_ready(cx))
+    let status = tokio::time::timeout(GRACE, StallingUpload::send(&server.endpoint(), body))
         .await
-        .unwrap();
-    let call = async {
+        .expect("the server closes the stream by itself");
+    (status, started.elapsed())
+}
+
+/// The prefix of a `len`-byte message and `sent` bytes of it.
+pub fn half_a_message(len: u32, sent: usize) -> Vec<u8> {
+    let mut body = vec![0];
+    body.extend_from_slice(&len.to_be_bytes());
+    body.resize(5 + sent, 0x12);
+    body
+}
+
+/// An UploadChunks call whose body sends some bytes and then stalls, on a connection
+/// of its own.
+pub struct StallingUpload;
+
+impl StallingUpload {
+    /// Sends `body` to the server at `endpoint` and waits for the call's final status.
+    pub async fn send(endpoint: &str, body: Vec<u8>) -> tonic::Status {
+        let mut channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+            .expect("a valid endpoint")
+            .connect_lazy();
+        let mut request = Request::new(Body::new(StallingBody(Some(body.into()))));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = http::Uri::from_static(UPLOAD_CHUNKS);
+        request.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        std::future::poll_fn(|cx| channel.poll_ready(cx))
+            .await
+            .expect("the channel is ready");
         let response = channel.call(request).await.expect("an HTTP response");
         if let Some(status) = tonic::Status::from_header_map(response.headers()) {
             return status;
@@ -90,11 +112,7 @@ async fn status_of_stalled_upload(server: &TestServer, body: Vec<u8>) -> (tonic:
                 other => panic!("the stream ended without a status: {other:?}"),
             }
         }
-    };
-    let status = tokio::time::timeout(GRACE, call)
-        .await
-        .expect("the server closes the stream by itself");
-    (status, started.elapsed())
+    }
 }
 
 /// An open session's `start` message, framed.
@@ -140,10 +158,7 @@ async fn a_silent_stream_is_closed(ledger: Ledger) {
 async fn a_half_sent_message_is_closed(ledger: Ledger) {
     let server = strict_server(ledger).await;
     let mut body = start_of_a_session(&server).await;
-    // The prefix of a 1 MiB message, and 100 of its bytes.
-    body.push(0);
-    body.extend_from_slice(&(1u32 << 20).to_be_bytes());
-    body.extend_from_slice(&[0x12; 100]);
+    body.extend_from_slice(&half_a_message(1 << 20, 100));
     let (status, _) = status_of_stalled_upload(&server, body).await;
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(status.message().contains("sent too slowly"), "{status:?}");
@@ -220,3 +235,40 @@ async fn an_owner_past_its_open_uploads_or_its_quota_is_refused_and_others_are_n
 transfer_tests::ledger_tests!(
     an_owner_past_its_open_uploads_or_its_quota_is_refused_and_others_are_not
 );
+
+async fn connections_past_the_cap_wait_until_one_closes(ledger: Ledger) {
+    let server = TestServer::start_with(ledger, |s| s.max_connections = 2).await;
+    let get = |channel: tonic::transport::Channel| async move {
+        let mut client =
+            transfer_proto::v1::transfer_service_client::TransferServiceClient::new(channel);
+        client
+            .get_file(transfer_proto::v1::GetFileRequest {
+                file_id: uuid::Uuid::new_v4().to_string(),
+            })
+            .await
+            .unwrap_err()
+            .code()
+    };
+    let first = server.channel().await;
+    let second = server.channel().await;
+    assert_eq!(get(first.clone()).await, Code::NotFound);
+    assert_eq!(get(second.clone()).await, Code::NotFound);
+
+    let third = tonic::transport::Endpoint::from_shared(server.endpoint())
+        .unwrap()
+        .connect_lazy();
+    let waiting = tokio::spawn(get(third));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a third connection is not served meanwhile"
+    );
+    drop((first, second));
+    let code = tokio::time::timeout(GRACE, waiting)
+        .await
+        .expect("served once a connection closed")
+        .unwrap();
+    assert_eq!(code, Code::NotFound);
+}
+
+transfer_tests::ledger_tests!(connections_past_the_cap_wait_until_one_closes);

@@ -5,6 +5,7 @@ mod by_hash;
 mod collision;
 mod identity;
 mod limits;
+mod memory;
 mod tls;
 mod transferd_cli;
 

@@ -1,0 +1,137 @@
+//! Committed chunks a session keeps in memory until the in-order hasher reaches them:
+//! within the session's own budget (window × chunk) and within one budget shared by
+//! every session of the server. Over either, the chunks needed last are dropped; they
+//! are on disk, and are read back when the hasher gets to them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+
+/// Bytes parked across every session, and the most they may take.
+#[derive(Debug)]
+pub struct ParkingBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl ParkingBudget {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            used: AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    /// Bytes parked now, across every session.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn over(&self) -> bool {
+        self.used() > self.limit
+    }
+}
+
+/// One session's parked chunks, by index.
+#[derive(Debug)]
+pub struct ParkedChunks {
+    chunks: BTreeMap<u64, Bytes>,
+    bytes: usize,
+    own_limit: usize,
+    budget: Arc<ParkingBudget>,
+}
+
+impl ParkedChunks {
+    pub fn new(own_limit: usize, budget: Arc<ParkingBudget>) -> Self {
+        Self {
+            chunks: BTreeMap::new(),
+            bytes: 0,
+            own_limit,
+            budget,
+        }
+    }
+
+    pub fn insert(&mut self, index: u64, data: Bytes) {
+        self.add(data.len());
+        if let Some(old) = self.chunks.insert(index, data) {
+            self.sub(old.len());
+        }
+    }
+
+    pub fn get(&self, index: u64) -> Option<&Bytes> {
+        self.chunks.get(&index)
+    }
+
+    pub fn remove(&mut self, index: u64) -> Option<Bytes> {
+        let data = self.chunks.remove(&index)?;
+        self.sub(data.len());
+        Some(data)
+    }
+
+    /// Drops the chunks needed last while this session is over its own limit or the
+    /// server over its shared one.
+    pub fn trim(&mut self) {
+        while self.bytes > self.own_limit || self.budget.over() {
+            match self.chunks.pop_last() {
+                Some((_, data)) => self.sub(data.len()),
+                None => break,
+            }
+        }
+    }
+
+    fn add(&mut self, len: usize) {
+        self.bytes += len;
+        self.budget.used.fetch_add(len, Ordering::Relaxed);
+    }
+
+    fn sub(&mut self, len: usize) {
+        self.bytes -= len;
+        self.budget.used.fetch_sub(len, Ordering::Relaxed);
+    }
+}
+
+impl Drop for ParkedChunks {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(len: usize) -> Bytes {
+        Bytes::from(vec![0u8; len])
+    }
+
+    #[test]
+    fn a_session_keeps_at_most_its_own_limit_dropping_the_chunks_needed_last() {
+        let budget = ParkingBudget::new(1 << 30);
+        let mut parked = ParkedChunks::new(300, Arc::clone(&budget));
+        for index in [5, 1, 9, 3] {
+            parked.insert(index, chunk(100));
+        }
+        parked.trim();
+        assert!(parked.get(1).is_some() && parked.get(3).is_some() && parked.get(5).is_some());
+        assert!(parked.get(9).is_none(), "the last needed goes first");
+        assert_eq!(budget.used(), 300);
+    }
+
+    #[test]
+    fn sessions_together_keep_within_the_shared_budget() {
+        let budget = ParkingBudget::new(250);
+        let mut first = ParkedChunks::new(1000, Arc::clone(&budget));
+        let mut second = ParkedChunks::new(1000, Arc::clone(&budget));
+        first.insert(0, chunk(200));
+        first.trim();
+        second.insert(0, chunk(100));
+        second.insert(1, chunk(100));
+        second.trim();
+        assert!(budget.used() <= 250, "{}", budget.used());
+        assert_eq!(first.remove(0).map(|d| d.len()), Some(200));
+        drop(second);
+        assert_eq!(budget.used(), 0, "a session gone gives its bytes back");
+    }
+}
