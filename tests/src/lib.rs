@@ -7,6 +7,7 @@ pub mod database;
 pub mod pki;
 pub mod process;
 pub mod proxy;
+pub mod raw_call;
 pub mod server;
 pub mod tls_postgres;
 

@@ -2,78 +2,21 @@
 //! (`UploadChunks`, `Download`): each is answered with a clear status, sent here as raw
 //! HTTP/2 requests, as a broken or hostile peer would send them.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request};
-use http_body::{Body as _, Frame};
 use tonic::Code;
-use tonic::body::Body;
-use tonic::codegen::Service;
+use transfer_tests::raw_call::{self, Then, framed};
 use transfer_tests::{Ledger, TestServer};
 
 const UPLOAD_CHUNKS: &str = "/transfer.v1.TransferService/UploadChunks";
 const DOWNLOAD: &str = "/transfer.v1.TransferService/Download";
 
-/// A request body of exactly these bytes, then its end.
-struct RawBody(Option<Bytes>);
-
-impl http_body::Body for RawBody {
-    type Data = Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
-        Poll::Ready(self.0.take().map(|b| Ok(Frame::data(b))))
-    }
-}
-
-/// Sends `body` to `path` with `headers` and returns the call's final status, from the
-/// headers of a trailers-only answer or from the trailers.
+/// Sends `body` (then its end) to `path` and returns the call's final status.
 async fn final_status(
     server: &TestServer,
     path: &'static str,
     headers: &[(&'static str, &'static str)],
     body: Vec<u8>,
 ) -> tonic::Status {
-    let mut channel = server.channel().await;
-    let mut request = Request::new(Body::new(RawBody(Some(body.into()))));
-    *request.method_mut() = http::Method::POST;
-    *request.uri_mut() = http::Uri::from_static(path);
-    request.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    for (name, value) in headers {
-        request
-            .headers_mut()
-            .insert(*name, HeaderValue::from_static(value));
-    }
-    std::future::poll_fn(|cx| channel.poll_ready(cx))
-        .await
-        .expect("the channel is ready");
-    let response = channel.call(request).await.expect("an HTTP response");
-    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
-        return status;
-    }
-    let mut body = response.into_body();
-    let mut trailers = HeaderMap::new();
-    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-        if let Ok(found) = frame.expect("a body frame").into_trailers() {
-            trailers = found;
-        }
-    }
-    tonic::Status::from_header_map(&trailers).expect("trailers with grpc-status")
-}
-
-fn framed(flag: u8, message: &[u8]) -> Vec<u8> {
-    let mut framed = vec![flag];
-    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    framed.extend_from_slice(message);
-    framed
+    raw_call::final_status(&server.endpoint(), path, headers, body, Then::End).await
 }
 
 async fn an_upload_message_that_is_not_protobuf_is_invalid_argument(ledger: Ledger) {

@@ -3,20 +3,14 @@
 //! which (a client that reads no answers: see `upload::stream`'s tests), and unary
 //! requests are small.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{HeaderValue, Request};
-use http_body::{Body as _, Frame};
 use prost::Message;
 use tonic::Code;
-use tonic::body::Body;
-use tonic::codegen::Service;
 use transfer_proto::v1::{
     CheckUploadRequest, UploadChunksRequest, UploadStart, upload_chunks_request,
 };
+use transfer_tests::raw_call::{self, Then, framed};
 use transfer_tests::{Ledger, TestFile, TestServer};
 
 const UPLOAD_CHUNKS: &str = "/transfer.v1.TransferService/UploadChunks";
@@ -30,32 +24,6 @@ async fn strict_server(ledger: Ledger) -> TestServer {
         s.stream_idle_secs = 1;
     })
     .await
-}
-
-/// A request body that sends these bytes, then neither more nor its end.
-struct StallingBody(Option<Bytes>);
-
-impl http_body::Body for StallingBody {
-    type Data = Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
-        match self.0.take() {
-            Some(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
-            None => Poll::Pending,
-        }
-    }
-}
-
-/// `message` with gRPC's 5-byte prefix.
-fn framed(message: &[u8]) -> Vec<u8> {
-    let mut out = vec![0];
-    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    out.extend_from_slice(message);
-    out
 }
 
 /// Sends `body` (which then stalls) to UploadChunks and returns the call's final status
@@ -83,35 +51,7 @@ pub struct StallingUpload;
 impl StallingUpload {
     /// Sends `body` to the server at `endpoint` and waits for the call's final status.
     pub async fn send(endpoint: &str, body: Vec<u8>) -> tonic::Status {
-        let mut channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
-            .expect("a valid endpoint")
-            .connect_lazy();
-        let mut request = Request::new(Body::new(StallingBody(Some(body.into()))));
-        *request.method_mut() = http::Method::POST;
-        *request.uri_mut() = http::Uri::from_static(UPLOAD_CHUNKS);
-        request.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        std::future::poll_fn(|cx| channel.poll_ready(cx))
-            .await
-            .expect("the channel is ready");
-        let response = channel.call(request).await.expect("an HTTP response");
-        if let Some(status) = tonic::Status::from_header_map(response.headers()) {
-            return status;
-        }
-        let mut body = response.into_body();
-        loop {
-            match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-                Some(Ok(frame)) => {
-                    if let Some(trailers) = frame.trailers_ref() {
-                        return tonic::Status::from_header_map(trailers)
-                            .expect("a status in the trailers");
-                    }
-                }
-                other => panic!("the stream ended without a status: {other:?}"),
-            }
-        }
+        raw_call::final_status(endpoint, UPLOAD_CHUNKS, &[], body, Then::Stall).await
     }
 }
 
@@ -121,6 +61,7 @@ async fn start_of_a_session(server: &TestServer) -> Vec<u8> {
     let session =
         transfer_tests::client::open_session(&mut server.client().await, None, &file, CHUNK).await;
     framed(
+        0,
         &UploadChunksRequest {
             message: Some(upload_chunks_request::Message::Start(UploadStart {
                 upload_id: session.upload_id,
