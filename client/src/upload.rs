@@ -245,6 +245,22 @@ impl<S: ChunkSource> Upload<'_, S> {
         let done_bytes: u64 = committed.iter().map(|&(s, e)| layout.bytes(s, e)).sum();
         reporter.phase(TransferState::Uploading, done_bytes, size);
 
+        // A single pass hashes what the server already has before the stream opens: an
+        // open stream that owes the server a message goes quiet meanwhile, and the
+        // server closes streams quiet for long (its --stream-idle-secs).
+        if let Some(streaming) = self.streaming.as_mut()
+            && streaming.digest().is_none()
+        {
+            let first_missing = committed
+                .first()
+                .filter(|(start, _)| *start == 0)
+                .map_or(0, |&(_, end)| end);
+            streaming
+                .catch_up(self.source, layout.bytes(0, first_missing))
+                .await
+                .map_err(|e| Interruption::Fatal(read_error(&self.label, e)))?;
+        }
+
         let window = self.client.config().window.min(session.max_window).max(1) as usize;
         // Room for everything the stream can owe the server at once (the start, a window
         // of unacknowledged chunks, the digest): sending never waits on the channel, so

@@ -28,7 +28,7 @@ use uuid::Uuid;
 use super::committed::CommittedChunks;
 use super::hasher::{FileDigests, OrderedHasher};
 use super::parked::{ParkedChunks, ParkingBudget};
-use crate::blob::{BlobStore, ContentKey, Part};
+use crate::blob::{BlobError, BlobStore, ContentKey, Part};
 use crate::error::ServiceError;
 use crate::identity::Owner;
 use crate::layout::{ChunkLayout, Limits};
@@ -451,6 +451,19 @@ impl Session {
             {
                 session.content_already_stored = true;
                 return Ok(Loaded::Open(Box::new(session)));
+            }
+            // Digests from the checkpoint with neither the content nor its staged bytes
+            // on disk: nothing is left to complete from (an empty staging made now
+            // would be moved to the real digest's address).
+            if session.computed.is_some()
+                && layout.size > 0
+                && let Err(BlobError::UploadNotFound(_)) =
+                    registry.blobs.read_staged(id, 0, 0).await
+            {
+                return Err(ServiceError::StoredDataLost {
+                    id,
+                    reason: "neither the content nor the staged upload is on disk".into(),
+                });
             }
             if session.hasher.is_none() && session.computed.is_none() {
                 return Err(ServiceError::StoredDataLost {

@@ -126,7 +126,9 @@ async fn drive(
     let idle = limits.stream_idle_timeout;
     let mut quiet_since = Instant::now();
     loop {
-        let owed = sending && state.in_flight == 0;
+        // Not once every chunk is stored and the MD5 known: then the server owes the
+        // client `completed` (still hashing, syncing, moving the file).
+        let owed = sending && state.in_flight == 0 && (!finishing || state.awaiting_digest);
         tokio::select! {
             biased;
             event = state.attached.events.recv() => match event {
