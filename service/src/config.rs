@@ -78,10 +78,11 @@ pub struct Settings {
     #[arg(long, env = "TRANSFERD_FIRST_MESSAGE_SECS", default_value_t = 10)]
     pub first_message_secs: u64,
 
-    /// Seconds an upload stream may go without a complete message while the server
-    /// waits for one: an idle stream, or a chunk sent too slowly (a 4 MiB chunk needs
-    /// about 70 KB/s at the default), and seconds the server waits for a client that
-    /// reads no acks. Either ends the stream with DEADLINE_EXCEEDED.
+    /// Seconds an upload stream may go without a chunk stored while the server waits
+    /// for the client: an idle stream, a chunk sent too slowly (a 4 MiB chunk needs
+    /// about 70 KB/s at the default) or only messages that store nothing; and seconds
+    /// the server waits for a client that reads no acks. Either ends the stream with
+    /// DEADLINE_EXCEEDED.
     #[arg(long, env = "TRANSFERD_STREAM_IDLE_SECS", default_value_t = 60)]
     pub stream_idle_secs: u64,
 

@@ -22,9 +22,9 @@ pub struct Limits {
     pub parked_memory_bytes: usize,
     /// How long an upload stream may take to send its first message.
     pub first_message_timeout: std::time::Duration,
-    /// How long an upload stream may go without a complete message while the server
-    /// waits for one (an idle stream, or a message sent too slowly), and how long the
-    /// server waits for a client that reads no acks.
+    /// How long an upload stream may go without a chunk stored while the server waits
+    /// for the client (an idle stream, a message sent too slowly, messages that store
+    /// nothing), and how long the server waits for a client that reads no acks.
     pub stream_idle_timeout: std::time::Duration,
 }
 

@@ -122,7 +122,10 @@ async fn drive(
     // Set once an ack says no chunk is missing: `completed` or an error follows.
     let mut finishing = state.remaining == 0;
     // The client owes the next message once nothing it sent awaits an answer: from then
-    // on it has `idle` to send one (or to end the stream).
+    // on it has `idle` to make progress (a chunk stored, or the MD5 the session waits
+    // for) or to end the stream. Messages that store nothing (rejected chunks, chunks
+    // stored before, a repeated digest) do not count: they would keep a stream open
+    // for ever.
     let idle = limits.stream_idle_timeout;
     let mut quiet_since = Instant::now();
     loop {
@@ -137,7 +140,9 @@ async fn drive(
                     state.remaining = remaining;
                     finishing |= remaining == 0;
                     send_stored_ack(outbound, index, already_stored, remaining).await?;
-                    quiet_since = Instant::now();
+                    if !already_stored {
+                        quiet_since = Instant::now();
+                    }
                 }
                 Some(SessionEvent::Completed(file)) => return send_completed(outbound, &file).await,
                 Some(SessionEvent::Failed(status)) => return Err(status),
@@ -145,20 +150,21 @@ async fn drive(
             },
             () = tokio::time::sleep_until(quiet_since + idle), if owed => {
                 return Err(ServiceError::StreamDeadline {
-                    waited_for: "no complete message arrived (an idle stream, or a chunk sent too slowly)",
+                    waited_for: "no chunk was stored (an idle stream, a chunk sent too slowly, or only messages that store nothing)",
                     seconds: idle.as_secs(),
                 }
                 .into());
             }
             message = inbound.next(), if sending => match message {
                 Some(Ok(UploadChunksRequest { message: Some(upload_chunks_request::Message::Chunk(chunk)) })) => {
-                    quiet_since = Instant::now();
                     if let Handed::SessionClosed = receive_chunk(&mut state, chunk, outbound).await? {
                         return last_word(&mut state.attached, outbound).await;
                     }
                 }
                 Some(Ok(UploadChunksRequest { message: Some(upload_chunks_request::Message::Digest(digest)) })) => {
-                    quiet_since = Instant::now();
+                    if state.awaiting_digest {
+                        quiet_since = Instant::now();
+                    }
                     let md5 = parse_md5("digest.md5", &digest.md5)?;
                     state.awaiting_digest = false;
                     if state.attached.send_digest(md5).await.is_err() {

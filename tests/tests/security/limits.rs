@@ -91,7 +91,7 @@ async fn a_silent_stream_is_closed(ledger: Ledger) {
     let (status, _) = status_of_stalled_upload(&server, start).await;
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(
-        status.message().contains("no complete message"),
+        status.message().contains("no chunk was stored"),
         "{status:?}"
     );
 }
@@ -213,3 +213,34 @@ async fn connections_past_the_cap_wait_until_one_closes(ledger: Ledger) {
 }
 
 transfer_tests::ledger_tests!(connections_past_the_cap_wait_until_one_closes);
+
+async fn a_stream_of_messages_that_store_nothing_is_closed(ledger: Ledger) {
+    let server = strict_server(ledger).await;
+    let mut client = server.client().await;
+    let file = TestFile::new("busy.bin", 4 * CHUNK as usize, 33);
+    let session = transfer_tests::client::open_session(&mut client, None, &file, CHUNK).await;
+    let mut stream = transfer_tests::ChunkStream::open(&mut client, None, &session.upload_id)
+        .await
+        .unwrap();
+    // A chunk with a wrong CRC32C, again and again, each answered with a rejection.
+    let started = Instant::now();
+    let status = loop {
+        assert!(started.elapsed() < GRACE, "the stream was never closed");
+        stream
+            .send(transfer_proto::v1::Chunk {
+                index: 0,
+                data: file.chunk(0, CHUNK),
+                crc32c: 0,
+            })
+            .await;
+        match stream.next().await {
+            Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("store nothing"), "{status:?}");
+}
+
+transfer_tests::ledger_tests!(a_stream_of_messages_that_store_nothing_is_closed);
