@@ -132,21 +132,25 @@ pub async fn seed_sqlite(path: &Path, count: u64) -> Result<()> {
     .await?
 }
 
+/// The seeded owner the latency probe acts for (seeded files are spread over
+/// `owner-0` to `owner-999`): instant upload answers from the caller's own files.
+const READER: u64 = 7;
+
 /// `CheckUpload` latencies (seconds) against a server whose ledger holds `seeded` files:
-/// `calls` asks for stored content (instant uploads for an owner who lacks it), and
-/// `calls` for new content (each opens a session).
+/// `calls` asks for content the caller stored (instant uploads of another file of it),
+/// and `calls` for new content (each opens a session).
 pub async fn check_latencies(
     endpoint: &str,
     seeded: u64,
     calls: usize,
 ) -> Result<(Vec<f64>, Vec<f64>)> {
     let mut config = ClientConfig::new(endpoint);
-    config.owner = Some("bench-reader".into());
+    config.owner = Some(format!("owner-{READER}"));
     let mut raw = TransferClient::new(config)?.raw();
     let mut instant = Vec::with_capacity(calls);
     let mut new = Vec::with_capacity(calls);
     for call in 0..=calls {
-        let (md5, size) = seeded_content(fastrand::u64(..seeded.max(1)));
+        let (md5, size) = seeded_content(READER + 1000 * fastrand::u64(..(seeded / 1000).max(1)));
         let (answer, stored) = timed_check(&mut raw, format!("stored-{call}"), size, md5).await?;
         if !matches!(answer, Some(CheckResult::AlreadyStored(_))) {
             bail!("seeded content was not an instant upload");
@@ -207,6 +211,13 @@ pub async fn section(bench: &mut crate::Bench) -> Result<()> {
     // CheckUpload with many files stored: seed each ledger once, then ask.
     let seeded = plan.seeded_files;
     let calls = if plan.quick { 100 } else { 500 };
+    // Every new-content call leaves a 1 GiB session open for the reader.
+    let open_sessions = [
+        "--max-open-uploads-per-owner".to_owned(),
+        (calls + 1).to_string(),
+        "--owner-quota-bytes".to_owned(),
+        (u64::MAX / 2).to_string(),
+    ];
     let mut latencies = Vec::new();
     for backend in ["PostgreSQL", "embedded SQLite"] {
         let started = Instant::now();
@@ -218,7 +229,7 @@ pub async fn section(bench: &mut crate::Bench) -> Result<()> {
                 &bench.work,
                 LedgerChoice::Postgres(url),
                 Some(database),
-                &[],
+                &open_sessions,
             )
             .await?
         } else {
@@ -227,7 +238,7 @@ pub async fn section(bench: &mut crate::Bench) -> Result<()> {
                 .tempdir_in(&bench.work)?
                 .keep();
             seed_sqlite(&data_dir.join("ledger.sqlite3"), seeded).await?;
-            Transferd::start_in(data_dir, LedgerChoice::Embedded, None, &[]).await?
+            Transferd::start_in(data_dir, LedgerChoice::Embedded, None, &open_sessions).await?
         };
         println!(
             "{backend}: seeded {seeded} files in {:.1} s",
