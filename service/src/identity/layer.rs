@@ -75,7 +75,8 @@ where
                         inner.call(request).await
                     }
                     Err(error) => {
-                        tracing::info!(%error, "refused a call");
+                        // Debug: a flood of bad calls must not become a flood of log lines.
+                        tracing::debug!(%error, "refused a call");
                         Ok(Status::from(error).into_http())
                     }
                 }

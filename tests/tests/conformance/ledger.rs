@@ -75,6 +75,11 @@ crate::conformance_tests!(crate::ledger::suite; [
 pub mod suite {
     use super::*;
 
+    /// Opens an upload that must open, and returns its id.
+    async fn opened(ledger: &Arc<dyn ChunkLedger>, upload: &NewUpload) -> Uuid {
+        ledger.open_upload(upload).await.unwrap().file.id
+    }
+
     /// A BLAKE3 a test records as content completed from `seed`.
     fn blake3_for(seed: &str) -> Blake3Digest {
         *blake3::hash(seed.as_bytes()).as_bytes()
@@ -167,12 +172,7 @@ pub mod suite {
 
     pub async fn concurrent_commits_of_one_index_record_it_once(b: &impl LedgerBackend) {
         let ledger = b.open().await;
-        let id = ledger
-            .open_upload(&upload("o", "cc"))
-            .await
-            .unwrap()
-            .file
-            .id;
+        let id = opened(&ledger, &upload("o", "cc")).await;
         let commits = (0..8).map(|_| {
             let ledger = Arc::clone(&ledger);
             tokio::spawn(async move { ledger.commit_chunks(id, &[chunk(1)]).await.unwrap() })
@@ -187,12 +187,7 @@ pub mod suite {
 
     pub async fn chunks_are_refused_once_an_upload_is_aborted(b: &impl LedgerBackend) {
         let ledger = b.open().await;
-        let id = ledger
-            .open_upload(&upload("o", "ab"))
-            .await
-            .unwrap()
-            .file
-            .id;
+        let id = opened(&ledger, &upload("o", "ab")).await;
         ledger.commit_chunks(id, &[chunk(0)]).await.unwrap();
         ledger.abort_upload(id).await.unwrap();
         assert!(
@@ -294,24 +289,9 @@ pub mod suite {
             async move { ledger.owner_usage(owner).await.unwrap() }
         };
         assert_eq!(usage("o").await, OwnerUsage::default());
-        let open = ledger
-            .open_upload(&upload("o", "open"))
-            .await
-            .unwrap()
-            .file
-            .id;
-        let done = ledger
-            .open_upload(&upload("o", "done"))
-            .await
-            .unwrap()
-            .file
-            .id;
-        let gone = ledger
-            .open_upload(&upload("o", "gone"))
-            .await
-            .unwrap()
-            .file
-            .id;
+        opened(&ledger, &upload("o", "open")).await;
+        let done = opened(&ledger, &upload("o", "done")).await;
+        let gone = opened(&ledger, &upload("o", "gone")).await;
         ledger
             .complete_upload(done, &md5_for("done"), &blake3_for("done"))
             .await
@@ -331,24 +311,13 @@ pub mod suite {
             }
         );
         assert_eq!(usage("someone else").await, OwnerUsage::default());
-        let _ = open;
     }
 
     pub async fn two_contents_with_one_md5_stay_two_contents(b: &impl LedgerBackend) {
         let ledger = b.open().await;
         // Same declared MD5 and size; the server computed different BLAKE3s.
-        let alices = ledger
-            .open_upload(&upload("alice", "twin"))
-            .await
-            .unwrap()
-            .file
-            .id;
-        let bobs = ledger
-            .open_upload(&upload("bob", "twin"))
-            .await
-            .unwrap()
-            .file
-            .id;
+        let alices = opened(&ledger, &upload("alice", "twin")).await;
+        let bobs = opened(&ledger, &upload("bob", "twin")).await;
         let a = ledger
             .complete_upload(alices, &md5_for("twin"), &blake3_for("good"))
             .await
@@ -411,12 +380,7 @@ pub mod suite {
         b: &impl LedgerBackend,
     ) {
         let ledger = b.open().await;
-        let id = ledger
-            .open_upload(&upload("o", "closed"))
-            .await
-            .unwrap()
-            .file
-            .id;
+        let id = opened(&ledger, &upload("o", "closed")).await;
         ledger
             .complete_upload(id, &md5_for("closed"), &blake3_for("closed"))
             .await
@@ -491,12 +455,7 @@ pub mod suite {
     pub async fn the_ledger_survives_reopening(b: &impl LedgerBackend) {
         let id = {
             let ledger = b.open().await;
-            let id = ledger
-                .open_upload(&upload("o", "persist"))
-                .await
-                .unwrap()
-                .file
-                .id;
+            let id = opened(&ledger, &upload("o", "persist")).await;
             ledger
                 .commit_chunks(id, &[chunk(0), chunk(2)])
                 .await
@@ -570,12 +529,7 @@ pub mod suite {
 
     pub async fn a_hash_checkpoint_is_kept_only_while_it_is_the_latest(b: &impl LedgerBackend) {
         let ledger = b.open().await;
-        let id = ledger
-            .open_upload(&upload("o", "hash"))
-            .await
-            .unwrap()
-            .file
-            .id;
+        let id = opened(&ledger, &upload("o", "hash")).await;
         assert_eq!(ledger.hash_checkpoint(id).await.unwrap(), None);
         let at = |chunks: u64| HashCheckpoint {
             chunks,

@@ -57,12 +57,7 @@ async fn codes_of_every_rpc(
         .await
     {
         Err(status) => status.code(),
-        Ok(stream) => stream
-            .into_inner()
-            .message()
-            .await
-            .err()
-            .map_or(Code::Ok, |s| s.code()),
+        Ok(stream) => first_code(stream.into_inner()).await,
     };
     codes.push(("Download", download));
     let start = UploadChunksRequest {
@@ -72,12 +67,7 @@ async fn codes_of_every_rpc(
     };
     let upload = match raw.upload_chunks(tokio_stream::iter([start])).await {
         Err(status) => status.code(),
-        Ok(stream) => stream
-            .into_inner()
-            .message()
-            .await
-            .err()
-            .map_or(Code::Ok, |s| s.code()),
+        Ok(stream) => first_code(stream.into_inner()).await,
     };
     codes.push(("UploadChunks", upload));
     // Health and reflection, on a channel of their own.
@@ -90,6 +80,11 @@ async fn codes_of_every_rpc(
     codes.push(("Health/Check", health.err().map_or(Code::Ok, |s| s.code())));
     codes.push(("Reflection", reflection_code(server, token).await));
     codes
+}
+
+/// The code a streaming call's first answer ends with: OK if it sends a message.
+async fn first_code<T>(mut answers: tonic::Streaming<T>) -> Code {
+    answers.message().await.err().map_or(Code::Ok, |s| s.code())
 }
 
 /// Adds `authorization: Bearer <token>` to every call, when there is a token.
@@ -127,12 +122,7 @@ async fn reflection_code(server: &TestServer, token: Option<&str>) -> Code {
         .await
     {
         Err(status) => status.code(),
-        Ok(answers) => answers
-            .into_inner()
-            .message()
-            .await
-            .err()
-            .map_or(Code::Ok, |s| s.code()),
+        Ok(answers) => first_code(answers.into_inner()).await,
     }
 }
 

@@ -20,14 +20,24 @@ fn tls_client(
     token: Option<&str>,
     identity: Option<transfer_tests::pki::Pem>,
 ) -> TransferClient {
+    let mut config = tls_config(server, pki, identity);
+    config.token = token.map(Into::into);
+    TransferClient::new(config).expect("a valid TLS client configuration")
+}
+
+/// Settings for `server` over TLS, trusting `pki`, with a client certificate if given.
+fn tls_config(
+    server: &TestServer,
+    pki: &TestPki,
+    identity: Option<transfer_tests::pki::Pem>,
+) -> ClientConfig {
     let mut config = ClientConfig::new(https(server));
     config.ca_certificate = Some(pki.ca_pem().into_bytes());
-    config.token = token.map(Into::into);
     config.client_identity = identity.map(|pem| ClientIdentity {
         certificate_pem: pem.certificate.into_bytes(),
         key_pem: pem.key.into_bytes(),
     });
-    TransferClient::new(config).expect("a valid TLS client configuration")
+    config
 }
 
 async fn the_library_uploads_and_downloads_over_tls_with_an_api_key(ledger: Ledger) {
@@ -94,13 +104,8 @@ async fn a_client_certificate_names_the_owner(ledger: Ledger) {
     let hidden = other.stat(&file.file_id).await.unwrap_err();
     assert!(hidden.to_string().contains("NotFound"), "{hidden}");
     // Billing's certificate naming another owner in the header is refused.
-    let mut config = ClientConfig::new(https(&server));
-    config.ca_certificate = Some(pki.ca_pem().into_bytes());
+    let mut config = tls_config(&server, &pki, Some(billing));
     config.owner = Some("ops".into());
-    config.client_identity = Some(ClientIdentity {
-        certificate_pem: billing.certificate.into_bytes(),
-        key_pem: billing.key.into_bytes(),
-    });
     let spoofing = TransferClient::new(config).unwrap();
     let denied = spoofing.stat(&file.file_id).await.unwrap_err();
     assert!(denied.to_string().contains("PermissionDenied"), "{denied}");
