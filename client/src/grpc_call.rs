@@ -172,6 +172,8 @@ impl<M: prost::Message + Default> Stream for ResponseStream<M> {
             BodyEvent::Trailers(trailers) => this.finish(Some(&trailers)),
             BodyEvent::End { .. } => this.finish(None),
             BodyEvent::Broken(error) => this.fail(framing_status(error)),
+            // This reader grants every message its memory: nothing is refused.
+            BodyEvent::Refused(refused) => this.fail(Status::internal(refused.to_string())),
             BodyEvent::Failed(status) => this.fail(status),
         })
     }

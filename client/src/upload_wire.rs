@@ -35,7 +35,7 @@ pub(crate) struct OpeningUpload {
 
 enum Opening {
     Sent(JoinHandle<Result<UploadResponses, Status>>),
-    Open(UploadResponses),
+    Open(Box<UploadResponses>),
     Failed,
 }
 
@@ -63,7 +63,7 @@ impl OpeningUpload {
                 Opening::Sent(call) => {
                     let opened = call.await;
                     match opened {
-                        Ok(Ok(responses)) => self.state = Opening::Open(responses),
+                        Ok(Ok(responses)) => self.state = Opening::Open(Box::new(responses)),
                         Ok(Err(status)) => {
                             self.state = Opening::Failed;
                             return Some(Err(status));

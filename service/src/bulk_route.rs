@@ -23,7 +23,7 @@ use transfer_proto::v1::UploadChunksResponse;
 use transfer_proto::v1::transfer_service_server::TransferServiceServer;
 use transfer_wire::encode::{self, MessagesBody, Outgoing};
 
-use crate::grpc::TransferApi;
+use crate::grpc::{TransferApi, owner_of};
 use crate::upload::wire::UploadRequests;
 
 const UPLOAD_CHUNKS_PATH: &str = "/transfer.v1.TransferService/UploadChunks";
@@ -56,7 +56,12 @@ impl BulkRoute {
         extensions: http::Extensions,
         body: Body,
     ) -> Response<Body> {
-        let inbound = UploadRequests::new(body, self.max_message_size);
+        let owner = match owner_of(&extensions) {
+            Ok(owner) => owner,
+            Err(status) => return status.into_http(),
+        };
+        let memory = self.api.sessions().memory().for_owner(&owner);
+        let inbound = UploadRequests::new(body, self.max_message_size, memory);
         match self
             .api
             .start_upload_stream(&metadata, &extensions, inbound)

@@ -69,10 +69,27 @@ pub struct Settings {
     #[arg(long, env = "TRANSFERD_OWNER_QUOTA_BYTES", default_value_t = 4 << 40)]
     pub owner_quota_bytes: u64,
 
-    /// Most bytes of received chunks all upload sessions together keep in memory while
-    /// the in-order hasher catches up (past it they are read back from disk).
-    #[arg(long, env = "TRANSFERD_PARKED_MEMORY_BYTES", default_value_t = 1 << 30)]
-    pub parked_memory_bytes: usize,
+    /// Most bytes all upload streams together may hold in large messages being read
+    /// (a chunk's buffer is taken whole before its bytes arrive) and in received chunks
+    /// kept for the in-order hasher. A message waits for room (its stream is not read
+    /// meanwhile) up to --stream-idle-secs, then its stream ends with
+    /// RESOURCE_EXHAUSTED; kept chunks give way first and are read back from disk.
+    #[arg(
+        long,
+        env = "TRANSFERD_UPLOAD_MEMORY_BYTES",
+        alias = "parked-memory-bytes",
+        default_value_t = 1 << 30
+    )]
+    pub upload_memory_bytes: usize,
+
+    /// Most bytes of large messages being read for one owner, all its streams together,
+    /// so that one owner's half-sent messages cannot take the whole server's memory.
+    #[arg(
+        long,
+        env = "TRANSFERD_OWNER_UPLOAD_MEMORY_BYTES",
+        default_value_t = 256 << 20
+    )]
+    pub owner_upload_memory_bytes: usize,
 
     /// Seconds an upload stream may take to send its first message (`start`).
     #[arg(long, env = "TRANSFERD_FIRST_MESSAGE_SECS", default_value_t = 10)]
@@ -276,6 +293,22 @@ impl Settings {
                 )));
             }
         }
+        // A message of the largest chunk must fit, or such uploads could never go on.
+        let largest_message = self.max_chunk_size as usize + crate::server::MESSAGE_OVERHEAD;
+        for (flag, bytes) in [
+            ("--upload-memory-bytes", self.upload_memory_bytes),
+            (
+                "--owner-upload-memory-bytes",
+                self.owner_upload_memory_bytes,
+            ),
+        ] {
+            if bytes < largest_message {
+                return Err(SettingsError(format!(
+                    "{flag} must be at least one message of the largest chunk ({largest_message} bytes with --max-chunk-size {})",
+                    self.max_chunk_size
+                )));
+            }
+        }
         if self.max_connections == 0 {
             return Err(SettingsError("--max-connections must be at least 1".into()));
         }
@@ -292,7 +325,8 @@ impl Settings {
             max_window: self.max_window,
             max_open_uploads_per_owner: self.max_open_uploads_per_owner,
             owner_quota_bytes: self.owner_quota_bytes,
-            parked_memory_bytes: self.parked_memory_bytes,
+            upload_memory_bytes: self.upload_memory_bytes,
+            owner_upload_memory_bytes: self.owner_upload_memory_bytes,
             first_message_timeout: Duration::from_secs(self.first_message_secs),
             stream_idle_timeout: Duration::from_secs(self.stream_idle_secs),
         })

@@ -69,6 +69,9 @@ pub enum ServiceError {
         waited_for: &'static str,
         seconds: u64,
     },
+    /// A large message found no room in the server's memory for upload streams.
+    #[error("{0}")]
+    NoMemory(transfer_wire::memory::MemoryRefused),
 }
 
 impl ServiceError {
@@ -80,7 +83,8 @@ impl ServiceError {
             ServiceError::FileTooLarge { .. }
             | ServiceError::WindowExceeded { .. }
             | ServiceError::TooManyOpenUploads { .. }
-            | ServiceError::OverQuota { .. } => Code::ResourceExhausted,
+            | ServiceError::OverQuota { .. }
+            | ServiceError::NoMemory(_) => Code::ResourceExhausted,
             ServiceError::UploadNotFound(_) | ServiceError::FileNotFound(_) => Code::NotFound,
             ServiceError::UploadNotOpen { .. }
             | ServiceError::FileNotComplete { .. }

@@ -60,6 +60,11 @@ impl TransferApi {
 }
 
 impl TransferApi {
+    /// The server's live upload sessions.
+    pub fn sessions(&self) -> &Arc<SessionRegistry> {
+        &self.sessions
+    }
+
     /// Runs a short call on the control runtime inside its RPC span, and records its
     /// status there however it ends (a panic or the server shutting down included).
     async fn short_call<T: Send + 'static>(
@@ -82,7 +87,7 @@ impl TransferApi {
 
 /// Who a call acts for, as the identity layer established it (see [`crate::identity`]),
 /// recorded on the current span.
-fn owner_of(extensions: &tonic::Extensions) -> Result<Owner, Status> {
+pub(crate) fn owner_of(extensions: &tonic::Extensions) -> Result<Owner, Status> {
     let context = CallContext::of(extensions).ok_or_else(|| {
         Status::unauthenticated("the call did not pass through the server's identity check")
     })?;

@@ -17,9 +17,12 @@ pub struct Limits {
     pub max_open_uploads_per_owner: u64,
     /// Most bytes one owner's open uploads and sent files may hold.
     pub owner_quota_bytes: u64,
-    /// Most bytes of committed chunks all sessions together keep in memory for the
-    /// hasher (past it they are read back from disk when needed).
-    pub parked_memory_bytes: usize,
+    /// Most bytes of large messages being read plus committed chunks kept for the
+    /// hasher, all streams together (past it parked chunks are read back from disk when
+    /// needed, and messages wait).
+    pub upload_memory_bytes: usize,
+    /// Most bytes of large messages being read for one owner.
+    pub owner_upload_memory_bytes: usize,
     /// How long an upload stream may take to send its first message.
     pub first_message_timeout: std::time::Duration,
     /// How long an upload stream may go without a chunk stored while the server waits
@@ -114,7 +117,8 @@ mod tests {
             max_window: 8,
             max_open_uploads_per_owner: 1,
             owner_quota_bytes: 1,
-            parked_memory_bytes: 1,
+            upload_memory_bytes: 1,
+            owner_upload_memory_bytes: 1,
             first_message_timeout: std::time::Duration::from_secs(1),
             stream_idle_timeout: std::time::Duration::from_secs(1),
         };

@@ -26,7 +26,7 @@ const MAX_FRAME_SIZE: u32 = 1 << 20;
 const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 /// Room for a chunk's message framing beyond its data.
-const MESSAGE_OVERHEAD: usize = 64 << 10;
+pub(crate) const MESSAGE_OVERHEAD: usize = 64 << 10;
 /// Largest message of a unary call or a `Download` request: names are at most 1 KiB.
 const MAX_UNARY_MESSAGE: usize = 16 << 10;
 /// Longest a call may take to produce its response (its headers, for a stream): a unary

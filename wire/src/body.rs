@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -11,6 +12,7 @@ use http::HeaderMap;
 use http_body::Body;
 
 use crate::framer::{FramingError, MessageFramer};
+use crate::memory::{MemoryRefused, MessageMemory, Reserving};
 
 /// The next thing a body of gRPC messages holds.
 #[derive(Debug)]
@@ -21,6 +23,8 @@ pub enum BodyEvent<E> {
     Trailers(HeaderMap),
     /// The framing broke here; the messages before it came first. Nothing follows.
     Broken(FramingError),
+    /// The next message was refused the memory it needs. Nothing follows.
+    Refused(MemoryRefused),
     /// The body itself failed (a reset stream, a lost connection). Nothing follows.
     Failed(E),
     /// The body ended, with `missing` bytes of a begun message never sent.
@@ -35,6 +39,13 @@ pub struct FramedBody<B> {
     done: VecDeque<Bytes>,
     /// Where the framing broke, told once the messages before it are out.
     broken: Option<FramingError>,
+    /// Grants large messages their memory, if this body's reader asks.
+    memory: Option<Arc<dyn MessageMemory>>,
+    /// The grant a large message waits for.
+    reserving: Option<Reserving>,
+    /// Bytes of a frame the framer has not taken yet (they follow a message waiting
+    /// for memory).
+    pending: Bytes,
 }
 
 impl<B> FramedBody<B>
@@ -47,7 +58,23 @@ where
             framer: MessageFramer::new(max_message_size),
             done: VecDeque::new(),
             broken: None,
+            memory: None,
+            reserving: None,
+            pending: Bytes::new(),
         }
+    }
+
+    /// Gathers each large message only once `memory` grants it room.
+    pub fn with_memory(mut self, memory: Arc<dyn MessageMemory>) -> Self {
+        self.framer.ask_for_memory();
+        self.memory = Some(memory);
+        self
+    }
+
+    /// A lower limit for the first message only.
+    pub fn limit_first_message(mut self, max: usize) -> Self {
+        self.framer.limit_first_message(max);
+        self
     }
 
     /// Bytes of a begun message not yet received.
@@ -55,7 +82,7 @@ where
         self.framer.missing()
     }
 
-    /// The next event; after `Trailers`, `Broken`, `Failed` or `End`, do not poll again.
+    /// The next event; after any but `Message`, do not poll again.
     pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<BodyEvent<B::Error>> {
         loop {
             if let Some(message) = self.done.pop_front() {
@@ -64,13 +91,24 @@ where
             if let Some(error) = self.broken.take() {
                 return Poll::Ready(BodyEvent::Broken(error));
             }
+            if let (Some(len), Some(memory)) = (self.framer.awaiting_memory(), &self.memory) {
+                // The body is not read meanwhile: flow control holds the sender back.
+                let reserving = self.reserving.get_or_insert_with(|| memory.reserve(len));
+                let granted = ready!(reserving.as_mut().poll(cx));
+                self.reserving = None;
+                match granted {
+                    Ok(hold) => self.framer.grant(hold),
+                    Err(refused) => return Poll::Ready(BodyEvent::Refused(refused)),
+                }
+            }
+            if !self.pending.is_empty() {
+                let data = std::mem::take(&mut self.pending);
+                self.take_in(data);
+                continue;
+            }
             match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
-                        if let Err(error) = self.framer.push(data, &mut self.done) {
-                            self.broken = Some(error);
-                        }
-                    }
+                    Ok(data) => self.take_in(data),
                     Err(frame) => {
                         if let Ok(trailers) = frame.into_trailers() {
                             return Poll::Ready(BodyEvent::Trailers(trailers));
@@ -84,6 +122,14 @@ where
                     });
                 }
             }
+        }
+    }
+
+    /// Frames `data`, keeping what the framer leaves for after a grant of memory.
+    fn take_in(&mut self, data: Bytes) {
+        match self.framer.push(data, &mut self.done) {
+            Ok(rest) => self.pending = rest,
+            Err(error) => self.broken = Some(error),
         }
     }
 }
@@ -121,6 +167,7 @@ mod tests {
                 BodyEvent::Message(m) => format!("message {m:?}"),
                 BodyEvent::Trailers(t) => format!("trailers {}", t.len()),
                 BodyEvent::Broken(e) => format!("broken: {e}"),
+                BodyEvent::Refused(e) => format!("refused: {e}"),
                 BodyEvent::Failed(e) => format!("failed: {e}"),
                 BodyEvent::End { missing } => format!("end, {missing} missing"),
             });
@@ -162,5 +209,97 @@ mod tests {
                 "broken: protocol error: invalid compressed flag 9 (valid flags are 0 and 1)"
             ]
         );
+    }
+
+    /// Grants every message, noting the lengths asked for; refuses past `refuse_after`.
+    struct Gate {
+        asked: std::sync::Mutex<Vec<usize>>,
+        refuse_after: usize,
+    }
+
+    impl MessageMemory for Gate {
+        fn reserve(&self, len: usize) -> Reserving {
+            let mut asked = self.asked.lock().unwrap();
+            asked.push(len);
+            let granted = asked.len() <= self.refuse_after;
+            Box::pin(async move {
+                if granted {
+                    Ok(Box::new(()) as crate::memory::MemoryHold)
+                } else {
+                    Err(MemoryRefused(format!("no room for {len} bytes")))
+                }
+            })
+        }
+    }
+
+    fn gated(stream: Vec<u8>, refuse_after: usize) -> (Vec<String>, Vec<usize>) {
+        let gate = Arc::new(Gate {
+            asked: Default::default(),
+            refuse_after,
+        });
+        // Everything in one frame: the framer must stop at each large message and go on
+        // with the rest of the frame once it is granted.
+        let frames = vec![Ok(Frame::data(Bytes::from(stream)))];
+        let mut body = FramedBody::new(Frames(frames.into()), 1 << 20)
+            .with_memory(Arc::clone(&gate) as Arc<dyn MessageMemory>);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut seen = Vec::new();
+        loop {
+            let Poll::Ready(event) = body.poll_event(&mut cx) else {
+                panic!("a ready gate never leaves the body pending");
+            };
+            match event {
+                BodyEvent::Message(m) => seen.push(format!("{} bytes", m.len())),
+                BodyEvent::Refused(e) => {
+                    seen.push(format!("refused: {e}"));
+                    break;
+                }
+                BodyEvent::End { missing } => {
+                    seen.push(format!("end, {missing} missing"));
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let asked = gate.asked.lock().unwrap().clone();
+        (seen, asked)
+    }
+
+    fn message(len: usize) -> Vec<u8> {
+        let mut framed = vec![0];
+        framed.extend_from_slice(&(len as u32).to_be_bytes());
+        framed.extend(std::iter::repeat_n(3u8, len));
+        framed
+    }
+
+    #[test]
+    fn large_messages_are_gathered_only_once_granted_and_small_ones_ask_nothing() {
+        let large = crate::framer::LARGE_MESSAGE;
+        let stream = [message(10), message(large), message(20), message(large + 5)].concat();
+        let (seen, asked) = gated(stream.clone(), usize::MAX);
+        assert_eq!(
+            seen,
+            [
+                "10 bytes".to_string(),
+                format!("{large} bytes"),
+                "20 bytes".into(),
+                format!("{} bytes", large + 5),
+                "end, 0 missing".into()
+            ]
+        );
+        assert_eq!(asked, [large, large + 5]);
+
+        // Refused, the stream ends there, after the messages before it.
+        let (seen, asked) = gated(stream, 1);
+        assert_eq!(
+            seen,
+            [
+                "10 bytes".to_string(),
+                format!("{large} bytes"),
+                "20 bytes".into(),
+                format!("refused: no room for {} bytes", large + 5)
+            ]
+        );
+        assert_eq!(asked, [large, large + 5]);
     }
 }

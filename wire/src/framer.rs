@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use bytes::{Buf, Bytes};
 
 use crate::aligned::AlignedBuilder;
+use crate::memory::MemoryHold;
 
 /// The compressed flag and the length before every message.
 const PREFIX_LEN: usize = 5;
@@ -23,8 +24,9 @@ const PREFIX_LEN: usize = 5;
 /// length, an index or offset, a CRC and the data's key and length, at their longest.
 const HEAD_LEN: usize = 48;
 /// Messages at least this long go into a pooled aligned buffer; shorter ones (`start`,
-/// `digest`, file metadata, small chunks) into a plain one.
-const LARGE_MESSAGE: usize = 64 << 10;
+/// `digest`, file metadata, small chunks) into a plain one. A framer that asks for
+/// memory asks for these.
+pub const LARGE_MESSAGE: usize = 64 << 10;
 
 /// What is wrong with the framing of a message stream.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,10 @@ pub enum FramingError {
 /// buffer.
 pub struct MessageFramer {
     max_message_size: usize,
+    /// A lower limit for the first message only, if set.
+    first_message_max: Option<usize>,
+    /// Stop before gathering a large message until [`Self::grant`] gives it memory.
+    asks_for_memory: bool,
     state: State,
 }
 
@@ -54,12 +60,22 @@ enum State {
         bytes: [u8; PREFIX_LEN],
         filled: usize,
     },
+    /// A large message's length is known; its memory is not granted yet.
+    AwaitingMemory { len: usize },
     /// The first bytes of a message, until they say where it is best placed.
-    Head { len: usize, head: Vec<u8> },
+    Head {
+        len: usize,
+        head: Vec<u8>,
+        hold: Option<MemoryHold>,
+    },
     /// The rest of a short message.
     Small { len: usize, bytes: Vec<u8> },
-    /// The rest of a large message.
-    Large(AlignedBuilder),
+    /// The rest of a large message, and the memory granted to it (given back when the
+    /// message is whole: whoever keeps it then accounts for it).
+    Large {
+        builder: AlignedBuilder,
+        _hold: Option<MemoryHold>,
+    },
 }
 
 impl State {
@@ -75,19 +91,52 @@ impl MessageFramer {
     pub fn new(max_message_size: usize) -> Self {
         Self {
             max_message_size,
+            first_message_max: None,
+            asks_for_memory: false,
             state: State::prefix(),
         }
     }
 
+    /// Makes the framer stop before each large message until [`Self::grant`] is called.
+    pub fn ask_for_memory(&mut self) {
+        self.asks_for_memory = true;
+    }
+
+    /// A lower limit for the first message (call before any bytes are pushed).
+    pub fn limit_first_message(&mut self, max: usize) {
+        self.first_message_max = Some(max.min(self.max_message_size));
+    }
+
+    /// The length of the large message waiting for memory, if one is.
+    pub fn awaiting_memory(&self) -> Option<usize> {
+        match self.state {
+            State::AwaitingMemory { len } => Some(len),
+            _ => None,
+        }
+    }
+
+    /// Lets the message waiting for memory be gathered, holding `hold` until it is whole.
+    pub fn grant(&mut self, hold: MemoryHold) {
+        if let State::AwaitingMemory { len } = self.state {
+            self.state = State::Head {
+                len,
+                head: Vec::with_capacity(HEAD_LEN),
+                hold: Some(hold),
+            };
+        }
+    }
+
     /// Takes in `data` (one body frame), appending each message it completes to `done`.
-    /// After an error the stream cannot be read on.
+    /// Stops early where a message waits for memory, returning the bytes not taken
+    /// (empty once all are). After an error the stream cannot be read on.
     pub fn push(
         &mut self,
         mut data: Bytes,
         done: &mut VecDeque<Bytes>,
-    ) -> Result<(), FramingError> {
+    ) -> Result<Bytes, FramingError> {
         while !data.is_empty() {
             match &mut self.state {
+                State::AwaitingMemory { .. } => return Ok(data),
                 State::Prefix { bytes, filled } => {
                     let taken = (PREFIX_LEN - *filled).min(data.len());
                     bytes[*filled..*filled + taken].copy_from_slice(&data[..taken]);
@@ -96,14 +145,19 @@ impl MessageFramer {
                     if *filled == PREFIX_LEN {
                         let prefix = *bytes;
                         let len = self.message_len(prefix)?;
-                        self.state = State::Head {
-                            len,
-                            head: Vec::with_capacity(len.min(HEAD_LEN)),
+                        self.state = if self.asks_for_memory && len >= LARGE_MESSAGE {
+                            State::AwaitingMemory { len }
+                        } else {
+                            State::Head {
+                                len,
+                                head: Vec::with_capacity(len.min(HEAD_LEN)),
+                                hold: None,
+                            }
                         };
                         self.advance(done);
                     }
                 }
-                State::Head { len, head } => {
+                State::Head { len, head, .. } => {
                     let taken = ((*len).min(HEAD_LEN) - head.len()).min(data.len());
                     head.extend_from_slice(&data[..taken]);
                     data.advance(taken);
@@ -115,14 +169,14 @@ impl MessageFramer {
                     data.advance(taken);
                     self.advance(done);
                 }
-                State::Large(builder) => {
+                State::Large { builder, .. } => {
                     let taken = builder.extend(&data);
                     data.advance(taken);
                     self.advance(done);
                 }
             }
         }
-        Ok(())
+        Ok(data)
     }
 
     /// Bytes of a message begun and not yet complete: the stream must not end here.
@@ -130,24 +184,26 @@ impl MessageFramer {
         match &self.state {
             State::Prefix { filled: 0, .. } => 0,
             State::Prefix { filled, .. } => PREFIX_LEN - filled,
-            State::Head { len, head } => len - head.len(),
+            State::AwaitingMemory { len } => *len,
+            State::Head { len, head, .. } => len - head.len(),
             State::Small { len, bytes } => len - bytes.len(),
-            State::Large(builder) => builder.remaining(),
+            State::Large { builder, .. } => builder.remaining(),
         }
     }
 
-    fn message_len(&self, prefix: [u8; PREFIX_LEN]) -> Result<usize, FramingError> {
+    fn message_len(&mut self, prefix: [u8; PREFIX_LEN]) -> Result<usize, FramingError> {
+        let limit = self
+            .first_message_max
+            .take()
+            .unwrap_or(self.max_message_size);
         match prefix[0] {
             0 => {}
             1 => return Err(FramingError::Compressed),
             flag => return Err(FramingError::BadFlag(flag)),
         }
         let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
-        if len > self.max_message_size {
-            return Err(FramingError::TooLarge {
-                len,
-                limit: self.max_message_size,
-            });
+        if len > limit {
+            return Err(FramingError::TooLarge { len, limit });
         }
         Ok(len)
     }
@@ -156,25 +212,28 @@ impl MessageFramer {
     fn advance(&mut self, done: &mut VecDeque<Bytes>) {
         let state = std::mem::replace(&mut self.state, State::prefix());
         self.state = match state {
-            State::Head { len, head } if head.len() == len => {
+            State::Head { len, head, .. } if head.len() == len => {
                 done.push_back(Bytes::from(head));
                 State::prefix()
             }
-            State::Head { len, head } if head.len() == HEAD_LEN && len < LARGE_MESSAGE => {
+            State::Head { len, head, .. } if head.len() == HEAD_LEN && len < LARGE_MESSAGE => {
                 let mut bytes = Vec::with_capacity(len);
                 bytes.extend_from_slice(&head);
                 State::Small { len, bytes }
             }
-            State::Head { len, head } if head.len() == HEAD_LEN => {
+            State::Head { len, head, hold } if head.len() == HEAD_LEN => {
                 let mut builder = AlignedBuilder::new(len, bulk_data_offset(&head).unwrap_or(0));
                 builder.extend(&head);
-                State::Large(builder)
+                State::Large {
+                    builder,
+                    _hold: hold,
+                }
             }
             State::Small { len, bytes } if bytes.len() == len => {
                 done.push_back(Bytes::from(bytes));
                 State::prefix()
             }
-            State::Large(builder) if builder.remaining() == 0 => {
+            State::Large { builder, .. } if builder.remaining() == 0 => {
                 done.push_back(builder.freeze());
                 State::prefix()
             }
@@ -396,5 +455,25 @@ mod tests {
             .unwrap();
         assert_eq!(framer.missing(), stream.len() - 60_000);
         assert!(done.is_empty());
+    }
+
+    #[test]
+    fn a_lower_limit_for_the_first_message_holds_for_it_alone() {
+        let stream: Vec<u8> = [start(), chunk(0, 5000)].iter().flat_map(framed).collect();
+        let mut framer = MessageFramer::new(1 << 20);
+        framer.limit_first_message(100);
+        let mut done = VecDeque::new();
+        framer.push(Bytes::from(stream), &mut done).unwrap();
+        assert_eq!(done.len(), 2, "a small first message, then a large one");
+
+        let mut framer = MessageFramer::new(1 << 20);
+        framer.limit_first_message(100);
+        let refused = framer
+            .push(Bytes::from(framed(&chunk(0, 5000))), &mut done)
+            .unwrap_err();
+        assert!(
+            matches!(refused, FramingError::TooLarge { limit: 100, .. }),
+            "{refused}"
+        );
     }
 }

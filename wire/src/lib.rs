@@ -6,8 +6,10 @@
 //! - [`body`]: an HTTP/2 body read as those messages, then how it ended.
 //! - [`encode`]: gRPC messages written as body pieces, bulk data uncopied.
 //! - [`aligned`]: pooled page-aligned buffers, ready for direct I/O.
+//! - [`memory`]: memory a receiver grants a large message before reading it.
 
 pub mod aligned;
 pub mod body;
 pub mod encode;
 pub mod framer;
+pub mod memory;

@@ -107,6 +107,7 @@ fn read_body(pieces: Vec<Bytes>, trailers: bool, max_message_size: usize) -> Rea
             BodyEvent::Trailers(_) => Ending::Trailers,
             BodyEvent::Broken(error) => Ending::Broken(error.to_string()),
             BodyEvent::Failed(never) => match never {},
+            BodyEvent::Refused(refused) => panic!("no memory is asked for here: {refused}"),
             BodyEvent::End { missing } => {
                 assert_eq!(missing, body.missing());
                 Ending::End { missing }

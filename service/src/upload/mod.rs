@@ -10,6 +10,7 @@ pub mod check;
 mod committed;
 pub mod content_digest;
 mod hasher;
+mod memory;
 mod parked;
 pub mod session;
 pub mod stream;

@@ -1,38 +1,15 @@
 //! Committed chunks a session keeps in memory until the in-order hasher reaches them:
-//! within the session's own budget (window × chunk) and within one budget shared by
-//! every session of the server. Over either, the chunks needed last are dropped; they
-//! are on disk, and are read back when the hasher gets to them.
+//! within the session's own budget (window × chunk) and within the server's
+//! [`MemoryBudget`], which messages being read take first. Over either, the chunks
+//! needed last are dropped; they are on disk, and are read back when the hasher gets
+//! to them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 
-/// Bytes parked across every session, and the most they may take.
-#[derive(Debug)]
-pub struct ParkingBudget {
-    used: AtomicUsize,
-    limit: usize,
-}
-
-impl ParkingBudget {
-    pub fn new(limit: usize) -> Arc<Self> {
-        Arc::new(Self {
-            used: AtomicUsize::new(0),
-            limit,
-        })
-    }
-
-    /// Bytes parked now, across every session.
-    pub fn used(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
-    }
-
-    fn over(&self) -> bool {
-        self.used() > self.limit
-    }
-}
+use super::memory::MemoryBudget;
 
 /// One session's parked chunks, by index.
 #[derive(Debug)]
@@ -40,11 +17,11 @@ pub struct ParkedChunks {
     chunks: BTreeMap<u64, Bytes>,
     bytes: usize,
     own_limit: usize,
-    budget: Arc<ParkingBudget>,
+    budget: Arc<MemoryBudget>,
 }
 
 impl ParkedChunks {
-    pub fn new(own_limit: usize, budget: Arc<ParkingBudget>) -> Self {
+    pub fn new(own_limit: usize, budget: Arc<MemoryBudget>) -> Self {
         Self {
             chunks: BTreeMap::new(),
             bytes: 0,
@@ -73,7 +50,7 @@ impl ParkedChunks {
     /// Drops the chunks needed last while this session is over its own limit or the
     /// server over its shared one.
     pub fn trim(&mut self) {
-        while self.bytes > self.own_limit || self.budget.over() {
+        while self.bytes > self.own_limit || self.budget.parked_over() {
             match self.chunks.pop_last() {
                 Some((_, data)) => self.sub(data.len()),
                 None => break,
@@ -83,24 +60,29 @@ impl ParkedChunks {
 
     fn add(&mut self, len: usize) {
         self.bytes += len;
-        self.budget.used.fetch_add(len, Ordering::Relaxed);
+        self.budget.park(len);
     }
 
     fn sub(&mut self, len: usize) {
         self.bytes -= len;
-        self.budget.used.fetch_sub(len, Ordering::Relaxed);
+        self.budget.unpark(len);
     }
 }
 
 impl Drop for ParkedChunks {
     fn drop(&mut self) {
-        self.budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.budget.unpark(self.bytes);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    fn budget(limit: usize) -> Arc<MemoryBudget> {
+        MemoryBudget::new(limit, limit, Duration::from_secs(1))
+    }
 
     fn chunk(len: usize) -> Bytes {
         Bytes::from(vec![0u8; len])
@@ -108,7 +90,7 @@ mod tests {
 
     #[test]
     fn a_session_keeps_at_most_its_own_limit_dropping_the_chunks_needed_last() {
-        let budget = ParkingBudget::new(1 << 30);
+        let budget = budget(1 << 30);
         let mut parked = ParkedChunks::new(300, Arc::clone(&budget));
         for index in [5, 1, 9, 3] {
             parked.insert(index, chunk(100));
@@ -116,12 +98,12 @@ mod tests {
         parked.trim();
         assert!(parked.get(1).is_some() && parked.get(3).is_some() && parked.get(5).is_some());
         assert!(parked.get(9).is_none(), "the last needed goes first");
-        assert_eq!(budget.used(), 300);
+        assert_eq!(budget.parked(), 300);
     }
 
     #[test]
     fn sessions_together_keep_within_the_shared_budget() {
-        let budget = ParkingBudget::new(250);
+        let budget = budget(250);
         let mut first = ParkedChunks::new(1000, Arc::clone(&budget));
         let mut second = ParkedChunks::new(1000, Arc::clone(&budget));
         first.insert(0, chunk(200));
@@ -129,9 +111,9 @@ mod tests {
         second.insert(0, chunk(100));
         second.insert(1, chunk(100));
         second.trim();
-        assert!(budget.used() <= 250, "{}", budget.used());
+        assert!(budget.parked() <= 250, "{}", budget.parked());
         assert_eq!(first.remove(0).map(|d| d.len()), Some(200));
         drop(second);
-        assert_eq!(budget.used(), 0, "a session gone gives its bytes back");
+        assert_eq!(budget.parked(), 0, "a session gone gives its bytes back");
     }
 }

@@ -27,7 +27,8 @@ use uuid::Uuid;
 
 use super::committed::CommittedChunks;
 use super::hasher::{FileDigests, OrderedHasher};
-use super::parked::{ParkedChunks, ParkingBudget};
+use super::memory::MemoryBudget;
+use super::parked::ParkedChunks;
 use crate::blob::{BlobError, BlobStore, ContentKey, Part};
 use crate::error::ServiceError;
 use crate::identity::Owner;
@@ -159,8 +160,8 @@ enum Command {
 pub struct SessionRegistry {
     ledger: Arc<dyn ChunkLedger>,
     blobs: Arc<dyn BlobStore>,
-    /// Memory for parked chunks, shared by every session.
-    parking: Arc<ParkingBudget>,
+    /// Memory for messages being read and parked chunks, shared by every stream.
+    memory: Arc<MemoryBudget>,
     limits: Limits,
     idle_timeout: Duration,
     sessions: Mutex<HashMap<Uuid, mpsc::Sender<Command>>>,
@@ -176,7 +177,11 @@ impl SessionRegistry {
         Arc::new(Self {
             ledger,
             blobs,
-            parking: ParkingBudget::new(limits.parked_memory_bytes),
+            memory: MemoryBudget::new(
+                limits.upload_memory_bytes,
+                limits.owner_upload_memory_bytes,
+                limits.stream_idle_timeout,
+            ),
             limits,
             idle_timeout,
             sessions: Mutex::new(HashMap::new()),
@@ -186,6 +191,11 @@ impl SessionRegistry {
     /// The server's bounds.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The memory upload streams share.
+    pub fn memory(&self) -> &Arc<MemoryBudget> {
+        &self.memory
     }
 
     /// Attaches a new stream of `owner` to upload `id`, starting its session task if
@@ -416,7 +426,7 @@ impl Session {
         };
         let parked = ParkedChunks::new(
             (registry.limits.max_window as usize).saturating_mul(file.chunk_size as usize),
-            Arc::clone(&registry.parking),
+            Arc::clone(&registry.memory),
         );
         let mut session = Session {
             registry: Arc::clone(&registry),

@@ -3,6 +3,7 @@
 //! decoded by prost without another copy.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -13,8 +14,13 @@ use tonic::Status;
 use transfer_proto::v1::UploadChunksRequest;
 use transfer_wire::body::{BodyEvent, FramedBody};
 use transfer_wire::framer::FramingError;
+use transfer_wire::memory::MessageMemory;
 
 use crate::error::{ServiceError, framing_status};
+
+/// The most the first message may have: it must be `start`, a few dozen bytes, so a
+/// stream that has named no session yet cannot make the server take a chunk's buffer.
+const FIRST_MESSAGE_MAX: usize = 16 << 10;
 
 /// The requests of one `UploadChunks` call, decoded from its HTTP/2 body.
 pub struct UploadRequests<B> {
@@ -27,9 +33,13 @@ impl<B> UploadRequests<B>
 where
     B: Body<Data = Bytes, Error = Status> + Unpin,
 {
-    pub fn new(body: B, max_message_size: usize) -> Self {
+    /// Requests of at most `max_message_size` bytes (the first at most
+    /// [`FIRST_MESSAGE_MAX`]), each large one read only once `memory` grants it room.
+    pub fn new(body: B, max_message_size: usize, memory: Arc<dyn MessageMemory>) -> Self {
         Self {
-            body: FramedBody::new(body, max_message_size),
+            body: FramedBody::new(body, max_message_size)
+                .limit_first_message(FIRST_MESSAGE_MAX)
+                .with_memory(memory),
             decoded: 0,
             ended: false,
         }
@@ -69,6 +79,7 @@ where
                 missing => framing_status(FramingError::Truncated { missing }),
             },
             BodyEvent::Broken(error) => framing_status(error),
+            BodyEvent::Refused(refused) => ServiceError::NoMemory(refused).into(),
             BodyEvent::Failed(status) => status,
         };
         this.ended = true;
