@@ -120,13 +120,15 @@ async fn upload_one(
         size: data.len() as u64,
         md5: md5.to_vec().into(),
         preferred_chunk_size: data.len().max(1) as u32,
-        head_md5: Default::default(),
+        ..Default::default()
     };
     let (latency, answer) = checks.spawn(timed_check(config.clone(), request)).await??;
     let session = match answer.result {
         Some(CheckResult::Session(session)) => session,
         Some(CheckResult::AlreadyStored(_)) => bail!("random content was already stored"),
-        Some(CheckResult::MaybeStored(_)) | None => bail!("CheckUpload answered no session"),
+        Some(CheckResult::MaybeStored(_) | CheckResult::Challenge(_)) | None => {
+            bail!("CheckUpload answered no session")
+        }
     };
     if !send {
         return Ok(latency);

@@ -87,7 +87,7 @@ pub async fn timed_check(
             size,
             md5: md5.to_vec().into(),
             preferred_chunk_size: 0,
-            head_md5: Default::default(),
+            ..Default::default()
         })
         .await?
         .into_inner();

@@ -226,6 +226,7 @@ impl TransferClient {
             md5: md5.map(|m| m.to_vec()).unwrap_or_default().into(),
             preferred_chunk_size: self.config.chunk_size,
             head_md5: head_md5.to_vec().into(),
+            ..Default::default()
         };
         let refused = |s: tonic::Status| TransferError::refused(&file, &s);
         // A single-pass upload in progress is found by the probe; one that hashed first,
@@ -274,6 +275,10 @@ impl TransferClient {
             Some(check_upload_response::Result::MaybeStored(_)) => Err(TransferError::protocol(
                 &file,
                 "`maybe_stored` for a request with the MD5",
+            )),
+            Some(check_upload_response::Result::Challenge(_)) => Err(TransferError::protocol(
+                &file,
+                "a possession challenge that was not asked for",
             )),
             None => Err(TransferError::protocol(
                 &file,

@@ -47,6 +47,7 @@ mod grpc_call;
 mod hash_pipe;
 mod manager;
 mod part_writer;
+mod possession;
 mod progress;
 mod retry;
 mod source;

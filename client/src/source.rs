@@ -114,9 +114,38 @@ pub(crate) async fn md5_of(
     source: &impl ChunkSource,
     progress: impl Fn(u64),
 ) -> io::Result<[u8; 16]> {
+    let md5 = digest_of(source, Md5::new(), |md5, bytes| md5.update(bytes), progress).await?;
+    Ok(md5.finalize())
+}
+
+/// The BLAKE3 of a whole source, as [`md5_of`].
+pub(crate) async fn blake3_of(
+    source: &impl ChunkSource,
+    progress: impl Fn(u64),
+) -> io::Result<[u8; 32]> {
+    let hasher = blake3::Hasher::new();
+    let hasher = digest_of(
+        source,
+        hasher,
+        |hasher, bytes| {
+            hasher.update(bytes);
+        },
+        progress,
+    )
+    .await?;
+    Ok(*hasher.finalize().as_bytes())
+}
+
+/// `hasher` fed the whole source by `update`, reading the next piece while the last
+/// one is hashed.
+async fn digest_of<H: Send + 'static>(
+    source: &impl ChunkSource,
+    mut hasher: H,
+    update: fn(&mut H, &[u8]),
+    progress: impl Fn(u64),
+) -> io::Result<H> {
     let size = source.size();
     let piece = |offset: u64| ((size - offset).min(HASH_PIECE)) as usize;
-    let mut md5 = Md5::new();
     let mut offset = 0;
     let mut next = if size > 0 {
         Some(source.read_at(0, piece(0)).await?)
@@ -126,8 +155,8 @@ pub(crate) async fn md5_of(
     while let Some(bytes) = next.take() {
         offset += bytes.len() as u64;
         let hashing = tokio::task::spawn_blocking(move || {
-            md5.update(&bytes);
-            md5
+            update(&mut hasher, &bytes);
+            hasher
         });
         let reading = async {
             if offset < size {
@@ -137,9 +166,9 @@ pub(crate) async fn md5_of(
             }
         };
         let (hashed, read) = tokio::join!(hashing, reading);
-        md5 = hashed.map_err(io::Error::other)?;
+        hasher = hashed.map_err(io::Error::other)?;
         next = read?;
         progress(offset);
     }
-    Ok(md5.finalize())
+    Ok(hasher)
 }

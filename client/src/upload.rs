@@ -14,8 +14,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use transfer_proto::v1::{
     AbortUploadRequest, CheckUploadRequest, Chunk, ChunkAck, ChunkOutcome, FileDigest, FileInfo,
-    FileState, GetFileRequest, UploadChunksRequest, UploadChunksResponse, UploadSession,
-    UploadStart, check_upload_response, upload_chunks_request, upload_chunks_response,
+    FileState, GetFileRequest, PossessionChallenge, PossessionProof, UploadChunksRequest,
+    UploadChunksResponse, UploadSession, UploadStart, check_upload_response, upload_chunks_request,
+    upload_chunks_response,
 };
 
 use crate::chunks::{ChunkSet, ToSend};
@@ -69,6 +70,11 @@ struct Upload<'a, S> {
     adopted: bool,
     /// An adopted session turned out to hold other content, and this upload started over.
     started_over: bool,
+    /// The server challenged this upload to prove it holds the content (it is answered
+    /// once; asked again, the upload goes on without).
+    challenged: bool,
+    /// The answer to that challenge, sent until CheckUpload answers it.
+    proof: Option<PossessionProof>,
 }
 
 pub(crate) async fn upload(
@@ -109,6 +115,8 @@ pub(crate) async fn upload(
         aborted_elsewhere: false,
         adopted: false,
         started_over: false,
+        challenged: false,
+        proof: None,
     };
     let mut retrier = Retrier::new(&client.config().retry);
     loop {
@@ -162,6 +170,28 @@ async fn hash(
     }
 }
 
+/// The proof for a possession challenge, hashing the whole file with BLAKE3; only
+/// cancelling stops it early.
+async fn prove_possession(
+    source: &impl ChunkSource,
+    challenge: &PossessionChallenge,
+    reporter: &mut Reporter,
+) -> Result<Option<PossessionProof>, TransferError> {
+    let label = reporter.name();
+    reporter.phase(TransferState::Hashing, 0, source.size());
+    let progress = reporter.progress_sender();
+    let proving = crate::possession::prove(source, challenge, |done| progress.advance(done, done));
+    tokio::pin!(proving);
+    loop {
+        tokio::select! {
+            proof = &mut proving => return proof.map_err(|e| read_error(&label, e)),
+            command = reporter.command_changed() => if command == Command::Cancel {
+                return Err(TransferError::Cancelled { file: label });
+            },
+        }
+    }
+}
+
 fn read_error(file: &str, source: std::io::Error) -> TransferError {
     if source.kind() == std::io::ErrorKind::UnexpectedEof {
         return TransferError::SourceChanged {
@@ -188,10 +218,13 @@ impl<S: ChunkSource> Upload<'_, S> {
                 md5: self.md5.map(|m| m.to_vec()).unwrap_or_default().into(),
                 preferred_chunk_size: self.client.config().chunk_size,
                 head_md5: self.head_md5.to_vec().into(),
+                accepts_challenge: self.md5.is_some() && !self.challenged,
+                proof: self.proof.clone(),
             };
             let check = guarded(reporter, deadline, raw.check_upload(request))
                 .await?
                 .into_inner();
+            self.proof = None;
             match check.result {
                 Some(check_upload_response::Result::AlreadyStored(file)) => {
                     return self.finished(file, self.chunks_sent == 0);
@@ -207,6 +240,18 @@ impl<S: ChunkSource> Upload<'_, S> {
                 }
                 Some(check_upload_response::Result::MaybeStored(_)) => {
                     return Err(self.protocol("`maybe_stored` for a request with the MD5"));
+                }
+                // Another owner may have stored this content: prove we hold it, and
+                // ask again with the proof (or, if it cannot be answered, without
+                // accepting challenges).
+                Some(check_upload_response::Result::Challenge(challenge)) if !self.challenged => {
+                    self.challenged = true;
+                    self.proof = prove_possession(self.source, &challenge, reporter)
+                        .await
+                        .map_err(Interruption::Fatal)?;
+                }
+                Some(check_upload_response::Result::Challenge(_)) => {
+                    return Err(self.protocol("a possession challenge that was not asked for"));
                 }
                 None => return Err(self.protocol("CheckUpload answered nothing")),
             }

@@ -3,6 +3,7 @@
 //! The proto file is the contract: every message and field is documented there.
 
 pub mod codec;
+pub mod possession;
 
 /// Generated messages, client and server for package `transfer.v1`.
 pub mod v1 {

@@ -69,6 +69,15 @@ pub struct Settings {
     #[arg(long, env = "TRANSFERD_OWNER_QUOTA_BYTES", default_value_t = 4 << 40)]
     pub owner_quota_bytes: u64,
 
+    /// Whose stored content instant upload may answer from: `owner` (the caller's own
+    /// files only) or `global` (any owner's, to a client that proves it holds the bytes:
+    /// a challenge of random byte ranges and the file's BLAKE3, answered by the client
+    /// library by itself). A caller without the bytes learns nothing either way; with
+    /// `global`, a caller who can guess a whole file (a form letter with a short
+    /// secret in it) can confirm a guess, so it is off by default.
+    #[arg(long, env = "TRANSFERD_DEDUP_SCOPE", value_enum, default_value_t = DedupScope::Owner)]
+    pub dedup_scope: DedupScope,
+
     /// Most bytes all upload streams together may hold in large messages being read
     /// (a chunk's buffer is taken whole before its bytes arrive) and in received chunks
     /// kept for the in-order hasher. A message waits for room (its stream is not read
@@ -242,6 +251,15 @@ impl Security {
 #[derive(Debug, thiserror::Error)]
 #[error("invalid settings: {0}")]
 pub struct SettingsError(String);
+
+/// Whose stored content instant upload may answer from (`--dedup-scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DedupScope {
+    /// The caller's own files only.
+    Owner,
+    /// Any owner's, after the caller proves it holds the bytes.
+    Global,
+}
 
 impl Settings {
     /// The configured bounds, checked for consistency.

@@ -69,6 +69,9 @@ pub enum ServiceError {
         waited_for: &'static str,
         seconds: u64,
     },
+    /// The operating system's random source failed.
+    #[error("the server could not draw random bytes: {0}")]
+    Randomness(String),
     /// A large message found no room in the server's memory for upload streams.
     #[error("{0}")]
     NoMemory(transfer_wire::memory::MemoryRefused),
@@ -99,7 +102,7 @@ impl ServiceError {
             ServiceError::Ledger(LedgerError::Unavailable(_)) | ServiceError::SessionClosed => {
                 Code::Unavailable
             }
-            ServiceError::Ledger(_) => Code::Internal,
+            ServiceError::Ledger(_) | ServiceError::Randomness(_) => Code::Internal,
             ServiceError::Blob(BlobError::ContentNotFound(_)) => Code::DataLoss,
             ServiceError::Blob(_) => Code::Internal,
         }

@@ -10,9 +10,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use transfer_proto::v1::transfer_service_server::TransferService;
 use transfer_proto::v1::{
-    AbortUploadRequest, AbortUploadResponse, CheckUploadRequest, CheckUploadResponse, ChunkRange,
-    DownloadRequest, GetFileRequest, GetFileResponse, MaybeStored, UploadChunksRequest,
-    UploadChunksResponse, UploadSession, check_upload_response,
+    AbortUploadRequest, AbortUploadResponse, ByteRange, CheckUploadRequest, CheckUploadResponse,
+    ChunkRange, DownloadRequest, GetFileRequest, GetFileResponse, MaybeStored, PossessionChallenge,
+    UploadChunksRequest, UploadChunksResponse, UploadSession, check_upload_response,
 };
 
 use crate::blob::BlobStore;
@@ -26,6 +26,7 @@ use crate::request::parse_id;
 use crate::telemetry::{record_status, rpc_span};
 use crate::upload::SessionRegistry;
 use crate::upload::check::{CheckOutcome, UploadIntent, check_upload};
+use crate::upload::possession::Challenges;
 
 /// Responses an upload stream may queue before it waits for the client to read them.
 const UPLOAD_RESPONSE_QUEUE: usize = 64;
@@ -39,6 +40,9 @@ pub struct TransferApi {
     limits: Limits,
     /// Where the short calls run, away from the bulk streams.
     control: &'static ControlPlane,
+    /// With `--dedup-scope global`: the challenges that let an owner prove it holds
+    /// content another owner stored.
+    challenges: Option<Arc<Challenges>>,
 }
 
 impl TransferApi {
@@ -48,6 +52,7 @@ impl TransferApi {
         sessions: Arc<SessionRegistry>,
         limits: Limits,
         control: &'static ControlPlane,
+        challenges: Option<Arc<Challenges>>,
     ) -> Self {
         Self {
             ledger,
@@ -55,6 +60,7 @@ impl TransferApi {
             sessions,
             limits,
             control,
+            challenges,
         }
     }
 }
@@ -241,12 +247,24 @@ impl TransferApi {
             self.blobs.as_ref(),
             &self.sessions,
             &self.limits,
+            self.challenges.as_deref(),
             &owner,
             intent,
         )
         .await?;
         let result = match outcome {
             CheckOutcome::MaybeStored => check_upload_response::Result::MaybeStored(MaybeStored {}),
+            CheckOutcome::Challenge(challenge) => {
+                check_upload_response::Result::Challenge(PossessionChallenge {
+                    token: challenge.token.into(),
+                    key: challenge.key.to_vec().into(),
+                    ranges: challenge
+                        .ranges
+                        .into_iter()
+                        .map(|(offset, length)| ByteRange { offset, length })
+                        .collect(),
+                })
+            }
             CheckOutcome::AlreadyStored(file) => {
                 span.record("transfer.file_id", file.id.to_string());
                 check_upload_response::Result::AlreadyStored(file_info(&file))

@@ -12,13 +12,14 @@ use transfer_proto::v1::transfer_service_server::TransferServiceServer;
 use crate::Settings;
 use crate::blob::{BlobError, BlobStore, FsBlobStore};
 use crate::bulk_route::BulkRoute;
-use crate::config::{Security, SettingsError};
+use crate::config::{DedupScope, Security, SettingsError};
 use crate::connections::LimitedIncoming;
 use crate::control::ControlPlane;
 use crate::grpc::TransferApi;
 use crate::identity::{Authenticator, IdentityLayer};
 use crate::ledger::{ChunkLedger, FileState, LedgerError};
 use crate::upload::SessionRegistry;
+use crate::upload::possession::Challenges;
 
 /// Largest HTTP/2 frame the client may send: a 4 MiB chunk in 16 KiB frames (the
 /// protocol's default) costs the server 256 frames of bookkeeping and wake-ups.
@@ -49,6 +50,8 @@ pub enum StartupError {
     Transport(#[from] tonic::transport::Error),
     #[error("starting the runtime for short calls failed: {0}")]
     ControlPlane(std::io::Error),
+    #[error("drawing the secret for possession challenges failed: {0}")]
+    Randomness(getrandom::Error),
     #[error("reading {file} failed: {error}")]
     TlsFile {
         file: std::path::PathBuf,
@@ -131,6 +134,17 @@ impl Transferd {
             Arc::clone(&ledger),
             Arc::clone(&blobs),
         ));
+        let challenges = match settings.dedup_scope {
+            DedupScope::Owner => None,
+            DedupScope::Global => {
+                tracing::info!(
+                    "instant upload across owners with proof of possession (--dedup-scope global)"
+                );
+                Some(Arc::new(
+                    Challenges::new().map_err(StartupError::Randomness)?,
+                ))
+            }
+        };
         let sessions = SessionRegistry::new(
             Arc::clone(&ledger),
             Arc::clone(&blobs),
@@ -138,7 +152,7 @@ impl Transferd {
             settings.session_idle_timeout(),
         );
         Ok(Self {
-            api: TransferApi::new(ledger, blobs, sessions, limits, control),
+            api: TransferApi::new(ledger, blobs, sessions, limits, control, challenges),
             authenticator,
             tls,
             max_streams_per_connection: settings.max_streams_per_connection,

@@ -72,6 +72,7 @@ async fn ask(
         md5: md5.into(),
         preferred_chunk_size: chunk_size,
         head_md5: head_md5.into(),
+        ..Default::default()
     };
     let response = client.check_upload(request(message, owner)).await?;
     Ok(response
@@ -275,6 +276,9 @@ pub async fn upload_file(
         Ok(check_upload_response::Result::Session(session)) => session,
         Ok(check_upload_response::Result::MaybeStored(_)) => {
             panic!("CheckUpload with an MD5 answered maybe_stored")
+        }
+        Ok(check_upload_response::Result::Challenge(_)) => {
+            panic!("CheckUpload without accepts_challenge answered with a challenge")
         }
         Err(status) => panic!("CheckUpload failed: {status}"),
     };

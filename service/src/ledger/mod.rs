@@ -340,6 +340,28 @@ pub trait ChunkLedger: Send + Sync + 'static {
         head_md5: Option<&Md5Digest>,
     ) -> Result<Option<FileRecord>, LedgerError>;
 
+    /// Whether content with this BLAKE3, size and MD5 is stored (whoever stored it).
+    async fn has_content(
+        &self,
+        blake3: &Blake3Digest,
+        size: u64,
+        md5: &Md5Digest,
+    ) -> Result<bool, LedgerError>;
+
+    /// Records that `owner` has the stored content with this BLAKE3, size and MD5 (its
+    /// possession proven) as a complete file named `name`, or returns the owner's
+    /// complete file of that name and content if it has one. `None` when no such
+    /// content is stored.
+    async fn add_file_for_content(
+        &self,
+        owner: &str,
+        name: &str,
+        blake3: &Blake3Digest,
+        size: u64,
+        md5: &Md5Digest,
+        head_md5: Option<&Md5Digest>,
+    ) -> Result<Option<FileRecord>, LedgerError>;
+
     /// Opens an upload session, or returns the open one for the same owner, MD5 and
     /// size. A single-pass upload (no MD5) always opens a new session.
     ///

@@ -4,12 +4,16 @@
 //! only from the caller's own files: its open single-pass session for the same name,
 //! size and head (to resume), "maybe stored" when it has any file or upload of that size
 //! and head (the client then hashes and asks with the MD5), or a new session.
+//!
+//! With `--dedup-scope global`, content another owner stored may answer too, but only
+//! after the caller proves it holds the bytes ([`super::possession`]).
 
 use transfer_proto::v1::CheckUploadRequest;
 
 use tracing::{Instrument, info_span};
 
 use super::SessionRegistry;
+use super::possession::{Challenge, Challenges, Proof, proven_content};
 use crate::blob::BlobStore;
 use crate::error::ServiceError;
 use crate::files::abort_upload;
@@ -29,6 +33,10 @@ pub struct UploadIntent {
     pub md5: Option<Md5Digest>,
     pub head_md5: Option<Md5Digest>,
     pub preferred_chunk_size: u32,
+    /// The client can answer a possession challenge.
+    pub accepts_challenge: bool,
+    /// Its answer to one.
+    pub proof: Option<Proof>,
 }
 
 impl UploadIntent {
@@ -69,12 +77,15 @@ impl UploadIntent {
                 max: limits.max_file_size,
             });
         }
+        let proof = request.proof.map(Proof::parse).transpose()?;
         Ok(Self {
             name: request.name,
             size: request.size,
             md5,
             head_md5,
             preferred_chunk_size: request.preferred_chunk_size,
+            accepts_challenge: request.accepts_challenge,
+            proof,
         })
     }
 }
@@ -86,6 +97,8 @@ pub enum CheckOutcome {
     AlreadyStored(FileRecord),
     /// A single-pass probe matched one of the owner's files: ask again with the MD5.
     MaybeStored,
+    /// Prove that you hold the content (whether or not another owner stored it).
+    Challenge(Challenge),
     /// Stream the missing chunks into this session.
     Session {
         file: FileRecord,
@@ -102,6 +115,7 @@ pub async fn check_upload(
     blobs: &dyn BlobStore,
     sessions: &SessionRegistry,
     limits: &Limits,
+    challenges: Option<&Challenges>,
     owner: &Owner,
     intent: UploadIntent,
 ) -> Result<CheckOutcome, ServiceError> {
@@ -119,23 +133,71 @@ pub async fn check_upload(
         .instrument(info_span!("ledger.add_file_for_owned_content"))
         .await?
     {
-        // The owner may have had a session for this content open when another upload
-        // stored it: that session is no longer needed.
-        if let Some(open) = ledger
-            .find_open_upload(owner.as_str(), &md5, intent.size)
-            .instrument(info_span!("ledger.find_open_upload"))
-            .await?
-        {
-            match abort_upload(ledger, blobs, sessions, owner, open.id).await {
-                Ok(()) | Err(ServiceError::UploadNotOpen { .. }) => {}
-                Err(error) => return Err(error),
+        return instant(ledger, blobs, sessions, owner, &md5, intent.size, file).await;
+    }
+    if let Some(challenges) = challenges {
+        if let Some(proof) = &intent.proof {
+            let proven = proven_content(challenges, ledger, blobs, owner, &md5, intent.size, proof)
+                .instrument(info_span!("possession.verify"))
+                .await?;
+            if let Some(blake3) = proven
+                && let Some(file) = ledger
+                    .add_file_for_content(
+                        owner.as_str(),
+                        &intent.name,
+                        &blake3,
+                        intent.size,
+                        &md5,
+                        intent.head_md5.as_ref(),
+                    )
+                    .instrument(info_span!("ledger.add_file_for_content"))
+                    .await?
+            {
+                return instant(ledger, blobs, sessions, owner, &md5, intent.size, file).await;
             }
+        } else if intent.accepts_challenge
+            && ledger
+                .find_open_upload(owner.as_str(), &md5, intent.size)
+                .instrument(info_span!("ledger.find_open_upload"))
+                .await?
+                .is_none()
+        {
+            // Asked whatever is stored: the challenge itself tells nothing.
+            return Ok(CheckOutcome::Challenge(challenges.issue(
+                owner,
+                &md5,
+                intent.size,
+            )?));
         }
-        crate::metrics::metrics().instant_uploads.add(1, &[]);
-        return Ok(CheckOutcome::AlreadyStored(file));
     }
 
     open_session(ledger, limits, owner, intent).await
+}
+
+/// The owner now has `file` without sending a byte.
+async fn instant(
+    ledger: &dyn ChunkLedger,
+    blobs: &dyn BlobStore,
+    sessions: &SessionRegistry,
+    owner: &Owner,
+    md5: &Md5Digest,
+    size: u64,
+    file: FileRecord,
+) -> Result<CheckOutcome, ServiceError> {
+    // The owner may have had a session for this content open when another upload
+    // stored it: that session is no longer needed.
+    if let Some(open) = ledger
+        .find_open_upload(owner.as_str(), md5, size)
+        .instrument(info_span!("ledger.find_open_upload"))
+        .await?
+    {
+        match abort_upload(ledger, blobs, sessions, owner, open.id).await {
+            Ok(()) | Err(ServiceError::UploadNotOpen { .. }) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    crate::metrics::metrics().instant_uploads.add(1, &[]);
+    Ok(CheckOutcome::AlreadyStored(file))
 }
 
 /// How many of the owner's files with the same size and head a probe looks at.

@@ -3,6 +3,7 @@
 //! - [`check`]: instant upload or an upload session, with its committed chunks.
 //! - [`session`]: one task per active session that writes, commits, acks and hashes.
 //! - [`stream`]: one `UploadChunks` stream: validation, window, forwarding acks.
+//! - [`possession`]: instant upload across owners, for a caller that proves it holds the bytes.
 //! - [`hasher`]: the whole-file MD5, computed once over the committed prefix.
 //! - [`wire`]: `UploadChunks` requests read off the HTTP/2 body, chunk data page-aligned.
 
@@ -12,6 +13,7 @@ pub mod content_digest;
 mod hasher;
 mod memory;
 mod parked;
+pub mod possession;
 pub mod session;
 pub mod stream;
 pub mod wire;

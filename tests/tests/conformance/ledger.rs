@@ -58,6 +58,7 @@ crate::conformance_tests!(crate::ledger::suite; [
     concurrent_commits_of_one_index_record_it_once,
     chunks_are_refused_once_an_upload_is_aborted,
     completing_makes_the_content_instant_for_its_owner_only,
+    content_with_proven_possession_is_given_by_all_three_digests_and_size,
     an_instant_upload_reuses_the_owners_file_of_the_same_name,
     two_contents_with_one_md5_stay_two_contents,
     owner_usage_counts_open_uploads_and_the_bytes_an_owner_sent,
@@ -277,6 +278,61 @@ pub mod suite {
         assert!(
             other_size.is_none(),
             "content is found by MD5 and size together"
+        );
+    }
+
+    pub async fn content_with_proven_possession_is_given_by_all_three_digests_and_size(
+        b: &impl LedgerBackend,
+    ) {
+        let ledger = b.open().await;
+        let new = upload("alice", "proven");
+        let (md5, blake3, size) = (md5_for("proven"), blake3_for("proven"), new.size);
+        assert!(!ledger.has_content(&blake3, size, &md5).await.unwrap());
+        let before = ledger
+            .add_file_for_content("bob", "copy.bin", &blake3, size, &md5, None)
+            .await
+            .unwrap();
+        assert!(before.is_none(), "no content before completion");
+        let id = opened(&ledger, &new).await;
+        ledger.complete_upload(id, &md5, &blake3).await.unwrap();
+
+        assert!(ledger.has_content(&blake3, size, &md5).await.unwrap());
+        for (blake3, size, md5) in [
+            (blake3_for("other"), size, md5),
+            (blake3, size + 1, md5),
+            (blake3, size, md5_for("other")),
+        ] {
+            assert!(!ledger.has_content(&blake3, size, &md5).await.unwrap());
+            let none = ledger
+                .add_file_for_content("bob", "copy.bin", &blake3, size, &md5, None)
+                .await
+                .unwrap();
+            assert!(none.is_none(), "every digest and the size must match");
+        }
+        let head = md5_for("head");
+        let copy = ledger
+            .add_file_for_content("bob", "copy.bin", &blake3, size, &md5, Some(&head))
+            .await
+            .unwrap()
+            .expect("stored content");
+        assert_ne!(copy.id, id);
+        assert_eq!(
+            (copy.owner.as_str(), copy.name.as_str()),
+            ("bob", "copy.bin")
+        );
+        assert_eq!(copy.state, FileState::Complete);
+        assert_eq!(
+            (copy.md5, copy.size, copy.content_blake3, copy.head_md5),
+            (Some(md5), size, Some(blake3), Some(head))
+        );
+        let again = ledger
+            .add_file_for_content("bob", "copy.bin", &blake3, size, &md5, None)
+            .await
+            .unwrap()
+            .expect("stored content");
+        assert_eq!(
+            again.id, copy.id,
+            "the owner's file of that name and content"
         );
     }
 

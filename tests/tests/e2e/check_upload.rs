@@ -9,7 +9,7 @@ fn valid() -> CheckUploadRequest {
         size: 1000,
         md5: md5(b"x").into(),
         preferred_chunk_size: 0,
-        head_md5: Default::default(),
+        ..Default::default()
     }
 }
 

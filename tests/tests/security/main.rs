@@ -6,6 +6,7 @@ mod collision;
 mod identity;
 mod limits;
 mod memory;
+mod possession;
 mod tls;
 mod transferd_cli;
 
