@@ -171,7 +171,7 @@ pub async fn check_upload(
         }
     }
 
-    open_session(ledger, limits, owner, intent).await
+    open_session(ledger, sessions, limits, owner, intent).await
 }
 
 /// The owner now has `file` without sending a byte.
@@ -236,12 +236,13 @@ async fn probe(
     if !matches.is_empty() {
         return Ok(CheckOutcome::MaybeStored);
     }
-    open_session(ledger, limits, owner, intent).await
+    open_session(ledger, sessions, limits, owner, intent).await
 }
 
 /// Opens an upload session (or, for an MD5 the owner is already uploading, finds it).
 async fn open_session(
     ledger: &dyn ChunkLedger,
+    sessions: &SessionRegistry,
     limits: &Limits,
     owner: &Owner,
     intent: UploadIntent,
@@ -255,6 +256,9 @@ async fn open_session(
     {
         return session(ledger, limits, open, true).await;
     }
+    // The caps are checked and the session recorded under the owner's lock, so uploads
+    // opened at the same moment cannot pass them together.
+    let _opening = sessions.opening(owner).await;
     within_owner_limits(ledger, limits, owner, intent.size).await?;
     let chunk_size = limits.choose_chunk_size(intent.preferred_chunk_size);
     let opened = ledger
@@ -273,7 +277,6 @@ async fn open_session(
 }
 
 /// Refuses a new session that would take `owner` past its open-upload cap or its quota.
-/// Checked before opening, so uploads opened at the same moment may pass it together.
 async fn within_owner_limits(
     ledger: &dyn ChunkLedger,
     limits: &Limits,

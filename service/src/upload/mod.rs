@@ -12,6 +12,7 @@ mod committed;
 pub mod content_digest;
 mod hasher;
 mod memory;
+mod opening;
 mod parked;
 pub mod possession;
 pub mod session;

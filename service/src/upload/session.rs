@@ -28,6 +28,7 @@ use uuid::Uuid;
 use super::committed::CommittedChunks;
 use super::hasher::{FileDigests, OrderedHasher};
 use super::memory::MemoryBudget;
+use super::opening::OpeningLocks;
 use super::parked::ParkedChunks;
 use crate::blob::{BlobError, BlobStore, ContentKey, Part};
 use crate::error::ServiceError;
@@ -165,6 +166,8 @@ pub struct SessionRegistry {
     limits: Limits,
     idle_timeout: Duration,
     sessions: Mutex<HashMap<Uuid, mpsc::Sender<Command>>>,
+    /// New sessions are opened one at a time per owner.
+    opening: OpeningLocks,
 }
 
 impl SessionRegistry {
@@ -185,12 +188,18 @@ impl SessionRegistry {
             limits,
             idle_timeout,
             sessions: Mutex::new(HashMap::new()),
+            opening: OpeningLocks::new(),
         })
     }
 
     /// The server's bounds.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Held while `owner`'s caps are checked and a new session of it recorded.
+    pub async fn opening(&self, owner: &Owner) -> tokio::sync::MutexGuard<'_, ()> {
+        self.opening.lock(owner).await
     }
 
     /// The memory upload streams share.

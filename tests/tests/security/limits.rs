@@ -173,8 +173,31 @@ async fn an_owner_past_its_open_uploads_or_its_quota_is_refused_and_others_are_n
     );
 }
 
+async fn check_uploads_sent_at_once_open_no_more_sessions_than_the_cap(ledger: Ledger) {
+    let server = TestServer::start_with(ledger, |s| s.max_open_uploads_per_owner = 3).await;
+    let client = server.client().await;
+    let asks: Vec<_> = (0..12)
+        .map(|seed| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let file = TestFile::new(&format!("f{seed}.bin"), 10_000, seed);
+                transfer_tests::client::check(&mut client, Some("alice"), &file, CHUNK).await
+            })
+        })
+        .collect();
+    let mut opened = 0;
+    for ask in asks {
+        match ask.await.unwrap() {
+            Ok(_) => opened += 1,
+            Err(status) => assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}"),
+        }
+    }
+    assert_eq!(opened, 3, "exactly the cap, however the asks interleave");
+}
+
 transfer_tests::ledger_tests!(
-    an_owner_past_its_open_uploads_or_its_quota_is_refused_and_others_are_not
+    an_owner_past_its_open_uploads_or_its_quota_is_refused_and_others_are_not,
+    check_uploads_sent_at_once_open_no_more_sessions_than_the_cap,
 );
 
 async fn connections_past_the_cap_wait_until_one_closes(ledger: Ledger) {
