@@ -41,6 +41,9 @@ pub async fn run(
 ) {
     let metrics = metrics();
     metrics.active_streams.add(1, &[]);
+    // Room for the final status, kept from the start: a client that reads no answers
+    // fills the queue, and must still learn why the stream ended when it reads on.
+    let last_word = outbound.clone().reserve_owned().await;
     let outbound = Outbound {
         responses: outbound,
         patience: registry.limits().stream_idle_timeout,
@@ -51,11 +54,8 @@ pub async fn run(
         .as_ref()
         .map_or_else(Status::code, |()| tonic::Code::Ok);
     record_status(&tracing::Span::current(), code);
-    if let Err(status) = ended {
-        let _ = outbound
-            .responses
-            .send_timeout(Err(status), outbound.patience)
-            .await;
+    if let (Err(status), Ok(last_word)) = (ended, last_word) {
+        last_word.send(Err(status));
     }
 }
 

@@ -1,16 +1,18 @@
 //! What an attacker can make the real `transferd` process hold, measured from /proc.
 //! A stream that names no session cannot make the server take a chunk's buffer at
 //! all; an owner's half-sent chunks take at most the owner's share of the memory for
-//! messages being read, the rest waiting in HTTP/2 windows; every stalled stream is
-//! closed at its deadline.
+//! messages being read, the rest waiting in HTTP/2 windows; a client that reads no
+//! answers stops the server reading its chunks; every stalled stream is closed at its
+//! deadline.
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use prost::Message;
 use tonic::Code;
 use transfer_proto::v1::transfer_service_client::TransferServiceClient;
 use transfer_proto::v1::{
-    CheckUploadRequest, UploadChunksRequest, UploadStart, check_upload_response,
+    CheckUploadRequest, Chunk, UploadChunksRequest, UploadStart, check_upload_response,
     upload_chunks_request,
 };
 use transfer_tests::raw_call::framed;
@@ -143,4 +145,107 @@ async fn one_owners_half_sent_chunks_hold_at_most_its_share_of_memory_and_are_cl
     // The owner's share, a window on each connection, and the allocator's slack: far
     // below the 384 MiB the streams sent.
     report_growth(&server, before, OWNER_SHARE + STREAMS * WINDOW + 32 * MIB);
+}
+
+#[tokio::test]
+async fn clients_that_read_no_acks_are_refused_holding_no_more_than_their_windows() {
+    const STREAMS: u64 = 4;
+    const CHUNK: u64 = 64 << 10;
+    const CHUNKS_PER_STREAM: u64 = 2000;
+    const STREAM_WINDOW: u64 = 4 * MIB;
+    let server = TransferdProcess::start_with_args(
+        Ledger::Sqlite,
+        &[
+            "--http2-stream-window",
+            &STREAM_WINDOW.to_string(),
+            "--stream-idle-secs",
+            "2",
+        ],
+    )
+    .await;
+    let mut client = TransferServiceClient::connect(server.endpoint())
+        .await
+        .unwrap();
+    let checked = client
+        .check_upload(CheckUploadRequest {
+            name: "many.bin".into(),
+            size: STREAMS * CHUNKS_PER_STREAM * CHUNK,
+            md5: vec![7; 16].into(),
+            preferred_chunk_size: CHUNK as u32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(check_upload_response::Result::Session(session)) = checked.result else {
+        panic!("a session: {checked:?}");
+    };
+    let before = server.rss_bytes();
+    // Each stream sends its own 2000 chunks as fast as the server takes them, on a
+    // connection that lets the server send it 1 KiB of answers and reads none. Not
+    // knowing which chunks are stored, it cannot keep to its window: the server ends
+    // the stream when it goes past it, or, should the acks pile up first, stops
+    // reading and gives up on the client; either way it never holds what comes.
+    let streams: Vec<_> = (0..STREAMS)
+        .map(|stream| {
+            let (endpoint, upload_id) = (server.endpoint(), session.upload_id.clone());
+            tokio::spawn(async move {
+                let channel = tonic::transport::Endpoint::from_shared(endpoint)
+                    .unwrap()
+                    .initial_stream_window_size(1024)
+                    .connect()
+                    .await
+                    .unwrap();
+                let data = bytes::Bytes::from(vec![stream as u8; CHUNK as usize]);
+                let crc32c = crc32c::crc32c(&data);
+                let start = UploadChunksRequest {
+                    message: Some(upload_chunks_request::Message::Start(UploadStart {
+                        upload_id,
+                    })),
+                };
+                let chunks = (0..CHUNKS_PER_STREAM).map(move |i| UploadChunksRequest {
+                    message: Some(upload_chunks_request::Message::Chunk(Chunk {
+                        index: stream * CHUNKS_PER_STREAM + i,
+                        crc32c,
+                        data: data.clone(),
+                    })),
+                });
+                let requests = futures::stream::iter(std::iter::once(start).chain(chunks))
+                    .chain(futures::stream::pending());
+                let mut responses = TransferServiceClient::new(channel)
+                    .upload_chunks(requests)
+                    .await
+                    .unwrap()
+                    .into_inner();
+                // Reads nothing for a while, then everything the server said.
+                tokio::time::sleep(Duration::from_secs(8)).await;
+                loop {
+                    match responses.message().await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => panic!("the stream ended without saying why"),
+                        Err(status) => return status,
+                    }
+                }
+            })
+        })
+        .collect();
+    for stream in streams {
+        let status = tokio::time::timeout(Duration::from_secs(60), stream)
+            .await
+            .expect("the server gives up on a client that reads nothing")
+            .unwrap();
+        let why = status.message();
+        assert!(
+            (status.code() == Code::ResourceExhausted && why.contains("max_window in flight"))
+                || (status.code() == Code::DeadlineExceeded
+                    && why.contains("the client read no answers")),
+            "{status:?}"
+        );
+    }
+    // Each stream: its window of chunks in flight and its HTTP/2 window, and slack.
+    report_growth(
+        &server,
+        before,
+        STREAMS * (16 * CHUNK + STREAM_WINDOW) + 32 * MIB,
+    );
 }
