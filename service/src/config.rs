@@ -117,6 +117,12 @@ pub struct Settings {
     #[arg(long, env = "TRANSFERD_MAX_CONNECTIONS", default_value_t = 256)]
     pub max_connections: usize,
 
+    /// Seconds a client connection may stay open with no call on it. When every
+    /// connection slot is taken and another client waits, the connection idle longest
+    /// (at least a second) is closed at once instead.
+    #[arg(long, env = "TRANSFERD_CONNECTION_IDLE_SECS", default_value_t = 120)]
+    pub connection_idle_secs: u64,
+
     /// Most concurrent streams (calls) one HTTP/2 connection may have open.
     #[arg(
         long,
@@ -304,6 +310,7 @@ impl Settings {
         for (flag, secs) in [
             ("--first-message-secs", self.first_message_secs),
             ("--stream-idle-secs", self.stream_idle_secs),
+            ("--connection-idle-secs", self.connection_idle_secs),
         ] {
             if !(1..=86_400).contains(&secs) {
                 return Err(SettingsError(format!(

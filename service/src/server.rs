@@ -14,6 +14,7 @@ use crate::blob::{BlobError, BlobStore, FsBlobStore};
 use crate::bulk_route::BulkRoute;
 use crate::config::{DedupScope, Security, SettingsError};
 use crate::connections::LimitedIncoming;
+use crate::connections::idle::{CallTracking, ConnectionTable};
 use crate::control::ControlPlane;
 use crate::grpc::TransferApi;
 use crate::identity::{Authenticator, IdentityLayer};
@@ -93,6 +94,7 @@ pub struct Transferd {
     tls: Option<ServerTlsConfig>,
     max_streams_per_connection: u32,
     max_connections: usize,
+    connection_idle_timeout: std::time::Duration,
     max_message_size: usize,
     reflection: bool,
     http2: Http2Windows,
@@ -157,6 +159,7 @@ impl Transferd {
             tls,
             max_streams_per_connection: settings.max_streams_per_connection,
             max_connections: settings.max_connections,
+            connection_idle_timeout: std::time::Duration::from_secs(settings.connection_idle_secs),
             max_message_size: limits.max_chunk_size as usize + MESSAGE_OVERHEAD,
             reflection: settings.reflection,
             http2: Http2Windows {
@@ -204,6 +207,7 @@ impl Transferd {
             (None, None)
         };
 
+        let connections = Arc::new(ConnectionTable::default());
         let mut builder = Server::builder();
         if let Some(tls) = self.tls {
             builder = builder.tls_config(tls)?;
@@ -219,13 +223,20 @@ impl Transferd {
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             // Every call, of every service, is authenticated here first.
+            // Every call is counted on its connection, so idle ones can be closed.
+            .layer(CallTracking::new(Arc::clone(&connections)))
             .layer(IdentityLayer::new(self.authenticator))
             .add_service(health)
             .add_optional_service(reflection_v1)
             .add_optional_service(reflection_v1alpha)
             .add_service(transfer)
             .serve_with_incoming_shutdown(
-                LimitedIncoming::new(accepted(listener), self.max_connections),
+                LimitedIncoming::new(
+                    accepted(listener),
+                    self.max_connections,
+                    connections,
+                    self.connection_idle_timeout,
+                ),
                 shutdown,
             )
             .await?;

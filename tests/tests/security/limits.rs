@@ -200,42 +200,119 @@ transfer_tests::ledger_tests!(
     check_uploads_sent_at_once_open_no_more_sessions_than_the_cap,
 );
 
-async fn connections_past_the_cap_wait_until_one_closes(ledger: Ledger) {
-    let server = TestServer::start_with(ledger, |s| s.max_connections = 2).await;
-    let get = |channel: tonic::transport::Channel| async move {
-        let mut client =
-            transfer_proto::v1::transfer_service_client::TransferServiceClient::new(channel);
-        client
-            .get_file(transfer_proto::v1::GetFileRequest {
-                file_id: uuid::Uuid::new_v4().to_string(),
-            })
-            .await
-            .unwrap_err()
-            .code()
-    };
-    let first = server.channel().await;
-    let second = server.channel().await;
-    assert_eq!(get(first.clone()).await, Code::NotFound);
-    assert_eq!(get(second.clone()).await, Code::NotFound);
-
-    let third = tonic::transport::Endpoint::from_shared(server.endpoint())
-        .unwrap()
-        .connect_lazy();
-    let waiting = tokio::spawn(get(third));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(
-        !waiting.is_finished(),
-        "a third connection is not served meanwhile"
-    );
-    drop((first, second));
-    let code = tokio::time::timeout(GRACE, waiting)
+/// A GetFile call on `channel`, and the code it ends with.
+async fn get_code(channel: tonic::transport::Channel) -> Code {
+    let mut client =
+        transfer_proto::v1::transfer_service_client::TransferServiceClient::new(channel);
+    client
+        .get_file(transfer_proto::v1::GetFileRequest {
+            file_id: uuid::Uuid::new_v4().to_string(),
+        })
         .await
-        .expect("served once a connection closed")
-        .unwrap();
-    assert_eq!(code, Code::NotFound);
+        .unwrap_err()
+        .code()
 }
 
-transfer_tests::ledger_tests!(connections_past_the_cap_wait_until_one_closes);
+/// A client waiting to connect to `server`.
+fn lazy_channel(server: &TestServer) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(server.endpoint())
+        .unwrap()
+        .connect_lazy()
+}
+
+async fn connections_past_the_cap_wait_while_every_one_has_a_call_open(ledger: Ledger) {
+    let server = TestServer::start_with(ledger, |s| {
+        s.max_connections = 2;
+        s.first_message_secs = 4;
+    })
+    .await;
+    // Two connections, each with a call open: an upload stream that sends nothing, until
+    // its deadline ends it after 4 s.
+    for _ in 0..2 {
+        let endpoint = server.endpoint();
+        tokio::spawn(async move { StallingUpload::send(&endpoint, Vec::new()).await });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let code = tokio::time::timeout(GRACE, get_code(lazy_channel(&server)))
+        .await
+        .expect("served once a connection had no call open");
+    assert_eq!(code, Code::NotFound);
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "a third connection is not served while both have a call open: served after {:?}",
+        started.elapsed()
+    );
+}
+
+async fn idle_connections_make_room_for_a_waiting_client(ledger: Ledger) {
+    let server = TestServer::start_with(ledger, |s| s.max_connections = 2).await;
+    // Two connections that never send a thing hold both slots...
+    let addr = server.endpoint().replace("http://", "");
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // ...until a client waits: then the one idle longest is closed for it.
+    let code = tokio::time::timeout(GRACE, get_code(lazy_channel(&server)))
+        .await
+        .expect("served once an idle connection made room");
+    assert_eq!(code, Code::NotFound);
+    let mut closed = 0;
+    for mut connection in idle {
+        let mut sink = Vec::new();
+        // Closed: reading ends (after the server's HTTP/2 settings, if it sent them).
+        let read = tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::io::AsyncReadExt::read_to_end(&mut connection, &mut sink),
+        )
+        .await;
+        if read.is_ok() {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 1, "an idle connection was closed to make room");
+}
+
+async fn a_connection_with_no_call_open_is_closed_after_the_idle_time(ledger: Ledger) {
+    let server = TestServer::start_with(ledger, |s| {
+        s.connection_idle_secs = 1;
+        s.stream_idle_secs = 4;
+    })
+    .await;
+    let addr = server.endpoint().replace("http://", "");
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let started = Instant::now();
+    let mut sink = Vec::new();
+    // The read ends (cleanly or with a reset) only when the server closes it.
+    let _ended = tokio::time::timeout(
+        GRACE,
+        tokio::io::AsyncReadExt::read_to_end(&mut silent, &mut sink),
+    )
+    .await
+    .expect("the server closes the idle connection");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A connection with a call open stays until the call ends, here by its own deadline.
+    let start = start_of_a_session(&server).await;
+    let (status, took) = status_of_stalled_upload(&server, start).await;
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status.message().contains("no chunk was stored"),
+        "{status:?}"
+    );
+    assert!(took >= Duration::from_secs(4), "{took:?}");
+}
+
+transfer_tests::ledger_tests!(
+    connections_past_the_cap_wait_while_every_one_has_a_call_open,
+    idle_connections_make_room_for_a_waiting_client,
+    a_connection_with_no_call_open_is_closed_after_the_idle_time,
+);
 
 async fn a_stream_of_messages_that_store_nothing_is_closed(ledger: Ledger) {
     let server = strict_server(ledger).await;
