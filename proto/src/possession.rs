@@ -3,8 +3,9 @@
 //! server and the Rust client share this; a client in another language needs only the
 //! proto, since a challenge lists its ranges.
 
-/// Ranges one challenge asks for.
-pub const RANGE_COUNT: usize = 8;
+/// Ranges one challenge asks for: someone holding half of a file's bytes (and its
+/// BLAKE3) answers one challenge in 2^32.
+pub const RANGE_COUNT: usize = 32;
 /// Bytes in each range (the whole file, when it is shorter).
 pub const RANGE_LEN: u64 = 4096;
 /// Most ranges a client answers, and most bytes in one: a challenge asking for more is

@@ -224,7 +224,7 @@ impl Transferd {
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             // Every call, of every service, is authenticated here first.
             // Every call is counted on its connection, so idle ones can be closed.
-            .layer(CallTracking::new(Arc::clone(&connections)))
+            .layer(CallTracking)
             .layer(IdentityLayer::new(self.authenticator))
             .add_service(health)
             .add_optional_service(reflection_v1)

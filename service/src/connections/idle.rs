@@ -2,17 +2,19 @@
 //! `--max-connections` is taken and another client waits, the one idle longest is
 //! closed at once: clients keeping connections open and idle cannot lock others out.
 //!
-//! Every accepted connection is listed by its client's address with the number of
-//! calls it has open; [`CallTracking`] counts each call from its request until its
-//! response body is done. A connection's reader, finding nothing to read, checks when
-//! it last had a call open, and ends the connection once that is longer ago than the
-//! idle time. (Bytes waiting to be read, such as a new call's headers, keep it open.)
+//! Every accepted connection has an [`Activity`], carried in its connect info (so each
+//! call finds its own connection's) and listed in the [`ConnectionTable`] (so the one
+//! idle longest can be found). [`CallTracking`] counts each call from its request until
+//! its response body is done. A connection's reader, finding nothing to read, checks
+//! when it last had a call open, and ends the connection once that is longer ago than
+//! the idle time, or when it was chosen to make room and still has no call open and
+//! read nothing since (bytes coming in, such as a new call's headers or a reader's
+//! window updates, keep it open).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,37 +24,40 @@ use http_body::Frame;
 use tokio::time::Instant;
 use tonic::body::Body;
 use tonic::codegen::{BoxFuture, Service};
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::transport::server::TlsConnectInfo;
 use tower_layer::Layer;
 
-/// The connections open now, by their client's address.
+use super::AdmittedInfo;
+
+/// The connections open now.
 #[derive(Default)]
 pub struct ConnectionTable {
-    open: Mutex<HashMap<SocketAddr, Arc<Activity>>>,
+    open: Mutex<HashMap<u64, Arc<Activity>>>,
+    next_id: AtomicU64,
 }
 
 impl ConnectionTable {
-    /// Lists a new connection from `peer`; it is taken off when the returned entry drops.
-    pub fn admit(self: &Arc<Self>, peer: SocketAddr) -> Listed {
+    /// Lists a new connection; it is taken off when the returned entry drops.
+    pub fn admit(self: &Arc<Self>) -> Listed {
         let activity = Arc::new(Activity::default());
-        self.lock().insert(peer, Arc::clone(&activity));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, Arc::clone(&activity));
         Listed {
             table: Arc::clone(self),
-            peer,
+            id,
             activity,
         }
     }
 
-    /// Closes the connection that has had no call open for longest, if that is at
-    /// least `min_idle`; whether there was one.
+    /// Chooses the connection that has had no call open for longest, if that is at
+    /// least `min_idle`, to be closed; whether there was one.
     pub fn close_longest_idle(&self, min_idle: Duration) -> bool {
         let now = Instant::now();
         let open = self.lock();
-
         let longest = open
             .values()
             .filter(|a| !a.closing.load(Ordering::Acquire))
-            .filter_map(|a| Some((a.idle_until(Duration::ZERO)?, a)))
+            .filter_map(|a| Some((a.idle_since()?, a)))
             .filter(|(since, _)| *since + min_idle <= now)
             .min_by_key(|(since, _)| *since);
         match longest {
@@ -65,11 +70,7 @@ impl ConnectionTable {
         }
     }
 
-    fn activity(&self, peer: SocketAddr) -> Option<Arc<Activity>> {
-        self.lock().get(&peer).cloned()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Arc<Activity>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Activity>>> {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -77,9 +78,8 @@ impl ConnectionTable {
 /// A connection's calls.
 #[derive(Debug)]
 pub struct Activity {
-    open_calls: AtomicUsize,
-    /// When the last call ended (or the connection opened).
-    idle_since: Mutex<Instant>,
+    /// Calls open now, and when the last one ended (or the connection opened).
+    calls: Mutex<(usize, Instant)>,
     /// Chosen to be closed, to make room for a waiting client.
     closing: AtomicBool,
     /// The connection's reader, woken when it is chosen.
@@ -89,8 +89,7 @@ pub struct Activity {
 impl Default for Activity {
     fn default() -> Self {
         Self {
-            open_calls: AtomicUsize::new(0),
-            idle_since: Mutex::new(Instant::now()),
+            calls: Mutex::new((0, Instant::now())),
             closing: AtomicBool::new(false),
             reader: AtomicWaker::new(),
         }
@@ -98,58 +97,55 @@ impl Default for Activity {
 }
 
 impl Activity {
-    /// When the connection may be closed for idleness: `None` while a call is open.
-    fn idle_until(&self, idle_timeout: Duration) -> Option<Instant> {
-        let since = *self
-            .idle_since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        (self.open_calls.load(Ordering::Acquire) == 0).then_some(since + idle_timeout)
+    fn calls(&self) -> MutexGuard<'_, (usize, Instant)> {
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Since when the connection has had no call open; `None` while one is.
+    fn idle_since(&self) -> Option<Instant> {
+        let (open, since) = *self.calls();
+        (open == 0).then_some(since)
     }
 
     fn call_started(&self) {
-        self.open_calls.fetch_add(1, Ordering::AcqRel);
+        self.calls().0 += 1;
     }
 
     fn call_ended(&self) {
-        *self
-            .idle_since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
-        self.open_calls.fetch_sub(1, Ordering::AcqRel);
+        let mut calls = self.calls();
+        calls.0 = calls.0.saturating_sub(1);
+        calls.1 = Instant::now();
     }
 }
 
-/// A connection's entry in the table, and the check of its idleness.
+/// A connection's entry in the table.
 pub struct Listed {
     table: Arc<ConnectionTable>,
-    peer: SocketAddr,
+    id: u64,
     activity: Arc<Activity>,
+}
+
+impl Listed {
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.activity
+    }
 }
 
 impl Drop for Listed {
     fn drop(&mut self) {
-        let mut open = self.table.lock();
-        // Only this connection's entry (the address may have been reused since).
-        if open
-            .get(&self.peer)
-            .is_some_and(|a| Arc::ptr_eq(a, &self.activity))
-        {
-            open.remove(&self.peer);
-        }
+        self.table.lock().remove(&self.id);
     }
 }
 
 /// Watches one connection for idleness.
 pub struct IdleCheck {
-    listed: Option<Listed>,
+    listed: Listed,
     idle_timeout: Duration,
     wake: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl IdleCheck {
-    /// `listed` is `None` for a connection whose address could not be read: never closed.
-    pub fn new(listed: Option<Listed>, idle_timeout: Duration) -> Self {
+    pub fn new(listed: Listed, idle_timeout: Duration) -> Self {
         Self {
             listed,
             idle_timeout,
@@ -157,24 +153,36 @@ impl IdleCheck {
         }
     }
 
+    pub fn activity(&self) -> &Arc<Activity> {
+        self.listed.activity()
+    }
+
+    /// Bytes came in: a connection chosen to make room is spared (it is in use).
+    pub fn read_something(&self) {
+        self.listed.activity.closing.store(false, Ordering::Release);
+    }
+
     /// Called when the connection has nothing to read: ready (to be closed) once it has
-    /// had no call open for the idle time, or was chosen to make room; otherwise
-    /// registers to be woken then.
+    /// had no call open for the idle time, or was chosen to make room and still has
+    /// none; otherwise registers to be woken then.
     pub fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(listed) = &self.listed else {
-            return Poll::Pending;
-        };
-        listed.activity.reader.register(cx.waker());
-        if listed.activity.closing.load(Ordering::Acquire) {
-            return Poll::Ready(());
+        let activity = &self.listed.activity;
+        activity.reader.register(cx.waker());
+        if activity.closing.load(Ordering::Acquire) {
+            if activity.idle_since().is_some() {
+                return Poll::Ready(());
+            }
+            activity.closing.store(false, Ordering::Release);
         }
         loop {
             if self.wake.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            match listed.activity.idle_until(self.idle_timeout) {
-                Some(until) if until <= Instant::now() => return Poll::Ready(()),
-                Some(until) => self.wake.as_mut().reset(until),
+            match activity.idle_since() {
+                Some(since) if since + self.idle_timeout <= Instant::now() => {
+                    return Poll::Ready(());
+                }
+                Some(since) => self.wake.as_mut().reset(since + self.idle_timeout),
                 None => self.wake.as_mut().reset(Instant::now() + self.idle_timeout),
             }
         }
@@ -182,32 +190,20 @@ impl IdleCheck {
 }
 
 /// Counts every call on its connection, from its request until its response is done.
-#[derive(Clone)]
-pub struct CallTracking {
-    table: Arc<ConnectionTable>,
-}
-
-impl CallTracking {
-    pub fn new(table: Arc<ConnectionTable>) -> Self {
-        Self { table }
-    }
-}
+#[derive(Clone, Default)]
+pub struct CallTracking;
 
 impl<S> Layer<S> for CallTracking {
     type Service = Tracked<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Tracked {
-            inner,
-            table: Arc::clone(&self.table),
-        }
+        Tracked { inner }
     }
 }
 
 #[derive(Clone)]
 pub struct Tracked<S> {
     inner: S,
-    table: Arc<ConnectionTable>,
 }
 
 impl<S> Service<Request<Body>> for Tracked<S>
@@ -224,19 +220,12 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let peer = request
-            .extensions()
-            .get::<TcpConnectInfo>()
-            .and_then(TcpConnectInfo::remote_addr)
-            .or_else(|| {
-                let tls = request
-                    .extensions()
-                    .get::<TlsConnectInfo<TcpConnectInfo>>()?;
-                tls.get_ref().remote_addr()
-            });
-        let call = peer
-            .and_then(|peer| self.table.activity(peer))
-            .map(OpenCall::new);
+        let extensions = request.extensions();
+        let activity = extensions
+            .get::<AdmittedInfo>()
+            .or_else(|| Some(extensions.get::<TlsConnectInfo<AdmittedInfo>>()?.get_ref()))
+            .map(|info| Arc::clone(&info.activity));
+        let call = activity.map(OpenCall::new);
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
@@ -298,10 +287,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_connection_is_idle_only_with_no_call_open_for_the_idle_time() {
         let table = Arc::new(ConnectionTable::default());
-        let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
-        let listed = table.admit(peer);
-        let activity = table.activity(peer).unwrap();
-        let mut check = IdleCheck::new(Some(listed), Duration::from_secs(10));
+        let listed = table.admit();
+        let activity = Arc::clone(listed.activity());
+        let mut check = IdleCheck::new(listed, Duration::from_secs(10));
         let mut idle = std::future::poll_fn(|cx| check.poll_idle(cx));
         let call = OpenCall::new(activity);
         assert!(
@@ -319,13 +307,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn room_is_made_by_closing_the_connection_idle_longest_and_never_a_busy_one() {
         let table = Arc::new(ConnectionTable::default());
-        let peer = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-        let check = |listed| IdleCheck::new(Some(listed), Duration::from_secs(3600));
-        let mut oldest = check(table.admit(peer(1)));
+        let check = |listed| IdleCheck::new(listed, Duration::from_secs(3600));
+        let mut oldest = check(table.admit());
         tokio::time::advance(Duration::from_secs(5)).await;
-        let mut busy = check(table.admit(peer(2)));
-        let _call = OpenCall::new(table.activity(peer(2)).unwrap());
-        let mut newer = check(table.admit(peer(3)));
+        let busy_listed = table.admit();
+        let _call = OpenCall::new(Arc::clone(busy_listed.activity()));
+        let mut busy = check(busy_listed);
+        let mut newer = check(table.admit());
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(
             !table.close_longest_idle(Duration::from_secs(10)),
@@ -337,23 +325,36 @@ mod tests {
         assert!(newer.poll_idle(&mut cx).is_pending());
         tokio::time::advance(Duration::from_secs(5)).await;
         assert!(table.close_longest_idle(Duration::from_secs(1)));
-        assert!(newer.poll_idle(&mut cx).is_ready());
+        // Bytes came in after it was chosen: it is in use, and stays.
+        newer.read_something();
+        assert!(newer.poll_idle(&mut cx).is_pending());
         assert!(
-            !table.close_longest_idle(Duration::ZERO),
-            "a connection with a call open is never chosen"
+            busy.poll_idle(&mut cx).is_pending(),
+            "a connection with a call open is never closed"
         );
-        assert!(busy.poll_idle(&mut cx).is_pending());
     }
 
     #[test]
-    fn a_closed_connection_leaves_the_table_but_not_a_newer_one_from_its_address() {
+    fn a_closed_connection_leaves_the_table() {
         let table = Arc::new(ConnectionTable::default());
-        let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
-        let old = table.admit(peer);
-        let new = table.admit(peer);
-        drop(old);
-        assert!(table.activity(peer).is_some());
-        drop(new);
-        assert!(table.activity(peer).is_none());
+        let first = table.admit();
+        let second = table.admit();
+        drop(first);
+        assert_eq!(table.lock().len(), 1);
+        drop(second);
+        assert!(table.lock().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_chosen_to_make_room_that_opened_a_call_meanwhile_stays() {
+        let table = Arc::new(ConnectionTable::default());
+        let listed = table.admit();
+        let activity = Arc::clone(listed.activity());
+        let mut check = IdleCheck::new(listed, Duration::from_secs(3600));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(table.close_longest_idle(Duration::from_secs(1)));
+        let _call = OpenCall::new(activity);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(check.poll_idle(&mut cx).is_pending());
     }
 }

@@ -20,11 +20,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::PollSemaphore;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use idle::{ConnectionTable, IdleCheck};
+use idle::{Activity, ConnectionTable, IdleCheck};
 
 /// A connection idle at least this long may be closed to make room for a waiting one:
 /// not one that was just opened and has not sent its first call yet.
-const MIN_IDLE_TO_MAKE_ROOM: Duration = Duration::from_secs(1);
+const MIN_IDLE_TO_MAKE_ROOM: Duration = Duration::from_secs(2);
 
 /// A stream of accepted connections, each served once a slot is free.
 pub struct LimitedIncoming<S> {
@@ -80,7 +80,7 @@ where
                 let Some(io) = this.waiting.take() else {
                     return Poll::Pending;
                 };
-                let listed = io.peer_addr().ok().map(|peer| this.table.admit(peer));
+                let listed = this.table.admit();
                 // The next client to wait makes room at once.
                 this.make_room.as_mut().reset(tokio::time::Instant::now());
                 return Poll::Ready(Some(Ok(Admitted {
@@ -106,11 +106,22 @@ pub struct Admitted {
     _slot: Option<OwnedSemaphorePermit>,
 }
 
+/// What a call learns of its connection: the addresses, and where its calls are
+/// counted.
+#[derive(Debug, Clone)]
+pub struct AdmittedInfo {
+    pub tcp: TcpConnectInfo,
+    activity: Arc<Activity>,
+}
+
 impl Connected for Admitted {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = AdmittedInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
+        AdmittedInfo {
+            tcp: self.io.connect_info(),
+            activity: Arc::clone(self.idle.activity()),
+        }
     }
 }
 
@@ -121,7 +132,11 @@ impl AsyncRead for Admitted {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        let before = buf.filled().len();
         if let Poll::Ready(read) = Pin::new(&mut this.io).poll_read(cx, buf) {
+            if buf.filled().len() > before {
+                this.idle.read_something();
+            }
             return Poll::Ready(read);
         }
         // Nothing to read: the connection ends here once it has been idle too long.

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::connections::AdmittedInfo;
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::transport::server::TlsConnectInfo;
 
 use super::api_key::{PresentedKey, parse_token, same_secret};
 use super::certificate::{CertificateOwnerError, owner_of_certificate};
@@ -160,7 +161,7 @@ fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
 
 /// The first certificate the client presented, when the connection is TLS.
 fn peer_certificate(extensions: &http::Extensions) -> Option<Vec<u8>> {
-    let tls = extensions.get::<TlsConnectInfo<TcpConnectInfo>>()?;
+    let tls = extensions.get::<TlsConnectInfo<AdmittedInfo>>()?;
     let chain = tls.peer_certs()?;
     chain.first().map(|c| c.as_ref().to_vec())
 }

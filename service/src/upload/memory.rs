@@ -6,16 +6,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use transfer_wire::memory::{MemoryHold, MemoryRefused, MessageMemory, Reserving};
 
 use crate::identity::Owner;
-
-/// Owners with no message being read are forgotten once this many are known.
-const OWNERS_KEPT: usize = 1024;
 
 /// The server's memory for upload streams.
 #[derive(Debug)]
@@ -26,14 +23,25 @@ pub struct MemoryBudget {
     owner_limit: usize,
     /// How long a message waits for room before its stream is refused.
     wait: Duration,
-    /// Bytes granted to messages being read.
+    /// Bytes granted to messages being read, in all and per owner: checked and taken
+    /// together, so a refusal changes nothing another message could see.
+    granted: Mutex<Granted>,
+    /// `granted.total`, readable without the lock.
     reading: AtomicUsize,
     /// Bytes of chunks parked for the hasher.
     parked: AtomicUsize,
     /// Told whenever a grant is given back.
     freed: Notify,
-    /// Bytes being read per owner.
-    owners: Mutex<HashMap<Owner, Arc<AtomicUsize>>>,
+    /// Told when messages being read leave parked chunks over the budget: sessions
+    /// then drop what they have parked, even those with nothing else to do.
+    pressed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Granted {
+    total: usize,
+    /// Only owners with a message being read.
+    by_owner: HashMap<Owner, usize>,
 }
 
 impl MemoryBudget {
@@ -42,24 +50,19 @@ impl MemoryBudget {
             limit,
             owner_limit,
             wait,
+            granted: Mutex::new(Granted::default()),
             reading: AtomicUsize::new(0),
             parked: AtomicUsize::new(0),
             freed: Notify::new(),
-            owners: Mutex::new(HashMap::new()),
+            pressed: Notify::new(),
         })
     }
 
     /// What grants the large messages of one stream of `owner` their memory.
     pub fn for_owner(self: &Arc<Self>, owner: &Owner) -> Arc<dyn MessageMemory> {
-        let mut owners = self.owners.lock().unwrap_or_else(PoisonError::into_inner);
-        if owners.len() >= OWNERS_KEPT {
-            // Only the map holds them: no stream of theirs is open.
-            owners.retain(|_, reading| Arc::strong_count(reading) > 1);
-        }
-        let reading = Arc::clone(owners.entry(owner.clone()).or_default());
         Arc::new(StreamMemory {
             budget: Arc::clone(self),
-            reading,
+            owner: owner.clone(),
         })
     }
 
@@ -89,34 +92,61 @@ impl MemoryBudget {
         self.parked() + self.reading() > self.limit
     }
 
-    /// `len` bytes for a message of the owner counting in `owner_reading`, if both the
-    /// owner's share and the server's budget have room now. Parked chunks do not stand
-    /// in the way: they make room.
-    fn try_grant(self: &Arc<Self>, owner_reading: &Arc<AtomicUsize>, len: usize) -> Option<Grant> {
-        if owner_reading.fetch_add(len, Ordering::AcqRel) + len > self.owner_limit {
-            owner_reading.fetch_sub(len, Ordering::AcqRel);
-            return None;
+    /// Ready when sessions should drop parked chunks (see [`Self::parked_over`]).
+    pub(super) async fn pressed(&self) {
+        self.pressed.notified().await;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Granted> {
+        self.granted.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `len` bytes for a message of `owner`, if both the owner's share and the
+    /// server's budget have room now. Parked chunks do not stand in the way: they are
+    /// told to make room.
+    fn try_grant(self: &Arc<Self>, owner: &Owner, len: usize) -> Option<Grant> {
+        {
+            let mut granted = self.lock();
+            let owners = granted.by_owner.get(owner).copied().unwrap_or(0);
+            if owners + len > self.owner_limit || granted.total + len > self.limit {
+                return None;
+            }
+            granted.total += len;
+            *granted.by_owner.entry(owner.clone()).or_default() += len;
+            self.reading.store(granted.total, Ordering::Relaxed);
         }
-        if self.reading.fetch_add(len, Ordering::AcqRel) + len > self.limit {
-            self.reading.fetch_sub(len, Ordering::AcqRel);
-            owner_reading.fetch_sub(len, Ordering::AcqRel);
-            return None;
+        if self.parked_over() {
+            self.pressed.notify_waiters();
         }
         Some(Grant {
             budget: Arc::clone(self),
-            owner_reading: Arc::clone(owner_reading),
+            owner: owner.clone(),
             len,
         })
     }
 
+    fn give_back(&self, owner: &Owner, len: usize) {
+        {
+            let mut granted = self.lock();
+            granted.total -= len;
+            if let Some(owners) = granted.by_owner.get_mut(owner) {
+                *owners -= len;
+                if *owners == 0 {
+                    granted.by_owner.remove(owner);
+                }
+            }
+            self.reading.store(granted.total, Ordering::Relaxed);
+        }
+        self.freed.notify_waiters();
+    }
+
     /// Waits up to the budget's wait for `len` bytes.
-    async fn grant(
-        self: Arc<Self>,
-        owner_reading: Arc<AtomicUsize>,
-        len: usize,
-    ) -> Result<MemoryHold, MemoryRefused> {
-        if len > self.owner_limit.min(self.limit) {
-            return Err(self.refusal(len, &owner_reading));
+    async fn grant(self: Arc<Self>, owner: Owner, len: usize) -> Result<MemoryHold, MemoryRefused> {
+        let most = self.owner_limit.min(self.limit);
+        if len > most {
+            return Err(MemoryRefused(format!(
+                "no memory for a message of {len} bytes: the most one message may be given is {most} bytes (--owner-upload-memory-bytes, --upload-memory-bytes)"
+            )));
         }
         let deadline = tokio::time::Instant::now() + self.wait;
         loop {
@@ -124,18 +154,18 @@ impl MemoryBudget {
             tokio::pin!(freed);
             // Registered before trying, so a grant given back in between is not missed.
             freed.as_mut().enable();
-            if let Some(grant) = self.try_grant(&owner_reading, len) {
+            if let Some(grant) = self.try_grant(&owner, len) {
                 return Ok(Box::new(grant));
             }
             if tokio::time::timeout_at(deadline, freed).await.is_err() {
-                return Err(self.refusal(len, &owner_reading));
+                return Err(self.refusal(&owner, len));
             }
         }
     }
 
-    fn refusal(&self, len: usize, owner_reading: &AtomicUsize) -> MemoryRefused {
-        let (whose, limit, flag) = if owner_reading.load(Ordering::Relaxed) + len > self.owner_limit
-        {
+    fn refusal(&self, owner: &Owner, len: usize) -> MemoryRefused {
+        let owners = self.lock().by_owner.get(owner).copied().unwrap_or(0);
+        let (whose, limit, flag) = if owners + len > self.owner_limit {
             (
                 "this owner's upload streams",
                 self.owner_limit,
@@ -158,27 +188,25 @@ impl MemoryBudget {
 /// The memory of one owner's stream.
 struct StreamMemory {
     budget: Arc<MemoryBudget>,
-    reading: Arc<AtomicUsize>,
+    owner: Owner,
 }
 
 impl MessageMemory for StreamMemory {
     fn reserve(&self, len: usize) -> Reserving {
-        Box::pin(Arc::clone(&self.budget).grant(Arc::clone(&self.reading), len))
+        Box::pin(Arc::clone(&self.budget).grant(self.owner.clone(), len))
     }
 }
 
 /// Bytes granted to one message, given back when it is whole or its stream ends.
 struct Grant {
     budget: Arc<MemoryBudget>,
-    owner_reading: Arc<AtomicUsize>,
+    owner: Owner,
     len: usize,
 }
 
 impl Drop for Grant {
     fn drop(&mut self) {
-        self.owner_reading.fetch_sub(self.len, Ordering::AcqRel);
-        self.budget.reading.fetch_sub(self.len, Ordering::AcqRel);
-        self.budget.freed.notify_waiters();
+        self.budget.give_back(&self.owner, self.len);
     }
 }
 
@@ -244,13 +272,42 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn parked_chunks_yield_to_messages_being_read() {
+    async fn parked_chunks_are_told_to_yield_to_messages_being_read() {
         let budget = MemoryBudget::new(100, 100, Duration::from_secs(1));
         budget.park(90);
         assert!(!budget.parked_over());
+        let mut pressed = std::pin::pin!(budget.pressed());
+        assert!(futures::poll!(pressed.as_mut()).is_pending());
         let _reading = budget.for_owner(&owner("alice")).reserve(40).await.unwrap();
         assert!(budget.parked_over(), "parked chunks make room");
+        assert!(
+            futures::poll!(pressed.as_mut()).is_ready(),
+            "sessions holding them are told"
+        );
         budget.unpark(90);
         assert!(!budget.parked_over());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn grants_asked_at_once_never_exceed_the_limits_and_all_come_in_time() {
+        let budget = MemoryBudget::new(1000, 600, Duration::from_secs(30));
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let memory = budget.for_owner(&owner(if i % 2 == 0 { "alice" } else { "bob" }));
+                let budget = Arc::clone(&budget);
+                tokio::spawn(async move {
+                    for _ in 0..50 {
+                        let grant = memory.reserve(100 + i).await.unwrap();
+                        assert!(budget.reading() <= 1000, "{}", budget.reading());
+                        tokio::task::yield_now().await;
+                        drop(grant);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(budget.reading(), 0);
     }
 }

@@ -10,7 +10,9 @@
 //! were stored, so neither a challenge nor the answer to a wrong proof tells whether
 //! the content exists (a right proof does: its sender holds the bytes anyway). The
 //! stored bytes are read only for a proof that names the stored BLAKE3, which only
-//! someone who had the whole content can have computed.
+//! someone who had the whole content can have computed; even so, checking a proof
+//! takes at least [`PROOF_FLOOR`], so that reading them shows in no answer's timing,
+//! and a failed read counts as a wrong proof.
 //!
 //! Challenges are not stored: the token carries its expiry and key, sealed with a
 //! secret of this process (a keyed BLAKE3 over the owner, MD5, size, expiry and key),
@@ -27,8 +29,14 @@ use crate::error::ServiceError;
 use crate::identity::Owner;
 use crate::ledger::{Blake3Digest, ChunkLedger, Md5Digest};
 
-/// How long a challenge may be answered: time for the client to hash the whole file.
-pub const VALIDITY: Duration = Duration::from_secs(3600);
+/// How long a challenge may be answered: time for the client to hash the whole file,
+/// an hour or the time to read it at 50 MiB/s, whichever is longer.
+fn validity(size: u64) -> Duration {
+    Duration::from_secs(3600).max(Duration::from_secs(size / (50 << 20)))
+}
+
+/// The least time checking a proof takes, whatever it finds.
+pub const PROOF_FLOOR: Duration = Duration::from_millis(250);
 
 const TOKEN_VERSION: u8 = 1;
 /// Version, expiry (seconds since the epoch), key, seal.
@@ -89,7 +97,7 @@ impl Challenges {
     ) -> Result<Challenge, ServiceError> {
         let mut key = [0; DIGEST_LEN];
         getrandom::fill(&mut key).map_err(|e| ServiceError::Randomness(e.to_string()))?;
-        let expires = now_secs().saturating_add(VALIDITY.as_secs());
+        let expires = now_secs().saturating_add(validity(size).as_secs());
         let mut token = Vec::with_capacity(TOKEN_LEN);
         token.push(TOKEN_VERSION);
         token.extend_from_slice(&expires.to_be_bytes());
@@ -153,6 +161,21 @@ pub async fn proven_content(
     size: u64,
     proof: &Proof,
 ) -> Result<Option<Blake3Digest>, ServiceError> {
+    let floor = tokio::time::Instant::now() + PROOF_FLOOR;
+    let proven = check_proof(challenges, ledger, blobs, owner, md5, size, proof).await;
+    tokio::time::sleep_until(floor).await;
+    proven
+}
+
+async fn check_proof(
+    challenges: &Challenges,
+    ledger: &dyn ChunkLedger,
+    blobs: &dyn BlobStore,
+    owner: &Owner,
+    md5: &Md5Digest,
+    size: u64,
+    proof: &Proof,
+) -> Result<Option<Blake3Digest>, ServiceError> {
     let Some(key) = challenges.key_of(&proof.token, owner, md5, size) else {
         return Ok(None);
     };
@@ -165,7 +188,14 @@ pub async fn proven_content(
     };
     let mut digest = RangeDigest::new(&key);
     for (offset, len) in ranges_for(&key, size) {
-        digest.update(&blobs.read(&content, offset, len as usize).await?);
+        match blobs.read(&content, offset, len as usize).await {
+            Ok(bytes) => digest.update(&bytes),
+            // Said to the caller, a failed read would tell that the content exists.
+            Err(error) => {
+                tracing::warn!(%content, %error, "reading stored content to check a possession proof failed");
+                return Ok(None);
+            }
+        }
     }
     let holds = blake3::Hash::from(digest.finalize()) == blake3::Hash::from(proof.range_digest);
     Ok(holds.then_some(proof.blake3))

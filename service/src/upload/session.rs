@@ -558,6 +558,7 @@ impl Session {
     /// Handles commands until the session closes or goes idle.
     async fn serve(&mut self, inbox: &mut mpsc::Receiver<Command>) -> Result<(), Stop> {
         let idle_timeout = self.registry.idle_timeout;
+        let memory = Arc::clone(&self.registry.memory);
         loop {
             let command = tokio::select! {
                 command = inbox.recv() => match command {
@@ -568,6 +569,11 @@ impl Session {
                 // Between batches, the hasher takes what is committed as it has room.
                 fed = self.advance_hash(), if self.can_feed() => {
                     fed.or_else(|error| self.fail_all(error))?;
+                    continue;
+                }
+                // Messages being read need the memory parked chunks hold.
+                () = memory.pressed() => {
+                    self.parked.trim();
                     continue;
                 }
                 () = tokio::time::sleep(idle_timeout) => {

@@ -139,7 +139,15 @@ async fn a_challenge_comes_whatever_is_stored_and_a_proof_without_the_bytes_gets
         ("another content's token", &secret, other_challenge),
         ("content nobody stored", &guess, about_nothing),
     ] {
+        let asked = std::time::Instant::now();
         let answer = ask(&mut client, "mallory", file, Some(proof)).await;
+        // Whether stored bytes were read for the proof shows in no timing: every proof
+        // takes the same floor.
+        assert!(
+            asked.elapsed() >= transfer_service::upload::possession::PROOF_FLOOR,
+            "{what}: answered in {:?}",
+            asked.elapsed()
+        );
         let session = new_session(answer);
         sessions.push((what, session.clone()));
         abort(&mut client, Some("mallory"), &session.upload_id)
