@@ -7,6 +7,8 @@
 //! hurts both alike. Client and server share the machine, so the figures that matter
 //! are ratios to ceilings measured in the same run.
 
+#![forbid(unsafe_code)]
+
 mod ceilings;
 mod concurrent;
 mod ledger;

@@ -37,6 +37,8 @@
 //! The generated tonic client is there for anything else: [`TransferClient::raw`], and
 //! the messages in [`proto`].
 
+#![forbid(unsafe_code)]
+
 mod chunks;
 mod client;
 mod config;

@@ -31,10 +31,10 @@ pub struct FileSource {
     size: u64,
     /// A window of chunks is read, sent and dropped at a time: with buffers of its own
     /// to reuse, the next chunks are read into memory already mapped rather than fresh
-    /// memory zeroed and faulted in again (the process's pool keeps one chunk's worth).
-    /// Measured on 2 GiB uploads: 0.1-0.2 CPU-s per GiB less on the client, and a
-    /// smaller resident set, since the allocator kept freed chunks fragmented. The
-    /// buffers are freed with the last chunk once the file is done.
+    /// memory zeroed and faulted in again (the process's pool keeps one chunk's worth):
+    /// less CPU on the client, and a smaller resident set, since the allocator kept
+    /// freed chunks fragmented (figures: BENCHMARKS.md, "Measurements behind choices in the code"). The buffers are freed
+    /// with the last chunk once the file is done.
     buffers: Arc<BufferPool>,
 }
 

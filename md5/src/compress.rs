@@ -8,7 +8,7 @@
 //! `a + m + k` through an empty assembly block ([`opaque`]) keeps it a value of its own,
 //! summed beforehand. That alone makes MD5 about a quarter faster on x86-64.
 //! ([`std::hint::black_box`] does the same on paper, but it goes through memory, and what
-//! it bought depended on how the calling crate was built: 685 to 740 MiB/s, against 760.)
+//! it bought depended on how the calling crate was built (figures: BENCHMARKS.md, "Measurements behind choices in the code").)
 
 #[rustfmt::skip]
 const K: [u32; 64] = [
@@ -92,7 +92,7 @@ pub fn compress(state: &mut [u32; 4], blocks: &[[u8; 64]]) {
 fn compress_block(state: &mut [u32; 4], block: &[u8; 64]) {
     let mut m = [0u32; 16];
     // Byte by byte: words taken with `as_chunks` let the compiler fold the loads into
-    // the additions, which measured 7% slower.
+    // the additions, which measured slower (BENCHMARKS.md).
     for (word, bytes) in m.iter_mut().zip(block.chunks_exact(4)) {
         *word = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     }

@@ -2,6 +2,8 @@
 //!
 //! The proto file is the contract: every message and field is documented there.
 
+#![forbid(unsafe_code)]
+
 pub mod codec;
 pub mod possession;
 

@@ -6,7 +6,7 @@
 //! same [`TransferApi::start_upload_stream`] that tonic's handler calls, and the call's
 //! identity comes from the request's extensions like everywhere else
 //! ([`crate::identity`]). (Downloads go through tonic: sending their pieces uncopied here
-//! measured no gain.)
+//! gained nothing measurable.)
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -139,9 +139,9 @@ pub struct Settings {
     /// in flight before the server's acknowledgement of bytes reaches the client. A
     /// stream moves at most this much per round trip (hyper's default, 64 KiB, allows
     /// about 1 MiB/s at 50 ms). 64 MiB, the client's default window of 16 × 4 MiB chunks:
-    /// at 50 ms an upload moved 11-15% more than with 32 MiB (two full benchmark runs),
-    /// and at the defaults no more is held, since a client sends no further than its
-    /// window.
+    /// at 50 ms an upload moved more than with 32 MiB (BENCHMARKS.md, "Measurements
+    /// behind choices in the code"), and at the defaults no more is held, since a
+    /// client sends no further than its window.
     #[arg(long, env = "TRANSFERD_HTTP2_STREAM_WINDOW", default_value_t = 64 * MIB)]
     pub http2_stream_window: u32,
 

@@ -115,13 +115,17 @@ impl TransferService for TransferApi {
 
     type UploadChunksStream = ReceiverStream<Result<UploadChunksResponse, Status>>;
 
+    /// Never reached: every server serves `UploadChunks` by [`crate::bulk_route`], which
+    /// reads the requests off the body itself (memory granted per message, chunk data
+    /// page-aligned) and calls [`TransferApi::start_upload_stream`]. tonic's trait asks
+    /// for this method all the same.
     async fn upload_chunks(
         &self,
-        request: Request<Streaming<UploadChunksRequest>>,
+        _request: Request<Streaming<UploadChunksRequest>>,
     ) -> Result<Response<Self::UploadChunksStream>, Status> {
-        let (metadata, extensions, inbound) = request.into_parts();
-        self.start_upload_stream(&metadata, &extensions, inbound)
-            .map(Response::new)
+        Err(Status::internal(
+            "UploadChunks reached tonic's handler: the server must route it through the bulk route",
+        ))
     }
 
     type DownloadStream = DownloadStream;
@@ -180,8 +184,8 @@ impl TransferService for TransferApi {
 
 impl TransferApi {
     /// Starts an `UploadChunks` stream over `inbound` in a task of its own and returns
-    /// its responses. Reached through tonic's decoder, or through
-    /// [`crate::bulk_route`], which reads the requests off the body itself.
+    /// its responses. Called by [`crate::bulk_route`], which reads the requests off the
+    /// body itself.
     pub fn start_upload_stream(
         &self,
         metadata: &tonic::metadata::MetadataMap,

@@ -9,6 +9,8 @@
 //! - [`ledger`] ([`ledger::ChunkLedger`]): the record of uploads, committed chunks and content.
 //! - [`blob`] ([`blob::BlobStore`]): the bytes, shaped like a multipart upload.
 
+#![forbid(unsafe_code)]
+
 pub mod blob;
 pub mod bulk_route;
 pub mod config;

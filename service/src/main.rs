@@ -26,12 +26,10 @@ fn main() -> std::process::ExitCode {
 ///
 /// glibc also hands the top of its heap back to the kernel once 8 MiB of it are free,
 /// which a window of 4 MiB chunks crosses all the time: the next chunk then faulted in
-/// fresh zeroed pages (`clear_page` was 4% of transferd's profile, CPU per GiB fell by
-/// about 2% without it). Keeping up to 8 MiB of freed heap (two chunks), and serving
-/// blocks up to 32 MiB from the heap rather than from `mmap`, reuses those pages
-/// (`clear_page` 0.5%). A larger reserve saved little more CPU, and what it keeps
-/// counts in peak memory: in the benchmark's memory runs a 4 GiB upload peaked at up to
-/// 128 MiB with 16 MiB kept, at up to 121 with 8. Set before any thread starts.
+/// fresh zeroed pages. Keeping up to 8 MiB of freed heap (two chunks), and serving
+/// blocks up to 32 MiB from the heap rather than from `mmap`, reuses those pages. A
+/// larger reserve saved little more CPU, and what it keeps counts in peak memory
+/// (figures: BENCHMARKS.md, "Measurements behind choices in the code"). Set before any thread starts.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning; called before other threads exist.

@@ -1,6 +1,8 @@
 //! The end-to-end test harness: a fresh migrated database per test, the real `transferd`
 //! on an ephemeral port, and small client helpers built on the generated tonic client.
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod data;
 pub mod database;

@@ -45,8 +45,8 @@ impl BufferPool {
     /// An empty buffer with room for `len` bytes from an aligned start: an idle one of
     /// at most twice that size (a small message does not hold a chunk's buffer), or a
     /// new one. Its bytes are not zeroed first (every byte read is written by the copy):
-    /// that took memset, 3% of transferd's profile, away, though not measurably the CPU
-    /// per GiB, since a fresh buffer still faults its pages in.
+    /// that took memset out of transferd's profile, though not measurably out of its
+    /// CPU per GiB, since a fresh buffer still faults its pages in.
     fn take(&self, len: usize) -> Vec<u8> {
         let needed = len + ALIGN;
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);

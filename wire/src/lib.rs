@@ -8,6 +8,8 @@
 //! - [`aligned`]: pooled page-aligned buffers, ready for direct I/O.
 //! - [`memory`]: memory a receiver grants a large message before reading it.
 
+#![forbid(unsafe_code)]
+
 pub mod aligned;
 pub mod body;
 pub mod encode;

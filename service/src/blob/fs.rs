@@ -99,7 +99,8 @@ fn open_direct(path: &Path) -> std::io::Result<File> {
 
 /// Opens complete content for direct (`O_DIRECT`) reads: stored content was written
 /// around the page cache, so a buffered read would fetch it from disk into the cache
-/// and then copy it, which measured 0.4-0.8 CPU-seconds per GiB against 0.1 direct.
+/// and then copy it, costing several times the CPU of a direct read
+/// (figures: BENCHMARKS.md, "Measurements behind choices in the code").
 fn open_direct_read(path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     OpenOptions::new()

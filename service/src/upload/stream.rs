@@ -294,8 +294,8 @@ fn misfit(layout: ChunkLayout, chunk: &Chunk) -> Option<(ChunkOutcome, String)> 
 /// decoder) are copied, which also frees tonic's larger buffer at once; a tonic buffer
 /// that happens to be aligned is kept, at worst holding a little more memory a while.
 /// Both run here, on the runtime thread that decoded the chunk, while its bytes are
-/// still in cache: handed to another thread they cost about 0.1 CPU-seconds more per
-/// GiB, and under 200 uploads they measured slower for `CheckUpload` too.
+/// still in cache: handed to another thread they cost more CPU per GiB, and slowed
+/// `CheckUpload` under many uploads (figures: BENCHMARKS.md, "Measurements behind choices in the code").
 fn check_and_copy(data: &Bytes) -> (u32, Bytes) {
     use transfer_wire::aligned::{copy_aligned, is_aligned};
     let data = if is_aligned(data) {

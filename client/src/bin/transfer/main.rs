@@ -3,6 +3,8 @@
 //! Exit codes: 0 success, 1 a transfer failed, 2 usage error, 130 interrupted (Ctrl-C
 //! pauses cleanly; running the same command again resumes).
 
+#![forbid(unsafe_code)]
+
 mod bars;
 mod printable;
 mod report;
