@@ -99,6 +99,8 @@ impl ServiceError {
             }
             ServiceError::Ledger(LedgerError::NotFound(_)) => Code::NotFound,
             ServiceError::Ledger(LedgerError::NotUploading { .. }) => Code::FailedPrecondition,
+            // gRPC's code for a concurrency conflict: the client retries.
+            ServiceError::Ledger(LedgerError::RetryableConflict(_)) => Code::Aborted,
             ServiceError::Ledger(LedgerError::Unavailable(_)) | ServiceError::SessionClosed => {
                 Code::Unavailable
             }

@@ -56,7 +56,7 @@ pub async fn copy_keys(from: &dyn KeyLedger, to: &dyn KeyLedger) -> Result<u64, 
             expires_at: key.expires_at,
         };
         match to.create_key(&copy).await {
-            Ok(_) | Err(LedgerError::Conflict(_)) => {}
+            Ok(_) | Err(LedgerError::AlreadyExists(_)) => {}
             Err(error) => return Err(error),
         }
         if key.revoked_at.is_some() {

@@ -804,13 +804,32 @@ fn describe(e: &tokio_postgres::Error) -> String {
 }
 
 fn db_error(e: tokio_postgres::Error) -> LedgerError {
-    if e.is_closed() {
-        LedgerError::Unavailable(describe(&e))
-    } else {
-        LedgerError::Database(
-            e.as_db_error()
-                .map_or_else(|| describe(&e), |d| d.to_string()),
-        )
+    let message = e
+        .as_db_error()
+        .map_or_else(|| describe(&e), |d| d.to_string());
+    classify(e.code(), e.is_closed(), message)
+}
+
+/// A PostgreSQL error as a [`LedgerError`], by its SQLSTATE.
+fn classify(
+    code: Option<&tokio_postgres::error::SqlState>,
+    closed: bool,
+    message: String,
+) -> LedgerError {
+    use tokio_postgres::error::SqlState;
+    let class = code.map_or("", |c| &c.code()[..2]);
+    match code {
+        _ if closed => LedgerError::Unavailable(message),
+        Some(c)
+            if *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED =>
+        {
+            LedgerError::RetryableConflict(message)
+        }
+        // Connection exceptions, and the server shutting down or out of resources.
+        _ if matches!(class, "08" | "53" | "57") => LedgerError::Unavailable(message),
+        _ if class == "23" => LedgerError::Constraint(message),
+        _ => LedgerError::Database(message),
     }
 }
 
@@ -860,4 +879,49 @@ async fn select_open_upload(
         .await
         .map_err(db_error)?;
     row.as_ref().map(file_from_row).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_postgres::error::SqlState;
+
+    fn kind(code: Option<&SqlState>, closed: bool) -> String {
+        let error = classify(code, closed, "m".into());
+        format!("{error:?}")
+            .split('(')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    #[test]
+    fn errors_say_whether_to_retry_wait_or_fix_a_bug() {
+        assert_eq!(
+            kind(Some(&SqlState::T_R_SERIALIZATION_FAILURE), false),
+            "RetryableConflict"
+        );
+        assert_eq!(
+            kind(Some(&SqlState::T_R_DEADLOCK_DETECTED), false),
+            "RetryableConflict"
+        );
+        assert_eq!(kind(Some(&SqlState::UNIQUE_VIOLATION), false), "Constraint");
+        assert_eq!(kind(Some(&SqlState::CHECK_VIOLATION), false), "Constraint");
+        assert_eq!(
+            kind(Some(&SqlState::FOREIGN_KEY_VIOLATION), false),
+            "Constraint"
+        );
+        assert_eq!(kind(Some(&SqlState::ADMIN_SHUTDOWN), false), "Unavailable");
+        assert_eq!(
+            kind(Some(&SqlState::CONNECTION_FAILURE), false),
+            "Unavailable"
+        );
+        assert_eq!(
+            kind(Some(&SqlState::TOO_MANY_CONNECTIONS), false),
+            "Unavailable"
+        );
+        assert_eq!(kind(None, true), "Unavailable");
+        assert_eq!(kind(Some(&SqlState::SYNTAX_ERROR), false), "Database");
+        assert_eq!(kind(None, false), "Database");
+    }
 }

@@ -156,7 +156,15 @@ fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
 }
 
 fn db_error(e: rusqlite::Error) -> LedgerError {
-    LedgerError::Database(e.to_string())
+    use rusqlite::ErrorCode;
+    let message = e.to_string();
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            LedgerError::RetryableConflict(message)
+        }
+        Some(ErrorCode::ConstraintViolation) => LedgerError::Constraint(message),
+        _ => LedgerError::Database(message),
+    }
 }
 
 fn now_micros() -> i64 {
@@ -949,6 +957,9 @@ mod tests {
                 .map_err(db_error)
             })
             .await;
-        assert!(orphan.is_err(), "chunks still need their file");
+        assert!(
+            matches!(orphan, Err(LedgerError::Constraint(_))),
+            "chunks still need their file, and a write the schema forbids says so: {orphan:?}"
+        );
     }
 }

@@ -45,7 +45,7 @@ impl KeyLedger for PostgresLedger {
             .map_err(db_error)?;
         match row {
             Some(row) => key_from_row(&row),
-            None => Err(LedgerError::Conflict(format!(
+            None => Err(LedgerError::AlreadyExists(format!(
                 "an API key with id {} exists",
                 key.id
             ))),

@@ -77,7 +77,7 @@ impl KeyLedger for SqliteLedger {
                 .map_err(db_error)?;
             match inserted {
                 Some(raw) => ApiKeyRecord::try_from(raw),
-                None => Err(LedgerError::Conflict(format!(
+                None => Err(LedgerError::AlreadyExists(format!(
                     "an API key with id {} exists",
                     key.id
                 ))),
