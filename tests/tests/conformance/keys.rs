@@ -97,7 +97,10 @@ pub mod suite {
             .await
             .unwrap();
         let again = keys.create_key(&key("00000000000000bb", "mallory")).await;
-        assert!(matches!(again, Err(LedgerError::AlreadyExists(_))), "{again:?}");
+        assert!(
+            matches!(again, Err(LedgerError::AlreadyExists(_))),
+            "{again:?}"
+        );
         let kept = keys.api_key("00000000000000bb").await.unwrap().unwrap();
         assert_eq!(kept.owner, "alice", "the first key is kept as it was");
     }

@@ -1,0 +1,369 @@
+//! One session's state and the loop that serves its inbox: chunks in batches, digests,
+//! attaches, and the acks that answer them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+use uuid::Uuid;
+
+use super::task::Stop;
+use super::writer::write_and_commit;
+use super::*;
+use crate::blob::{ContentKey, Part};
+use crate::error::ServiceError;
+use crate::identity::Owner;
+use crate::layout::ChunkLayout;
+use crate::ledger::{CommittedChunk, FileRecord, FileState, Md5Digest};
+use crate::metrics::{attribute, metrics};
+use crate::upload::committed::CommittedChunks;
+use crate::upload::hasher::{FileDigests, OrderedHasher};
+use crate::upload::parked::ParkedChunks;
+
+/// Most chunks written and committed in one batch.
+const MAX_BATCH_CHUNKS: usize = 64;
+/// Most bytes written and committed in one batch.
+const MAX_BATCH_BYTES: usize = 128 << 20;
+
+/// The state of one active session.
+pub(super) struct Session {
+    pub(super) registry: Arc<SessionRegistry>,
+    /// This session's own command channel, handed to the streams that attach.
+    pub(super) commands: mpsc::Sender<Command>,
+    pub(super) file: FileRecord,
+    /// The whole-file MD5 the client declared: from CheckUpload, or (single pass) from
+    /// a `digest` message; the session completes only once it is known.
+    pub(super) declared_md5: Option<Md5Digest>,
+    /// The digests of the stored bytes, once hashing has finished.
+    pub(super) computed: Option<FileDigests>,
+    /// The content was already stored when this task started (an earlier run stored it
+    /// but stopped before recording it): completing needs no hashing.
+    pub(super) content_already_stored: bool,
+    pub(super) layout: ChunkLayout,
+    pub(super) committed: CommittedChunks,
+    /// The hash of the committed prefix `[0, hashed)`; `None` once finished.
+    pub(super) hasher: Option<OrderedHasher>,
+    pub(super) hashed: u64,
+    /// Chunks covered by the last hash checkpoint saved to the ledger.
+    pub(super) checkpointed: u64,
+    /// Committed chunks past the hashed prefix whose bytes are still in memory.
+    pub(super) parked: ParkedChunks,
+    /// Committed chunks next in line for the hasher, by index, with the stream whose
+    /// ack waits until the hasher takes them: the client then refills its window only
+    /// as fast as the server hashes, so memory stays about window x chunk size.
+    pub(super) acks_after_hash: BTreeMap<u64, u64>,
+    pub(super) streams: HashMap<u64, mpsc::UnboundedSender<SessionEvent>>,
+    pub(super) next_stream_id: u64,
+}
+
+impl Session {
+    pub(super) fn id(&self) -> Uuid {
+        self.file.id
+    }
+
+    /// Where the content goes: known once its BLAKE3 is computed.
+    pub(super) fn content_key(&self) -> Option<ContentKey> {
+        Some(ContentKey::Blake3 {
+            digest: self.computed?.blake3,
+            size: self.file.size,
+        })
+    }
+
+    pub(super) fn is_fully_committed(&self) -> bool {
+        self.committed.len() == self.layout.chunk_count()
+    }
+
+    /// Every chunk is stored and the whole-file MD5 declared: time to verify.
+    pub(super) fn ready_to_finish(&self) -> bool {
+        self.is_fully_committed() && self.declared_md5.is_some()
+    }
+
+    pub(super) fn is_committed(&self, index: u64) -> bool {
+        self.committed.contains(index)
+    }
+
+    pub(super) fn remaining(&self) -> u64 {
+        self.layout.chunk_count() - self.committed.len()
+    }
+
+    pub(super) fn tell(&self, stream: u64, event: SessionEvent) {
+        if let Some(events) = self.streams.get(&stream) {
+            let _ = events.send(event);
+        }
+    }
+
+    /// Acks chunk `index` to `stream`: stored by this send, or by an earlier one.
+    pub(super) fn ack(&self, stream: u64, index: u64, already_stored: bool) {
+        if already_stored {
+            metrics()
+                .chunks_acknowledged
+                .add(1, &attribute("outcome", "already_stored"));
+        }
+        let remaining = self.remaining();
+        self.tell(
+            stream,
+            SessionEvent::Ack {
+                index,
+                already_stored,
+                remaining,
+            },
+        );
+    }
+
+    pub(super) fn tell_all(&self, event: impl Fn() -> SessionEvent) {
+        for events in self.streams.values() {
+            let _ = events.send(event());
+        }
+    }
+
+    /// Handles commands until the session closes or goes idle.
+    pub(super) async fn serve(&mut self, inbox: &mut mpsc::Receiver<Command>) -> Result<(), Stop> {
+        let idle_timeout = self.registry.idle_timeout;
+        let memory = Arc::clone(&self.registry.memory);
+        loop {
+            let command = tokio::select! {
+                command = inbox.recv() => match command {
+                    Some(command) => command,
+                    // Unreachable: this session holds a sender of its own inbox.
+                    None => return Ok(()),
+                },
+                // Between batches, the hasher takes what is committed as it has room.
+                fed = self.advance_hash(), if self.can_feed() => {
+                    fed.or_else(|error| self.fail_all(error))?;
+                    continue;
+                }
+                // Messages being read need the memory parked chunks hold.
+                () = memory.pressed() => {
+                    self.parked.trim();
+                    continue;
+                }
+                () = tokio::time::sleep(idle_timeout) => {
+                    self.streams.retain(|_, events| !events.is_closed());
+                    if self.streams.is_empty() {
+                        // The next task for this upload resumes hashing from here.
+                        if self.hashed > self.checkpointed {
+                            let _ = self.save_checkpoint().await.await;
+                        }
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            match command {
+                Command::Attach { owner, reply } => self.attach(owner, reply).await?,
+                Command::Aborted { done } => return self.aborted(done),
+                Command::Digest { stream, md5 } => self.declare(stream, md5).await?,
+                Command::HasStreams { reply } => self.has_streams(reply),
+                Command::Chunk { stream, chunk } => {
+                    let mut batch_bytes = chunk.data.len();
+                    let mut batch = vec![(stream, chunk)];
+                    let mut deferred = None;
+                    while batch.len() < MAX_BATCH_CHUNKS && batch_bytes < MAX_BATCH_BYTES {
+                        match inbox.try_recv() {
+                            Ok(Command::Chunk { stream, chunk }) => {
+                                batch_bytes += chunk.data.len();
+                                batch.push((stream, chunk));
+                            }
+                            Ok(other) => {
+                                deferred = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.store_batch(batch).await?;
+                    match deferred {
+                        Some(Command::Attach { owner, reply }) => self.attach(owner, reply).await?,
+                        Some(Command::Aborted { done }) => return self.aborted(done),
+                        Some(Command::Digest { stream, md5 }) => self.declare(stream, md5).await?,
+                        Some(Command::HasStreams { reply }) => self.has_streams(reply),
+                        Some(Command::Chunk { .. }) | None => {}
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn has_streams(&mut self, reply: oneshot::Sender<bool>) {
+        self.streams.retain(|_, events| !events.is_closed());
+        let _ = reply.send(!self.streams.is_empty());
+    }
+
+    /// A stream declared the whole-file MD5.
+    pub(super) async fn declare(&mut self, stream: u64, md5: Md5Digest) -> Result<(), Stop> {
+        match self.declared_md5 {
+            None => self.declared_md5 = Some(md5),
+            Some(declared) if declared == md5 => {}
+            Some(declared) => {
+                let status = Status::from(ServiceError::BadRequest {
+                    field: "digest.md5",
+                    problem: format!(
+                        "{} differs from the MD5 declared before for this upload, {}",
+                        hex::encode(md5),
+                        hex::encode(declared)
+                    ),
+                });
+                self.tell(stream, SessionEvent::Failed(status));
+                return Ok(());
+            }
+        }
+        if self.ready_to_finish() {
+            return self.finish().await;
+        }
+        Ok(())
+    }
+
+    pub(super) fn aborted(&self, done: oneshot::Sender<()>) -> Result<(), Stop> {
+        let status = Status::from(ServiceError::UploadNotOpen {
+            id: self.id(),
+            state: FileState::Aborted,
+        });
+        self.tell_all(|| SessionEvent::Failed(status.clone()));
+        let _ = done.send(());
+        Err(Stop::Closed)
+    }
+
+    pub(super) async fn attach(
+        &mut self,
+        owner: Owner,
+        reply: oneshot::Sender<Result<Attachment, Status>>,
+    ) -> Result<(), Stop> {
+        // Another owner's session looks like no session at all.
+        if owner.as_str() != self.file.owner {
+            let _ = reply.send(Err(ServiceError::UploadNotFound(self.id()).into()));
+            return Ok(());
+        }
+        self.streams.retain(|_, events| !events.is_closed());
+        let stream_id = self.next_stream_id;
+        self.next_stream_id += 1;
+        let (events, events_rx) = mpsc::unbounded_channel();
+        self.streams.insert(stream_id, events);
+        let attached = AttachedStream {
+            info: SessionInfo {
+                id: self.id(),
+                layout: self.layout,
+                max_window: self.registry.limits.max_window,
+                remaining: self.remaining(),
+                needs_digest: self.declared_md5.is_none(),
+            },
+            stream_id,
+            commands: self.commands.clone(),
+            events: events_rx,
+        };
+        if reply.send(Ok(Attachment::Stream(attached))).is_err() {
+            self.streams.remove(&stream_id);
+            return Ok(());
+        }
+        if self.ready_to_finish() {
+            return self.finish().await;
+        }
+        Ok(())
+    }
+
+    /// Writes and commits a batch of chunks while the hasher takes earlier ones, then acks
+    /// them: those past a gap at once, the others as the hasher takes them.
+    pub(super) async fn store_batch(
+        &mut self,
+        batch: Vec<(u64, VerifiedChunk)>,
+    ) -> Result<(), Stop> {
+        let mut fresh: Vec<(u64, VerifiedChunk)> = Vec::with_capacity(batch.len());
+        let mut repeats: Vec<(u64, u64)> = Vec::new();
+        for (stream, chunk) in batch {
+            if self.is_committed(chunk.index) {
+                self.ack(stream, chunk.index, true);
+            } else if fresh.iter().any(|(_, c)| c.index == chunk.index) {
+                repeats.push((stream, chunk.index));
+            } else {
+                fresh.push((stream, chunk));
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(());
+        }
+
+        let parts: Vec<Part> = fresh
+            .iter()
+            .map(|(_, c)| Part {
+                index: c.index,
+                offset: self.layout.offset(c.index),
+                data: c.data.clone(),
+            })
+            .collect();
+        let rows: Vec<CommittedChunk> = fresh
+            .iter()
+            .map(|(_, c)| CommittedChunk {
+                index: c.index,
+                size: c.data.len() as u32,
+                crc32c: c.crc32c,
+            })
+            .collect();
+        // Storage spans belong to the stream whose chunk opened the batch.
+        let parent = fresh[0].1.span.clone();
+        let write = write_and_commit(Arc::clone(&self.registry), self.id(), parts, rows, parent);
+        // The hasher takes the chunks committed before while this batch is written, so
+        // hashing overlaps writing and committing instead of waiting for them.
+        let (stored, fed) = {
+            let mut write = std::pin::pin!(write);
+            tokio::select! {
+                biased;
+                stored = &mut write => (stored, Ok(())),
+                fed = self.advance_hash(), if self.can_feed() => (write.await, fed),
+            }
+        };
+        if let Err(error) = stored {
+            // Whether the ledger recorded the batch is unknown (a commit can fail after
+            // the database applied it), so this task's view may be stale: stop; the
+            // next stream starts a task that reloads the truth from the ledger.
+            return self.fail_all(error);
+        }
+        fed.or_else(|error| self.fail_all(error))?;
+
+        for (_, chunk) in &fresh {
+            self.committed.insert(chunk.index);
+        }
+        let instruments = metrics();
+        instruments
+            .chunks_acknowledged
+            .add(fresh.len() as u64, &attribute("outcome", "stored"));
+        for (_, chunk) in &fresh {
+            instruments
+                .chunk_commit_duration
+                .record(chunk.received_at.elapsed().as_secs_f64(), &[]);
+        }
+        // Chunks that now extend the hashed prefix are acknowledged once the hasher
+        // takes them; the others (past a gap) at once, kept in memory while the budget
+        // allows.
+        let next_to_hash = self.hashed;
+        let mut hashable_end = next_to_hash;
+        while self.hasher.is_some() && self.is_committed(hashable_end) {
+            hashable_end += 1;
+        }
+        for (stream, chunk) in fresh {
+            let index = chunk.index;
+            if index >= next_to_hash {
+                self.parked.insert(index, chunk.data);
+            }
+            if (next_to_hash..hashable_end).contains(&index) {
+                self.acks_after_hash.insert(index, stream);
+            } else {
+                self.ack(stream, index, false);
+            }
+        }
+        self.parked.trim();
+        for (stream, index) in repeats {
+            self.ack(stream, index, true);
+        }
+        if self.ready_to_finish() {
+            return self.finish().await;
+        }
+        Ok(())
+    }
+
+    /// Ends every stream with `error` and stops the task.
+    pub(super) fn fail_all(&mut self, error: ServiceError) -> Result<(), Stop> {
+        let status = Status::from(error);
+        self.tell_all(|| SessionEvent::Failed(status.clone()));
+        Err(Stop::Closed)
+    }
+}

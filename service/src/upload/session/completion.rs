@@ -1,0 +1,117 @@
+//! Completing a session: the whole-file digests checked against the declared MD5, the
+//! content stored at its address, the file recorded (or the upload failed).
+
+use tonic::Status;
+
+use super::actor::Session;
+use super::task::Stop;
+use super::*;
+use crate::blob::ContentKey;
+use crate::error::ServiceError;
+use crate::ledger::{FileRecord, HashCheckpoint, Md5Digest};
+use crate::metrics::metrics;
+
+impl Session {
+    /// All chunks are committed: verify the whole-file MD5 and complete (or fail) the file.
+    pub(super) async fn finish(&mut self) -> Result<(), Stop> {
+        let result = self.verify_and_complete().await;
+        match result {
+            Ok(file) => self.tell_all(|| SessionEvent::Completed(file.clone())),
+            Err(error) => {
+                let status = Status::from(error);
+                self.tell_all(|| SessionEvent::Failed(status.clone()));
+            }
+        }
+        Err(Stop::Closed)
+    }
+
+    /// The stored bytes do not have the declared MD5: the upload fails and its bytes go.
+    pub(super) async fn mismatch(
+        &self,
+        declared: Md5Digest,
+        computed: Md5Digest,
+    ) -> Result<FileRecord, ServiceError> {
+        let error = ServiceError::Md5Mismatch {
+            declared: hex::encode(declared),
+            computed: hex::encode(computed),
+        };
+        self.registry
+            .ledger
+            .fail_upload(self.id(), &error.to_string())
+            .await?;
+        self.registry.blobs.abort(self.id()).await?;
+        Err(error)
+    }
+
+    pub(super) async fn verify_and_complete(&mut self) -> Result<FileRecord, ServiceError> {
+        let id = self.id();
+        let lost = |reason: &str| ServiceError::StoredDataLost {
+            id,
+            reason: reason.into(),
+        };
+        let declared = self
+            .declared_md5
+            .ok_or_else(|| lost("no whole-file MD5 was declared"))?;
+        if self.content_already_stored {
+            // Set only with digests computed here (see `load`).
+            let computed = self
+                .computed
+                .ok_or_else(|| lost("the upload's digests were lost"))?;
+            if computed.md5 != declared {
+                return self.mismatch(declared, computed.md5).await;
+            }
+            self.registry.blobs.abort(id).await?;
+            return Ok(self
+                .registry
+                .ledger
+                .complete_upload(id, &computed.md5, &computed.blake3)
+                .await?);
+        }
+        if self.computed.is_none() {
+            // The hasher must have every chunk before it can say the digest.
+            self.advance_hash().await?;
+        }
+        let computed = match (self.computed, self.hasher.take()) {
+            (Some(digests), _) => digests,
+            (None, Some(hasher)) => {
+                // The content's BLAKE3 (and a single-pass upload's MD5) are nowhere
+                // else: save the final hash state before the staged bytes move, so a
+                // restart in between still finds the content.
+                if let Ok(state) = hasher.checkpoint().await.await {
+                    let checkpoint = HashCheckpoint {
+                        chunks: self.layout.chunk_count(),
+                        state,
+                    };
+                    self.registry
+                        .ledger
+                        .save_hash_checkpoint(id, &checkpoint)
+                        .await?;
+                }
+                hasher
+                    .finish()
+                    .await
+                    .ok_or_else(|| lost("hashing the upload failed"))?
+            }
+            (None, None) => return Err(lost("the upload's hash state was lost")),
+        };
+        self.computed = Some(computed);
+        if computed.md5 != declared {
+            return self.mismatch(declared, computed.md5).await;
+        }
+        let blobs = &self.registry.blobs;
+        let ledger = &self.registry.ledger;
+        let key = ContentKey::Blake3 {
+            digest: computed.blake3,
+            size: self.file.size,
+        };
+        blobs.complete(id, &key).await?;
+        let file = ledger
+            .complete_upload(id, &computed.md5, &computed.blake3)
+            .await?;
+        let took = (chrono::Utc::now() - file.created_at)
+            .to_std()
+            .unwrap_or_default();
+        metrics().upload_duration.record(took.as_secs_f64(), &[]);
+        Ok(file)
+    }
+}

@@ -1,0 +1,154 @@
+//! The live sessions of this server, by upload id: streams attach through it, and
+//! short questions (is anyone streaming into it? it was aborted) reach a session here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+use uuid::Uuid;
+
+use super::task::SessionTask;
+use super::*;
+use crate::blob::BlobStore;
+use crate::error::ServiceError;
+use crate::identity::Owner;
+use crate::layout::Limits;
+use crate::ledger::ChunkLedger;
+use crate::upload::memory::MemoryBudget;
+use crate::upload::opening::OpeningLocks;
+
+/// The active sessions of this server, by upload id.
+pub struct SessionRegistry {
+    pub(super) ledger: Arc<dyn ChunkLedger>,
+    pub(super) blobs: Arc<dyn BlobStore>,
+    /// Memory for messages being read and parked chunks, shared by every stream.
+    pub(super) memory: Arc<MemoryBudget>,
+    pub(super) limits: Limits,
+    pub(super) idle_timeout: Duration,
+    pub(super) sessions: Mutex<HashMap<Uuid, mpsc::Sender<Command>>>,
+    /// New sessions are opened one at a time per owner.
+    pub(super) opening: OpeningLocks,
+}
+
+impl SessionRegistry {
+    pub fn new(
+        ledger: Arc<dyn ChunkLedger>,
+        blobs: Arc<dyn BlobStore>,
+        limits: Limits,
+        idle_timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            ledger,
+            blobs,
+            memory: MemoryBudget::new(
+                limits.upload_memory_bytes,
+                limits.owner_upload_memory_bytes,
+                limits.stream_idle_timeout,
+            ),
+            limits,
+            idle_timeout,
+            sessions: Mutex::new(HashMap::new()),
+            opening: OpeningLocks::new(),
+        })
+    }
+
+    /// The server's bounds.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Held while `owner`'s caps are checked and a new session of it recorded.
+    pub async fn opening(&self, owner: &Owner) -> tokio::sync::MutexGuard<'_, ()> {
+        self.opening.lock(owner).await
+    }
+
+    /// The memory upload streams share.
+    pub fn memory(&self) -> &Arc<MemoryBudget> {
+        &self.memory
+    }
+
+    /// Attaches a new stream of `owner` to upload `id`, starting its session task if
+    /// none runs.
+    pub async fn attach(self: &Arc<Self>, owner: &Owner, id: Uuid) -> Result<Attachment, Status> {
+        // Another owner's upload, in whatever state, is not found, and costs no more
+        // than an unknown id: no session is loaded for it.
+        match self.ledger.get_file(id).await.map_err(ServiceError::from)? {
+            Some(file) if file.owner == owner.as_str() => {}
+            _ => return Err(ServiceError::UploadNotFound(id).into()),
+        }
+        // A session task that is just stopping drops the request; the next try starts a
+        // fresh task.
+        for _ in 0..3 {
+            let commands = self.session(id);
+            let (reply, answer) = oneshot::channel();
+            let attach = Command::Attach {
+                owner: owner.clone(),
+                reply,
+            };
+            if commands.send(attach).await.is_err() {
+                continue;
+            }
+            if let Ok(result) = answer.await {
+                return result;
+            }
+        }
+        Err(ServiceError::SessionClosed.into())
+    }
+
+    /// Tells the session of an upload the ledger has just aborted, and waits until it
+    /// will write no more.
+    pub async fn aborted(&self, id: Uuid) {
+        let commands = self.lock().get(&id).cloned();
+        if let Some(commands) = commands {
+            let (done, stopped) = oneshot::channel();
+            if commands.send(Command::Aborted { done }).await.is_ok() {
+                let _ = stopped.await;
+            }
+        }
+    }
+
+    /// Whether a client is streaming into upload `id` right now.
+    pub async fn has_streams(&self, id: Uuid) -> bool {
+        let commands = self.lock().get(&id).cloned();
+        let Some(commands) = commands else {
+            return false;
+        };
+        let (reply, answer) = oneshot::channel();
+        if commands.send(Command::HasStreams { reply }).await.is_err() {
+            return false;
+        }
+        answer.await.unwrap_or(false)
+    }
+
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, mpsc::Sender<Command>>> {
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The command channel of session `id`, starting its task if needed.
+    pub(super) fn session(self: &Arc<Self>, id: Uuid) -> mpsc::Sender<Command> {
+        let mut sessions = self.lock();
+        if let Some(commands) = sessions.get(&id) {
+            return commands.clone();
+        }
+        let capacity = usize::try_from(self.limits.max_window).unwrap_or(1).max(1);
+        let (commands, inbox) = mpsc::channel(capacity);
+        sessions.insert(id, commands.clone());
+        tokio::spawn(SessionTask::run(
+            Arc::clone(self),
+            id,
+            commands.clone(),
+            inbox,
+        ));
+        commands
+    }
+
+    /// Forgets session `id` if `commands` is still its channel.
+    pub(super) fn remove(&self, id: Uuid, commands: &mpsc::Sender<Command>) {
+        let mut sessions = self.lock();
+        if sessions.get(&id).is_some_and(|c| c.same_channel(commands)) {
+            sessions.remove(&id);
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! A session task's life: it loads the session from the ledger and the staged bytes,
+//! serves it until it closes or idles, then answers streams that still ask to attach.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tonic::Status;
+use uuid::Uuid;
+
+use super::actor::Session;
+use super::*;
+use crate::blob::BlobError;
+use crate::error::ServiceError;
+use crate::layout::ChunkLayout;
+use crate::ledger::{FileRecord, FileState};
+use crate::metrics::metrics;
+use crate::upload::committed::CommittedChunks;
+use crate::upload::hasher::OrderedHasher;
+use crate::upload::parked::ParkedChunks;
+
+/// Why a session task stops.
+pub(super) enum Stop {
+    /// Completed, failed or aborted: the streams have been told.
+    Closed,
+}
+
+pub(super) struct SessionTask;
+
+/// How a session task ends, and so how it answers streams that ask to attach meanwhile.
+enum Ended {
+    /// It served and stopped: such streams retry with a fresh task.
+    Served,
+    /// The upload was already complete when the task started.
+    AlreadyComplete(FileRecord),
+    /// The upload was aborted or failed before the task started.
+    Closed(FileRecord),
+    /// It could not load the session.
+    LoadFailed(Status),
+}
+
+impl SessionTask {
+    pub(super) async fn run(
+        registry: Arc<SessionRegistry>,
+        id: Uuid,
+        commands: mpsc::Sender<Command>,
+        mut inbox: mpsc::Receiver<Command>,
+    ) {
+        let ended = match Session::load(Arc::clone(&registry), id, commands.clone()).await {
+            Ok(Loaded::Open(mut session)) => {
+                let active = &metrics().active_sessions;
+                active.add(1, &[]);
+                let _ = session.serve(&mut inbox).await;
+                active.add(-1, &[]);
+                Ended::Served
+            }
+            Ok(Loaded::Complete(file)) => Ended::AlreadyComplete(file),
+            Ok(Loaded::Closed(file)) => Ended::Closed(file),
+            Err(error) => Ended::LoadFailed(Status::from(error)),
+        };
+        registry.remove(id, &commands);
+        inbox.close();
+        while let Some(command) = inbox.recv().await {
+            let Command::Attach { owner, reply } = command else {
+                continue;
+            };
+            let answer = match &ended {
+                Ended::Served => continue,
+                Ended::AlreadyComplete(file) if file.owner == owner.as_str() => {
+                    Ok(Attachment::Completed(file.clone()))
+                }
+                Ended::Closed(file) if file.owner == owner.as_str() => {
+                    Err(ServiceError::UploadNotOpen {
+                        id,
+                        state: file.state,
+                    }
+                    .into())
+                }
+                // Another owner's upload looks like no upload at all, in every state.
+                Ended::AlreadyComplete(_) | Ended::Closed(_) => {
+                    Err(ServiceError::UploadNotFound(id).into())
+                }
+                Ended::LoadFailed(status) => Err(status.clone()),
+            };
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+/// What loading a session finds.
+pub(super) enum Loaded {
+    Open(Box<Session>),
+    /// The upload completed earlier (a stream that lost the `completed` message, or a
+    /// second client that raced the first, attaches after the end).
+    Complete(FileRecord),
+    /// The upload was aborted or failed: it takes no more chunks.
+    Closed(FileRecord),
+}
+
+impl Session {
+    /// Rebuilds a session from the ledger and the staged bytes.
+    pub(super) async fn load(
+        registry: Arc<SessionRegistry>,
+        id: Uuid,
+        commands: mpsc::Sender<Command>,
+    ) -> Result<Loaded, ServiceError> {
+        let ledger = &registry.ledger;
+        let file = ledger
+            .get_file(id)
+            .await?
+            .ok_or(ServiceError::UploadNotFound(id))?;
+        if file.state == FileState::Complete {
+            return Ok(Loaded::Complete(file));
+        }
+        if file.state != FileState::Uploading {
+            return Ok(Loaded::Closed(file));
+        }
+        let layout = ChunkLayout::new(file.size, file.chunk_size);
+        let committed =
+            CommittedChunks::from_ranges(ledger.committed_ranges(id).await?, layout.chunk_count());
+        // Resume the hash from the latest checkpoint that the committed prefix covers.
+        let prefix = committed.prefix_len();
+        let (hasher, hashed) = match ledger.hash_checkpoint(id).await? {
+            Some(checkpoint) if checkpoint.chunks <= prefix => {
+                let bytes = layout.offset(checkpoint.chunks).min(layout.size);
+                match OrderedHasher::resume(&checkpoint.state, bytes) {
+                    Some(hasher) => (hasher, checkpoint.chunks),
+                    None => (OrderedHasher::start(), 0),
+                }
+            }
+            _ => (OrderedHasher::start(), 0),
+        };
+        let parked = ParkedChunks::new(
+            (registry.limits.max_window as usize).saturating_mul(file.chunk_size as usize),
+            Arc::clone(&registry.memory),
+        );
+        let mut session = Session {
+            registry: Arc::clone(&registry),
+            commands,
+            declared_md5: file.md5,
+            computed: None,
+            content_already_stored: false,
+            layout,
+            committed,
+            hasher: Some(hasher),
+            hashed,
+            checkpointed: hashed,
+            parked,
+            acks_after_hash: BTreeMap::new(),
+
+            streams: HashMap::new(),
+            next_stream_id: 0,
+            file,
+        };
+        if session.is_fully_committed() {
+            // A hash checkpoint over every chunk, saved before the content was moved,
+            // gives the digests without the staged bytes. Only digests the server
+            // computed over the bytes it received ever name the content: a declared MD5
+            // could name someone else's.
+            if session.hashed == layout.chunk_count()
+                && let Some(hasher) = session.hasher.take()
+            {
+                session.computed = hasher.finish().await;
+            }
+            if let Some(key) = session.content_key()
+                && registry.blobs.content_exists(&key).await?
+            {
+                session.content_already_stored = true;
+                return Ok(Loaded::Open(Box::new(session)));
+            }
+            // Digests from the checkpoint with neither the content nor its staged bytes
+            // on disk: nothing is left to complete from (an empty staging made now
+            // would be moved to the real digest's address).
+            if session.computed.is_some()
+                && layout.size > 0
+                && let Err(BlobError::UploadNotFound(_)) =
+                    registry.blobs.read_staged(id, 0, 0).await
+            {
+                return Err(ServiceError::StoredDataLost {
+                    id,
+                    reason: "neither the content nor the staged upload is on disk".into(),
+                });
+            }
+            if session.hasher.is_none() && session.computed.is_none() {
+                return Err(ServiceError::StoredDataLost {
+                    id,
+                    reason: "hashing the upload failed".into(),
+                });
+            }
+        }
+        registry.blobs.begin(id, layout.size).await?;
+        session.advance_hash().await?;
+        Ok(Loaded::Open(Box::new(session)))
+    }
+}

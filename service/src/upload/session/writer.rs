@@ -1,0 +1,42 @@
+//! A batch of chunks written to the blob store (durably), then committed to the ledger.
+
+use std::sync::Arc;
+
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::*;
+use crate::blob::Part;
+use crate::error::ServiceError;
+use crate::ledger::CommittedChunk;
+use crate::metrics::metrics;
+
+/// Writes a batch's chunks to the blob store (durably), then records them in the
+/// ledger. Owns what it needs, so the session can feed the hasher meanwhile.
+pub(super) async fn write_and_commit(
+    registry: Arc<SessionRegistry>,
+    id: Uuid,
+    parts: Vec<Part>,
+    rows: Vec<CommittedChunk>,
+    parent: tracing::Span,
+) -> Result<(), ServiceError> {
+    registry
+        .blobs
+        .put_parts(id, &parts)
+        .instrument(tracing::info_span!(parent: &parent, "blob.put_parts", chunks = parts.len()))
+        .await?;
+    let started = std::time::Instant::now();
+    let committed = registry
+        .ledger
+        .commit_chunks(id, &rows)
+        .instrument(
+            tracing::info_span!(parent: &parent, "ledger.commit_chunks", chunks = rows.len()),
+        )
+        .await;
+    metrics()
+        .ledger_transaction_duration
+        .record(started.elapsed().as_secs_f64(), &[]);
+    // This task is the session's only writer, so every chunk it commits is new.
+    committed?;
+    Ok(())
+}
