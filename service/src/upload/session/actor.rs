@@ -1,13 +1,14 @@
 //! One session's state and the loop that serves its inbox: chunks in batches, digests,
 //! attaches, and the acks that answer them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 use uuid::Uuid;
 
+use super::frontier::HashFrontier;
 use super::task::Stop;
 use super::writer::write_and_commit;
 use super::*;
@@ -18,8 +19,7 @@ use crate::layout::ChunkLayout;
 use crate::ledger::{CommittedChunk, FileRecord, FileState, Md5Digest};
 use crate::metrics::{attribute, metrics};
 use crate::upload::committed::CommittedChunks;
-use crate::upload::hasher::{FileDigests, OrderedHasher};
-use crate::upload::parked::ParkedChunks;
+use crate::upload::hasher::FileDigests;
 
 /// Most chunks written and committed in one batch.
 const MAX_BATCH_CHUNKS: usize = 64;
@@ -42,17 +42,8 @@ pub(super) struct Session {
     pub(super) content_already_stored: bool,
     pub(super) layout: ChunkLayout,
     pub(super) committed: CommittedChunks,
-    /// The hash of the committed prefix `[0, hashed)`; `None` once finished.
-    pub(super) hasher: Option<OrderedHasher>,
-    pub(super) hashed: u64,
-    /// Chunks covered by the last hash checkpoint saved to the ledger.
-    pub(super) checkpointed: u64,
-    /// Committed chunks past the hashed prefix whose bytes are still in memory.
-    pub(super) parked: ParkedChunks,
-    /// Committed chunks next in line for the hasher, by index, with the stream whose
-    /// ack waits until the hasher takes them: the client then refills its window only
-    /// as fast as the server hashes, so memory stays about window x chunk size.
-    pub(super) acks_after_hash: BTreeMap<u64, u64>,
+    /// The in-order hash of the committed prefix, and the chunks it still needs.
+    pub(super) frontier: HashFrontier,
     pub(super) streams: HashMap<u64, mpsc::UnboundedSender<SessionEvent>>,
     pub(super) next_stream_id: u64,
 }
@@ -95,20 +86,24 @@ impl Session {
 
     /// Acks chunk `index` to `stream`: stored by this send, or by an earlier one.
     pub(super) fn ack(&self, stream: u64, index: u64, already_stored: bool) {
-        if already_stored {
-            metrics()
-                .chunks_acknowledged
-                .add(1, &attribute("outcome", "already_stored"));
-        }
-        let remaining = self.remaining();
-        self.tell(
+        send_ack(
+            &self.streams,
             stream,
-            SessionEvent::Ack {
-                index,
-                already_stored,
-                remaining,
-            },
+            index,
+            already_stored,
+            self.remaining(),
         );
+    }
+
+    /// Feeds the hasher what the committed chunks allow, acking as it goes.
+    pub(super) async fn advance_hash(&mut self) -> Result<(), ServiceError> {
+        let remaining = self.remaining();
+        let streams = &self.streams;
+        self.frontier
+            .advance(&self.committed, &mut |stream, index| {
+                send_ack(streams, stream, index, false, remaining)
+            })
+            .await
     }
 
     pub(super) fn tell_all(&self, event: impl Fn() -> SessionEvent) {
@@ -129,21 +124,21 @@ impl Session {
                     None => return Ok(()),
                 },
                 // Between batches, the hasher takes what is committed as it has room.
-                fed = self.advance_hash(), if self.can_feed() => {
+                fed = self.advance_hash(), if self.frontier.can_feed(&self.committed) => {
                     fed.or_else(|error| self.fail_all(error))?;
                     continue;
                 }
                 // Messages being read need the memory parked chunks hold.
                 () = memory.pressed() => {
-                    self.parked.trim();
+                    self.frontier.trim_parked();
                     continue;
                 }
                 () = tokio::time::sleep(idle_timeout) => {
                     self.streams.retain(|_, events| !events.is_closed());
                     if self.streams.is_empty() {
                         // The next task for this upload resumes hashing from here.
-                        if self.hashed > self.checkpointed {
-                            let _ = self.save_checkpoint().await.await;
+                        if self.frontier.has_unsaved() {
+                            let _ = self.frontier.save_checkpoint().await.await;
                         }
                         return Ok(());
                     }
@@ -308,7 +303,7 @@ impl Session {
             tokio::select! {
                 biased;
                 stored = &mut write => (stored, Ok(())),
-                fed = self.advance_hash(), if self.can_feed() => (write.await, fed),
+                fed = self.advance_hash(), if self.frontier.can_feed(&self.committed) => (write.await, fed),
             }
         };
         if let Err(error) = stored {
@@ -334,23 +329,13 @@ impl Session {
         // Chunks that now extend the hashed prefix are acknowledged once the hasher
         // takes them; the others (past a gap) at once, kept in memory while the budget
         // allows.
-        let next_to_hash = self.hashed;
-        let mut hashable_end = next_to_hash;
-        while self.hasher.is_some() && self.is_committed(hashable_end) {
-            hashable_end += 1;
+        let stored = fresh
+            .into_iter()
+            .map(|(stream, chunk)| (stream, chunk.index, chunk.data))
+            .collect();
+        for (stream, index) in self.frontier.committed(&self.committed, stored) {
+            self.ack(stream, index, false);
         }
-        for (stream, chunk) in fresh {
-            let index = chunk.index;
-            if index >= next_to_hash {
-                self.parked.insert(index, chunk.data);
-            }
-            if (next_to_hash..hashable_end).contains(&index) {
-                self.acks_after_hash.insert(index, stream);
-            } else {
-                self.ack(stream, index, false);
-            }
-        }
-        self.parked.trim();
         for (stream, index) in repeats {
             self.ack(stream, index, true);
         }
@@ -365,5 +350,27 @@ impl Session {
         let status = Status::from(error);
         self.tell_all(|| SessionEvent::Failed(status.clone()));
         Err(Stop::Closed)
+    }
+}
+
+/// Acks chunk `index` to `stream` among `streams`, with `remaining` chunks missing.
+fn send_ack(
+    streams: &HashMap<u64, mpsc::UnboundedSender<SessionEvent>>,
+    stream: u64,
+    index: u64,
+    already_stored: bool,
+    remaining: u64,
+) {
+    if already_stored {
+        metrics()
+            .chunks_acknowledged
+            .add(1, &attribute("outcome", "already_stored"));
+    }
+    if let Some(events) = streams.get(&stream) {
+        let _ = events.send(SessionEvent::Ack {
+            index,
+            already_stored,
+            remaining,
+        });
     }
 }

@@ -71,7 +71,7 @@ impl Session {
             // The hasher must have every chunk before it can say the digest.
             self.advance_hash().await?;
         }
-        let computed = match (self.computed, self.hasher.take()) {
+        let computed = match (self.computed, self.frontier.take_hasher()) {
             (Some(digests), _) => digests,
             (None, Some(hasher)) => {
                 // The content's BLAKE3 (and a single-pass upload's MD5) are nowhere

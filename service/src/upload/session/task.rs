@@ -1,7 +1,7 @@
 //! A session task's life: it loads the session from the ledger and the staged bytes,
 //! serves it until it closes or idles, then answers streams that still ask to attach.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -9,6 +9,7 @@ use tonic::Status;
 use uuid::Uuid;
 
 use super::actor::Session;
+use super::frontier::HashFrontier;
 use super::*;
 use crate::blob::BlobError;
 use crate::error::ServiceError;
@@ -134,6 +135,14 @@ impl Session {
             (registry.limits.max_window as usize).saturating_mul(file.chunk_size as usize),
             Arc::clone(&registry.memory),
         );
+        let frontier = HashFrontier::new(
+            id,
+            layout,
+            Arc::clone(&registry.blobs),
+            Arc::clone(&registry.ledger),
+            (hasher, hashed),
+            parked,
+        );
         let mut session = Session {
             registry: Arc::clone(&registry),
             commands,
@@ -142,11 +151,7 @@ impl Session {
             content_already_stored: false,
             layout,
             committed,
-            hasher: Some(hasher),
-            hashed,
-            checkpointed: hashed,
-            parked,
-            acks_after_hash: BTreeMap::new(),
+            frontier,
 
             streams: HashMap::new(),
             next_stream_id: 0,
@@ -157,8 +162,8 @@ impl Session {
             // gives the digests without the staged bytes. Only digests the server
             // computed over the bytes it received ever name the content: a declared MD5
             // could name someone else's.
-            if session.hashed == layout.chunk_count()
-                && let Some(hasher) = session.hasher.take()
+            if session.frontier.all_hashed()
+                && let Some(hasher) = session.frontier.take_hasher()
             {
                 session.computed = hasher.finish().await;
             }
@@ -181,7 +186,7 @@ impl Session {
                     reason: "neither the content nor the staged upload is on disk".into(),
                 });
             }
-            if session.hasher.is_none() && session.computed.is_none() {
+            if !session.frontier.is_hashing() && session.computed.is_none() {
                 return Err(ServiceError::StoredDataLost {
                     id,
                     reason: "hashing the upload failed".into(),
