@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
@@ -31,6 +32,8 @@ pub(super) struct Session {
     pub(super) registry: Arc<SessionRegistry>,
     /// This session's own command channel, handed to the streams that attach.
     pub(super) commands: mpsc::Sender<Command>,
+    /// Streams attached now, as the registry reads them.
+    pub(super) live_streams: Arc<AtomicUsize>,
     pub(super) file: FileRecord,
     /// The whole-file MD5 the client declared: from CheckUpload, or (single pass) from
     /// a `digest` message; the session completes only once it is known.
@@ -149,7 +152,6 @@ impl Session {
                 Command::Attach { owner, reply } => self.attach(owner, reply).await?,
                 Command::Aborted { done } => return self.aborted(done),
                 Command::Digest { stream, md5 } => self.declare(stream, md5).await?,
-                Command::HasStreams { reply } => self.has_streams(reply),
                 Command::Chunk { stream, chunk } => {
                     let mut batch_bytes = chunk.data.len();
                     let mut batch = vec![(stream, chunk)];
@@ -172,17 +174,11 @@ impl Session {
                         Some(Command::Attach { owner, reply }) => self.attach(owner, reply).await?,
                         Some(Command::Aborted { done }) => return self.aborted(done),
                         Some(Command::Digest { stream, md5 }) => self.declare(stream, md5).await?,
-                        Some(Command::HasStreams { reply }) => self.has_streams(reply),
                         Some(Command::Chunk { .. }) | None => {}
                     }
                 }
             }
         }
-    }
-
-    pub(super) fn has_streams(&mut self, reply: oneshot::Sender<bool>) {
-        self.streams.retain(|_, events| !events.is_closed());
-        let _ = reply.send(!self.streams.is_empty());
     }
 
     /// A stream declared the whole-file MD5.
@@ -245,6 +241,7 @@ impl Session {
             stream_id,
             commands: self.commands.clone(),
             events: events_rx,
+            _live: LiveStream::new(&self.live_streams),
         };
         if reply.send(Ok(Attachment::Stream(attached))).is_err() {
             self.streams.remove(&stream_id);

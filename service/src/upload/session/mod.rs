@@ -15,7 +15,8 @@
 //! has been idle with no stream attached for a while; the next stream starts a new task,
 //! which rebuilds its state from the ledger and the staged bytes.
 //!
-//! - [`registry`]: which sessions are live; attaching streams; short questions.
+//! - [`registry`]: which sessions are live; attaching streams; short questions (whether
+//!   a stream is attached is answered there, without queueing behind a session's writes).
 //! - [`task`]: a session task's life: loading from the ledger, serving, answering late
 //!   attaches once it stopped.
 //! - [`actor`]: the session's state and its inbox: batches of chunks, digests, acks.
@@ -29,6 +30,9 @@ mod frontier;
 mod registry;
 mod task;
 mod writer;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -99,6 +103,32 @@ pub struct AttachedStream {
     stream_id: u64,
     commands: mpsc::Sender<Command>,
     pub events: mpsc::UnboundedReceiver<SessionEvent>,
+    /// Counts this stream among the session's live ones until it is dropped.
+    _live: LiveStream,
+}
+
+/// What the registry keeps of a running session task: its inbox, and how many streams
+/// are attached (read without queueing behind the session's writes).
+#[derive(Clone)]
+pub(super) struct SessionHandle {
+    pub(super) commands: mpsc::Sender<Command>,
+    pub(super) live_streams: Arc<AtomicUsize>,
+}
+
+/// One attached stream, counted in [`SessionHandle::live_streams`] while it lives.
+pub(super) struct LiveStream(Arc<AtomicUsize>);
+
+impl LiveStream {
+    pub(super) fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for LiveStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl AttachedStream {
@@ -140,13 +170,26 @@ pub(super) enum Command {
         stream: u64,
         md5: Md5Digest,
     },
-    /// Whether a live stream is attached (someone is uploading into it right now).
-    HasStreams {
-        reply: oneshot::Sender<bool>,
-    },
     /// The ledger has aborted this upload: tell the streams and stop before any more
     /// writes, then reply so the caller can drop the staged bytes.
     Aborted {
         done: oneshot::Sender<()>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_counts_as_live_from_its_attach_until_it_is_dropped() {
+        let live = Arc::new(AtomicUsize::new(0));
+        let first = LiveStream::new(&live);
+        let second = LiveStream::new(&live);
+        assert_eq!(live.load(Ordering::Acquire), 2);
+        drop(first);
+        assert_eq!(live.load(Ordering::Acquire), 1);
+        drop(second);
+        assert_eq!(live.load(Ordering::Acquire), 0);
+    }
 }

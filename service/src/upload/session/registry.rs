@@ -2,6 +2,7 @@
 //! short questions (is anyone streaming into it? it was aborted) reach a session here.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ pub struct SessionRegistry {
     pub(super) memory: Arc<MemoryBudget>,
     pub(super) limits: Limits,
     pub(super) idle_timeout: Duration,
-    pub(super) sessions: Mutex<HashMap<Uuid, mpsc::Sender<Command>>>,
+    pub(super) sessions: Mutex<HashMap<Uuid, SessionHandle>>,
     /// New sessions are opened one at a time per owner.
     pub(super) opening: OpeningLocks,
 }
@@ -100,7 +101,7 @@ impl SessionRegistry {
     /// Tells the session of an upload the ledger has just aborted, and waits until it
     /// will write no more.
     pub async fn aborted(&self, id: Uuid) {
-        let commands = self.lock().get(&id).cloned();
+        let commands = self.lock().get(&id).map(|s| s.commands.clone());
         if let Some(commands) = commands {
             let (done, stopped) = oneshot::channel();
             if commands.send(Command::Aborted { done }).await.is_ok() {
@@ -111,43 +112,39 @@ impl SessionRegistry {
 
     /// Whether a client is streaming into upload `id` right now.
     pub async fn has_streams(&self, id: Uuid) -> bool {
-        let commands = self.lock().get(&id).cloned();
-        let Some(commands) = commands else {
-            return false;
-        };
-        let (reply, answer) = oneshot::channel();
-        if commands.send(Command::HasStreams { reply }).await.is_err() {
-            return false;
-        }
-        answer.await.unwrap_or(false)
+        self.lock()
+            .get(&id)
+            .is_some_and(|session| session.live_streams.load(Ordering::Acquire) > 0)
     }
 
-    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, mpsc::Sender<Command>>> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, SessionHandle>> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The command channel of session `id`, starting its task if needed.
     pub(super) fn session(self: &Arc<Self>, id: Uuid) -> mpsc::Sender<Command> {
         let mut sessions = self.lock();
-        if let Some(commands) = sessions.get(&id) {
-            return commands.clone();
+        if let Some(session) = sessions.get(&id) {
+            return session.commands.clone();
         }
         let capacity = usize::try_from(self.limits.max_window).unwrap_or(1).max(1);
         let (commands, inbox) = mpsc::channel(capacity);
-        sessions.insert(id, commands.clone());
-        tokio::spawn(SessionTask::run(
-            Arc::clone(self),
-            id,
-            commands.clone(),
-            inbox,
-        ));
+        let handle = SessionHandle {
+            commands: commands.clone(),
+            live_streams: Arc::new(AtomicUsize::new(0)),
+        };
+        sessions.insert(id, handle.clone());
+        tokio::spawn(SessionTask::run(Arc::clone(self), id, handle, inbox));
         commands
     }
 
     /// Forgets session `id` if `commands` is still its channel.
     pub(super) fn remove(&self, id: Uuid, commands: &mpsc::Sender<Command>) {
         let mut sessions = self.lock();
-        if sessions.get(&id).is_some_and(|c| c.same_channel(commands)) {
+        if sessions
+            .get(&id)
+            .is_some_and(|s| s.commands.same_channel(commands))
+        {
             sessions.remove(&id);
         }
     }

@@ -44,10 +44,11 @@ impl SessionTask {
     pub(super) async fn run(
         registry: Arc<SessionRegistry>,
         id: Uuid,
-        commands: mpsc::Sender<Command>,
+        handle: SessionHandle,
         mut inbox: mpsc::Receiver<Command>,
     ) {
-        let ended = match Session::load(Arc::clone(&registry), id, commands.clone()).await {
+        let commands = handle.commands.clone();
+        let ended = match Session::load(Arc::clone(&registry), id, handle).await {
             Ok(Loaded::Open(mut session)) => {
                 let active = &metrics().active_sessions;
                 active.add(1, &[]);
@@ -103,7 +104,7 @@ impl Session {
     pub(super) async fn load(
         registry: Arc<SessionRegistry>,
         id: Uuid,
-        commands: mpsc::Sender<Command>,
+        handle: SessionHandle,
     ) -> Result<Loaded, ServiceError> {
         let ledger = &registry.ledger;
         let file = ledger
@@ -145,7 +146,8 @@ impl Session {
         );
         let mut session = Session {
             registry: Arc::clone(&registry),
-            commands,
+            commands: handle.commands,
+            live_streams: handle.live_streams,
             declared_md5: file.md5,
             computed: None,
             content_already_stored: false,
