@@ -155,19 +155,10 @@ async fn hash(
     source: &impl ChunkSource,
     reporter: &mut Reporter,
 ) -> Result<[u8; 16], TransferError> {
-    let label = reporter.name();
     reporter.phase(TransferState::Hashing, 0, source.size());
     let progress = reporter.progress_sender();
     let hashing = md5_of(source, |done| progress.advance(done, done));
-    tokio::pin!(hashing);
-    loop {
-        tokio::select! {
-            md5 = &mut hashing => return md5.map_err(|e| read_error(&label, e)),
-            command = reporter.command_changed() => if command == Command::Cancel {
-                return Err(TransferError::Cancelled { file: label });
-            },
-        }
-    }
+    until_cancelled(reporter, hashing).await
 }
 
 /// The proof for a possession challenge, hashing the whole file with BLAKE3; only
@@ -177,14 +168,22 @@ async fn prove_possession(
     challenge: &PossessionChallenge,
     reporter: &mut Reporter,
 ) -> Result<Option<PossessionProof>, TransferError> {
-    let label = reporter.name();
     reporter.phase(TransferState::Hashing, 0, source.size());
     let progress = reporter.progress_sender();
     let proving = crate::possession::prove(source, challenge, |done| progress.advance(done, done));
-    tokio::pin!(proving);
+    until_cancelled(reporter, proving).await
+}
+
+/// Reads of the whole source (a digest), run until done or the caller cancels.
+async fn until_cancelled<T>(
+    reporter: &mut Reporter,
+    reading: impl Future<Output = std::io::Result<T>>,
+) -> Result<T, TransferError> {
+    let label = reporter.name();
+    tokio::pin!(reading);
     loop {
         tokio::select! {
-            proof = &mut proving => return proof.map_err(|e| read_error(&label, e)),
+            read = &mut reading => return read.map_err(|e| read_error(&label, e)),
             command = reporter.command_changed() => if command == Command::Cancel {
                 return Err(TransferError::Cancelled { file: label });
             },

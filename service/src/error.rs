@@ -72,6 +72,9 @@ pub enum ServiceError {
     /// The operating system's random source failed.
     #[error("the server could not draw random bytes: {0}")]
     Randomness(String),
+    /// One error told to several streams of a session.
+    #[error(transparent)]
+    Shared(std::sync::Arc<ServiceError>),
     /// A large message found no room in the server's memory for upload streams.
     #[error("{0}")]
     NoMemory(transfer_wire::memory::MemoryRefused),
@@ -80,6 +83,7 @@ pub enum ServiceError {
 impl ServiceError {
     pub fn code(&self) -> Code {
         match self {
+            ServiceError::Shared(error) => error.code(),
             ServiceError::BadRequest { .. }
             | ServiceError::UnexpectedMessage(_)
             | ServiceError::MalformedMessage { .. } => Code::InvalidArgument,

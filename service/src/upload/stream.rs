@@ -145,7 +145,7 @@ async fn drive(
                     }
                 }
                 Some(SessionEvent::Completed(file)) => return send_completed(outbound, &file).await,
-                Some(SessionEvent::Failed(status)) => return Err(status),
+                Some(SessionEvent::Failed(error)) => return Err(error.into()),
                 None => return Err(ServiceError::SessionClosed.into()),
             },
             () = tokio::time::sleep_until(quiet_since + idle), if owed => {
@@ -219,7 +219,7 @@ async fn last_word(attached: &mut AttachedStream, outbound: &Outbound) -> Result
                 remaining,
             } => send_stored_ack(outbound, index, already_stored, remaining).await?,
             SessionEvent::Completed(file) => return send_completed(outbound, &file).await,
-            SessionEvent::Failed(status) => return Err(status),
+            SessionEvent::Failed(error) => return Err(error.into()),
         }
     }
     Err(ServiceError::SessionClosed.into())

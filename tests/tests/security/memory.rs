@@ -42,6 +42,33 @@ async fn stall_all(server: &TransferdProcess, bodies: Vec<Vec<u8>>) -> Vec<tonic
     ended
 }
 
+/// A new upload session of `size` bytes in chunks of `chunk_size` on `server` (its MD5
+/// made up: the tests never complete it).
+async fn open_session(
+    server: &TransferdProcess,
+    size: u64,
+    chunk_size: u32,
+) -> transfer_proto::v1::UploadSession {
+    let mut client = TransferServiceClient::connect(server.endpoint())
+        .await
+        .unwrap();
+    let checked = client
+        .check_upload(CheckUploadRequest {
+            name: "big.bin".into(),
+            size,
+            md5: vec![7; 16].into(),
+            preferred_chunk_size: chunk_size,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(check_upload_response::Result::Session(session)) = checked.result else {
+        panic!("a session: {checked:?}");
+    };
+    session
+}
+
 fn report_growth(server: &TransferdProcess, before: u64, bound: u64) {
     let grew = server.peak_rss_bytes().saturating_sub(before);
     eprintln!(
@@ -100,23 +127,7 @@ async fn one_owners_half_sent_chunks_hold_at_most_its_share_of_memory_and_are_cl
     .await;
     // One session of 16 MiB chunks; each stream names it, then sends 12 MiB of its own
     // chunk and stalls. Unbounded, the server would gather 32 × 12 MiB.
-    let mut client = TransferServiceClient::connect(server.endpoint())
-        .await
-        .unwrap();
-    let checked = client
-        .check_upload(CheckUploadRequest {
-            name: "big.bin".into(),
-            size: STREAMS * 16 * MIB,
-            md5: vec![7; 16].into(),
-            preferred_chunk_size: 16 * MIB as u32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(check_upload_response::Result::Session(session)) = checked.result else {
-        panic!("a session: {checked:?}");
-    };
+    let session = open_session(&server, STREAMS * 16 * MIB, 16 * MIB as u32).await;
     let start = framed(
         0,
         &UploadChunksRequest {
@@ -163,23 +174,7 @@ async fn clients_that_read_no_acks_are_refused_holding_no_more_than_their_window
         ],
     )
     .await;
-    let mut client = TransferServiceClient::connect(server.endpoint())
-        .await
-        .unwrap();
-    let checked = client
-        .check_upload(CheckUploadRequest {
-            name: "many.bin".into(),
-            size: STREAMS * CHUNKS_PER_STREAM * CHUNK,
-            md5: vec![7; 16].into(),
-            preferred_chunk_size: CHUNK as u32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(check_upload_response::Result::Session(session)) = checked.result else {
-        panic!("a session: {checked:?}");
-    };
+    let session = open_session(&server, STREAMS * CHUNKS_PER_STREAM * CHUNK, CHUNK as u32).await;
     let before = server.rss_bytes();
     // Each stream sends its own 2000 chunks as fast as the server takes them, on a
     // connection that lets the server send it 1 KiB of answers and reads none. Not

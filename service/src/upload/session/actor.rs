@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use tokio::sync::{mpsc, oneshot};
-use tonic::Status;
 use uuid::Uuid;
 
 use super::frontier::HashFrontier;
@@ -109,6 +108,12 @@ impl Session {
             .await
     }
 
+    /// Ends every attached stream with `error`.
+    pub(super) fn fail_streams(&self, error: ServiceError) {
+        let error = Arc::new(error);
+        self.tell_all(|| SessionEvent::Failed(ServiceError::Shared(Arc::clone(&error))));
+    }
+
     pub(super) fn tell_all(&self, event: impl Fn() -> SessionEvent) {
         for events in self.streams.values() {
             let _ = events.send(event());
@@ -187,15 +192,15 @@ impl Session {
             None => self.declared_md5 = Some(md5),
             Some(declared) if declared == md5 => {}
             Some(declared) => {
-                let status = Status::from(ServiceError::BadRequest {
+                let error = ServiceError::BadRequest {
                     field: "digest.md5",
                     problem: format!(
                         "{} differs from the MD5 declared before for this upload, {}",
                         hex::encode(md5),
                         hex::encode(declared)
                     ),
-                });
-                self.tell(stream, SessionEvent::Failed(status));
+                };
+                self.tell(stream, SessionEvent::Failed(error));
                 return Ok(());
             }
         }
@@ -206,11 +211,10 @@ impl Session {
     }
 
     pub(super) fn aborted(&self, done: oneshot::Sender<()>) -> Result<(), Stop> {
-        let status = Status::from(ServiceError::UploadNotOpen {
+        self.fail_streams(ServiceError::UploadNotOpen {
             id: self.id(),
             state: FileState::Aborted,
         });
-        self.tell_all(|| SessionEvent::Failed(status.clone()));
         let _ = done.send(());
         Err(Stop::Closed)
     }
@@ -218,11 +222,11 @@ impl Session {
     pub(super) async fn attach(
         &mut self,
         owner: Owner,
-        reply: oneshot::Sender<Result<Attachment, Status>>,
+        reply: oneshot::Sender<Result<Attachment, ServiceError>>,
     ) -> Result<(), Stop> {
         // Another owner's session looks like no session at all.
         if owner.as_str() != self.file.owner {
-            let _ = reply.send(Err(ServiceError::UploadNotFound(self.id()).into()));
+            let _ = reply.send(Err(ServiceError::UploadNotFound(self.id())));
             return Ok(());
         }
         self.streams.retain(|_, events| !events.is_closed());
@@ -344,8 +348,7 @@ impl Session {
 
     /// Ends every stream with `error` and stops the task.
     pub(super) fn fail_all(&mut self, error: ServiceError) -> Result<(), Stop> {
-        let status = Status::from(error);
-        self.tell_all(|| SessionEvent::Failed(status.clone()));
+        self.fail_streams(error);
         Err(Stop::Closed)
     }
 }

@@ -1,8 +1,6 @@
 //! Completing a session: the whole-file digests checked against the declared MD5, the
 //! content stored at its address, the file recorded (or the upload failed).
 
-use tonic::Status;
-
 use super::actor::Session;
 use super::task::Stop;
 use super::*;
@@ -17,10 +15,7 @@ impl Session {
         let result = self.verify_and_complete().await;
         match result {
             Ok(file) => self.tell_all(|| SessionEvent::Completed(file.clone())),
-            Err(error) => {
-                let status = Status::from(error);
-                self.tell_all(|| SessionEvent::Failed(status.clone()));
-            }
+            Err(error) => self.fail_streams(error),
         }
         Err(Stop::Closed)
     }

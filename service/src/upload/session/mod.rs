@@ -36,9 +36,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
-use tonic::Status;
 use uuid::Uuid;
 
+use crate::error::ServiceError;
 use crate::identity::Owner;
 use crate::layout::ChunkLayout;
 use crate::ledger::{FileRecord, Md5Digest};
@@ -69,8 +69,8 @@ pub enum SessionEvent {
     },
     /// The whole file is stored and verified.
     Completed(FileRecord),
-    /// The stream must end with this status.
-    Failed(Status),
+    /// The stream must end with this error.
+    Failed(ServiceError),
 }
 
 /// What a stream learns when it attaches to a session.
@@ -160,7 +160,7 @@ impl AttachedStream {
 pub(super) enum Command {
     Attach {
         owner: Owner,
-        reply: oneshot::Sender<Result<Attachment, Status>>,
+        reply: oneshot::Sender<Result<Attachment, ServiceError>>,
     },
     Chunk {
         stream: u64,

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use tonic::Status;
 use uuid::Uuid;
 
 use super::task::SessionTask;
@@ -72,12 +71,16 @@ impl SessionRegistry {
 
     /// Attaches a new stream of `owner` to upload `id`, starting its session task if
     /// none runs.
-    pub async fn attach(self: &Arc<Self>, owner: &Owner, id: Uuid) -> Result<Attachment, Status> {
+    pub async fn attach(
+        self: &Arc<Self>,
+        owner: &Owner,
+        id: Uuid,
+    ) -> Result<Attachment, ServiceError> {
         // Another owner's upload, in whatever state, is not found, and costs no more
         // than an unknown id: no session is loaded for it.
-        match self.ledger.get_file(id).await.map_err(ServiceError::from)? {
+        match self.ledger.get_file(id).await? {
             Some(file) if file.owner == owner.as_str() => {}
-            _ => return Err(ServiceError::UploadNotFound(id).into()),
+            _ => return Err(ServiceError::UploadNotFound(id)),
         }
         // A session task that is just stopping drops the request; the next try starts a
         // fresh task.
@@ -95,7 +98,7 @@ impl SessionRegistry {
                 return result;
             }
         }
-        Err(ServiceError::SessionClosed.into())
+        Err(ServiceError::SessionClosed)
     }
 
     /// Tells the session of an upload the ledger has just aborted, and waits until it

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use tonic::Status;
 use uuid::Uuid;
 
 use super::actor::Session;
@@ -37,7 +36,7 @@ enum Ended {
     /// The upload was aborted or failed before the task started.
     Closed(FileRecord),
     /// It could not load the session.
-    LoadFailed(Status),
+    LoadFailed(Arc<ServiceError>),
 }
 
 impl SessionTask {
@@ -58,7 +57,7 @@ impl SessionTask {
             }
             Ok(Loaded::Complete(file)) => Ended::AlreadyComplete(file),
             Ok(Loaded::Closed(file)) => Ended::Closed(file),
-            Err(error) => Ended::LoadFailed(Status::from(error)),
+            Err(error) => Ended::LoadFailed(Arc::new(error)),
         };
         registry.remove(id, &commands);
         inbox.close();
@@ -75,14 +74,13 @@ impl SessionTask {
                     Err(ServiceError::UploadNotOpen {
                         id,
                         state: file.state,
-                    }
-                    .into())
+                    })
                 }
                 // Another owner's upload looks like no upload at all, in every state.
                 Ended::AlreadyComplete(_) | Ended::Closed(_) => {
-                    Err(ServiceError::UploadNotFound(id).into())
+                    Err(ServiceError::UploadNotFound(id))
                 }
-                Ended::LoadFailed(status) => Err(status.clone()),
+                Ended::LoadFailed(error) => Err(ServiceError::Shared(Arc::clone(error))),
             };
             let _ = reply.send(answer);
         }
