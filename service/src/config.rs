@@ -119,7 +119,7 @@ pub struct Settings {
 
     /// Seconds a client connection may stay open with no call on it. When every
     /// connection slot is taken and another client waits, the connection idle longest
-    /// (at least a second) is closed at once instead.
+    /// (at least 2 s) is closed at once instead.
     #[arg(long, env = "TRANSFERD_CONNECTION_IDLE_SECS", default_value_t = 120)]
     pub connection_idle_secs: u64,
 
