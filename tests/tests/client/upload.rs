@@ -380,8 +380,8 @@ async fn the_first_chunks_go_out_before_the_server_answers_the_stream(ledger: Le
     let server = TestServer::start(ledger).await;
     let file = TestFile::new("early.bin", 256 << 10, 108);
     let (_dir, path) = on_disk(&file);
-    // Every answer from the server takes a second to arrive; requests arrive at once.
-    let reply_delay = Duration::from_secs(1);
+    // Every answer from the server takes two seconds to arrive; requests arrive at once.
+    let reply_delay = Duration::from_secs(2);
     let proxy = SlowRepliesProxy::start(server.addr, reply_delay).await;
     let upload = client(proxy.endpoint()).upload_path(&path);
     let mut progress = upload.watch();
@@ -401,9 +401,9 @@ async fn the_first_chunks_go_out_before_the_server_answers_the_stream(ledger: Le
     );
     // Sent with the stream's opening, a chunk's ack is one reply delay away. Had the
     // client waited for the server's answer to the stream (its response headers), it
-    // would be two.
+    // would be two. The bound between leaves a loaded machine most of a delay.
     assert!(
-        first_ack < reply_delay * 3 / 2,
+        first_ack < reply_delay * 7 / 4,
         "the first ack came {first_ack:?} after the stream opened: the chunks waited for the \
          server's answer, a round trip lost"
     );

@@ -83,7 +83,17 @@ async fn aborting_twice_is_harmless(ledger: Ledger) {
         abort(&mut client, None, &session.upload_id)
             .await
             .expect("abort, and abort again");
+        let file = get_file(&mut client, None, &session.upload_id).await;
+        assert_eq!(
+            file.state,
+            FileState::Aborted as i32,
+            "aborted, and still so"
+        );
     }
+    // Its content was never stored: the same file opens a new session.
+    let again = open_session(&mut client, None, &file, CHUNK).await;
+    assert_ne!(again.upload_id, session.upload_id);
+    assert!(!again.resumed && again.committed.is_empty());
 }
 
 transfer_tests::ledger_tests!(

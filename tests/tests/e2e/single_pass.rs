@@ -310,7 +310,8 @@ async fn a_session_someone_is_streaming_into_is_not_handed_to_a_second_probe(led
     // Once that stream is gone, the session can be resumed.
     drop(busy);
     let mut again = None;
-    for _ in 0..50 {
+    // Up to 5 s: the server notices the stream's end when its task does.
+    for _ in 0..250 {
         if let Ok(CheckResult::Session(session)) = probe(&mut client, None, &file, CHUNK).await {
             again = Some(session);
             break;
