@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -15,11 +14,11 @@ use transfer_proto::v1::{
     upload_chunks_request, upload_chunks_response,
 };
 
+use super::chunk_check::{check_and_copy, misfit};
 use super::session::{AttachedStream, Attachment, SessionEvent, SessionRegistry, VerifiedChunk};
 use crate::error::ServiceError;
 use crate::files::file_info;
 use crate::identity::Owner;
-use crate::layout::ChunkLayout;
 use crate::ledger::FileRecord;
 use crate::metrics::{attribute, metrics};
 use crate::request::{parse_id, parse_md5};
@@ -264,46 +263,6 @@ async fn receive_chunk(
         Ok(()) => Handed::Done,
         Err(_) => Handed::SessionClosed,
     })
-}
-
-/// Why a chunk cannot belong to this upload at all: its index or its length.
-fn misfit(layout: ChunkLayout, chunk: &Chunk) -> Option<(ChunkOutcome, String)> {
-    let index = chunk.index;
-    match layout.chunk_len(index) {
-        None => Some((
-            ChunkOutcome::IndexOutOfRange,
-            format!(
-                "chunk index {index} is out of range: this upload has {} chunks (0 to {})",
-                layout.chunk_count(),
-                layout.chunk_count().saturating_sub(1)
-            ),
-        )),
-        Some(len) if chunk.data.len() != len as usize => Some((
-            ChunkOutcome::WrongLength,
-            format!(
-                "chunk {index} must be {len} bytes long, got {} bytes",
-                chunk.data.len()
-            ),
-        )),
-        Some(_) => None,
-    }
-}
-
-/// The chunk's CRC32C, and its bytes in a page-aligned buffer of their own, ready for
-/// direct I/O. Chunks read by [`super::wire`] arrive so already. Others (through tonic's
-/// decoder) are copied, which also frees tonic's larger buffer at once; a tonic buffer
-/// that happens to be aligned is kept, at worst holding a little more memory a while.
-/// Both run here, on the runtime thread that decoded the chunk, while its bytes are
-/// still in cache: handed to another thread they cost more CPU per GiB, and slowed
-/// `CheckUpload` under many uploads (figures: BENCHMARKS.md, "Measurements behind choices in the code").
-fn check_and_copy(data: &Bytes) -> (u32, Bytes) {
-    use transfer_wire::aligned::{copy_aligned, is_aligned};
-    let data = if is_aligned(data) {
-        data.clone()
-    } else {
-        copy_aligned(data)
-    };
-    (crc32c::crc32c(&data), data)
 }
 
 /// Answers a chunk that is not stored, and counts why.
