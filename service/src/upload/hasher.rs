@@ -9,7 +9,7 @@
 //! this one stopped instead of reading the prefix back from storage.
 
 use bytes::Bytes;
-use std::sync::OnceLock;
+use std::sync::Arc;
 use transfer_md5::Md5;
 
 use super::content_digest::{Blake3Digest, Blake3Stream};
@@ -27,14 +27,20 @@ const QUEUE_CHUNKS: usize = 2;
 /// Most bytes one upload hashes before it lets others have its hashing slot.
 const SLOT_SHARE: usize = 64 << 20;
 
-/// Hashing threads running at once, across every upload: one per core. MD5 is all CPU;
+/// Hashing threads running at once, across every upload of a server. MD5 is all CPU;
 /// hundreds of uploads hashing on hundreds of threads would crowd out the threads that
 /// answer requests (a CheckUpload would wait its turn behind them all), for no more
 /// hashing done.
-fn hashing_slots() -> &'static Semaphore {
-    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
-    SLOTS
-        .get_or_init(|| Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())))
+#[derive(Clone)]
+pub struct HashingSlots(Arc<Semaphore>);
+
+impl HashingSlots {
+    /// One slot per core.
+    pub fn per_core() -> Self {
+        Self(Arc::new(Semaphore::new(
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+        )))
+    }
 }
 
 /// The first byte of a checkpoint: its format. Version 1 (no version byte) held only
@@ -113,26 +119,27 @@ pub struct OrderedHasher {
 }
 
 impl OrderedHasher {
-    /// Starts hashing from the beginning of a file.
-    pub fn start() -> Self {
-        Self::resume_from(FileHasher::new())
+    /// Starts hashing from the beginning of a file, on one of `slots` at a time.
+    pub fn start(slots: &HashingSlots) -> Self {
+        Self::resume_from(FileHasher::new(), slots)
     }
 
     /// Starts from a checkpoint taken by [`OrderedHasher::checkpoint`] after the first
     /// `bytes` bytes of the file; `None` if it is not a valid state of that many bytes
     /// in this version's format (resuming from it would only end in a mismatch).
-    pub fn resume(checkpoint: &[u8], bytes: u64) -> Option<Self> {
+    pub fn resume(checkpoint: &[u8], bytes: u64, slots: &HashingSlots) -> Option<Self> {
         FileHasher::from_checkpoint(checkpoint)
             .filter(|hasher| hasher.len() == bytes)
-            .map(Self::resume_from)
+            .map(|hasher| Self::resume_from(hasher, slots))
     }
 
-    fn resume_from(mut hasher: FileHasher) -> Self {
+    fn resume_from(mut hasher: FileHasher, slots: &HashingSlots) -> Self {
         let (feed, mut queue) = mpsc::channel::<Input>(QUEUE_CHUNKS);
+        let slots = Arc::clone(&slots.0);
         let task = tokio::spawn(async move {
             while let Some(first) = queue.recv().await {
                 // The semaphore is never closed, so this only fails on a bug.
-                let slot = hashing_slots().acquire().await.ok()?;
+                let slot = slots.acquire().await.ok()?;
                 // Hash on a blocking thread for as long as input keeps coming (up to a
                 // slot's share, so other uploads get their turn): handing each chunk
                 // across threads on its own cost a wake-up each way per chunk.
@@ -200,7 +207,7 @@ mod tests {
 
     #[tokio::test]
     async fn pieces_fed_in_order_hash_like_the_whole() {
-        let hasher = OrderedHasher::start();
+        let hasher = OrderedHasher::start(&HashingSlots::per_core());
         for piece in [&b"hello "[..], b"large ", b"world"] {
             hasher.feed(Bytes::copy_from_slice(piece)).await;
         }
@@ -214,7 +221,7 @@ mod tests {
     async fn a_checkpoint_resumes_where_it_was_taken_and_only_there() {
         let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let (head, tail) = data.split_at(4099);
-        let first = OrderedHasher::start();
+        let first = OrderedHasher::start(&HashingSlots::per_core());
         first.feed(Bytes::copy_from_slice(head)).await;
         let checkpoint = first.checkpoint().await.await.unwrap();
         // Bytes fed after the checkpoint are not part of it.
@@ -222,30 +229,37 @@ mod tests {
         drop(first);
 
         assert!(
-            OrderedHasher::resume(&checkpoint, head.len() as u64 + 1).is_none(),
+            OrderedHasher::resume(
+                &checkpoint,
+                head.len() as u64 + 1,
+                &HashingSlots::per_core()
+            )
+            .is_none(),
             "a checkpoint of another length"
         );
         let second =
-            OrderedHasher::resume(&checkpoint, head.len() as u64).expect("a valid checkpoint");
+            OrderedHasher::resume(&checkpoint, head.len() as u64, &HashingSlots::per_core())
+                .expect("a valid checkpoint");
         second.feed(Bytes::copy_from_slice(tail)).await;
         assert_eq!(second.finish().await, Some(digests_of(&data)));
     }
 
     #[test]
     fn a_malformed_checkpoint_is_refused() {
-        assert!(OrderedHasher::resume(b"not an md5 state", 0).is_none());
+        assert!(OrderedHasher::resume(b"not an md5 state", 0, &HashingSlots::per_core()).is_none());
     }
 
     #[tokio::test]
     async fn a_checkpoint_of_the_md5_alone_from_before_version_2_is_not_resumed() {
         let mut md5 = Md5::new();
         md5.update([7; 100]);
-        assert!(OrderedHasher::resume(&md5.checkpoint(), 100).is_none());
-        let hasher = OrderedHasher::start();
+        assert!(OrderedHasher::resume(&md5.checkpoint(), 100, &HashingSlots::per_core()).is_none());
+        let hasher = OrderedHasher::start(&HashingSlots::per_core());
         hasher.feed(Bytes::from_static(&[7; 100])).await;
         let checkpoint = hasher.checkpoint().await.await.unwrap();
         assert_eq!(checkpoint[0], CHECKPOINT_VERSION);
-        let resumed = OrderedHasher::resume(&checkpoint, 100).expect("a version 2 checkpoint");
+        let resumed = OrderedHasher::resume(&checkpoint, 100, &HashingSlots::per_core())
+            .expect("a version 2 checkpoint");
         assert_eq!(resumed.finish().await, Some(digests_of(&[7; 100])));
     }
 }

@@ -213,6 +213,7 @@ mod tests {
     use super::*;
     use crate::blob::{FsBlobStore, Part};
     use crate::ledger::{NewUpload, SqliteLedger};
+    use crate::upload::hasher::HashingSlots;
     use crate::upload::memory::MemoryBudget;
 
     const CHUNK: u32 = 4096;
@@ -273,7 +274,7 @@ mod tests {
                 self.layout,
                 Arc::clone(&self.blobs) as Arc<dyn BlobStore>,
                 Arc::clone(&self.ledger) as Arc<dyn ChunkLedger>,
-                (OrderedHasher::start(), 0),
+                (OrderedHasher::start(&HashingSlots::per_core()), 0),
                 ParkedChunks::new(parked_limit, budget),
             )
         }
@@ -386,7 +387,9 @@ mod tests {
         assert_eq!(saved.chunks, 2);
 
         // A new frontier resumes from it and finishes with the same digest.
-        let hasher = OrderedHasher::resume(&saved.state, f.layout.offset(2)).unwrap();
+        let hasher =
+            OrderedHasher::resume(&saved.state, f.layout.offset(2), &HashingSlots::per_core())
+                .unwrap();
         let budget = MemoryBudget::new(1 << 30, 1 << 30, Duration::from_secs(1));
         let mut resumed = HashFrontier::new(
             f.id,

@@ -16,6 +16,7 @@ use crate::error::ServiceError;
 use crate::identity::Owner;
 use crate::layout::Limits;
 use crate::ledger::ChunkLedger;
+use crate::upload::hasher::HashingSlots;
 use crate::upload::memory::MemoryBudget;
 use crate::upload::opening::OpeningLocks;
 
@@ -30,6 +31,8 @@ pub struct SessionRegistry {
     pub(super) sessions: Mutex<HashMap<Uuid, SessionHandle>>,
     /// New sessions are opened one at a time per owner.
     pub(super) opening: OpeningLocks,
+    /// The threads the sessions' hashers take turns on.
+    pub(super) hashing: HashingSlots,
 }
 
 impl SessionRegistry {
@@ -51,6 +54,7 @@ impl SessionRegistry {
             idle_timeout,
             sessions: Mutex::new(HashMap::new()),
             opening: OpeningLocks::new(),
+            hashing: HashingSlots::per_core(),
         })
     }
 

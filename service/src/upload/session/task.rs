@@ -123,12 +123,12 @@ impl Session {
         let (hasher, hashed) = match ledger.hash_checkpoint(id).await? {
             Some(checkpoint) if checkpoint.chunks <= prefix => {
                 let bytes = layout.offset(checkpoint.chunks).min(layout.size);
-                match OrderedHasher::resume(&checkpoint.state, bytes) {
+                match OrderedHasher::resume(&checkpoint.state, bytes, &registry.hashing) {
                     Some(hasher) => (hasher, checkpoint.chunks),
-                    None => (OrderedHasher::start(), 0),
+                    None => (OrderedHasher::start(&registry.hashing), 0),
                 }
             }
-            _ => (OrderedHasher::start(), 0),
+            _ => (OrderedHasher::start(&registry.hashing), 0),
         };
         let parked = ParkedChunks::new(
             (registry.limits.max_window as usize).saturating_mul(file.chunk_size as usize),
