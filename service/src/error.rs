@@ -115,13 +115,23 @@ impl ServiceError {
     }
 }
 
+impl ServiceError {
+    /// Logs a failure that is the server's (not the caller's) fault. A shared error was
+    /// logged once where it was made, not for every stream told of it.
+    pub fn log_if_server_fault(&self) {
+        let code = self.code();
+        if !matches!(self, ServiceError::Shared(_))
+            && matches!(code, Code::Internal | Code::Unavailable | Code::DataLoss)
+        {
+            tracing::warn!(error = %self, ?code, "request failed");
+        }
+    }
+}
+
 impl From<ServiceError> for Status {
     fn from(error: ServiceError) -> Self {
-        let code = error.code();
-        if matches!(code, Code::Internal | Code::Unavailable | Code::DataLoss) {
-            tracing::warn!(%error, ?code, "request failed");
-        }
-        Status::new(code, error.to_string())
+        error.log_if_server_fault();
+        Status::new(error.code(), error.to_string())
     }
 }
 

@@ -110,6 +110,8 @@ impl Session {
 
     /// Ends every attached stream with `error`.
     pub(super) fn fail_streams(&self, error: ServiceError) {
+        // Logged here once, whether one stream hears of it, several or none.
+        error.log_if_server_fault();
         let error = Arc::new(error);
         self.tell_all(|| SessionEvent::Failed(ServiceError::Shared(Arc::clone(&error))));
     }

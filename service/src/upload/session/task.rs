@@ -57,7 +57,10 @@ impl SessionTask {
             }
             Ok(Loaded::Complete(file)) => Ended::AlreadyComplete(file),
             Ok(Loaded::Closed(file)) => Ended::Closed(file),
-            Err(error) => Ended::LoadFailed(Arc::new(error)),
+            Err(error) => {
+                error.log_if_server_fault();
+                Ended::LoadFailed(Arc::new(error))
+            }
         };
         registry.remove(id, &commands);
         inbox.close();
