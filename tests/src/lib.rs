@@ -6,6 +6,7 @@
 pub mod client;
 pub mod data;
 pub mod database;
+pub mod lying_server;
 pub mod pki;
 pub mod process;
 pub mod proxy;

@@ -165,3 +165,36 @@ transfer_tests::ledger_tests!(
     a_download_through_cut_connections_completes,
     downloading_an_unknown_file_fails_at_once,
 );
+
+#[tokio::test]
+async fn the_rust_client_refuses_a_download_that_does_not_check_out() {
+    let file = TestFile::new("lies.bin", 4500, 604);
+    let addr = transfer_tests::lying_server::start_lying_server(file.clone()).await;
+    for (lie, named) in transfer_tests::lying_server::LIES {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("lies.bin");
+        let mut config = transfer_client::ClientConfig::new(format!("http://{addr}"));
+        // A lie told again on every attempt: few, quick retries.
+        config.retry = RetryPolicy {
+            max_attempts: 2,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(20),
+        };
+        let client = transfer_client::TransferClient::new(config).unwrap();
+        let refused =
+            tokio::time::timeout(Duration::from_secs(30), client.download(lie, &dest).wait())
+                .await
+                .expect("the client gives up on a server that keeps lying")
+                .expect_err("a download that does not check out is refused");
+        let said = refused.to_string();
+        assert!(said.contains(named), "{lie}: {said}");
+        assert!(!dest.exists(), "{lie}: no file");
+        // What is kept to resume from holds only bytes that checked out.
+        if let Ok(kept) = std::fs::read(part_path(&dest)) {
+            assert!(
+                kept.len() <= file.data.len() && kept[..] == file.data[..kept.len()],
+                "{lie}: the partial file holds only verified bytes"
+            );
+        }
+    }
+}
