@@ -114,6 +114,12 @@ impl Transferd {
     /// process's control runtime (see [`crate::control`]), started here on first use.
     pub async fn open(settings: &Settings) -> Result<Self, StartupError> {
         let limits = settings.limits()?;
+        if std::env::var_os("TRANSFERD_PARKED_MEMORY_BYTES").is_some() {
+            // The flag kept its old name as an alias; an environment variable cannot.
+            tracing::warn!(
+                "TRANSFERD_PARKED_MEMORY_BYTES is no longer read: set TRANSFERD_UPLOAD_MEMORY_BYTES (--upload-memory-bytes) instead"
+            );
+        }
         let security = settings.security()?;
         let location = settings.ledger_location()?;
         let control = ControlPlane::shared().map_err(StartupError::ControlPlane)?;
