@@ -1,5 +1,21 @@
-//! The end-to-end test harness: a fresh migrated database per test, the real `transferd`
-//! on an ephemeral port, and small client helpers built on the generated tonic client.
+//! The end-to-end test harness: a fresh migrated database per test, and small client
+//! helpers built on the generated tonic client.
+//!
+//! What runs where:
+//! - [`TestServer`] serves the real service (`transfer_service::server::Transferd`, the
+//!   same code `transferd` runs) inside the test's own process, on an ephemeral loopback
+//!   port; the test can stop and restart it. Most e2e, client, conformance and security
+//!   tests use it.
+//! - [`TransferdProcess`] runs the `transferd` binary itself (built by
+//!   [`process::workspace_binary`]), for what only a real process shows: its command
+//!   line, signals, restarts after a kill, and its resident memory read from /proc.
+//! - The CLI tests run the `transfer` binary the same way; the polyglot tests run
+//!   grpcurl and the Python client from `target/test-python`.
+//!
+//! [`ledger_tests!`] runs each test on a current-thread runtime, once per ledger, and a
+//! [`TestServer`] runs on that same runtime: calls "at once" in such a test interleave on
+//! one thread. What the server hands off still runs beside it: the short calls on its
+//! control runtime, and disk writes and hashing on the blocking pool.
 
 #![forbid(unsafe_code)]
 
