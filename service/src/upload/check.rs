@@ -13,7 +13,7 @@ use transfer_proto::v1::CheckUploadRequest;
 use tracing::{Instrument, info_span};
 
 use super::SessionRegistry;
-use super::possession::{Challenge, Challenges, Proof, proven_content};
+use super::possession::{Challenge, Challenges, PROOF_FLOOR, Proof, at_least, proven_content};
 use crate::blob::BlobStore;
 use crate::error::ServiceError;
 use crate::files::abort_upload;
@@ -137,7 +137,10 @@ pub async fn check_upload(
     }
     if let Some(challenges) = challenges {
         if let Some(proof) = &intent.proof {
-            let proven = proven_content(challenges, ledger, blobs, owner, &md5, intent.size, proof)
+            // However a proof fails, its answer comes no sooner than a proof's floor.
+            let checking =
+                proven_content(challenges, ledger, blobs, owner, &md5, intent.size, proof);
+            let proven = at_least(PROOF_FLOOR, checking)
                 .instrument(info_span!("possession.verify"))
                 .await?;
             if let Some(blake3) = proven

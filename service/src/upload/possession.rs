@@ -150,24 +150,19 @@ impl Challenges {
     }
 }
 
-/// The BLAKE3 of the stored content with this MD5 and size, if `proof` shows that
-/// `owner` holds it; `None` for a proof that does not hold, for whatever reason.
-pub async fn proven_content(
-    challenges: &Challenges,
-    ledger: &dyn ChunkLedger,
-    blobs: &dyn BlobStore,
-    owner: &Owner,
-    md5: &Md5Digest,
-    size: u64,
-    proof: &Proof,
-) -> Result<Option<Blake3Digest>, ServiceError> {
-    let floor = tokio::time::Instant::now() + PROOF_FLOOR;
-    let proven = check_proof(challenges, ledger, blobs, owner, md5, size, proof).await;
-    tokio::time::sleep_until(floor).await;
-    proven
+/// `work`'s result, never sooner than `floor` from now: what it did shows in no timing
+/// shorter than that.
+pub async fn at_least<T>(floor: Duration, work: impl Future<Output = T>) -> T {
+    let until = tokio::time::Instant::now() + floor;
+    let result = work.await;
+    tokio::time::sleep_until(until).await;
+    result
 }
 
-async fn check_proof(
+/// The BLAKE3 of the stored content with this MD5 and size, if `proof` shows that
+/// `owner` holds it; `None` for a proof that does not hold, for whatever reason. Run it
+/// inside [`at_least`]`(`[`PROOF_FLOOR`]`, ..)`.
+pub async fn proven_content(
     challenges: &Challenges,
     ledger: &dyn ChunkLedger,
     blobs: &dyn BlobStore,
