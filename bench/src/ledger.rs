@@ -9,16 +9,14 @@ use anyhow::{Context, Result, bail};
 use transfer_client::proto::check_upload_response::Result as CheckResult;
 use transfer_client::{ClientConfig, TransferClient};
 use transfer_md5::Md5;
-use transfer_service::ledger::{
-    ChunkLedger, CommittedChunk, NewUpload, PostgresLedger, SqliteLedger,
-};
+use transfer_service::ledger::{CommittedChunk, Ledger, NewUpload, PostgresLedger, SqliteLedger};
 
 use crate::postgres::BenchDatabase;
 use crate::transfer::timed_check;
 
 /// Commits `chunks` chunk rows in transactions of `batch`; returns chunk commits per
 /// second. Every commit is durable when it returns, as in the service.
-pub async fn commits_per_sec(ledger: &dyn ChunkLedger, chunks: u64, batch: u64) -> Result<f64> {
+pub async fn commits_per_sec(ledger: &dyn Ledger, chunks: u64, batch: u64) -> Result<f64> {
     let upload = NewUpload {
         owner: "bench".into(),
         name: format!("commits-{batch}-{}", fastrand::u64(..)),
@@ -45,11 +43,11 @@ pub async fn commits_per_sec(ledger: &dyn ChunkLedger, chunks: u64, batch: u64) 
     Ok(chunks as f64 / started.elapsed().as_secs_f64())
 }
 
-pub async fn open_sqlite(path: &Path) -> Result<Arc<dyn ChunkLedger>> {
+pub async fn open_sqlite(path: &Path) -> Result<Arc<dyn Ledger>> {
     Ok(Arc::new(SqliteLedger::open(path, 4).await?))
 }
 
-pub async fn open_postgres(url: &str) -> Result<Arc<dyn ChunkLedger>> {
+pub async fn open_postgres(url: &str) -> Result<Arc<dyn Ledger>> {
     Ok(Arc::new(PostgresLedger::connect(url, 4).await?))
 }
 

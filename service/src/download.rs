@@ -10,7 +10,7 @@ use crate::blob::{BlobStore, ContentKey};
 use crate::error::ServiceError;
 use crate::files::{file_info, owned_file};
 use crate::identity::Owner;
-use crate::ledger::{ChunkLedger, FileState};
+use crate::ledger::{FileCatalog, FileState};
 use crate::metrics::metrics;
 use crate::request::parse_id;
 use crate::telemetry::record_status;
@@ -27,7 +27,7 @@ pub type DownloadStream = tokio_stream::wrappers::ReceiverStream<Result<Download
 /// Checks the request and starts streaming. Errors found before the first byte (unknown
 /// file, bad offset) come back here; a storage error mid-way ends the stream.
 pub async fn download(
-    ledger: &dyn ChunkLedger,
+    ledger: &dyn FileCatalog,
     blobs: Arc<dyn BlobStore>,
     owner: &Owner,
     request: DownloadRequest,

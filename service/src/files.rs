@@ -8,12 +8,12 @@ use uuid::Uuid;
 use crate::blob::BlobStore;
 use crate::error::ServiceError;
 use crate::identity::Owner;
-use crate::ledger::{ChunkLedger, FileRecord, FileState};
+use crate::ledger::{FileCatalog, FileRecord, FileState, Ledger};
 use crate::upload::SessionRegistry;
 
 /// A file of `owner` by id; another owner's file is reported as missing.
 pub async fn owned_file(
-    ledger: &dyn ChunkLedger,
+    ledger: &dyn FileCatalog,
     owner: &Owner,
     id: Uuid,
 ) -> Result<FileRecord, ServiceError> {
@@ -26,7 +26,7 @@ pub async fn owned_file(
 /// Cancels an open upload: the ledger forgets its chunks, the session stops writing,
 /// and the staged bytes are removed.
 pub async fn abort_upload(
-    ledger: &dyn ChunkLedger,
+    ledger: &dyn Ledger,
     blobs: &dyn BlobStore,
     sessions: &SessionRegistry,
     owner: &Owner,

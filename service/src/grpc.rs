@@ -21,7 +21,7 @@ use crate::download::{DownloadStream, download};
 use crate::files::{abort_upload, file_info, owned_file};
 use crate::identity::{CallContext, Owner};
 use crate::layout::Limits;
-use crate::ledger::ChunkLedger;
+use crate::ledger::Ledger;
 use crate::request::parse_id;
 use crate::telemetry::{record_status, rpc_span};
 use crate::upload::SessionRegistry;
@@ -34,7 +34,7 @@ const UPLOAD_RESPONSE_QUEUE: usize = 64;
 /// Cheap to clone: a short call takes a clone to the control runtime.
 #[derive(Clone)]
 pub struct TransferApi {
-    ledger: Arc<dyn ChunkLedger>,
+    ledger: Arc<dyn Ledger>,
     blobs: Arc<dyn BlobStore>,
     sessions: Arc<SessionRegistry>,
     limits: Limits,
@@ -47,7 +47,7 @@ pub struct TransferApi {
 
 impl TransferApi {
     pub fn new(
-        ledger: Arc<dyn ChunkLedger>,
+        ledger: Arc<dyn Ledger>,
         blobs: Arc<dyn BlobStore>,
         sessions: Arc<SessionRegistry>,
         limits: Limits,

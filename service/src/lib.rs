@@ -6,7 +6,7 @@
 //!   copy of every byte they move.
 //! - [`upload`], [`download`], [`files`]: the protocol rules (valid indexes, duplicates,
 //!   windows, whole-file MD5), written against the two storage traits below.
-//! - [`ledger`] ([`ledger::ChunkLedger`]): the record of uploads, committed chunks and content.
+//! - [`ledger`] ([`ledger::Ledger`]): the record of uploads, committed chunks and content.
 //! - [`blob`] ([`blob::BlobStore`]): the bytes, shaped like a multipart upload.
 
 #![forbid(unsafe_code)]

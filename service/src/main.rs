@@ -110,10 +110,10 @@ async fn migrate(
         return Err("--to names the ledger being copied".into());
     }
     tracing::info!(from = %source, to = %target, "copying the ledger");
-    let from = source.open_all(settings.database_pool_size, None).await?;
-    let into = target.open_all(settings.database_pool_size, None).await?;
-    let copied = copy_ledger(from.chunks.as_ref(), into.chunks.as_ref()).await?;
-    let keys = copy_keys(from.keys.as_ref(), into.keys.as_ref()).await?;
+    let from = source.open(settings.database_pool_size, None).await?;
+    let into = target.open(settings.database_pool_size, None).await?;
+    let copied = copy_ledger(from.as_ref(), into.as_ref()).await?;
+    let keys = copy_keys(from.as_ref(), into.as_ref()).await?;
     println!(
         "copied {} files, {} chunks, {} content records and {keys} API keys from {source} to {target}",
         copied.files, copied.chunks, copied.contents
@@ -126,11 +126,11 @@ async fn keys(
     settings: &Settings,
     command: &transfer_service::config::KeysCommand,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let ledgers = settings
+    let ledger = settings
         .ledger_location()?
-        .open_all(settings.database_pool_size.min(4), None)
+        .open(settings.database_pool_size.min(4), None)
         .await?;
-    let out = transfer_service::key_admin::run(ledgers.keys.as_ref(), command).await?;
+    let out = transfer_service::key_admin::run(ledger.as_ref(), command).await?;
     print!("{out}");
     Ok(())
 }

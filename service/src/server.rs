@@ -18,7 +18,7 @@ use crate::connections::idle::{CallTracking, ConnectionTable};
 use crate::control::ControlPlane;
 use crate::grpc::TransferApi;
 use crate::identity::{Authenticator, IdentityLayer};
-use crate::ledger::{ChunkLedger, FileState, LedgerError};
+use crate::ledger::{FileState, KeyLedger, Ledger, LedgerError};
 use crate::upload::SessionRegistry;
 use crate::upload::possession::Challenges;
 
@@ -62,7 +62,7 @@ pub enum StartupError {
 
 /// Removes staged bytes whose upload is no longer open: left behind when the server
 /// stopped between closing an upload in the ledger and dropping its staging.
-async fn sweep_orphaned_staging(ledger: Arc<dyn ChunkLedger>, blobs: Arc<dyn BlobStore>) {
+async fn sweep_orphaned_staging(ledger: Arc<dyn Ledger>, blobs: Arc<dyn BlobStore>) {
     let staged = match blobs.list_staged().await {
         Ok(staged) => staged,
         Err(error) => {
@@ -123,15 +123,16 @@ impl Transferd {
         let security = settings.security()?;
         let location = settings.ledger_location()?;
         let control = ControlPlane::shared().map_err(StartupError::ControlPlane)?;
-        let ledgers = location
-            .open_all(settings.database_pool_size, Some(control.handle().clone()))
+        let ledger = location
+            .open(settings.database_pool_size, Some(control.handle().clone()))
             .await?;
-        let ledger = ledgers.chunks;
         tracing::info!(ledger = %location, "ledger open");
         let tls = tls_config(&security)?;
         let authenticator = Arc::new(match security.authenticates() {
             true => Authenticator::new(
-                security.api_keys.then_some(ledgers.keys),
+                security
+                    .api_keys
+                    .then(|| Arc::clone(&ledger) as Arc<dyn KeyLedger>),
                 security.client_ca.is_some(),
             ),
             false => Authenticator::trusting_owner_metadata(),

@@ -179,10 +179,9 @@ impl TestServer {
         act_for_prefix: Option<&str>,
         expires_at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> (String, String) {
-        let ledgers = self.open_ledgers().await;
+        let ledger = self.open_ledger().await;
         let issued = transfer_service::identity::api_key::issue().expect("random bytes");
-        ledgers
-            .keys
+        ledger
             .create_key(&transfer_service::ledger::NewApiKey {
                 id: issued.id.clone(),
                 secret_sha256: issued.secret_sha256,
@@ -197,16 +196,16 @@ impl TestServer {
 
     /// Revokes an API key in this server's ledger, as `transferd keys revoke` does.
     pub async fn revoke_key(&self, id: &str) {
-        let revoked = self.open_ledgers().await.keys.revoke_key(id).await;
+        let revoked = self.open_ledger().await.revoke_key(id).await;
         assert!(revoked.expect("revoking an API key"), "no key {id}");
     }
 
     /// A second handle on this server's ledger database.
-    pub async fn open_ledgers(&self) -> transfer_service::ledger::Ledgers {
+    pub async fn open_ledger(&self) -> std::sync::Arc<dyn transfer_service::ledger::Ledger> {
         self.settings
             .ledger_location()
             .expect("the ledger's location")
-            .open_all(2, None)
+            .open(2, None)
             .await
             .expect("opening the ledger")
     }

@@ -1,14 +1,44 @@
-//! Copying a whole ledger to another (`transferd migrate-ledger`), for instance from the
-//! embedded SQLite file to PostgreSQL. Works through [`ChunkLedger`], so any ledger can be
-//! copied to any other.
+//! Export and import of a whole ledger, for copying it to another (`transferd
+//! migrate-ledger`), for instance from the embedded SQLite file to PostgreSQL. Works
+//! through [`LedgerExport`] and [`KeyLedger`], so any ledger can be copied to any other.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    ChunkLedger, CommittedChunk, FileRecord, HashCheckpoint, KeyLedger, LedgerError, Md5Digest,
-    NewApiKey,
+    CommittedChunk, FileRecord, HashCheckpoint, KeyLedger, LedgerError, Md5Digest, NewApiKey,
 };
+
+/// Every record of files, chunks, checkpoints and content, page by page, and back.
+///
+/// Contract for every implementation (checked by the ledger copy conformance tests): a
+/// ledger restored from another's dump dumps the same records; restoring records that
+/// are present already keeps them as they are.
+#[async_trait]
+pub trait LedgerExport: Send + Sync + 'static {
+    /// Up to `limit` files with ids above `after`, in id order, with all their records.
+    async fn dump_files(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<FileDump>, LedgerError>;
+
+    /// Up to `limit` content records after `after` (MD5, size), in that order.
+    async fn dump_contents(
+        &self,
+        after: Option<(Md5Digest, u64)>,
+        limit: usize,
+    ) -> Result<Vec<ContentDump>, LedgerError>;
+
+    /// Writes dumped records as they are, in one transaction; records already present
+    /// are kept.
+    async fn restore(
+        &self,
+        files: &[FileDump],
+        contents: &[ContentDump],
+    ) -> Result<(), LedgerError>;
+}
 
 /// All a ledger holds about one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,8 +102,8 @@ const PAGE: usize = 500;
 /// Copies every file, chunk, hash checkpoint and content record of `from` into `to`.
 /// Records `to` already has are kept as they are, so running it again is harmless.
 pub async fn copy_ledger(
-    from: &dyn ChunkLedger,
-    to: &dyn ChunkLedger,
+    from: &dyn LedgerExport,
+    to: &dyn LedgerExport,
 ) -> Result<CopyReport, LedgerError> {
     let mut report = CopyReport::default();
     let mut after: Option<(Md5Digest, u64)> = None;

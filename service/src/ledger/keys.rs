@@ -37,7 +37,7 @@ pub struct NewApiKey {
 ///
 /// Contract for every implementation (checked by the key ledger conformance tests):
 /// - `create_key` is durable when it returns; an id that exists already is refused
-///   with [`LedgerError::Conflict`].
+///   with [`LedgerError::AlreadyExists`].
 /// - `api_key` returns exactly what was created, with `revoked_at` once revoked.
 /// - `revoke_key` keeps the first revocation time, and says whether the key exists.
 #[async_trait]

@@ -19,7 +19,7 @@ use crate::error::ServiceError;
 use crate::files::abort_upload;
 use crate::identity::Owner;
 use crate::layout::{ChunkLayout, Limits};
-use crate::ledger::{ChunkLedger, FileRecord, FileState, Md5Digest, NewUpload};
+use crate::ledger::{FileRecord, FileState, Ledger, Md5Digest, NewUpload};
 use crate::request::parse_md5;
 
 const MAX_NAME_LEN: usize = 1024;
@@ -111,7 +111,7 @@ pub enum CheckOutcome {
 }
 
 pub async fn check_upload(
-    ledger: &dyn ChunkLedger,
+    ledger: &dyn Ledger,
     blobs: &dyn BlobStore,
     sessions: &SessionRegistry,
     limits: &Limits,
@@ -179,7 +179,7 @@ pub async fn check_upload(
 
 /// The owner now has `file` without sending a byte.
 async fn instant(
-    ledger: &dyn ChunkLedger,
+    ledger: &dyn Ledger,
     blobs: &dyn BlobStore,
     sessions: &SessionRegistry,
     owner: &Owner,
@@ -208,7 +208,7 @@ const PROBE_LIMIT: usize = 16;
 
 /// A single-pass probe: answers from the owner's own files only.
 async fn probe(
-    ledger: &dyn ChunkLedger,
+    ledger: &dyn Ledger,
     sessions: &SessionRegistry,
     limits: &Limits,
     owner: &Owner,
@@ -244,7 +244,7 @@ async fn probe(
 
 /// Opens an upload session (or, for an MD5 the owner is already uploading, finds it).
 async fn open_session(
-    ledger: &dyn ChunkLedger,
+    ledger: &dyn Ledger,
     sessions: &SessionRegistry,
     limits: &Limits,
     owner: &Owner,
@@ -281,7 +281,7 @@ async fn open_session(
 
 /// Refuses a new session that would take `owner` past its open-upload cap or its quota.
 async fn within_owner_limits(
-    ledger: &dyn ChunkLedger,
+    ledger: &dyn Ledger,
     limits: &Limits,
     owner: &Owner,
     size: u64,
@@ -308,7 +308,7 @@ async fn within_owner_limits(
 
 /// The answer for an open session: with its committed chunks when it is resumed.
 async fn session(
-    ledger: &dyn ChunkLedger,
+    ledger: &dyn Ledger,
     limits: &Limits,
     file: FileRecord,
     resumed: bool,

@@ -27,7 +27,7 @@ use transfer_proto::v1::PossessionProof;
 use crate::blob::{BlobStore, ContentKey};
 use crate::error::ServiceError;
 use crate::identity::Owner;
-use crate::ledger::{Blake3Digest, ChunkLedger, Md5Digest};
+use crate::ledger::{Blake3Digest, ContentIndex, Md5Digest};
 
 /// How long a challenge may be answered: time for the client to hash the whole file,
 /// an hour or the time to read it at 50 MiB/s, whichever is longer.
@@ -164,7 +164,7 @@ pub async fn at_least<T>(floor: Duration, work: impl Future<Output = T>) -> T {
 /// inside [`at_least`]`(`[`PROOF_FLOOR`]`, ..)`.
 pub async fn proven_content(
     challenges: &Challenges,
-    ledger: &dyn ChunkLedger,
+    ledger: &dyn ContentIndex,
     blobs: &dyn BlobStore,
     owner: &Owner,
     md5: &Md5Digest,

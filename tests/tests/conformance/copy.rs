@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use transfer_service::ledger::{
-    ChunkLedger, CommittedChunk, ContentDump, FileDump, HashCheckpoint, NewUpload, copy_ledger,
+    CommittedChunk, ContentDump, FileDump, HashCheckpoint, Ledger, NewUpload, copy_ledger,
 };
 use transfer_tests::md5;
 
@@ -12,7 +12,7 @@ use crate::ledger::{LedgerBackend, postgres, sqlite};
 
 /// A ledger with a file in every state, a single-pass upload, chunks, a checkpoint and
 /// content.
-async fn populate(ledger: &dyn ChunkLedger) {
+async fn populate(ledger: &dyn Ledger) {
     let digest = |text: &str| -> [u8; 16] { md5(text.as_bytes()).try_into().expect("16 bytes") };
     let upload = |name: &str| NewUpload {
         owner: "o".into(),
@@ -83,13 +83,13 @@ async fn populate(ledger: &dyn ChunkLedger) {
         .unwrap();
 }
 
-async fn everything(ledger: &dyn ChunkLedger) -> (Vec<FileDump>, Vec<ContentDump>) {
+async fn everything(ledger: &dyn Ledger) -> (Vec<FileDump>, Vec<ContentDump>) {
     let mut files = ledger.dump_files(None, 1000).await.unwrap();
     files.sort_by_key(|f| f.file.id);
     (files, ledger.dump_contents(None, 1000).await.unwrap())
 }
 
-async fn copies_record_for_record(from: Arc<dyn ChunkLedger>, to: Arc<dyn ChunkLedger>) {
+async fn copies_record_for_record(from: Arc<dyn Ledger>, to: Arc<dyn Ledger>) {
     populate(from.as_ref()).await;
     let report = copy_ledger(from.as_ref(), to.as_ref()).await.unwrap();
     assert_eq!((report.files, report.chunks, report.contents), (6, 6, 1));

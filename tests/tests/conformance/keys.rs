@@ -4,9 +4,7 @@ use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use tempfile::TempDir;
-use transfer_service::ledger::{
-    KeyLedger, LedgerError, Ledgers, NewApiKey, PostgresLedger, SqliteLedger,
-};
+use transfer_service::ledger::{KeyLedger, LedgerError, NewApiKey, PostgresLedger, SqliteLedger};
 use transfer_tests::TestDatabase;
 
 /// A key ledger under test, which can be opened again on the same storage.
@@ -21,7 +19,7 @@ impl KeyBackend for Postgres {
         let ledger = PostgresLedger::connect(&self.0.url, 4)
             .await
             .expect("opening the PostgreSQL ledger");
-        Ledgers::of(Arc::new(ledger)).keys
+        Arc::new(ledger)
     }
 }
 
@@ -36,7 +34,7 @@ impl KeyBackend for Sqlite {
         let ledger = SqliteLedger::open(&self.0.path().join("ledger.sqlite3"), 2)
             .await
             .expect("opening the SQLite ledger");
-        Ledgers::of(Arc::new(ledger)).keys
+        Arc::new(ledger)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use transfer_service::ledger::{ChunkLedger, PostgresLedger};
+use transfer_service::ledger::{FileCatalog, PostgresLedger};
 use transfer_tests::TestDatabase;
 use uuid::Uuid;
 

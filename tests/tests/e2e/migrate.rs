@@ -53,7 +53,7 @@ async fn migrate_ledger_moves_a_server_from_the_embedded_ledger_to_postgres() {
     let url = postgres.url.clone();
     server.restart_with(|s| s.database_url = Some(url)).await;
     // The keys came along, the revoked one revoked.
-    let keys = server.open_ledgers().await.keys.list_keys().await.unwrap();
+    let keys = server.open_ledger().await.list_keys().await.unwrap();
     let key = |id: &str| keys.iter().find(|k| k.id == id).expect("a copied key");
     assert_eq!(key(&kept).owner, "alice");
     assert_eq!(key(&kept).act_for_prefix.as_deref(), Some("users/"));

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::blob::BlobStore;
 use crate::error::ServiceError;
 use crate::layout::ChunkLayout;
-use crate::ledger::{ChunkLedger, HashCheckpoint, LedgerError};
+use crate::ledger::{HashCheckpoint, LedgerError, UploadLedger};
 use crate::upload::committed::CommittedChunks;
 use crate::upload::hasher::OrderedHasher;
 use crate::upload::parked::ParkedChunks;
@@ -32,7 +32,7 @@ pub(super) struct HashFrontier {
     id: Uuid,
     layout: ChunkLayout,
     blobs: Arc<dyn BlobStore>,
-    ledger: Arc<dyn ChunkLedger>,
+    ledger: Arc<dyn UploadLedger>,
     /// The hash of the committed prefix `[0, hashed)`; `None` once taken to finish.
     hasher: Option<OrderedHasher>,
     hashed: u64,
@@ -54,7 +54,7 @@ impl HashFrontier {
         id: Uuid,
         layout: ChunkLayout,
         blobs: Arc<dyn BlobStore>,
-        ledger: Arc<dyn ChunkLedger>,
+        ledger: Arc<dyn UploadLedger>,
         (hasher, hashed): (OrderedHasher, u64),
         parked: ParkedChunks,
     ) -> Self {
@@ -273,7 +273,7 @@ mod tests {
                 self.id,
                 self.layout,
                 Arc::clone(&self.blobs) as Arc<dyn BlobStore>,
-                Arc::clone(&self.ledger) as Arc<dyn ChunkLedger>,
+                Arc::clone(&self.ledger) as Arc<dyn UploadLedger>,
                 (OrderedHasher::start(&HashingSlots::per_core()), 0),
                 ParkedChunks::new(parked_limit, budget),
             )
@@ -395,7 +395,7 @@ mod tests {
             f.id,
             f.layout,
             Arc::clone(&f.blobs) as Arc<dyn BlobStore>,
-            Arc::clone(&f.ledger) as Arc<dyn ChunkLedger>,
+            Arc::clone(&f.ledger) as Arc<dyn UploadLedger>,
             (hasher, 2),
             ParkedChunks::new(1 << 20, budget),
         );

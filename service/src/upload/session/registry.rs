@@ -15,14 +15,14 @@ use crate::blob::BlobStore;
 use crate::error::ServiceError;
 use crate::identity::Owner;
 use crate::layout::Limits;
-use crate::ledger::ChunkLedger;
+use crate::ledger::Ledger;
 use crate::upload::hasher::HashingSlots;
 use crate::upload::memory::MemoryBudget;
 use crate::upload::opening::OpeningLocks;
 
 /// The active sessions of this server, by upload id.
 pub struct SessionRegistry {
-    pub(super) ledger: Arc<dyn ChunkLedger>,
+    pub(super) ledger: Arc<dyn Ledger>,
     pub(super) blobs: Arc<dyn BlobStore>,
     /// Memory for messages being read and parked chunks, shared by every stream.
     pub(super) memory: Arc<MemoryBudget>,
@@ -37,7 +37,7 @@ pub struct SessionRegistry {
 
 impl SessionRegistry {
     pub fn new(
-        ledger: Arc<dyn ChunkLedger>,
+        ledger: Arc<dyn Ledger>,
         blobs: Arc<dyn BlobStore>,
         limits: Limits,
         idle_timeout: Duration,

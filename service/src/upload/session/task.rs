@@ -13,7 +13,7 @@ use super::*;
 use crate::blob::BlobError;
 use crate::error::ServiceError;
 use crate::layout::ChunkLayout;
-use crate::ledger::{FileRecord, FileState};
+use crate::ledger::{FileRecord, FileState, UploadLedger};
 use crate::metrics::metrics;
 use crate::upload::committed::CommittedChunks;
 use crate::upload::hasher::OrderedHasher;
@@ -141,7 +141,7 @@ impl Session {
             id,
             layout,
             Arc::clone(&registry.blobs),
-            Arc::clone(&registry.ledger),
+            Arc::clone(&registry.ledger) as Arc<dyn UploadLedger>,
             (hasher, hashed),
             parked,
         );

@@ -1,0 +1,228 @@
+//! [`UploadLedger`] on PostgreSQL: upload sessions, their committed chunks and hash checkpoints, and how each ends.
+
+use async_trait::async_trait;
+
+use super::{
+    COMMIT_CHUNKS, COMMITTED_RANGES, FILE_COLUMNS, PostgresLedger, db_error, file_from_row,
+    select_open_upload,
+};
+use crate::ledger::columns::{require_open, to_i64, to_u64};
+use crate::ledger::{
+    Blake3Digest, CommittedChunk, FileCatalog, FileRecord, FileState, HashCheckpoint, LedgerError,
+    Md5Digest, NewUpload, OpenedUpload, UploadLedger,
+};
+use deadpool_postgres::GenericClient;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+#[async_trait]
+impl UploadLedger for PostgresLedger {
+    async fn open_upload(&self, upload: &NewUpload) -> Result<OpenedUpload, LedgerError> {
+        let client = self.client().await?;
+        // A new session need not reach the disk before CheckUpload answers (see the
+        // trait); the first synced chunk commit makes it durable. `set_config(..., true)`
+        // is `SET LOCAL` inside the statement: its own transaction commits without waiting
+        // for the WAL flush, in one round trip instead of four (BEGIN, SET, INSERT, COMMIT).
+        let insert = format!(
+            "INSERT INTO files (id, owner, name, size, md5, head_md5, chunk_size, chunk_count, state) \
+             SELECT $1, $2, $3, $4, $5, $8, $6, $7, 'uploading' \
+             FROM (SELECT set_config('synchronous_commit', 'off', true)) AS commit_without_flush \
+             ON CONFLICT (owner, md5, size) WHERE state = 'uploading' DO NOTHING \
+             RETURNING {FILE_COLUMNS}"
+        );
+        let statement = client.prepare_cached(&insert).await.map_err(db_error)?;
+        let size = to_i64(upload.size)?;
+        let chunk_size = i32::try_from(upload.chunk_size).map_err(|_| {
+            LedgerError::Database(format!("chunk size {} too large", upload.chunk_size))
+        })?;
+        let chunk_count = to_i64(upload.chunk_count)?;
+        let md5 = upload.md5.as_ref().map(|m| m.as_slice());
+        let head_md5 = upload.head_md5.as_ref().map(|h| h.as_slice());
+        // The insert loses to a concurrent open of the same content; the select then finds
+        // the winner. If that session closed in between, try again.
+        for _ in 0..5 {
+            let id = Uuid::new_v4();
+            let params: [&(dyn ToSql + Sync); 8] = [
+                &id,
+                &upload.owner,
+                &upload.name,
+                &size,
+                &md5,
+                &chunk_size,
+                &chunk_count,
+                &head_md5,
+            ];
+            let inserted = client
+                .query_opt(&statement, &params)
+                .await
+                .map_err(db_error)?;
+            if let Some(row) = inserted {
+                return Ok(OpenedUpload {
+                    file: file_from_row(&row)?,
+                    created: true,
+                });
+            }
+            // Only an upload with an MD5 can lose to another (single-pass ones never conflict).
+            let Some(md5) = &upload.md5 else { break };
+            // On this connection: taking a second one from a drained pool could wait forever.
+            if let Some(file) = select_open_upload(&client, &upload.owner, md5, upload.size).await?
+            {
+                return Ok(OpenedUpload {
+                    file,
+                    created: false,
+                });
+            }
+        }
+        Err(LedgerError::Database(
+            "could not open an upload session: it kept closing concurrently".into(),
+        ))
+    }
+
+    async fn find_open_upload(
+        &self,
+        owner: &str,
+        md5: &Md5Digest,
+        size: u64,
+    ) -> Result<Option<FileRecord>, LedgerError> {
+        let client = self.client().await?;
+        select_open_upload(&client, owner, md5, size).await
+    }
+
+    async fn committed_ranges(&self, id: Uuid) -> Result<Vec<(u64, u64)>, LedgerError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(COMMITTED_RANGES)
+            .await
+            .map_err(db_error)?;
+        let rows = client.query(&statement, &[&id]).await.map_err(db_error)?;
+        rows.iter()
+            .map(|row| Ok((to_u64(row.get(0))?, to_u64(row.get(1))?)))
+            .collect()
+    }
+
+    async fn commit_chunks(
+        &self,
+        id: Uuid,
+        chunks: &[CommittedChunk],
+    ) -> Result<Vec<u64>, LedgerError> {
+        let mut indexes = Vec::with_capacity(chunks.len());
+        let mut sizes = Vec::with_capacity(chunks.len());
+        let mut crcs = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            indexes.push(to_i64(chunk.index)?);
+            sizes.push(i32::try_from(chunk.size).map_err(|_| {
+                LedgerError::Database(format!("chunk size {} too large", chunk.size))
+            })?);
+            crcs.push(i64::from(chunk.crc32c));
+        }
+        let client = self.session_client().await?;
+        // One statement, one round trip: it inserts only while the file is open, and its
+        // share lock on the file row orders it against a concurrent abort.
+        let statement = client
+            .prepare_cached(COMMIT_CHUNKS)
+            .await
+            .map_err(db_error)?;
+        let inserted = client
+            .query(&statement, &[&id, &indexes, &sizes, &crcs])
+            .await
+            .map_err(db_error)?;
+        if inserted.is_empty() && !chunks.is_empty() {
+            // Either every chunk was recorded before, or the file is not open.
+            require_open(id, self.get_file(id).await?.as_ref())?;
+        }
+        let mut newly: Vec<u64> = inserted
+            .iter()
+            .map(|row| to_u64(row.get(0)))
+            .collect::<Result<_, _>>()?;
+        newly.sort_unstable();
+        Ok(newly)
+    }
+
+    async fn hash_checkpoint(&self, id: Uuid) -> Result<Option<HashCheckpoint>, LedgerError> {
+        let client = self.session_client().await?;
+        let row = client
+            .query_opt(
+                "SELECT hashed_chunks, md5_state FROM files \
+                 WHERE id = $1 AND md5_state IS NOT NULL",
+                &[&id],
+            )
+            .await
+            .map_err(db_error)?;
+        row.map(|row| {
+            Ok(HashCheckpoint {
+                chunks: to_u64(row.get(0))?,
+                state: row.get(1),
+            })
+        })
+        .transpose()
+    }
+
+    async fn save_hash_checkpoint(
+        &self,
+        id: Uuid,
+        checkpoint: &HashCheckpoint,
+    ) -> Result<(), LedgerError> {
+        let client = self.session_client().await?;
+        let updated = client
+            .execute(
+                "UPDATE files SET hashed_chunks = $2, md5_state = $3 \
+                 WHERE id = $1 AND state = 'uploading' AND hashed_chunks <= $2",
+                &[&id, &to_i64(checkpoint.chunks)?, &checkpoint.state],
+            )
+            .await
+            .map_err(db_error)?;
+        if updated == 0 {
+            // A later checkpoint is already saved, or the upload is not open.
+            require_open(id, self.get_file(id).await?.as_ref())?;
+        }
+        Ok(())
+    }
+
+    async fn complete_upload(
+        &self,
+        id: Uuid,
+        md5: &Md5Digest,
+        blake3: &Blake3Digest,
+    ) -> Result<FileRecord, LedgerError> {
+        let mut client = self.session_client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "UPDATE files SET state = 'complete', md5 = $2, content_blake3 = $3, \
+                                      completed_at = now(), updated_at = now() \
+                     WHERE id = $1 AND state = 'uploading' RETURNING {FILE_COLUMNS}"
+                ),
+                &[&id, &md5.as_slice(), &blake3.as_slice()],
+            )
+            .await
+            .map_err(db_error)?;
+        let Some(row) = row else {
+            return Err(Self::not_open(&tx, id).await?);
+        };
+        let file = file_from_row(&row)?;
+        tx.execute(
+            "INSERT INTO contents (md5, size) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&md5.as_slice(), &to_i64(file.size)?],
+        )
+        .await
+        .map_err(db_error)?;
+        tx.execute(
+            "INSERT INTO content_blobs (blake3, size, md5) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+            &[&blake3.as_slice(), &to_i64(file.size)?, &md5.as_slice()],
+        )
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(file)
+    }
+
+    async fn fail_upload(&self, id: Uuid, reason: &str) -> Result<(), LedgerError> {
+        self.close_upload(id, FileState::Failed, Some(reason)).await
+    }
+
+    async fn abort_upload(&self, id: Uuid) -> Result<(), LedgerError> {
+        self.close_upload(id, FileState::Aborted, None).await
+    }
+}

@@ -1,0 +1,360 @@
+//! [`Ledger`](super::Ledger) on an embedded SQLite file: the zero set-up default.
+//!
+//! rusqlite (with SQLite bundled, so nothing needs installing). Reads run on a deadpool
+//! pool on Tokio's blocking pool; writes go to one writer thread that commits them in
+//! groups (see [`writer`]). The file is in WAL mode with `synchronous = FULL`, so a
+//! committed transaction survives a crash (all but the opening of a session, see
+//! [`UploadLedger::open_upload`](super::UploadLedger::open_upload)).
+//! The schema comes from the migrations in `migrations/sqlite`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_sqlite::{Config, Hook, HookError, Pool, Runtime};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use uuid::Uuid;
+
+use super::columns::{blake3_from, digest_from, parse_state, to_u64};
+use super::{FileRecord, FileState, LedgerError, Md5Digest};
+
+mod catalog;
+mod contents;
+mod export;
+mod keys;
+mod uploads;
+mod writer;
+use writer::Writer;
+
+mod embedded {
+    refinery::embed_migrations!("../migrations/sqlite");
+}
+
+/// The columns every query that returns a file selects, in the order [`file_from_row`] reads.
+const FILE_COLUMNS: &str = "id, owner, name, size, md5, chunk_size, chunk_count, state, failure, \
+     created_at, completed_at, head_md5, content_blake3";
+
+/// An owner's open uploads, and the bytes of those and of the files it sent (a file of
+/// an instant upload has chunk size 0).
+const OWNER_USAGE: &str = "SELECT count(*) FILTER (WHERE state = 'uploading'), \
+            coalesce(sum(size), 0) FROM files \
+     WHERE owner = ?1 AND (state = 'uploading' OR (state = 'complete' AND chunk_size > 0))";
+
+/// How long a writer waits for another to finish before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct SqliteLedger {
+    /// Connections for reads (WAL lets them run while a write commits).
+    pool: Pool,
+    /// The one connection that writes.
+    writer: Writer,
+}
+
+/// Settings every connection needs (they are per connection in SQLite).
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(())
+}
+
+impl SqliteLedger {
+    /// Opens (creating if needed) the ledger file at `path` and applies pending migrations.
+    pub async fn open(path: &Path, pool_size: usize) -> Result<Self, LedgerError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                LedgerError::Unavailable(format!("creating {}: {e}", dir.display()))
+            })?;
+        }
+        let pool = Config::new(path)
+            .builder(Runtime::Tokio1)
+            .map_err(|e| LedgerError::Unavailable(e.to_string()))?
+            .max_size(pool_size.max(1))
+            .post_create(Hook::sync_fn(|conn, _| {
+                let conn = conn
+                    .lock()
+                    .map_err(|_| HookError::message("a poisoned SQLite connection"))?;
+                configure(&conn).map_err(HookError::Backend)
+            }))
+            .build()
+            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+        let path = path.to_owned();
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut conn = Connection::open(&path).map_err(|e| {
+                LedgerError::Unavailable(format!("opening {}: {e}", path.display()))
+            })?;
+            configure(&conn).map_err(db_error)?;
+            migrate(&mut conn)?;
+            Writer::start(conn)
+        })
+        .await
+        .map_err(|e| LedgerError::Unavailable(format!("opening the ledger: {e}")))??;
+        Ok(Self { pool, writer })
+    }
+
+    /// Runs `work` on a pooled connection, on the blocking pool.
+    async fn with<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        let conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+        conn.interact(work)
+            .await
+            .map_err(|e| LedgerError::Unavailable(format!("the ledger connection failed: {e}")))?
+    }
+
+    /// Runs `work` in a write transaction, committed (and synced to disk) when it
+    /// returns `Ok`.
+    async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Transaction<'_>) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        self.writer.write(true, work).await
+    }
+
+    /// Like [`SqliteLedger::write`], but the commit does not wait for the disk: only for
+    /// records a crash may lose (see [`UploadLedger::open_upload`](super::UploadLedger::open_upload)). The WAL is appended
+    /// in order, so the next synced commit makes this one durable too.
+    async fn write_unsynced<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Transaction<'_>) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        self.writer.write(false, work).await
+    }
+}
+
+/// Puts the file in WAL mode and applies pending migrations.
+fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
+    // WAL lets readers work while a writer commits; it is a property of the file.
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(db_error)?;
+    // Foreign keys off while migrating: a migration that rebuilds a table (SQLite's way
+    // to change a column) must not cascade its DROP TABLE.
+    conn.pragma_update(None, "foreign_keys", false)
+        .map_err(db_error)?;
+    let migrated = embedded::migrations::runner()
+        .run(conn)
+        .map_err(|e| LedgerError::Database(format!("migrating the ledger failed: {e}")));
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(db_error)?;
+    migrated?;
+    let broken: i64 = conn
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |row| {
+            row.get(0)
+        })
+        .map_err(db_error)?;
+    if broken > 0 {
+        return Err(LedgerError::Corrupt(format!(
+            "{broken} rows break a foreign key after migrating"
+        )));
+    }
+    Ok(())
+}
+
+fn db_error(e: rusqlite::Error) -> LedgerError {
+    use rusqlite::ErrorCode;
+    let message = e.to_string();
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            LedgerError::RetryableConflict(message)
+        }
+        Some(ErrorCode::ConstraintViolation) => LedgerError::Constraint(message),
+        _ => LedgerError::Database(message),
+    }
+}
+
+fn now_micros() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+fn time(micros: i64) -> Result<DateTime<Utc>, LedgerError> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| LedgerError::Corrupt(format!("a time of {micros} µs")))
+}
+
+/// A `files` row as SQLite returns it, before checking its values.
+struct RawFile {
+    id: String,
+    owner: String,
+    name: String,
+    size: i64,
+    md5: Option<Vec<u8>>,
+    head_md5: Option<Vec<u8>>,
+    chunk_size: i64,
+    chunk_count: i64,
+    state: String,
+    failure: Option<String>,
+    created_at: i64,
+    completed_at: Option<i64>,
+    content_blake3: Option<Vec<u8>>,
+}
+
+fn raw_file(row: &Row<'_>) -> rusqlite::Result<RawFile> {
+    Ok(RawFile {
+        id: row.get(0)?,
+        owner: row.get(1)?,
+        name: row.get(2)?,
+        size: row.get(3)?,
+        md5: row.get(4)?,
+        chunk_size: row.get(5)?,
+        chunk_count: row.get(6)?,
+        state: row.get(7)?,
+        failure: row.get(8)?,
+        created_at: row.get(9)?,
+        completed_at: row.get(10)?,
+        head_md5: row.get(11)?,
+        content_blake3: row.get(12)?,
+    })
+}
+
+impl TryFrom<RawFile> for FileRecord {
+    type Error = LedgerError;
+
+    fn try_from(raw: RawFile) -> Result<Self, LedgerError> {
+        Ok(FileRecord {
+            id: Uuid::parse_str(&raw.id)
+                .map_err(|_| LedgerError::Corrupt(format!("file id {:?}", raw.id)))?,
+            owner: raw.owner,
+            name: raw.name,
+            size: to_u64(raw.size)?,
+            md5: digest(raw.md5)?,
+            head_md5: digest(raw.head_md5)?,
+            content_blake3: blake3_from(raw.content_blake3.as_deref())?,
+            chunk_size: u32::try_from(raw.chunk_size)
+                .map_err(|_| LedgerError::Corrupt(format!("chunk size {}", raw.chunk_size)))?,
+            chunk_count: to_u64(raw.chunk_count)?,
+            state: parse_state(&raw.state)?,
+            failure: raw.failure,
+            created_at: time(raw.created_at)?,
+            completed_at: raw.completed_at.map(time).transpose()?,
+        })
+    }
+}
+
+/// A nullable MD5 column.
+fn digest(bytes: Option<Vec<u8>>) -> Result<Option<Md5Digest>, LedgerError> {
+    digest_from(bytes.as_deref())
+}
+
+/// The file `id`, if any.
+fn select_file(conn: &Connection, id: Uuid) -> Result<Option<FileRecord>, LedgerError> {
+    conn.prepare_cached(&format!("SELECT {FILE_COLUMNS} FROM files WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id.to_string()], raw_file).optional())
+        .map_err(db_error)?
+        .map(FileRecord::try_from)
+        .transpose()
+}
+
+/// The open upload of `owner` for this content, if any.
+fn select_open_upload(
+    conn: &Connection,
+    owner: &str,
+    md5: &Md5Digest,
+    size: i64,
+) -> Result<Option<FileRecord>, LedgerError> {
+    conn.prepare_cached(&format!(
+        "SELECT {FILE_COLUMNS} FROM files \
+         WHERE owner = ?1 AND md5 = ?2 AND size = ?3 AND state = 'uploading'"
+    ))
+    .and_then(|mut s| s.query_row(params![owner, md5, size], raw_file).optional())
+    .map_err(db_error)?
+    .map(FileRecord::try_from)
+    .transpose()
+}
+
+/// The error for a state change of `id` that found no open upload.
+fn not_open(conn: &Connection, id: Uuid) -> Result<LedgerError, LedgerError> {
+    Ok(match select_file(conn, id)? {
+        None => LedgerError::NotFound(id),
+        Some(file) => LedgerError::NotUploading {
+            id,
+            state: file.state,
+        },
+    })
+}
+
+/// Moves an open upload to `aborted` or `failed` and deletes its chunk rows.
+fn close_upload(
+    tx: &Transaction<'_>,
+    id: Uuid,
+    state: FileState,
+    reason: Option<&str>,
+) -> Result<(), LedgerError> {
+    let updated = tx
+        .execute(
+            "UPDATE files SET state = ?2, failure = ?3, updated_at = ?4 \
+             WHERE id = ?1 AND state = 'uploading'",
+            params![id.to_string(), state.as_str(), reason, now_micros()],
+        )
+        .map_err(db_error)?;
+    if updated == 0 {
+        return Err(not_open(tx, id)?);
+    }
+    tx.execute("DELETE FROM chunks WHERE file_id = ?1", [id.to_string()])
+        .map_err(db_error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{FileCatalog, UploadLedger};
+
+    const ID: &str = "6f1d3c1e-8a44-4f7e-9a53-0c2d5b7e9f10";
+
+    /// Migration 4 rebuilds `files`; with foreign keys on, its DROP TABLE would have
+    /// cascaded into `chunks`.
+    #[tokio::test]
+    async fn the_single_pass_migration_keeps_every_file_and_chunk_and_the_foreign_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite3");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "foreign_keys", true).unwrap();
+            embedded::migrations::runner()
+                .set_target(refinery::Target::Version(3))
+                .run(&mut conn)
+                .unwrap();
+            conn.execute_batch(&format!(
+                "INSERT INTO files (id, owner, name, size, md5, chunk_size, chunk_count, state, \
+                                    created_at, updated_at) \
+                 VALUES ('{ID}', 'o', 'f.bin', 8192, X'00112233445566778899AABBCCDDEEFF', \
+                         4096, 2, 'uploading', 1, 1); \
+                 INSERT INTO chunks (file_id, idx, size, crc32c, committed_at) \
+                 VALUES ('{ID}', 0, 4096, 7, 1), ('{ID}', 1, 4096, 8, 1);"
+            ))
+            .unwrap();
+        }
+
+        let ledger = SqliteLedger::open(&path, 2).await.unwrap();
+        let id = Uuid::parse_str(ID).unwrap();
+        assert_eq!(ledger.committed_ranges(id).await.unwrap(), vec![(0, 2)]);
+        let file = ledger.get_file(id).await.unwrap().unwrap();
+        assert_eq!(
+            file.md5,
+            Some([
+                0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xAA, 0xBB, 0xCC, 0xDD,
+                0xEE, 0xFF
+            ])
+        );
+        assert_eq!(file.head_md5, None);
+        let orphan = ledger
+            .with(|conn| {
+                conn.execute(
+                    "INSERT INTO chunks (file_id, idx, size, crc32c, committed_at) \
+                     VALUES ('no-such-file', 0, 1, 1, 1)",
+                    [],
+                )
+                .map_err(db_error)
+            })
+            .await;
+        assert!(
+            matches!(orphan, Err(LedgerError::Constraint(_))),
+            "chunks still need their file, and a write the schema forbids says so: {orphan:?}"
+        );
+    }
+}

@@ -1,0 +1,244 @@
+//! [`UploadLedger`] on SQLite: upload sessions, their committed chunks and hash checkpoints, and how each ends.
+
+use async_trait::async_trait;
+
+use super::{
+    FILE_COLUMNS, SqliteLedger, close_upload, db_error, not_open, now_micros, raw_file,
+    select_file, select_open_upload,
+};
+use crate::ledger::columns::{parse_state, require_open, to_i64, to_u64};
+use crate::ledger::{
+    Blake3Digest, CommittedChunk, FileRecord, FileState, HashCheckpoint, LedgerError, Md5Digest,
+    NewUpload, OpenedUpload, UploadLedger,
+};
+use rusqlite::{OptionalExtension, params};
+use uuid::Uuid;
+
+#[async_trait]
+impl UploadLedger for SqliteLedger {
+    async fn open_upload(&self, upload: &NewUpload) -> Result<OpenedUpload, LedgerError> {
+        let upload = upload.clone();
+        let size = to_i64(upload.size)?;
+        let chunk_count = to_i64(upload.chunk_count)?;
+        self.write_unsynced(move |tx| {
+            // A single-pass upload (no MD5 yet) always gets a session of its own.
+            if let Some(md5) = &upload.md5
+                && let Some(file) = select_open_upload(tx, &upload.owner, md5, size)?
+            {
+                return Ok(OpenedUpload {
+                    file,
+                    created: false,
+                });
+            }
+            let now = now_micros();
+            let file = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO files (id, owner, name, size, md5, chunk_size, chunk_count, state, \
+                                        created_at, updated_at, head_md5) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'uploading', ?8, ?8, ?9) \
+                     RETURNING {FILE_COLUMNS}"
+                ))
+                .and_then(|mut s| {
+                    s.query_row(
+                        params![
+                            Uuid::new_v4().to_string(),
+                            upload.owner,
+                            upload.name,
+                            size,
+                            upload.md5,
+                            upload.chunk_size,
+                            chunk_count,
+                            now,
+                            upload.head_md5
+                        ],
+                        raw_file,
+                    )
+                })
+                .map_err(db_error)?;
+            Ok(OpenedUpload {
+                file: FileRecord::try_from(file)?,
+                created: true,
+            })
+        })
+        .await
+    }
+
+    async fn find_open_upload(
+        &self,
+        owner: &str,
+        md5: &Md5Digest,
+        size: u64,
+    ) -> Result<Option<FileRecord>, LedgerError> {
+        let (owner, md5, size) = (owner.to_owned(), *md5, to_i64(size)?);
+        self.with(move |conn| select_open_upload(conn, &owner, &md5, size))
+            .await
+    }
+
+    async fn committed_ranges(&self, id: Uuid) -> Result<Vec<(u64, u64)>, LedgerError> {
+        self.with(move |conn| {
+            // Runs of consecutive indexes, computed in the database: a few ranges rather
+            // than millions of rows for a large session.
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT min(idx), max(idx) + 1 FROM ( \
+                         SELECT idx, idx - row_number() OVER (ORDER BY idx) AS run \
+                         FROM chunks WHERE file_id = ?1 \
+                     ) GROUP BY run ORDER BY 1",
+                )
+                .map_err(db_error)?;
+            let ranges = statement
+                .query_map([id.to_string()], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+                })
+                .map_err(db_error)?;
+            ranges
+                .map(|range| {
+                    let (start, end) = range.map_err(db_error)?;
+                    Ok((to_u64(start)?, to_u64(end)?))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn commit_chunks(
+        &self,
+        id: Uuid,
+        chunks: &[CommittedChunk],
+    ) -> Result<Vec<u64>, LedgerError> {
+        let chunks = chunks.to_vec();
+        self.write(move |tx| {
+            let state: Option<String> = tx
+                .prepare_cached("SELECT state FROM files WHERE id = ?1")
+                .and_then(|mut s| s.query_row([id.to_string()], |row| row.get(0)).optional())
+                .map_err(db_error)?;
+            let state = parse_state(&state.ok_or(LedgerError::NotFound(id))?)?;
+            if state != FileState::Uploading {
+                return Err(LedgerError::NotUploading { id, state });
+            }
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO chunks (file_id, idx, size, crc32c, committed_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(db_error)?;
+            let now = now_micros();
+            let id = id.to_string();
+            let mut newly = Vec::with_capacity(chunks.len());
+            for chunk in &chunks {
+                let inserted = insert
+                    .execute(params![
+                        id,
+                        to_i64(chunk.index)?,
+                        chunk.size,
+                        chunk.crc32c,
+                        now
+                    ])
+                    .map_err(db_error)?;
+                if inserted == 1 {
+                    newly.push(chunk.index);
+                }
+            }
+            newly.sort_unstable();
+            Ok(newly)
+        })
+        .await
+    }
+
+    async fn hash_checkpoint(&self, id: Uuid) -> Result<Option<HashCheckpoint>, LedgerError> {
+        self.with(move |conn| {
+            let row: Option<(i64, Vec<u8>)> = conn
+                .prepare_cached(
+                    "SELECT hashed_chunks, md5_state FROM files \
+                     WHERE id = ?1 AND md5_state IS NOT NULL",
+                )
+                .and_then(|mut s| {
+                    s.query_row([id.to_string()], |row| Ok((row.get(0)?, row.get(1)?)))
+                        .optional()
+                })
+                .map_err(db_error)?;
+            row.map(|(chunks, state)| {
+                Ok(HashCheckpoint {
+                    chunks: to_u64(chunks)?,
+                    state,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn save_hash_checkpoint(
+        &self,
+        id: Uuid,
+        checkpoint: &HashCheckpoint,
+    ) -> Result<(), LedgerError> {
+        let chunks = to_i64(checkpoint.chunks)?;
+        let state = checkpoint.state.clone();
+        self.write(move |tx| {
+            let updated = tx
+                .execute(
+                    "UPDATE files SET hashed_chunks = ?2, md5_state = ?3 \
+                     WHERE id = ?1 AND state = 'uploading' AND hashed_chunks <= ?2",
+                    params![id.to_string(), chunks, state],
+                )
+                .map_err(db_error)?;
+            if updated == 0 {
+                require_open(id, select_file(tx, id)?.as_ref())?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn complete_upload(
+        &self,
+        id: Uuid,
+        md5: &Md5Digest,
+        blake3: &Blake3Digest,
+    ) -> Result<FileRecord, LedgerError> {
+        let (md5, blake3) = (*md5, *blake3);
+        self.write(move |tx| {
+            let now = now_micros();
+            let updated = tx
+                .prepare_cached(&format!(
+                    "UPDATE files SET state = 'complete', md5 = ?3, content_blake3 = ?4, \
+                                      completed_at = ?2, updated_at = ?2 \
+                     WHERE id = ?1 AND state = 'uploading' RETURNING {FILE_COLUMNS}"
+                ))
+                .and_then(|mut s| {
+                    s.query_row(params![id.to_string(), now, md5, blake3], raw_file)
+                        .optional()
+                })
+                .map_err(db_error)?;
+            let Some(file) = updated else {
+                return Err(not_open(tx, id)?);
+            };
+            let file = FileRecord::try_from(file)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO contents (md5, size, created_at) VALUES (?1, ?2, ?3)",
+                params![md5, to_i64(file.size)?, now],
+            )
+            .map_err(db_error)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO content_blobs (blake3, size, md5, created_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![blake3, to_i64(file.size)?, md5, now],
+            )
+            .map_err(db_error)?;
+            Ok(file)
+        })
+        .await
+    }
+
+    async fn fail_upload(&self, id: Uuid, reason: &str) -> Result<(), LedgerError> {
+        let reason = reason.to_owned();
+        self.write(move |tx| close_upload(tx, id, FileState::Failed, Some(&reason)))
+            .await
+    }
+
+    async fn abort_upload(&self, id: Uuid) -> Result<(), LedgerError> {
+        self.write(move |tx| close_upload(tx, id, FileState::Aborted, None))
+            .await
+    }
+}
