@@ -35,6 +35,7 @@ pub async fn commits_per_sec(ledger: &dyn Ledger, chunks: u64, batch: u64) -> Re
                 index,
                 size: 4096,
                 crc32c: 0,
+                receipt: None,
             })
             .collect();
         index += rows.len() as u64;

@@ -6,11 +6,11 @@ use tokio::sync::mpsc;
 use tonic::Status;
 use transfer_proto::v1::{DataPiece, DownloadRequest, DownloadResponse, download_response};
 
-use crate::blob::{BlobStore, ContentKey};
+use crate::blob::{BlobStore, ContentLocator};
 use crate::error::ServiceError;
 use crate::files::{file_info, owned_file};
 use crate::identity::Owner;
-use crate::ledger::{FileCatalog, FileState};
+use crate::ledger::{FileState, Ledger};
 use crate::metrics::metrics;
 use crate::request::parse_id;
 use crate::telemetry::record_status;
@@ -27,7 +27,7 @@ pub type DownloadStream = tokio_stream::wrappers::ReceiverStream<Result<Download
 /// Checks the request and starts streaming. Errors found before the first byte (unknown
 /// file, bad offset) come back here; a storage error mid-way ends the stream.
 pub async fn download(
-    ledger: &dyn FileCatalog,
+    ledger: &dyn Ledger,
     blobs: Arc<dyn BlobStore>,
     owner: &Owner,
     request: DownloadRequest,
@@ -50,24 +50,13 @@ pub async fn download(
         0 => file.size,
         length => request.offset.saturating_add(length).min(file.size),
     };
-    // Content is found by the BLAKE3 the server computed; files completed before it
-    // did, by MD5 (the ledger's contract: a complete file has its MD5).
-    let key = match (file.content_blake3, file.md5) {
-        (Some(digest), _) => ContentKey::Blake3 {
-            digest,
-            size: file.size,
-        },
-        (None, Some(md5)) => ContentKey::Md5 {
-            md5,
-            size: file.size,
-        },
-        (None, None) => {
-            return Err(ServiceError::StoredDataLost {
-                id,
-                reason: "the ledger has no digest for this complete file".into(),
-            });
-        }
+    let Some(locator) = ledger.content_locator(&file).await? else {
+        return Err(ServiceError::StoredDataLost {
+            id,
+            reason: "the ledger does not say where this complete file's content is".into(),
+        });
     };
+    let locator = ContentLocator::new(locator);
 
     let (tx, rx) = mpsc::channel(READ_AHEAD);
     let first = DownloadResponse {
@@ -78,7 +67,7 @@ pub async fn download(
     span.record("transfer.file_size", file.size);
     let started = std::time::Instant::now();
     let streaming = async move {
-        let code = send_pieces(blobs, key, request.offset, end, first, &tx).await;
+        let code = send_pieces(blobs, locator, request.offset, end, first, &tx).await;
         metrics()
             .download_duration
             .record(started.elapsed().as_secs_f64(), &[]);
@@ -91,7 +80,7 @@ pub async fn download(
 /// Sends the metadata, then the pieces of `[offset, end)`; the outcome as a gRPC code.
 async fn send_pieces(
     blobs: Arc<dyn BlobStore>,
-    key: ContentKey,
+    locator: ContentLocator,
     offset: u64,
     end: u64,
     first: DownloadResponse,
@@ -104,7 +93,7 @@ async fn send_pieces(
         let mut offset = offset;
         while offset < end {
             let len = (end - offset).min(PIECE_SIZE) as usize;
-            let piece = match blobs.read(&key, offset, len).await {
+            let piece = match blobs.read(&locator, offset, len).await {
                 Ok(data) => DataPiece {
                     offset,
                     crc32c: crc32c::crc32c(&data),

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use transfer_proto::v1::{self as proto, FileInfo};
 use uuid::Uuid;
 
-use crate::blob::BlobStore;
+use crate::blob::{BlobStore, UploadHandle};
 use crate::error::ServiceError;
 use crate::identity::Owner;
 use crate::ledger::{FileCatalog, FileRecord, FileState, Ledger};
@@ -48,7 +48,10 @@ pub async fn abort_upload(
         }
     }
     sessions.aborted(id).await;
-    blobs.abort(id).await?;
+    // An upload no stream ever began has no staging.
+    if let Some(handle) = &file.blob_upload {
+        blobs.abort(&UploadHandle::new(handle.as_str())).await?;
+    }
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use transfer_proto::v1::transfer_service_server::TransferServiceServer;
 
 use crate::Settings;
-use crate::blob::{BlobError, BlobStore, FsBlobStore};
+use crate::blob::{BlobError, BlobStore, FsBlobStore, StagedUpload};
 use crate::bulk_route::BulkRoute;
 use crate::config::{DedupScope, Security, SettingsError};
 use crate::connections::LimitedIncoming;
@@ -70,7 +70,7 @@ async fn sweep_orphaned_staging(ledger: Arc<dyn Ledger>, blobs: Arc<dyn BlobStor
             return;
         }
     };
-    for id in staged {
+    for StagedUpload { upload: id, handle } in staged {
         let open = match ledger.get_file(id).await {
             Ok(file) => file.is_some_and(|f| f.state == FileState::Uploading),
             Err(error) => {
@@ -79,7 +79,7 @@ async fn sweep_orphaned_staging(ledger: Arc<dyn Ledger>, blobs: Arc<dyn BlobStor
             }
         };
         if !open {
-            match blobs.abort(id).await {
+            match blobs.abort(&handle).await {
                 Ok(()) => tracing::info!(upload = %id, "removed staging of a closed upload"),
                 Err(error) => tracing::warn!(upload = %id, %error, "could not remove staging"),
             }

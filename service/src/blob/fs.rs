@@ -1,11 +1,15 @@
 //! [`BlobStore`] on a local filesystem.
 //!
-//! Layout under the root directory:
-//! - `staging/<upload uuid>`: an upload in progress, written part by part at offsets;
-//! - `content/<first two hex digits of md5>/<md5 hex>-<size>`: complete content.
+//! Layout under the root directory, which is also what handles and locators say:
+//! - `staging/<upload uuid>`: an upload in progress, written part by part at offsets
+//!   (its handle is this path);
+//! - `content/<first two hex digits of the BLAKE3>/b3-<BLAKE3 hex>-<size>`: complete
+//!   content, one copy per content (its locator is this path); content stored before
+//!   BLAKE3 named it is at `content/<xx>/<MD5 hex>-<size>`.
 //!
-//! Only server-made ids and digests become file names. Blocking file I/O runs on
-//! Tokio's blocking pool.
+//! Only names this store made are accepted back, so only server-made ids and digests
+//! become file names. Receipts carry nothing: parts are written in place. Blocking file
+//! I/O runs on Tokio's blocking pool.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
@@ -16,7 +20,9 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use uuid::Uuid;
 
-use super::{BlobError, BlobStore, ContentKey, Part};
+use super::{
+    BlobError, BlobStore, ContentKey, ContentLocator, Part, PartReceipt, StagedUpload, UploadHandle,
+};
 use transfer_wire::aligned;
 
 pub struct FsBlobStore {
@@ -35,16 +41,53 @@ impl FsBlobStore {
         Ok(Self { staging, content })
     }
 
-    fn staging_path(&self, upload: Uuid) -> PathBuf {
-        self.staging.join(upload.as_simple().to_string())
+    fn handle(upload: Uuid) -> UploadHandle {
+        UploadHandle::new(format!("staging/{}", upload.as_simple()))
     }
 
-    fn content_dir(&self, key: &ContentKey) -> PathBuf {
-        self.content.join(hex::encode([key.fan_out()]))
+    /// The staging file a handle names, if this store made the handle.
+    fn staging_path(&self, handle: &UploadHandle) -> Result<PathBuf, BlobError> {
+        let foreign = || BlobError::ForeignName(handle.to_string());
+        let id = handle
+            .as_str()
+            .strip_prefix("staging/")
+            .ok_or_else(foreign)?;
+        let upload = Uuid::try_parse(id).map_err(|_| foreign())?;
+        if Self::handle(upload) != *handle {
+            return Err(foreign());
+        }
+        Ok(self.staging.join(id))
     }
 
-    fn content_path(&self, key: &ContentKey) -> PathBuf {
-        self.content_dir(key).join(key.to_string())
+    fn locator(key: &ContentKey) -> ContentLocator {
+        ContentLocator::new(format!("content/{}/{key}", hex::encode(&key.blake3[..1])))
+    }
+
+    /// The content file a locator names, if this store made the locator (or stored the
+    /// content under its MD5, before BLAKE3 named content).
+    fn content_path(&self, locator: &ContentLocator) -> Result<PathBuf, BlobError> {
+        let foreign = || BlobError::ForeignName(locator.to_string());
+        let mut parts = locator.as_str().split('/');
+        let (Some("content"), Some(fan_out), Some(name), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(foreign());
+        };
+        let (digest, size) = name
+            .strip_prefix("b3-")
+            .unwrap_or(name)
+            .split_once('-')
+            .ok_or_else(foreign)?;
+        let lower_hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let well_formed = matches!(digest.len(), 32 | 64)
+            && lower_hex(digest)
+            && fan_out.len() == 2
+            && digest.starts_with(fan_out)
+            && size.parse::<u64>().is_ok_and(|n| n.to_string() == size);
+        if !well_formed {
+            return Err(foreign());
+        }
+        Ok(self.content.join(fan_out).join(name))
     }
 }
 
@@ -71,13 +114,13 @@ fn sync_dir(dir: &Path) -> Result<(), BlobError> {
         .map_err(io("syncing a directory"))
 }
 
-fn open_staged(path: &Path, upload: Uuid, write: bool) -> Result<File, BlobError> {
+fn open_staged(path: &Path, upload: &UploadHandle, write: bool) -> Result<File, BlobError> {
     OpenOptions::new()
         .read(true)
         .write(write)
         .open(path)
         .map_err(|e| match e.kind() {
-            ErrorKind::NotFound => BlobError::UploadNotFound(upload),
+            ErrorKind::NotFound => BlobError::UploadNotFound(upload.clone()),
             _ => BlobError::Io {
                 action: "opening a staged upload",
                 source: e,
@@ -151,8 +194,9 @@ fn read_at(file: &File, offset: u64, len: usize, size: u64) -> Result<Bytes, Blo
 
 #[async_trait]
 impl BlobStore for FsBlobStore {
-    async fn begin(&self, upload: Uuid, size: u64) -> Result<(), BlobError> {
-        let path = self.staging_path(upload);
+    async fn begin(&self, upload: Uuid, size: u64) -> Result<UploadHandle, BlobError> {
+        let handle = Self::handle(upload);
+        let path = self.staging_path(&handle)?;
         let dir = self.staging.clone();
         blocking(move || {
             let file = OpenOptions::new()
@@ -167,14 +211,27 @@ impl BlobStore for FsBlobStore {
             file.sync_all().map_err(io("syncing a staged upload"))?;
             sync_dir(&dir)
         })
-        .await
+        .await?;
+        Ok(handle)
     }
 
-    async fn put_parts(&self, upload: Uuid, parts: &[Part]) -> Result<(), BlobError> {
-        let path = self.staging_path(upload);
+    async fn put_parts(
+        &self,
+        upload: &UploadHandle,
+        parts: &[Part],
+    ) -> Result<Vec<PartReceipt>, BlobError> {
+        let path = self.staging_path(upload)?;
+        let receipts = parts
+            .iter()
+            .map(|part| PartReceipt {
+                index: part.index,
+                tag: None,
+            })
+            .collect();
         let parts = parts.to_vec();
+        let upload = upload.clone();
         blocking(move || {
-            let file = open_staged(&path, upload, true)?;
+            let file = open_staged(&path, &upload, true)?;
             // Direct I/O skips copying every byte into the page cache (the costliest
             // thing the server did per byte after MD5); where the filesystem refuses it,
             // or for a part's unaligned tail, writes go through the cache.
@@ -213,27 +270,50 @@ impl BlobStore for FsBlobStore {
             // (direct writes may still sit in the device's cache until then).
             file.sync_data().map_err(io("syncing written parts"))
         })
-        .await
+        .await?;
+        Ok(receipts)
     }
 
-    async fn read_staged(&self, upload: Uuid, offset: u64, len: usize) -> Result<Bytes, BlobError> {
-        let path = self.staging_path(upload);
+    async fn read_staged(
+        &self,
+        upload: &UploadHandle,
+        offset: u64,
+        len: usize,
+    ) -> Result<Bytes, BlobError> {
+        let path = self.staging_path(upload)?;
+        let upload = upload.clone();
         blocking(move || {
-            let file = open_staged(&path, upload, false)?;
+            let file = open_staged(&path, &upload, false)?;
             let size = file.metadata().map_err(io("reading staged size"))?.len();
             read_at(&file, offset, len, size)
         })
         .await
     }
 
-    async fn complete(&self, upload: Uuid, key: &ContentKey) -> Result<(), BlobError> {
-        let staged = self.staging_path(upload);
+    async fn complete(
+        &self,
+        upload: &UploadHandle,
+        _parts: &[PartReceipt],
+        key: &ContentKey,
+    ) -> Result<ContentLocator, BlobError> {
+        let staged = self.staging_path(upload)?;
         let staging_dir = self.staging.clone();
         let content_root = self.content.clone();
-        let dir = self.content_dir(key);
-        let target = self.content_path(key);
+        let locator = Self::locator(key);
+        let target = self.content_path(&locator)?;
+        let dir = self.content.join(hex::encode(&key.blake3[..1]));
+        let upload = upload.clone();
         blocking(move || {
-            let file = open_staged(&staged, upload, false)?;
+            let file = match open_staged(&staged, &upload, false) {
+                Ok(file) => file,
+                // Completed before (the staging moved into place): the same content.
+                Err(BlobError::UploadNotFound(_))
+                    if target.try_exists().map_err(io("looking up content"))? =>
+                {
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
             file.sync_all().map_err(io("syncing a staged upload"))?;
             drop(file);
             if !dir.exists() {
@@ -251,11 +331,12 @@ impl BlobStore for FsBlobStore {
             sync_dir(&dir)?;
             sync_dir(&staging_dir)
         })
-        .await
+        .await?;
+        Ok(locator)
     }
 
-    async fn abort(&self, upload: Uuid) -> Result<(), BlobError> {
-        let path = self.staging_path(upload);
+    async fn abort(&self, upload: &UploadHandle) -> Result<(), BlobError> {
+        let path = self.staging_path(upload)?;
         blocking(move || match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
@@ -267,7 +348,7 @@ impl BlobStore for FsBlobStore {
         .await
     }
 
-    async fn list_staged(&self) -> Result<Vec<Uuid>, BlobError> {
+    async fn list_staged(&self) -> Result<Vec<StagedUpload>, BlobError> {
         let dir = self.staging.clone();
         blocking(move || {
             let mut staged = Vec::new();
@@ -279,7 +360,10 @@ impl BlobStore for FsBlobStore {
                     .to_str()
                     .and_then(|n| Uuid::try_parse(n).ok())
                 {
-                    staged.push(id);
+                    staged.push(StagedUpload {
+                        upload: id,
+                        handle: Self::handle(id),
+                    });
                 }
             }
             Ok(staged)
@@ -287,44 +371,50 @@ impl BlobStore for FsBlobStore {
         .await
     }
 
-    async fn content_exists(&self, key: &ContentKey) -> Result<bool, BlobError> {
-        let path = self.content_path(key);
-        blocking(move || path.try_exists().map_err(io("looking up content"))).await
-    }
-
-    async fn read(&self, key: &ContentKey, offset: u64, len: usize) -> Result<Bytes, BlobError> {
-        let path = self.content_path(key);
-        let key = *key;
+    async fn read(
+        &self,
+        content: &ContentLocator,
+        offset: u64,
+        len: usize,
+    ) -> Result<Bytes, BlobError> {
+        let path = self.content_path(content)?;
+        let content = content.clone();
         blocking(move || {
             let not_found = |e: std::io::Error| match e.kind() {
-                ErrorKind::NotFound => BlobError::ContentNotFound(key),
+                ErrorKind::NotFound => BlobError::ContentNotFound(content.clone()),
                 _ => BlobError::Io {
                     action: "opening content",
                     source: e,
                 },
             };
-            if offset
-                .checked_add(len as u64)
-                .is_none_or(|end| end > key.size())
-            {
-                return Err(BlobError::OutOfBounds {
-                    offset,
-                    len: len as u64,
-                    size: key.size(),
-                });
-            }
+            let in_bounds = |file: &File| {
+                let size = file.metadata().map_err(io("reading content size"))?.len();
+                if offset.checked_add(len as u64).is_none_or(|end| end > size) {
+                    return Err(BlobError::OutOfBounds {
+                        offset,
+                        len: len as u64,
+                        size,
+                    });
+                }
+                Ok(size)
+            };
             match open_direct_read(&path) {
-                Ok(file) => match read_direct(&file, offset, len) {
-                    Ok(bytes) => return Ok(bytes),
-                    // The filesystem refused direct I/O after all: read through the cache.
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-                    Err(e) => return Err(io("reading stored bytes")(e)),
-                },
+                Ok(file) => {
+                    in_bounds(&file)?;
+                    match read_direct(&file, offset, len) {
+                        Ok(bytes) => return Ok(bytes),
+                        // The filesystem refused direct I/O after all: read through the
+                        // cache.
+                        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                        Err(e) => return Err(io("reading stored bytes")(e)),
+                    }
+                }
                 Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_found(e)),
                 Err(_) => {}
             }
             let file = File::open(&path).map_err(not_found)?;
-            read_at(&file, offset, len, key.size())
+            let size = in_bounds(&file)?;
+            read_at(&file, offset, len, size)
         })
         .await
     }

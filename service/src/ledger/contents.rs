@@ -31,13 +31,18 @@ pub trait ContentIndex: Send + Sync + 'static {
         head_md5: Option<&Md5Digest>,
     ) -> Result<Option<FileRecord>, LedgerError>;
 
-    /// Whether content with this BLAKE3, size and MD5 is stored (whoever stored it).
-    async fn has_content(
+    /// Where content with this BLAKE3, size and MD5 is stored (whoever stored it), if it
+    /// is.
+    async fn stored_content(
         &self,
         blake3: &Blake3Digest,
         size: u64,
         md5: &Md5Digest,
-    ) -> Result<bool, LedgerError>;
+    ) -> Result<Option<String>, LedgerError>;
+
+    /// Where the content of a complete file is stored: found by its BLAKE3, or for a
+    /// file completed before content was identified by BLAKE3, by its MD5 and size.
+    async fn content_locator(&self, file: &FileRecord) -> Result<Option<String>, LedgerError>;
 
     /// Records that `owner` has the stored content with this BLAKE3, size and MD5 (its
     /// possession proven) as a complete file named `name`, or returns the owner's

@@ -44,24 +44,30 @@ pub trait LedgerExport: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileDump {
     pub file: FileRecord,
+    /// Where a complete file's content is stored (found by its BLAKE3).
+    pub content_locator: Option<String>,
     pub updated_at: DateTime<Utc>,
     pub chunks: Vec<ChunkDump>,
     pub checkpoint: Option<HashCheckpoint>,
 }
 
 /// One committed chunk and when it was committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkDump {
     pub chunk: CommittedChunk,
     pub committed_at: DateTime<Utc>,
 }
 
-/// One stored content.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One content of the MD5 index (content stored before content was identified by
+/// BLAKE3).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContentDump {
     pub md5: Md5Digest,
     pub size: u64,
     pub created_at: DateTime<Utc>,
+    /// Where it is stored (`None` for an index entry made since; such content is found
+    /// by its BLAKE3).
+    pub locator: Option<String>,
 }
 
 /// What a copy moved.

@@ -76,6 +76,9 @@ pub struct FileRecord {
     pub state: FileState,
     /// Why a `Failed` upload failed.
     pub failure: Option<String>,
+    /// The blob store's handle of the upload's staged bytes, once it has begun (see
+    /// [`crate::blob::BlobStore::begin`]).
+    pub blob_upload: Option<String>,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
 }
@@ -95,11 +98,14 @@ pub struct NewUpload {
 }
 
 /// One chunk whose bytes are durably stored, to be recorded as committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommittedChunk {
     pub index: u64,
     pub size: u32,
     pub crc32c: u32,
+    /// What the blob store returned for the part (see
+    /// [`crate::blob::BlobStore::put_parts`]); `None` when it needs nothing kept.
+    pub receipt: Option<String>,
 }
 
 /// How far hashing of an open upload got: the MD5 state after its first `chunks` chunks.

@@ -64,13 +64,24 @@ pub trait UploadLedger: Send + Sync + 'static {
     ) -> Result<(), LedgerError>;
 
     /// Marks an open upload complete with the digests the server computed (the MD5 of a
-    /// single-pass upload is recorded only now) and records its content as stored.
+    /// single-pass upload is recorded only now) and records its content as stored at
+    /// `locator`; content recorded before keeps the locator it has.
     async fn complete_upload(
         &self,
         id: Uuid,
         md5: &Md5Digest,
         blake3: &Blake3Digest,
+        locator: &str,
     ) -> Result<FileRecord, LedgerError>;
+
+    /// Keeps the blob store's handle of an open upload's staged bytes, unless one is kept
+    /// already; returns the handle kept. Fails with [`LedgerError::NotUploading`] when
+    /// the upload is closed.
+    async fn keep_blob_upload(&self, id: Uuid, handle: &str) -> Result<String, LedgerError>;
+
+    /// The receipts recorded with an upload's committed chunks, by ascending index
+    /// (chunks recorded without one are left out).
+    async fn part_receipts(&self, id: Uuid) -> Result<Vec<(u64, String)>, LedgerError>;
 
     /// Marks an open upload failed, with the reason, and forgets its chunks.
     async fn fail_upload(&self, id: Uuid, reason: &str) -> Result<(), LedgerError>;

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use transfer_proto::possession::{DIGEST_LEN, RangeDigest, ranges_for};
 use transfer_proto::v1::PossessionProof;
 
-use crate::blob::{BlobStore, ContentKey};
+use crate::blob::{BlobStore, ContentLocator};
 use crate::error::ServiceError;
 use crate::identity::Owner;
 use crate::ledger::{Blake3Digest, ContentIndex, Md5Digest};
@@ -174,13 +174,10 @@ pub async fn proven_content(
     let Some(key) = challenges.key_of(&proof.token, owner, md5, size) else {
         return Ok(None);
     };
-    if !ledger.has_content(&proof.blake3, size, md5).await? {
+    let Some(content) = ledger.stored_content(&proof.blake3, size, md5).await? else {
         return Ok(None);
-    }
-    let content = ContentKey::Blake3 {
-        digest: proof.blake3,
-        size,
     };
+    let content = ContentLocator::new(content);
     let mut digest = RangeDigest::new(&key);
     for (offset, len) in ranges_for(&key, size) {
         match blobs.read(&content, offset, len as usize).await {

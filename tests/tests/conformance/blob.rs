@@ -1,16 +1,22 @@
-//! The [`BlobStore`] contract, checked on every implementation.
+//! The [`BlobStore`] contract, checked on every implementation: what an object store's
+//! multipart upload also does (handles, receipts, locators), nothing about files.
+//! What the filesystem store promises beyond it is in `blob_fs`.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tempfile::TempDir;
-use transfer_service::blob::{BlobError, BlobStore, ContentKey, FsBlobStore, Part};
-use transfer_tests::{TestFile, md5};
+use transfer_service::blob::{
+    BlobError, BlobStore, ContentKey, ContentLocator, FsBlobStore, Part, PartReceipt, UploadHandle,
+};
+use transfer_tests::TestFile;
 use uuid::Uuid;
 
 /// A blob store implementation under test, which can be opened again on the same storage.
 pub trait BlobBackend {
     fn open(&self) -> Arc<dyn BlobStore>;
+    /// A locator of the form the store makes that names no content.
+    fn missing_locator(&self) -> ContentLocator;
 }
 
 pub struct Filesystem(TempDir);
@@ -19,23 +25,28 @@ impl BlobBackend for Filesystem {
     fn open(&self) -> Arc<dyn BlobStore> {
         Arc::new(FsBlobStore::open(self.0.path()).expect("opening the filesystem store"))
     }
+
+    fn missing_locator(&self) -> ContentLocator {
+        ContentLocator::new(format!("content/ab/b3-ab{}-10", "0".repeat(62)))
+    }
 }
 
-async fn filesystem() -> Filesystem {
+pub async fn filesystem() -> Filesystem {
     Filesystem(tempfile::tempdir().expect("a temporary directory"))
 }
 
 crate::conformance_tests!(crate::blob::suite; [filesystem => crate::blob::filesystem()]; [
-    parts_written_in_any_order_read_back_at_their_offsets,
-    an_upload_never_begun_is_not_found,
-    begin_again_keeps_the_parts_written,
+    parts_written_in_any_order_complete_into_the_file,
+    a_part_written_again_replaces_the_earlier_one,
+    an_aborted_upload_is_not_found,
     completed_content_reads_back_exactly,
     any_byte_range_of_content_reads_back_exactly,
     reads_past_the_end_are_out_of_bounds,
-    completing_the_same_content_twice_keeps_one_copy,
-    abort_drops_the_staging_and_is_idempotent,
+    completing_again_returns_the_same_locator,
+    two_uploads_of_the_same_content_both_complete,
+    abort_is_idempotent,
     missing_content_is_not_found,
-    staged_parts_survive_reopening,
+    another_process_completes_an_upload_from_the_kept_handle_and_receipts,
     an_empty_upload_completes,
     staged_uploads_are_listed_until_completed_or_aborted,
 ]);
@@ -45,7 +56,7 @@ pub mod suite {
 
     const PART: usize = 1000;
 
-    fn parts(file: &TestFile, indexes: &[u64]) -> Vec<Part> {
+    pub fn parts(file: &TestFile, indexes: &[u64]) -> Vec<Part> {
         indexes
             .iter()
             .map(|&index| Part {
@@ -56,96 +67,138 @@ pub mod suite {
             .collect()
     }
 
-    fn key(file: &TestFile) -> ContentKey {
-        ContentKey::Blake3 {
-            digest: *blake3::hash(&file.data).as_bytes(),
+    pub fn key(file: &TestFile) -> ContentKey {
+        ContentKey {
+            blake3: *blake3::hash(&file.data).as_bytes(),
             size: file.data.len() as u64,
         }
     }
 
-    async fn stage_all(store: &dyn BlobStore, upload: Uuid, file: &TestFile) {
-        store.begin(upload, file.data.len() as u64).await.unwrap();
+    /// Receipts as the ledger keeps and returns them: the tagged ones, by index.
+    fn kept(mut receipts: Vec<PartReceipt>) -> Vec<PartReceipt> {
+        receipts.retain(|r| r.tag.is_some());
+        receipts.sort_by_key(|r| r.index);
+        receipts
+    }
+
+    /// Begins an upload and writes every part; returns its handle and kept receipts.
+    pub async fn stage_all(
+        store: &dyn BlobStore,
+        file: &TestFile,
+    ) -> (UploadHandle, Vec<PartReceipt>) {
+        let handle = store
+            .begin(Uuid::new_v4(), file.data.len() as u64)
+            .await
+            .unwrap();
         let count = file.data.len().div_ceil(PART) as u64;
         let all: Vec<u64> = (0..count).collect();
-        store.put_parts(upload, &parts(file, &all)).await.unwrap();
+        let receipts = store.put_parts(&handle, &parts(file, &all)).await.unwrap();
+        (handle, kept(receipts))
     }
 
-    pub async fn parts_written_in_any_order_read_back_at_their_offsets(b: &impl BlobBackend) {
+    async fn stage_and_complete(store: &dyn BlobStore, file: &TestFile) -> ContentLocator {
+        let (handle, receipts) = stage_all(store, file).await;
+        store
+            .complete(&handle, &receipts, &key(file))
+            .await
+            .unwrap()
+    }
+
+    async fn read_all(store: &dyn BlobStore, content: &ContentLocator, len: usize) -> Bytes {
+        store.read(content, 0, len).await.unwrap()
+    }
+
+    pub async fn parts_written_in_any_order_complete_into_the_file(b: &impl BlobBackend) {
         let store = b.open();
         let file = TestFile::new("f", 4 * PART + 10, 1);
-        let upload = Uuid::new_v4();
-        store.begin(upload, file.data.len() as u64).await.unwrap();
-        store
-            .put_parts(upload, &parts(&file, &[4, 1]))
+        let handle = store
+            .begin(Uuid::new_v4(), file.data.len() as u64)
             .await
             .unwrap();
-        store
-            .put_parts(upload, &parts(&file, &[3, 0, 2]))
+        let mut receipts = store
+            .put_parts(&handle, &parts(&file, &[4, 1]))
             .await
             .unwrap();
-        let all = store.read_staged(upload, 0, file.data.len()).await.unwrap();
-        assert_eq!(all, file.data);
-        let middle = store.read_staged(upload, 1500, 1000).await.unwrap();
-        assert_eq!(middle, file.data.slice(1500..2500));
+        assert_eq!(
+            receipts.iter().map(|r| r.index).collect::<Vec<_>>(),
+            [4, 1],
+            "one receipt per part, in the order given"
+        );
+        receipts.extend(
+            store
+                .put_parts(&handle, &parts(&file, &[3, 0, 2]))
+                .await
+                .unwrap(),
+        );
+        let content = store
+            .complete(&handle, &kept(receipts), &key(&file))
+            .await
+            .unwrap();
+        assert_eq!(
+            read_all(store.as_ref(), &content, file.data.len()).await,
+            file.data
+        );
     }
 
-    pub async fn an_upload_never_begun_is_not_found(b: &impl BlobBackend) {
+    pub async fn a_part_written_again_replaces_the_earlier_one(b: &impl BlobBackend) {
+        let store = b.open();
+        let file = TestFile::new("f", 2 * PART, 2);
+        let other = TestFile::new("g", 2 * PART, 3);
+        let handle = store
+            .begin(Uuid::new_v4(), file.data.len() as u64)
+            .await
+            .unwrap();
+        store
+            .put_parts(&handle, &parts(&other, &[0, 1]))
+            .await
+            .unwrap();
+        // The receipts of the later writes are the ones the ledger keeps.
+        let receipts = store
+            .put_parts(&handle, &parts(&file, &[1, 0]))
+            .await
+            .unwrap();
+        let content = store
+            .complete(&handle, &kept(receipts), &key(&file))
+            .await
+            .unwrap();
+        assert_eq!(
+            read_all(store.as_ref(), &content, file.data.len()).await,
+            file.data
+        );
+    }
+
+    pub async fn an_aborted_upload_is_not_found(b: &impl BlobBackend) {
         let store = b.open();
         let file = TestFile::new("f", PART, 2);
-        let upload = Uuid::new_v4();
+        let (handle, receipts) = stage_all(store.as_ref(), &file).await;
+        store.abort(&handle).await.unwrap();
         assert!(matches!(
-            store.put_parts(upload, &parts(&file, &[0])).await,
-            Err(BlobError::UploadNotFound(id)) if id == upload
+            store.put_parts(&handle, &parts(&file, &[0])).await,
+            Err(BlobError::UploadNotFound(h)) if h == handle
         ));
         assert!(matches!(
-            store.read_staged(upload, 0, 1).await,
+            store.complete(&handle, &receipts, &key(&file)).await,
             Err(BlobError::UploadNotFound(_))
         ));
-        assert!(matches!(
-            store.complete(upload, &key(&file)).await,
-            Err(BlobError::UploadNotFound(_))
-        ));
-    }
-
-    pub async fn begin_again_keeps_the_parts_written(b: &impl BlobBackend) {
-        let store = b.open();
-        let file = TestFile::new("f", 2 * PART, 3);
-        let upload = Uuid::new_v4();
-        store.begin(upload, file.data.len() as u64).await.unwrap();
-        store.put_parts(upload, &parts(&file, &[1])).await.unwrap();
-        store.begin(upload, file.data.len() as u64).await.unwrap();
-        let second = store.read_staged(upload, PART as u64, PART).await.unwrap();
-        assert_eq!(second, file.chunk(1, PART as u32));
     }
 
     pub async fn completed_content_reads_back_exactly(b: &impl BlobBackend) {
         let store = b.open();
         let file = TestFile::new("f", 3 * PART + 7, 4);
-        let upload = Uuid::new_v4();
-        stage_all(store.as_ref(), upload, &file).await;
-        assert!(!store.content_exists(&key(&file)).await.unwrap());
-        store.complete(upload, &key(&file)).await.unwrap();
-        assert!(store.content_exists(&key(&file)).await.unwrap());
-        let all = store.read(&key(&file), 0, file.data.len()).await.unwrap();
-        assert_eq!(all, file.data);
-        let tail = store.read(&key(&file), 3000, 7).await.unwrap();
-        assert_eq!(tail, file.data.slice(3000..));
-        assert!(
-            matches!(
-                store.read_staged(upload, 0, 1).await,
-                Err(BlobError::UploadNotFound(_))
-            ),
-            "completing removes the staging"
+        let content = stage_and_complete(store.as_ref(), &file).await;
+        assert_eq!(
+            read_all(store.as_ref(), &content, file.data.len()).await,
+            file.data
         );
+        let tail = store.read(&content, 3000, 7).await.unwrap();
+        assert_eq!(tail, file.data.slice(3000..));
     }
 
     pub async fn any_byte_range_of_content_reads_back_exactly(b: &impl BlobBackend) {
         let store = b.open();
         // Several 4 KiB blocks and a ragged end, read across and along block edges.
         let file = TestFile::new("f", 5 * 4096 + 123, 11);
-        let upload = Uuid::new_v4();
-        stage_all(store.as_ref(), upload, &file).await;
-        store.complete(upload, &key(&file)).await.unwrap();
+        let content = stage_and_complete(store.as_ref(), &file).await;
         let size = file.data.len();
         for (offset, len) in [
             (0, 4096),
@@ -159,110 +212,167 @@ pub mod suite {
             (size, 0),
             (12_345, 0),
         ] {
-            let read = store.read(&key(&file), offset as u64, len).await.unwrap();
+            let read = store.read(&content, offset as u64, len).await.unwrap();
             assert_eq!(
                 read,
                 file.data.slice(offset..offset + len),
                 "{len} bytes at {offset}"
             );
         }
-        // A second store on the same files reads the same (nothing kept in memory).
-        let again = b.open().read(&key(&file), 3, size - 3).await.unwrap();
+        // A second store on the same storage reads the same (nothing kept in memory).
+        let again = b.open().read(&content, 3, size - 3).await.unwrap();
         assert_eq!(again, file.data.slice(3..));
     }
 
     pub async fn reads_past_the_end_are_out_of_bounds(b: &impl BlobBackend) {
         let store = b.open();
         let file = TestFile::new("f", PART, 5);
-        let upload = Uuid::new_v4();
-        stage_all(store.as_ref(), upload, &file).await;
-        assert!(matches!(
-            store.read_staged(upload, 999, 2).await,
-            Err(BlobError::OutOfBounds { .. })
-        ));
-        store.complete(upload, &key(&file)).await.unwrap();
-        assert!(matches!(
-            store.read(&key(&file), u64::MAX, 1).await,
-            Err(BlobError::OutOfBounds { .. })
-        ));
+        let content = stage_and_complete(store.as_ref(), &file).await;
+        for (offset, len) in [(999, 2), (1001, 0), (u64::MAX, 1)] {
+            assert!(
+                matches!(
+                    store.read(&content, offset, len).await,
+                    Err(BlobError::OutOfBounds { .. })
+                ),
+                "{len} bytes at {offset}"
+            );
+        }
     }
 
-    pub async fn completing_the_same_content_twice_keeps_one_copy(b: &impl BlobBackend) {
+    pub async fn completing_again_returns_the_same_locator(b: &impl BlobBackend) {
         let store = b.open();
         let file = TestFile::new("f", 2 * PART, 6);
-        let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
-        stage_all(store.as_ref(), first, &file).await;
-        stage_all(store.as_ref(), second, &file).await;
-        store.complete(first, &key(&file)).await.unwrap();
-        store.complete(second, &key(&file)).await.unwrap();
-        let all = store.read(&key(&file), 0, file.data.len()).await.unwrap();
-        assert_eq!(all, file.data);
-        assert!(matches!(
-            store.read_staged(second, 0, 1).await,
-            Err(BlobError::UploadNotFound(_))
-        ));
+        let (handle, receipts) = stage_all(store.as_ref(), &file).await;
+        let first = store
+            .complete(&handle, &receipts, &key(&file))
+            .await
+            .unwrap();
+        // As after a crash between storing the content and recording it.
+        let again = b
+            .open()
+            .complete(&handle, &receipts, &key(&file))
+            .await
+            .unwrap();
+        assert_eq!(again, first);
+        assert_eq!(
+            read_all(store.as_ref(), &again, file.data.len()).await,
+            file.data
+        );
     }
 
-    pub async fn abort_drops_the_staging_and_is_idempotent(b: &impl BlobBackend) {
+    pub async fn two_uploads_of_the_same_content_both_complete(b: &impl BlobBackend) {
+        let store = b.open();
+        let file = TestFile::new("f", 2 * PART, 6);
+        let (first, first_receipts) = stage_all(store.as_ref(), &file).await;
+        let (second, second_receipts) = stage_all(store.as_ref(), &file).await;
+        let one = store
+            .complete(&first, &first_receipts, &key(&file))
+            .await
+            .unwrap();
+        let two = store
+            .complete(&second, &second_receipts, &key(&file))
+            .await
+            .unwrap();
+        for content in [one, two] {
+            assert_eq!(
+                read_all(store.as_ref(), &content, file.data.len()).await,
+                file.data
+            );
+        }
+    }
+
+    pub async fn abort_is_idempotent(b: &impl BlobBackend) {
         let store = b.open();
         let file = TestFile::new("f", PART, 7);
-        let upload = Uuid::new_v4();
-        stage_all(store.as_ref(), upload, &file).await;
-        store.abort(upload).await.unwrap();
-        store.abort(upload).await.unwrap();
-        assert!(matches!(
-            store.put_parts(upload, &parts(&file, &[0])).await,
-            Err(BlobError::UploadNotFound(_))
-        ));
-        store.abort(Uuid::new_v4()).await.unwrap();
+        let (handle, _) = stage_all(store.as_ref(), &file).await;
+        store.abort(&handle).await.unwrap();
+        store.abort(&handle).await.unwrap();
+        let never_written = store.begin(Uuid::new_v4(), 10).await.unwrap();
+        store.abort(&never_written).await.unwrap();
+        store.abort(&never_written).await.unwrap();
     }
 
     pub async fn missing_content_is_not_found(b: &impl BlobBackend) {
         let store = b.open();
-        let missing = ContentKey::Md5 {
-            md5: md5(b"nothing").try_into().expect("16 bytes"),
-            size: 10,
-        };
-        assert!(!store.content_exists(&missing).await.unwrap());
+        let missing = b.missing_locator();
         assert!(matches!(
             store.read(&missing, 0, 1).await,
-            Err(BlobError::ContentNotFound(k)) if k == missing
+            Err(BlobError::ContentNotFound(l)) if l == missing
         ));
     }
 
-    pub async fn staged_parts_survive_reopening(b: &impl BlobBackend) {
-        let file = TestFile::new("f", 2 * PART, 8);
-        let upload = Uuid::new_v4();
-        stage_all(b.open().as_ref(), upload, &file).await;
-        let store = b.open();
-        let all = store.read_staged(upload, 0, file.data.len()).await.unwrap();
-        assert_eq!(all, file.data);
+    pub async fn another_process_completes_an_upload_from_the_kept_handle_and_receipts(
+        b: &impl BlobBackend,
+    ) {
+        let file = TestFile::new("f", 4 * PART, 8);
+        let first = b.open();
+        let handle = first
+            .begin(Uuid::new_v4(), file.data.len() as u64)
+            .await
+            .unwrap();
+        let mut receipts = first
+            .put_parts(&handle, &parts(&file, &[0, 2]))
+            .await
+            .unwrap();
+        drop(first);
+        // Only the names kept in the ledger travel to the next process.
+        let (handle, kept_so_far) = (
+            UploadHandle::new(handle.as_str()),
+            kept(std::mem::take(&mut receipts)),
+        );
+        let second = b.open();
+        let mut all = kept_so_far;
+        all.extend(
+            second
+                .put_parts(&handle, &parts(&file, &[1, 3]))
+                .await
+                .unwrap(),
+        );
+        let content = second
+            .complete(&handle, &kept(all), &key(&file))
+            .await
+            .unwrap();
+        let content = ContentLocator::new(content.as_str());
+        assert_eq!(
+            read_all(b.open().as_ref(), &content, file.data.len()).await,
+            file.data
+        );
     }
 
     pub async fn an_empty_upload_completes(b: &impl BlobBackend) {
         let store = b.open();
         let file = TestFile::new("f", 0, 9);
-        let upload = Uuid::new_v4();
-        store.begin(upload, 0).await.unwrap();
-        store.complete(upload, &key(&file)).await.unwrap();
-        assert!(store.content_exists(&key(&file)).await.unwrap());
-        assert_eq!(store.read(&key(&file), 0, 0).await.unwrap(), Bytes::new());
+        let handle = store.begin(Uuid::new_v4(), 0).await.unwrap();
+        let content = store.complete(&handle, &[], &key(&file)).await.unwrap();
+        assert_eq!(store.read(&content, 0, 0).await.unwrap(), Bytes::new());
     }
 
     pub async fn staged_uploads_are_listed_until_completed_or_aborted(b: &impl BlobBackend) {
         let store = b.open();
         let file = TestFile::new("f", PART, 10);
-        let (done, dropped, open) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        for upload in [done, dropped, open] {
-            stage_all(store.as_ref(), upload, &file).await;
-        }
-        let mut listed = store.list_staged().await.unwrap();
-        listed.sort();
-        let mut expected = vec![done, dropped, open];
+        let (done, done_receipts) = stage_all(store.as_ref(), &file).await;
+        let (dropped, _) = stage_all(store.as_ref(), &file).await;
+        let (open, _) = stage_all(store.as_ref(), &file).await;
+        let handles = |listed: Vec<transfer_service::blob::StagedUpload>| {
+            let mut handles: Vec<String> =
+                listed.into_iter().map(|s| s.handle.to_string()).collect();
+            handles.sort();
+            handles
+        };
+        let mut expected: Vec<String> = [&done, &dropped, &open]
+            .iter()
+            .map(|h| h.to_string())
+            .collect();
         expected.sort();
-        assert_eq!(listed, expected);
-        store.complete(done, &key(&file)).await.unwrap();
-        store.abort(dropped).await.unwrap();
-        assert_eq!(store.list_staged().await.unwrap(), vec![open]);
+        assert_eq!(handles(store.list_staged().await.unwrap()), expected);
+        store
+            .complete(&done, &done_receipts, &key(&file))
+            .await
+            .unwrap();
+        store.abort(&dropped).await.unwrap();
+        assert_eq!(
+            handles(store.list_staged().await.unwrap()),
+            vec![open.to_string()]
+        );
     }
 }

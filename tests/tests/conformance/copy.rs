@@ -10,8 +10,8 @@ use transfer_tests::md5;
 
 use crate::ledger::{LedgerBackend, postgres, sqlite};
 
-/// A ledger with a file in every state, a single-pass upload, chunks, a checkpoint and
-/// content.
+/// A ledger with a file in every state, a single-pass upload, chunks (with and without
+/// receipts), a checkpoint, blob handles and content with its locator.
 async fn populate(ledger: &dyn Ledger) {
     let digest = |text: &str| -> [u8; 16] { md5(text.as_bytes()).try_into().expect("16 bytes") };
     let upload = |name: &str| NewUpload {
@@ -27,8 +27,10 @@ async fn populate(ledger: &dyn Ledger) {
         index,
         size: 4096,
         crc32c: 0xFFFF_FFF0 + index as u32,
+        receipt: (index != 1).then(|| format!("etag-{index}")),
     };
     let open = ledger.open_upload(&upload("open")).await.unwrap().file.id;
+    ledger.keep_blob_upload(open, "uploads/open").await.unwrap();
     ledger
         .commit_chunks(open, &[chunk(0), chunk(2)])
         .await
@@ -47,7 +49,12 @@ async fn populate(ledger: &dyn Ledger) {
         .await
         .unwrap();
     let done = ledger
-        .complete_upload(done, &digest("done"), blake3::hash(b"done").as_bytes())
+        .complete_upload(
+            done,
+            &digest("done"),
+            blake3::hash(b"done").as_bytes(),
+            "stored/done",
+        )
         .await
         .unwrap();
     ledger
@@ -108,12 +115,30 @@ async fn copies_record_for_record(from: Arc<dyn Ledger>, to: Arc<dyn Ledger>) {
         to.committed_ranges(open.file.id).await.unwrap(),
         vec![(0, 1), (2, 3)]
     );
-    let content = source.1[0];
+    assert_eq!(
+        to.get_file(open.file.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .blob_upload
+            .as_deref(),
+        Some("uploads/open")
+    );
+    assert_eq!(
+        to.part_receipts(open.file.id).await.unwrap(),
+        vec![(0, "etag-0".to_owned()), (2, "etag-2".to_owned())]
+    );
+    let content = &source.1[0];
     let found = to
         .add_file_for_owned_content("o", "again", &content.md5, content.size, None)
         .await
-        .unwrap();
-    assert!(found.is_some());
+        .unwrap()
+        .expect("the content is found");
+    assert_eq!(
+        to.content_locator(&found).await.unwrap().as_deref(),
+        Some("stored/done"),
+        "the content is where it was"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,11 +1,13 @@
 //! Conformance suites: one set of test functions per storage trait, run against every
 //! implementation, so all backends keep the same contract (the trait docs state it);
-//! and what one backend promises beyond it (`postgres_runtime`).
+//! and what one backend promises beyond it (`blob_fs`, `postgres_runtime`).
 
 mod blob;
+mod blob_fs;
 mod copy;
 mod keys;
 mod ledger;
+mod migrations;
 mod postgres_runtime;
 
 /// Instantiates a suite for each backend: one `#[tokio::test]` per listed function in a

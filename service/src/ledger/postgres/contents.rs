@@ -54,27 +54,57 @@ impl ContentIndex for PostgresLedger {
         row.as_ref().map(file_from_row).transpose()
     }
 
-    async fn has_content(
+    async fn stored_content(
         &self,
         blake3: &Blake3Digest,
         size: u64,
         md5: &Md5Digest,
-    ) -> Result<bool, LedgerError> {
+    ) -> Result<Option<String>, LedgerError> {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM content_blobs WHERE blake3 = $1 AND size = $2 AND md5 = $3)",
+                "SELECT locator FROM content_blobs WHERE blake3 = $1 AND size = $2 AND md5 = $3",
             )
             .await
             .map_err(db_error)?;
         let row = client
-            .query_one(
+            .query_opt(
                 &statement,
                 &[&blake3.as_slice(), &to_i64(size)?, &md5.as_slice()],
             )
             .await
             .map_err(db_error)?;
-        row.try_get(0).map_err(db_error)
+        Ok(row
+            .map(|row| row.try_get::<_, Option<String>>(0))
+            .transpose()
+            .map_err(db_error)?
+            .flatten())
+    }
+
+    async fn content_locator(&self, file: &FileRecord) -> Result<Option<String>, LedgerError> {
+        let client = self.client().await?;
+        let row = match (&file.content_blake3, &file.md5) {
+            (Some(blake3), _) => client
+                .query_opt(
+                    "SELECT locator FROM content_blobs WHERE blake3 = $1",
+                    &[&blake3.as_slice()],
+                )
+                .await
+                .map_err(db_error)?,
+            (None, Some(md5)) => client
+                .query_opt(
+                    "SELECT locator FROM contents WHERE md5 = $1 AND size = $2",
+                    &[&md5.as_slice(), &to_i64(file.size)?],
+                )
+                .await
+                .map_err(db_error)?,
+            (None, None) => None,
+        };
+        Ok(row
+            .map(|row| row.try_get::<_, Option<String>>(0))
+            .transpose()
+            .map_err(db_error)?
+            .flatten())
     }
 
     async fn add_file_for_content(

@@ -23,7 +23,10 @@ impl LedgerExport for PostgresLedger {
         let rows = client
             .query(
                 &format!(
-                    "SELECT {FILE_COLUMNS}, updated_at, hashed_chunks, md5_state FROM files \
+                    "SELECT {FILE_COLUMNS}, updated_at, hashed_chunks, md5_state, \
+                         (SELECT locator FROM content_blobs \
+                          WHERE blake3 = files.content_blake3) AS content_locator \
+                     FROM files \
                      WHERE $1::UUID IS NULL OR id > $1 ORDER BY id LIMIT $2"
                 ),
                 &[&after, &limit],
@@ -35,6 +38,7 @@ impl LedgerExport for PostgresLedger {
             let state: Option<Vec<u8>> = row.get("md5_state");
             files.push(FileDump {
                 file: file_from_row(row)?,
+                content_locator: row.get("content_locator"),
                 updated_at: row.get("updated_at"),
                 chunks: Vec::new(),
                 checkpoint: state
@@ -50,7 +54,7 @@ impl LedgerExport for PostgresLedger {
         let ids: Vec<Uuid> = files.iter().map(|f| f.file.id).collect();
         let chunk_rows = client
             .query(
-                "SELECT file_id, idx, size, crc32c, committed_at FROM chunks \
+                "SELECT file_id, idx, size, crc32c, committed_at, receipt FROM chunks \
                  WHERE file_id = ANY($1) ORDER BY file_id, idx",
                 &[&ids],
             )
@@ -67,6 +71,7 @@ impl LedgerExport for PostgresLedger {
                         .map_err(|_| LedgerError::Corrupt(format!("chunk size {size}")))?,
                     crc32c: u32::try_from(crc)
                         .map_err(|_| LedgerError::Corrupt(format!("CRC32C {crc}")))?,
+                    receipt: row.get(5),
                 },
                 committed_at: row.get(4),
             };
@@ -90,7 +95,7 @@ impl LedgerExport for PostgresLedger {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = client
             .query(
-                "SELECT md5, size, created_at FROM contents \
+                "SELECT md5, size, created_at, locator FROM contents \
                  WHERE $1::BYTEA IS NULL OR (md5, size) > ($1, $2::BIGINT) \
                  ORDER BY md5, size LIMIT $3",
                 &[&md5, &size, &limit],
@@ -105,6 +110,7 @@ impl LedgerExport for PostgresLedger {
                         .map_err(|_| LedgerError::Corrupt("a content MD5".into()))?,
                     size: to_u64(row.get(1))?,
                     created_at: row.get(2),
+                    locator: row.get(3),
                 })
             })
             .collect()
@@ -119,12 +125,13 @@ impl LedgerExport for PostgresLedger {
         let tx = client.transaction().await.map_err(db_error)?;
         for content in contents {
             tx.execute(
-                "INSERT INTO contents (md5, size, created_at) VALUES ($1, $2, $3) \
+                "INSERT INTO contents (md5, size, created_at, locator) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT DO NOTHING",
                 &[
                     &content.md5.as_slice(),
                     &to_i64(content.size)?,
                     &content.created_at,
+                    &content.locator,
                 ],
             )
             .await
@@ -141,8 +148,9 @@ impl LedgerExport for PostgresLedger {
             tx.execute(
                 "INSERT INTO files (id, owner, name, size, md5, chunk_size, chunk_count, state, \
                                     failure, created_at, updated_at, completed_at, hashed_chunks, \
-                                    md5_state, head_md5, content_blake3) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+                                    md5_state, head_md5, content_blake3, blob_upload) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                         $17) \
                  ON CONFLICT DO NOTHING",
                 &[
                     &file.id,
@@ -161,6 +169,7 @@ impl LedgerExport for PostgresLedger {
                     &state,
                     &file.head_md5.as_ref().map(|h| h.as_slice()),
                     &file.content_blake3.as_ref().map(|b| b.as_slice()),
+                    &file.blob_upload,
                 ],
             )
             .await
@@ -170,13 +179,14 @@ impl LedgerExport for PostgresLedger {
                 (file.content_blake3, file.md5, file.completed_at)
             {
                 tx.execute(
-                    "INSERT INTO content_blobs (blake3, size, md5, created_at) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    "INSERT INTO content_blobs (blake3, size, md5, created_at, locator) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                     &[
                         &blake3.as_slice(),
                         &to_i64(file.size)?,
                         &md5.as_slice(),
                         &at,
+                        &dump.content_locator,
                     ],
                 )
                 .await
@@ -186,7 +196,9 @@ impl LedgerExport for PostgresLedger {
             let mut sizes = Vec::with_capacity(dump.chunks.len());
             let mut crcs = Vec::with_capacity(dump.chunks.len());
             let mut times = Vec::with_capacity(dump.chunks.len());
+            let mut receipts = Vec::with_capacity(dump.chunks.len());
             for c in &dump.chunks {
+                receipts.push(c.chunk.receipt.as_deref());
                 indexes.push(to_i64(c.chunk.index)?);
                 sizes.push(
                     i32::try_from(c.chunk.size).map_err(|_| {
@@ -197,11 +209,11 @@ impl LedgerExport for PostgresLedger {
                 times.push(c.committed_at);
             }
             tx.execute(
-                "INSERT INTO chunks (file_id, idx, size, crc32c, committed_at) \
+                "INSERT INTO chunks (file_id, idx, size, crc32c, committed_at, receipt) \
                  SELECT $1, * FROM unnest($2::BIGINT[], $3::INTEGER[], $4::BIGINT[], \
-                                          $5::TIMESTAMPTZ[]) \
+                                          $5::TIMESTAMPTZ[], $6::TEXT[]) \
                  ON CONFLICT DO NOTHING",
-                &[&file.id, &indexes, &sizes, &crcs, &times],
+                &[&file.id, &indexes, &sizes, &crcs, &times, &receipts],
             )
             .await
             .map_err(db_error)?;

@@ -29,7 +29,7 @@ mod embedded {
 
 /// The columns every query that returns a file selects, in the order [`file_from_row`] reads.
 const FILE_COLUMNS: &str = "id, owner, name, size, md5, head_md5, chunk_size, chunk_count, state, failure, \
-     created_at, completed_at, content_blake3";
+     created_at, completed_at, content_blake3, blob_upload";
 
 /// Runs of consecutive committed indexes, computed in the database so that a session
 /// with millions of chunks sends back a few ranges rather than millions of rows.
@@ -40,9 +40,10 @@ const COMMITTED_RANGES: &str = "SELECT min(idx), max(idx) + 1 FROM ( \
 /// Records chunks of an open upload; see [`UploadLedger::commit_chunks`](super::UploadLedger::commit_chunks).
 const COMMIT_CHUNKS: &str = "WITH open AS ( \
          SELECT id FROM files WHERE id = $1 AND state = 'uploading' FOR SHARE) \
-     INSERT INTO chunks (file_id, idx, size, crc32c) \
-     SELECT open.id, c.idx, c.size, c.crc32c FROM open, \
-         unnest($2::BIGINT[], $3::INTEGER[], $4::BIGINT[]) AS c(idx, size, crc32c) \
+     INSERT INTO chunks (file_id, idx, size, crc32c, receipt) \
+     SELECT open.id, c.idx, c.size, c.crc32c, c.receipt FROM open, \
+         unnest($2::BIGINT[], $3::INTEGER[], $4::BIGINT[], $5::TEXT[]) \
+             AS c(idx, size, crc32c, receipt) \
      ON CONFLICT (file_id, idx) DO NOTHING RETURNING idx";
 
 pub struct PostgresLedger {
@@ -272,6 +273,7 @@ fn file_from_row(row: &Row) -> Result<FileRecord, LedgerError> {
         chunk_count: to_u64(row.get("chunk_count"))?,
         state: parse_state(row.get("state"))?,
         failure: row.get("failure"),
+        blob_upload: row.get("blob_upload"),
         created_at: row.get("created_at"),
         completed_at: row.get("completed_at"),
     })
@@ -299,46 +301,4 @@ async fn select_open_upload(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio_postgres::error::SqlState;
-
-    fn kind(code: Option<&SqlState>, closed: bool) -> String {
-        let error = classify(code, closed, "m".into());
-        format!("{error:?}")
-            .split('(')
-            .next()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    #[test]
-    fn errors_say_whether_to_retry_wait_or_fix_a_bug() {
-        assert_eq!(
-            kind(Some(&SqlState::T_R_SERIALIZATION_FAILURE), false),
-            "RetryableConflict"
-        );
-        assert_eq!(
-            kind(Some(&SqlState::T_R_DEADLOCK_DETECTED), false),
-            "RetryableConflict"
-        );
-        assert_eq!(kind(Some(&SqlState::UNIQUE_VIOLATION), false), "Constraint");
-        assert_eq!(kind(Some(&SqlState::CHECK_VIOLATION), false), "Constraint");
-        assert_eq!(
-            kind(Some(&SqlState::FOREIGN_KEY_VIOLATION), false),
-            "Constraint"
-        );
-        assert_eq!(kind(Some(&SqlState::ADMIN_SHUTDOWN), false), "Unavailable");
-        assert_eq!(
-            kind(Some(&SqlState::CONNECTION_FAILURE), false),
-            "Unavailable"
-        );
-        assert_eq!(
-            kind(Some(&SqlState::TOO_MANY_CONNECTIONS), false),
-            "Unavailable"
-        );
-        assert_eq!(kind(None, true), "Unavailable");
-        assert_eq!(kind(Some(&SqlState::SYNTAX_ERROR), false), "Database");
-        assert_eq!(kind(None, false), "Database");
-    }
-}
+mod tests;

@@ -108,7 +108,9 @@ impl UploadLedger for PostgresLedger {
         let mut indexes = Vec::with_capacity(chunks.len());
         let mut sizes = Vec::with_capacity(chunks.len());
         let mut crcs = Vec::with_capacity(chunks.len());
+        let mut receipts = Vec::with_capacity(chunks.len());
         for chunk in chunks {
+            receipts.push(chunk.receipt.as_deref());
             indexes.push(to_i64(chunk.index)?);
             sizes.push(i32::try_from(chunk.size).map_err(|_| {
                 LedgerError::Database(format!("chunk size {} too large", chunk.size))
@@ -123,7 +125,7 @@ impl UploadLedger for PostgresLedger {
             .await
             .map_err(db_error)?;
         let inserted = client
-            .query(&statement, &[&id, &indexes, &sizes, &crcs])
+            .query(&statement, &[&id, &indexes, &sizes, &crcs, &receipts])
             .await
             .map_err(db_error)?;
         if inserted.is_empty() && !chunks.is_empty() {
@@ -183,6 +185,7 @@ impl UploadLedger for PostgresLedger {
         id: Uuid,
         md5: &Md5Digest,
         blake3: &Blake3Digest,
+        locator: &str,
     ) -> Result<FileRecord, LedgerError> {
         let mut client = self.session_client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
@@ -208,9 +211,14 @@ impl UploadLedger for PostgresLedger {
         .await
         .map_err(db_error)?;
         tx.execute(
-            "INSERT INTO content_blobs (blake3, size, md5) VALUES ($1, $2, $3) \
+            "INSERT INTO content_blobs (blake3, size, md5, locator) VALUES ($1, $2, $3, $4) \
              ON CONFLICT DO NOTHING",
-            &[&blake3.as_slice(), &to_i64(file.size)?, &md5.as_slice()],
+            &[
+                &blake3.as_slice(),
+                &to_i64(file.size)?,
+                &md5.as_slice(),
+                &locator,
+            ],
         )
         .await
         .map_err(db_error)?;
@@ -224,5 +232,39 @@ impl UploadLedger for PostgresLedger {
 
     async fn abort_upload(&self, id: Uuid) -> Result<(), LedgerError> {
         self.close_upload(id, FileState::Aborted, None).await
+    }
+
+    async fn keep_blob_upload(&self, id: Uuid, handle: &str) -> Result<String, LedgerError> {
+        let client = self.session_client().await?;
+        let kept = client
+            .query_opt(
+                "UPDATE files SET blob_upload = coalesce(blob_upload, $2) \
+                 WHERE id = $1 AND state = 'uploading' RETURNING blob_upload",
+                &[&id, &handle],
+            )
+            .await
+            .map_err(db_error)?;
+        match kept {
+            Some(row) => row.try_get(0).map_err(db_error),
+            None => Err(Self::not_open(&client, id).await?),
+        }
+    }
+
+    async fn part_receipts(&self, id: Uuid) -> Result<Vec<(u64, String)>, LedgerError> {
+        let client = self.session_client().await?;
+        let rows = client
+            .query(
+                "SELECT idx, receipt FROM chunks \
+                 WHERE file_id = $1 AND receipt IS NOT NULL ORDER BY idx",
+                &[&id],
+            )
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                let index: i64 = row.try_get(0).map_err(db_error)?;
+                Ok((to_u64(index)?, row.try_get(1).map_err(db_error)?))
+            })
+            .collect()
     }
 }

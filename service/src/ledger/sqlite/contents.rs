@@ -73,19 +73,48 @@ impl ContentIndex for SqliteLedger {
         .await
     }
 
-    async fn has_content(
+    async fn stored_content(
         &self,
         blake3: &Blake3Digest,
         size: u64,
         md5: &Md5Digest,
-    ) -> Result<bool, LedgerError> {
+    ) -> Result<Option<String>, LedgerError> {
         let (blake3, size, md5) = (*blake3, to_i64(size)?, *md5);
         self.with(move |conn| {
             conn.prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM content_blobs WHERE blake3 = ?1 AND size = ?2 AND md5 = ?3)",
+                "SELECT locator FROM content_blobs WHERE blake3 = ?1 AND size = ?2 AND md5 = ?3",
             )
-            .and_then(|mut s| s.query_row(params![blake3, size, md5], |r| r.get(0)))
+            .and_then(|mut s| {
+                s.query_row(params![blake3, size, md5], |r| {
+                    r.get::<_, Option<String>>(0)
+                })
+                .optional()
+            })
+            .map(Option::flatten)
             .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn content_locator(&self, file: &FileRecord) -> Result<Option<String>, LedgerError> {
+        let (blake3, md5, size) = (file.content_blake3, file.md5, to_i64(file.size)?);
+        self.with(move |conn| {
+            let found = match (blake3, md5) {
+                (Some(blake3), _) => conn
+                    .prepare_cached("SELECT locator FROM content_blobs WHERE blake3 = ?1")
+                    .and_then(|mut s| {
+                        s.query_row(params![blake3], |r| r.get::<_, Option<String>>(0))
+                            .optional()
+                    }),
+                (None, Some(md5)) => conn
+                    .prepare_cached("SELECT locator FROM contents WHERE md5 = ?1 AND size = ?2")
+                    .and_then(|mut s| {
+                        s.query_row(params![md5, size], |r| r.get::<_, Option<String>>(0))
+                            .optional()
+                    }),
+                (None, None) => Ok(None),
+            };
+            found.map(Option::flatten).map_err(db_error)
         })
         .await
     }

@@ -23,7 +23,9 @@ impl LedgerExport for SqliteLedger {
             let after = after.map(|id| id.to_string());
             let mut statement = conn
                 .prepare_cached(&format!(
-                    "SELECT {FILE_COLUMNS}, updated_at, hashed_chunks, md5_state FROM files \
+                    "SELECT {FILE_COLUMNS}, updated_at, hashed_chunks, md5_state, \
+                         (SELECT locator FROM content_blobs WHERE blake3 = files.content_blake3) \
+                     FROM files \
                      WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2"
                 ))
                 .map_err(db_error)?;
@@ -31,17 +33,19 @@ impl LedgerExport for SqliteLedger {
                 .query_map(params![after, limit], |row| {
                     Ok((
                         raw_file(row)?,
-                        row.get::<_, i64>(13)?,
                         row.get::<_, i64>(14)?,
-                        row.get::<_, Option<Vec<u8>>>(15)?,
+                        row.get::<_, i64>(15)?,
+                        row.get::<_, Option<Vec<u8>>>(16)?,
+                        row.get::<_, Option<String>>(17)?,
                     ))
                 })
                 .map_err(db_error)?;
             let mut files = Vec::new();
             for row in rows {
-                let (raw, updated_at, hashed, state) = row.map_err(db_error)?;
+                let (raw, updated_at, hashed, state, content_locator) = row.map_err(db_error)?;
                 files.push(FileDump {
                     file: FileRecord::try_from(raw)?,
+                    content_locator,
                     updated_at: time(updated_at)?,
                     chunks: Vec::new(),
                     checkpoint: state
@@ -56,7 +60,7 @@ impl LedgerExport for SqliteLedger {
             }
             let mut chunks = conn
                 .prepare_cached(
-                    "SELECT idx, size, crc32c, committed_at FROM chunks \
+                    "SELECT idx, size, crc32c, committed_at, receipt FROM chunks \
                      WHERE file_id = ?1 ORDER BY idx",
                 )
                 .map_err(db_error)?;
@@ -68,16 +72,18 @@ impl LedgerExport for SqliteLedger {
                             row.get::<_, u32>(1)?,
                             row.get::<_, u32>(2)?,
                             row.get::<_, i64>(3)?,
+                            row.get::<_, Option<String>>(4)?,
                         ))
                     })
                     .map_err(db_error)?;
                 for row in rows {
-                    let (index, size, crc32c, committed_at) = row.map_err(db_error)?;
+                    let (index, size, crc32c, committed_at, receipt) = row.map_err(db_error)?;
                     dump.chunks.push(ChunkDump {
                         chunk: CommittedChunk {
                             index: to_u64(index)?,
                             size,
                             crc32c,
+                            receipt,
                         },
                         committed_at: time(committed_at)?,
                     });
@@ -101,7 +107,7 @@ impl LedgerExport for SqliteLedger {
         self.with(move |conn| {
             let mut statement = conn
                 .prepare_cached(
-                    "SELECT md5, size, created_at FROM contents \
+                    "SELECT md5, size, created_at, locator FROM contents \
                      WHERE ?1 IS NULL OR md5 > ?1 OR (md5 = ?1 AND size > ?2) \
                      ORDER BY md5, size LIMIT ?3",
                 )
@@ -112,16 +118,18 @@ impl LedgerExport for SqliteLedger {
                         row.get::<_, Vec<u8>>(0)?,
                         row.get::<_, i64>(1)?,
                         row.get::<_, i64>(2)?,
+                        row.get::<_, Option<String>>(3)?,
                     ))
                 })
                 .map_err(db_error)?;
             rows.map(|row| {
-                let (md5, size, created_at) = row.map_err(db_error)?;
+                let (md5, size, created_at, locator) = row.map_err(db_error)?;
                 Ok(ContentDump {
                     md5: Md5Digest::try_from(md5.as_slice())
                         .map_err(|_| LedgerError::Corrupt("a content MD5".into()))?,
                     size: to_u64(size)?,
                     created_at: time(created_at)?,
+                    locator,
                 })
             })
             .collect()
@@ -138,7 +146,8 @@ impl LedgerExport for SqliteLedger {
         self.write(move |tx| {
             let mut insert_content = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO contents (md5, size, created_at) VALUES (?1, ?2, ?3)",
+                    "INSERT OR IGNORE INTO contents (md5, size, created_at, locator) \
+                     VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(db_error)?;
             for c in &contents {
@@ -146,7 +155,8 @@ impl LedgerExport for SqliteLedger {
                     .execute(params![
                         c.md5,
                         to_i64(c.size)?,
-                        c.created_at.timestamp_micros()
+                        c.created_at.timestamp_micros(),
+                        c.locator
                     ])
                     .map_err(db_error)?;
             }
@@ -154,14 +164,15 @@ impl LedgerExport for SqliteLedger {
                 .prepare_cached(
                     "INSERT OR IGNORE INTO files (id, owner, name, size, md5, chunk_size, \
                          chunk_count, state, failure, created_at, updated_at, completed_at, \
-                         hashed_chunks, md5_state, head_md5, content_blake3) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                         hashed_chunks, md5_state, head_md5, content_blake3, blob_upload) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+                             ?17)",
                 )
                 .map_err(db_error)?;
             let mut insert_chunk = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO chunks (file_id, idx, size, crc32c, committed_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT OR IGNORE INTO chunks (file_id, idx, size, crc32c, committed_at, receipt) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(db_error)?;
             for dump in &files {
@@ -189,6 +200,7 @@ impl LedgerExport for SqliteLedger {
                         state,
                         file.head_md5,
                         file.content_blake3,
+                        file.blob_upload,
                     ])
                     .map_err(db_error)?;
                 // The BLAKE3 index of content follows from the complete files.
@@ -196,9 +208,15 @@ impl LedgerExport for SqliteLedger {
                     (file.content_blake3, file.md5, file.completed_at)
                 {
                     tx.execute(
-                        "INSERT OR IGNORE INTO content_blobs (blake3, size, md5, created_at) \
-                         VALUES (?1, ?2, ?3, ?4)",
-                        params![blake3, to_i64(file.size)?, md5, at.timestamp_micros()],
+                        "INSERT OR IGNORE INTO content_blobs (blake3, size, md5, created_at, locator) \
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![
+                            blake3,
+                            to_i64(file.size)?,
+                            md5,
+                            at.timestamp_micros(),
+                            dump.content_locator
+                        ],
                     )
                     .map_err(db_error)?;
                 }
@@ -209,7 +227,8 @@ impl LedgerExport for SqliteLedger {
                             to_i64(c.chunk.index)?,
                             c.chunk.size,
                             c.chunk.crc32c,
-                            c.committed_at.timestamp_micros()
+                            c.committed_at.timestamp_micros(),
+                            c.chunk.receipt
                         ])
                         .map_err(db_error)?;
                 }

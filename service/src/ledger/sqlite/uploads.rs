@@ -118,8 +118,8 @@ impl UploadLedger for SqliteLedger {
             }
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO chunks (file_id, idx, size, crc32c, committed_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT OR IGNORE INTO chunks (file_id, idx, size, crc32c, committed_at, receipt) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(db_error)?;
             let now = now_micros();
@@ -132,7 +132,8 @@ impl UploadLedger for SqliteLedger {
                         to_i64(chunk.index)?,
                         chunk.size,
                         chunk.crc32c,
-                        now
+                        now,
+                        chunk.receipt
                     ])
                     .map_err(db_error)?;
                 if inserted == 1 {
@@ -196,8 +197,9 @@ impl UploadLedger for SqliteLedger {
         id: Uuid,
         md5: &Md5Digest,
         blake3: &Blake3Digest,
+        locator: &str,
     ) -> Result<FileRecord, LedgerError> {
-        let (md5, blake3) = (*md5, *blake3);
+        let (md5, blake3, locator) = (*md5, *blake3, locator.to_owned());
         self.write(move |tx| {
             let now = now_micros();
             let updated = tx
@@ -221,9 +223,9 @@ impl UploadLedger for SqliteLedger {
             )
             .map_err(db_error)?;
             tx.execute(
-                "INSERT OR IGNORE INTO content_blobs (blake3, size, md5, created_at) \
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![blake3, to_i64(file.size)?, md5, now],
+                "INSERT OR IGNORE INTO content_blobs (blake3, size, md5, created_at, locator) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![blake3, to_i64(file.size)?, md5, now, locator],
             )
             .map_err(db_error)?;
             Ok(file)
@@ -240,5 +242,48 @@ impl UploadLedger for SqliteLedger {
     async fn abort_upload(&self, id: Uuid) -> Result<(), LedgerError> {
         self.write(move |tx| close_upload(tx, id, FileState::Aborted, None))
             .await
+    }
+
+    async fn keep_blob_upload(&self, id: Uuid, handle: &str) -> Result<String, LedgerError> {
+        let handle = handle.to_owned();
+        self.write(move |tx| {
+            let kept: Option<String> = tx
+                .prepare_cached(
+                    "UPDATE files SET blob_upload = coalesce(blob_upload, ?2) \
+                     WHERE id = ?1 AND state = 'uploading' RETURNING blob_upload",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![id.to_string(), handle], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(db_error)?;
+            match kept {
+                Some(kept) => Ok(kept),
+                None => Err(not_open(tx, id)?),
+            }
+        })
+        .await
+    }
+
+    async fn part_receipts(&self, id: Uuid) -> Result<Vec<(u64, String)>, LedgerError> {
+        self.with(move |conn| {
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT idx, receipt FROM chunks \
+                     WHERE file_id = ?1 AND receipt IS NOT NULL ORDER BY idx",
+                )
+                .map_err(db_error)?;
+            let rows = statement
+                .query_map([id.to_string()], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+                })
+                .map_err(db_error)?;
+            rows.map(|row| {
+                let (index, receipt) = row.map_err(db_error)?;
+                Ok((to_u64(index)?, receipt))
+            })
+            .collect()
+        })
+        .await
     }
 }

@@ -12,7 +12,7 @@ use super::frontier::HashFrontier;
 use super::task::Stop;
 use super::writer::write_and_commit;
 use super::*;
-use crate::blob::{ContentKey, Part};
+use crate::blob::{Part, UploadHandle};
 use crate::error::ServiceError;
 use crate::identity::Owner;
 use crate::layout::ChunkLayout;
@@ -39,9 +39,8 @@ pub(super) struct Session {
     pub(super) declared_md5: Option<Md5Digest>,
     /// The digests of the stored bytes, once hashing has finished.
     pub(super) computed: Option<FileDigests>,
-    /// The content was already stored when this task started (an earlier run stored it
-    /// but stopped before recording it): completing needs no hashing.
-    pub(super) content_already_stored: bool,
+    /// The blob store's handle of the upload's staged bytes.
+    pub(super) staged: UploadHandle,
     pub(super) layout: ChunkLayout,
     pub(super) committed: CommittedChunks,
     /// The in-order hash of the committed prefix, and the chunks it still needs.
@@ -53,14 +52,6 @@ pub(super) struct Session {
 impl Session {
     pub(super) fn id(&self) -> Uuid {
         self.file.id
-    }
-
-    /// Where the content goes: known once its BLAKE3 is computed.
-    pub(super) fn content_key(&self) -> Option<ContentKey> {
-        Some(ContentKey::Blake3 {
-            digest: self.computed?.blake3,
-            size: self.file.size,
-        })
     }
 
     pub(super) fn is_fully_committed(&self) -> bool {
@@ -294,11 +285,20 @@ impl Session {
                 index: c.index,
                 size: c.data.len() as u32,
                 crc32c: c.crc32c,
+                // What the store returns for the part, filled in once it is written.
+                receipt: None,
             })
             .collect();
         // Storage spans belong to the stream whose chunk opened the batch.
         let parent = fresh[0].1.span.clone();
-        let write = write_and_commit(Arc::clone(&self.registry), self.id(), parts, rows, parent);
+        let write = write_and_commit(
+            Arc::clone(&self.registry),
+            self.id(),
+            self.staged.clone(),
+            parts,
+            rows,
+            parent,
+        );
         // The hasher takes the chunks committed before while this batch is written, so
         // hashing overlaps writing and committing instead of waiting for them.
         let (stored, fed) = {

@@ -4,7 +4,7 @@
 use super::actor::Session;
 use super::task::Stop;
 use super::*;
-use crate::blob::ContentKey;
+use crate::blob::{BlobError, ContentKey, PartReceipt};
 use crate::error::ServiceError;
 use crate::ledger::{FileRecord, HashCheckpoint, Md5Digest};
 use crate::metrics::metrics;
@@ -34,7 +34,7 @@ impl Session {
             .ledger
             .fail_upload(self.id(), &error.to_string())
             .await?;
-        self.registry.blobs.abort(self.id()).await?;
+        self.registry.blobs.abort(&self.staged).await?;
         Err(error)
     }
 
@@ -47,21 +47,6 @@ impl Session {
         let declared = self
             .declared_md5
             .ok_or_else(|| lost("no whole-file MD5 was declared"))?;
-        if self.content_already_stored {
-            // Set only with digests computed here (see `load`).
-            let computed = self
-                .computed
-                .ok_or_else(|| lost("the upload's digests were lost"))?;
-            if computed.md5 != declared {
-                return self.mismatch(declared, computed.md5).await;
-            }
-            self.registry.blobs.abort(id).await?;
-            return Ok(self
-                .registry
-                .ledger
-                .complete_upload(id, &computed.md5, &computed.blake3)
-                .await?);
-        }
         if self.computed.is_none() {
             // The hasher must have every chunk before it can say the digest.
             self.advance_hash().await?;
@@ -95,13 +80,28 @@ impl Session {
         }
         let blobs = &self.registry.blobs;
         let ledger = &self.registry.ledger;
-        let key = ContentKey::Blake3 {
-            digest: computed.blake3,
+        let key = ContentKey {
+            blake3: computed.blake3,
             size: self.file.size,
         };
-        blobs.complete(id, &key).await?;
+        let receipts: Vec<PartReceipt> = ledger
+            .part_receipts(id)
+            .await?
+            .into_iter()
+            .map(|(index, tag)| PartReceipt {
+                index,
+                tag: Some(tag),
+            })
+            .collect();
+        let locator = match blobs.complete(&self.staged, &receipts, &key).await {
+            Ok(locator) => locator,
+            Err(BlobError::UploadNotFound(_)) => {
+                return Err(lost("neither the content nor the staged upload is stored"));
+            }
+            Err(error) => return Err(error.into()),
+        };
         let file = ledger
-            .complete_upload(id, &computed.md5, &computed.blake3)
+            .complete_upload(id, &computed.md5, &computed.blake3, locator.as_str())
             .await?;
         let took = (chrono::Utc::now() - file.created_at)
             .to_std()

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use uuid::Uuid;
 
-use crate::blob::BlobStore;
+use crate::blob::{BlobStore, UploadHandle};
 use crate::error::ServiceError;
 use crate::layout::ChunkLayout;
 use crate::ledger::{HashCheckpoint, LedgerError, UploadLedger};
@@ -30,6 +30,8 @@ pub(super) const CHECKPOINT_BYTES: u64 = 128 << 20;
 /// Where a session's hash stands.
 pub(super) struct HashFrontier {
     id: Uuid,
+    /// The upload's staged bytes, read back for chunks no longer in memory.
+    staged: UploadHandle,
     layout: ChunkLayout,
     blobs: Arc<dyn BlobStore>,
     ledger: Arc<dyn UploadLedger>,
@@ -52,6 +54,7 @@ impl HashFrontier {
     /// A frontier whose `hasher` has hashed the first `hashed` chunks.
     pub(super) fn new(
         id: Uuid,
+        staged: UploadHandle,
         layout: ChunkLayout,
         blobs: Arc<dyn BlobStore>,
         ledger: Arc<dyn UploadLedger>,
@@ -60,6 +63,7 @@ impl HashFrontier {
     ) -> Self {
         Self {
             id,
+            staged,
             layout,
             blobs,
             ledger,
@@ -144,7 +148,7 @@ impl HashFrontier {
                     let len = self.layout.chunk_len(index).unwrap_or(0) as usize;
                     let data = self
                         .blobs
-                        .read_staged(self.id, self.layout.offset(index), len)
+                        .read_staged(&self.staged, self.layout.offset(index), len)
                         .await
                         .map_err(|e| ServiceError::StoredDataLost {
                             id: self.id,
@@ -225,6 +229,7 @@ mod tests {
         ledger: Arc<SqliteLedger>,
         blobs: Arc<FsBlobStore>,
         id: Uuid,
+        staged: UploadHandle,
         layout: ChunkLayout,
     }
 
@@ -255,13 +260,14 @@ mod tests {
                 .file
                 .id;
             let layout = ChunkLayout::new(data.len() as u64, CHUNK);
-            blobs.begin(id, layout.size).await.unwrap();
+            let staged = blobs.begin(id, layout.size).await.unwrap();
             Self {
                 _dir: dir,
                 data,
                 ledger,
                 blobs,
                 id,
+                staged,
                 layout,
             }
         }
@@ -271,6 +277,7 @@ mod tests {
             let budget = MemoryBudget::new(1 << 30, 1 << 30, Duration::from_secs(1));
             HashFrontier::new(
                 self.id,
+                self.staged.clone(),
                 self.layout,
                 Arc::clone(&self.blobs) as Arc<dyn BlobStore>,
                 Arc::clone(&self.ledger) as Arc<dyn UploadLedger>,
@@ -299,7 +306,7 @@ mod tests {
                     data: self.chunk(index),
                 })
                 .collect();
-            self.blobs.put_parts(self.id, &parts).await.unwrap();
+            self.blobs.put_parts(&self.staged, &parts).await.unwrap();
             for &index in indexes {
                 committed.insert(index);
             }
@@ -393,6 +400,7 @@ mod tests {
         let budget = MemoryBudget::new(1 << 30, 1 << 30, Duration::from_secs(1));
         let mut resumed = HashFrontier::new(
             f.id,
+            f.staged.clone(),
             f.layout,
             Arc::clone(&f.blobs) as Arc<dyn BlobStore>,
             Arc::clone(&f.ledger) as Arc<dyn UploadLedger>,

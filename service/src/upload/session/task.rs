@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::actor::Session;
 use super::frontier::HashFrontier;
 use super::*;
-use crate::blob::BlobError;
+use crate::blob::UploadHandle;
 use crate::error::ServiceError;
 use crate::layout::ChunkLayout;
 use crate::ledger::{FileRecord, FileState, UploadLedger};
@@ -133,12 +133,25 @@ impl Session {
             }
             _ => (OrderedHasher::start(&registry.hashing), 0),
         };
+        let staged = match file.blob_upload.as_deref() {
+            Some(kept) => UploadHandle::new(kept),
+            // Nothing is committed, so nothing staged can be lost by beginning.
+            None if committed.len() == 0 => begin_staging(&registry, &file).await?,
+            None => {
+                return Err(ServiceError::StoredDataLost {
+                    id,
+                    reason: "the ledger kept no blob handle for an upload with committed chunks"
+                        .into(),
+                });
+            }
+        };
         let parked = ParkedChunks::new(
             (registry.limits.max_window as usize).saturating_mul(file.chunk_size as usize),
             Arc::clone(&registry.memory),
         );
         let frontier = HashFrontier::new(
             id,
+            staged.clone(),
             layout,
             Arc::clone(&registry.blobs),
             Arc::clone(&registry.ledger) as Arc<dyn UploadLedger>,
@@ -151,7 +164,7 @@ impl Session {
             live_streams: handle.live_streams,
             declared_md5: file.md5,
             computed: None,
-            content_already_stored: false,
+            staged,
             layout,
             committed,
             frontier,
@@ -161,43 +174,54 @@ impl Session {
             file,
         };
         if session.is_fully_committed() {
-            // A hash checkpoint over every chunk, saved before the content was moved,
-            // gives the digests without the staged bytes. Only digests the server
-            // computed over the bytes it received ever name the content: a declared MD5
-            // could name someone else's.
+            // A hash checkpoint over every chunk, saved before the staged bytes became
+            // the content, gives the digests without them; completing again then finds
+            // the content (the store's `complete` is idempotent), or says both are gone.
+            // Only digests the server computed over the bytes it received ever name
+            // the content: a declared MD5 could name someone else's.
             if session.frontier.all_hashed()
                 && let Some(hasher) = session.frontier.take_hasher()
             {
                 session.computed = hasher.finish().await;
             }
-            if let Some(key) = session.content_key()
-                && registry.blobs.content_exists(&key).await?
-            {
-                session.content_already_stored = true;
+            if session.computed.is_some() {
                 return Ok(Loaded::Open(Box::new(session)));
             }
-            // Digests from the checkpoint with neither the content nor its staged bytes
-            // on disk: nothing is left to complete from (an empty staging made now
-            // would be moved to the real digest's address).
-            if session.computed.is_some()
-                && layout.size > 0
-                && let Err(BlobError::UploadNotFound(_)) =
-                    registry.blobs.read_staged(id, 0, 0).await
-            {
-                return Err(ServiceError::StoredDataLost {
-                    id,
-                    reason: "neither the content nor the staged upload is on disk".into(),
-                });
-            }
-            if !session.frontier.is_hashing() && session.computed.is_none() {
+            if !session.frontier.is_hashing() {
                 return Err(ServiceError::StoredDataLost {
                     id,
                     reason: "hashing the upload failed".into(),
                 });
             }
         }
-        registry.blobs.begin(id, layout.size).await?;
         session.advance_hash().await?;
         Ok(Loaded::Open(Box::new(session)))
+    }
+}
+
+/// Begins staging an upload and keeps the store's handle in the ledger. If another
+/// process kept one first, that one is used and this one dropped.
+async fn begin_staging(
+    registry: &SessionRegistry,
+    file: &FileRecord,
+) -> Result<UploadHandle, ServiceError> {
+    let handle = registry.blobs.begin(file.id, file.size).await?;
+    match registry
+        .ledger
+        .keep_blob_upload(file.id, handle.as_str())
+        .await
+    {
+        Ok(kept) if kept == handle.as_str() => Ok(handle),
+        Ok(kept) => {
+            registry.blobs.abort(&handle).await?;
+            Ok(UploadHandle::new(kept))
+        }
+        Err(error) => {
+            // The upload closed meanwhile: nobody will complete or abort this staging.
+            if let Err(abort) = registry.blobs.abort(&handle).await {
+                tracing::warn!(upload = %file.id, error = %abort, "could not drop staging");
+            }
+            Err(error.into())
+        }
     }
 }

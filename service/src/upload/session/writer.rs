@@ -6,7 +6,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::*;
-use crate::blob::Part;
+use crate::blob::{Part, UploadHandle};
 use crate::error::ServiceError;
 use crate::ledger::CommittedChunk;
 use crate::metrics::metrics;
@@ -16,15 +16,22 @@ use crate::metrics::metrics;
 pub(super) async fn write_and_commit(
     registry: Arc<SessionRegistry>,
     id: Uuid,
+    staged: UploadHandle,
     parts: Vec<Part>,
-    rows: Vec<CommittedChunk>,
+    mut rows: Vec<CommittedChunk>,
     parent: tracing::Span,
 ) -> Result<(), ServiceError> {
-    registry
+    let receipts = registry
         .blobs
-        .put_parts(id, &parts)
+        .put_parts(&staged, &parts)
         .instrument(tracing::info_span!(parent: &parent, "blob.put_parts", chunks = parts.len()))
         .await?;
+    // The receipts go into the same ledger transaction as the chunks they are for.
+    for receipt in receipts {
+        if let Some(row) = rows.iter_mut().find(|row| row.index == receipt.index) {
+            row.receipt = receipt.tag;
+        }
+    }
     let started = std::time::Instant::now();
     let committed = registry
         .ledger

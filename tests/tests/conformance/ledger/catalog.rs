@@ -26,7 +26,12 @@ pub mod suite {
         let done = opened(&ledger, &upload("o", "done")).await;
         let gone = opened(&ledger, &upload("o", "gone")).await;
         ledger
-            .complete_upload(done, &md5_for("done"), &blake3_for("done"))
+            .complete_upload(
+                done,
+                &md5_for("done"),
+                &blake3_for("done"),
+                &locator_for("done"),
+            )
             .await
             .unwrap();
         ledger.abort_upload(gone).await.unwrap();
@@ -79,7 +84,7 @@ pub mod suite {
         );
 
         ledger
-            .complete_upload(open.id, &md5_for("h"), &blake3_for("h"))
+            .complete_upload(open.id, &md5_for("h"), &blake3_for("h"), &locator_for("h"))
             .await
             .unwrap();
         let found = find("alice").await;

@@ -10,6 +10,7 @@ crate::conformance_tests!(crate::ledger::contents::suite; [
     content_with_proven_possession_is_given_by_all_three_digests_and_size,
     two_contents_with_one_md5_stay_two_contents,
     an_instant_upload_reuses_the_owners_file_of_the_same_name,
+    content_is_found_where_its_first_upload_stored_it,
 ]);
 
 pub mod suite {
@@ -35,7 +36,12 @@ pub mod suite {
             .await
             .unwrap();
         let done = ledger
-            .complete_upload(id, &md5_for("done"), &blake3_for("done"))
+            .complete_upload(
+                id,
+                &md5_for("done"),
+                &blake3_for("done"),
+                &locator_for("done"),
+            )
             .await
             .unwrap();
         assert_eq!(done.state, FileState::Complete);
@@ -93,22 +99,38 @@ pub mod suite {
         let ledger = b.open().await;
         let new = upload("alice", "proven");
         let (md5, blake3, size) = (md5_for("proven"), blake3_for("proven"), new.size);
-        assert!(!ledger.has_content(&blake3, size, &md5).await.unwrap());
+        assert_eq!(
+            ledger.stored_content(&blake3, size, &md5).await.unwrap(),
+            None
+        );
         let before = ledger
             .add_file_for_content("bob", "copy.bin", &blake3, size, &md5, None)
             .await
             .unwrap();
         assert!(before.is_none(), "no content before completion");
         let id = opened(&ledger, &new).await;
-        ledger.complete_upload(id, &md5, &blake3).await.unwrap();
+        ledger
+            .complete_upload(id, &md5, &blake3, "stored/proven")
+            .await
+            .unwrap();
 
-        assert!(ledger.has_content(&blake3, size, &md5).await.unwrap());
+        assert_eq!(
+            ledger
+                .stored_content(&blake3, size, &md5)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("stored/proven")
+        );
         for (blake3, size, md5) in [
             (blake3_for("other"), size, md5),
             (blake3, size + 1, md5),
             (blake3, size, md5_for("other")),
         ] {
-            assert!(!ledger.has_content(&blake3, size, &md5).await.unwrap());
+            assert_eq!(
+                ledger.stored_content(&blake3, size, &md5).await.unwrap(),
+                None
+            );
             let none = ledger
                 .add_file_for_content("bob", "copy.bin", &blake3, size, &md5, None)
                 .await
@@ -148,11 +170,21 @@ pub mod suite {
         let alices = opened(&ledger, &upload("alice", "twin")).await;
         let bobs = opened(&ledger, &upload("bob", "twin")).await;
         let a = ledger
-            .complete_upload(alices, &md5_for("twin"), &blake3_for("good"))
+            .complete_upload(
+                alices,
+                &md5_for("twin"),
+                &blake3_for("good"),
+                &locator_for("good"),
+            )
             .await
             .unwrap();
         let b = ledger
-            .complete_upload(bobs, &md5_for("twin"), &blake3_for("evil"))
+            .complete_upload(
+                bobs,
+                &md5_for("twin"),
+                &blake3_for("evil"),
+                &locator_for("evil"),
+            )
             .await
             .unwrap();
         assert_eq!(a.content_blake3, Some(blake3_for("good")));
@@ -182,7 +214,12 @@ pub mod suite {
         let new = upload("o", "reuse");
         let id = ledger.open_upload(&new).await.unwrap().file.id;
         ledger
-            .complete_upload(id, &md5_for("reuse"), &blake3_for("reuse"))
+            .complete_upload(
+                id,
+                &md5_for("reuse"),
+                &blake3_for("reuse"),
+                &locator_for("reuse"),
+            )
             .await
             .unwrap();
         let again = ledger
@@ -203,5 +240,48 @@ pub mod suite {
             .unwrap()
             .unwrap();
         assert_ne!(renamed.id, id);
+    }
+
+    pub async fn content_is_found_where_its_first_upload_stored_it(b: &impl LedgerBackend) {
+        let ledger = b.open().await;
+        let (md5, blake3) = (md5_for("placed"), blake3_for("placed"));
+        let first = opened(&ledger, &upload("alice", "placed")).await;
+        let first = ledger
+            .complete_upload(first, &md5, &blake3, "stored/first")
+            .await
+            .unwrap();
+        let second = opened(&ledger, &upload("bob", "placed")).await;
+        let second = ledger
+            .complete_upload(second, &md5, &blake3, "stored/second")
+            .await
+            .unwrap();
+        let copy = ledger
+            .add_file_for_owned_content("bob", "copy.bin", &md5, 10_000, None)
+            .await
+            .unwrap()
+            .expect("bob has this content");
+        for file in [&first, &second, &copy] {
+            assert_eq!(
+                ledger.content_locator(file).await.unwrap().as_deref(),
+                Some("stored/first"),
+                "{}",
+                file.name
+            );
+        }
+        assert_eq!(
+            ledger
+                .stored_content(&blake3, 10_000, &md5)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("stored/first")
+        );
+        let unknown = opened(&ledger, &upload("alice", "unknown")).await;
+        let unknown = ledger.get_file(unknown).await.unwrap().unwrap();
+        assert_eq!(
+            ledger.content_locator(&unknown).await.unwrap(),
+            None,
+            "an open upload has no content yet"
+        );
     }
 }

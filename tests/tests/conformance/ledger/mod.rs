@@ -91,6 +91,7 @@ pub mod support {
             index,
             size: 4096,
             crc32c: 0xDEAD_BEEF,
+            receipt: None,
         }
     }
 
@@ -101,5 +102,10 @@ pub mod support {
             head_md5: Some(md5_for(&format!("head {seed}"))),
             ..upload(owner, seed)
         }
+    }
+
+    /// Where a test says content completed from `seed` is stored.
+    pub fn locator_for(seed: &str) -> String {
+        format!("stored/{seed}")
     }
 }

@@ -20,6 +20,8 @@ crate::conformance_tests!(crate::ledger::uploads::suite; [
     a_hash_checkpoint_is_kept_only_while_it_is_the_latest,
     single_pass_uploads_are_each_their_own_session_and_get_their_md5_on_completion,
     the_ledger_survives_reopening,
+    the_first_blob_handle_kept_stays_while_the_upload_is_open,
+    receipts_come_back_by_index_as_first_recorded,
 ]);
 
 pub mod suite {
@@ -129,12 +131,22 @@ pub mod suite {
         let ledger = b.open().await;
         let id = opened(&ledger, &upload("o", "closed")).await;
         ledger
-            .complete_upload(id, &md5_for("closed"), &blake3_for("closed"))
+            .complete_upload(
+                id,
+                &md5_for("closed"),
+                &blake3_for("closed"),
+                &locator_for("closed"),
+            )
             .await
             .unwrap();
         for refused in [
             ledger
-                .complete_upload(id, &md5_for("closed"), &blake3_for("closed"))
+                .complete_upload(
+                    id,
+                    &md5_for("closed"),
+                    &blake3_for("closed"),
+                    &locator_for("closed"),
+                )
                 .await
                 .map(|_| ()),
             ledger.fail_upload(id, "late").await,
@@ -190,7 +202,9 @@ pub mod suite {
             Err(LedgerError::NotFound(_))
         ));
         assert!(matches!(
-            ledger.complete_upload(id, &[0; 16], &[0; 32]).await,
+            ledger
+                .complete_upload(id, &[0; 16], &[0; 32], "stored/none")
+                .await,
             Err(LedgerError::NotFound(_))
         ));
         assert!(matches!(
@@ -237,7 +251,12 @@ pub mod suite {
                 .is_none()
         );
         ledger
-            .complete_upload(opened.id, &md5_for("find"), &blake3_for("find"))
+            .complete_upload(
+                opened.id,
+                &md5_for("find"),
+                &blake3_for("find"),
+                &locator_for("find"),
+            )
             .await
             .unwrap();
         assert!(
@@ -270,7 +289,12 @@ pub mod suite {
             "it survives reopening"
         );
         ledger
-            .complete_upload(id, &md5_for("hash"), &blake3_for("hash"))
+            .complete_upload(
+                id,
+                &md5_for("hash"),
+                &blake3_for("hash"),
+                &locator_for("hash"),
+            )
             .await
             .unwrap();
         assert!(matches!(
@@ -296,7 +320,7 @@ pub mod suite {
             .await
             .unwrap();
         let done = ledger
-            .complete_upload(id, &md5_for("sp"), &blake3_for("sp"))
+            .complete_upload(id, &md5_for("sp"), &blake3_for("sp"), &locator_for("sp"))
             .await
             .unwrap();
         assert_eq!(done.state, FileState::Complete);
@@ -332,5 +356,56 @@ pub mod suite {
         );
         let again = ledger.open_upload(&upload("o", "persist")).await.unwrap();
         assert_eq!(again.file.id, id);
+    }
+
+    pub async fn the_first_blob_handle_kept_stays_while_the_upload_is_open(b: &impl LedgerBackend) {
+        let ledger = b.open().await;
+        let id = opened(&ledger, &upload("o", "handle")).await;
+        let file = ledger.get_file(id).await.unwrap().unwrap();
+        assert_eq!(file.blob_upload, None, "nothing begun yet");
+        assert_eq!(ledger.keep_blob_upload(id, "first").await.unwrap(), "first");
+        assert_eq!(
+            ledger.keep_blob_upload(id, "second").await.unwrap(),
+            "first",
+            "a later handle gives way to the kept one"
+        );
+        let reopened = b.open().await;
+        let file = reopened.get_file(id).await.unwrap().unwrap();
+        assert_eq!(file.blob_upload.as_deref(), Some("first"));
+        reopened.abort_upload(id).await.unwrap();
+        assert!(matches!(
+            reopened.keep_blob_upload(id, "late").await,
+            Err(LedgerError::NotUploading { .. })
+        ));
+        assert!(matches!(
+            reopened.keep_blob_upload(Uuid::new_v4(), "stray").await,
+            Err(LedgerError::NotFound(_))
+        ));
+    }
+
+    pub async fn receipts_come_back_by_index_as_first_recorded(b: &impl LedgerBackend) {
+        let ledger = b.open().await;
+        let id = opened(&ledger, &upload("o", "receipts")).await;
+        let with = |index: u64, tag: &str| CommittedChunk {
+            receipt: Some(tag.to_owned()),
+            ..chunk(index)
+        };
+        ledger
+            .commit_chunks(id, &[with(2, "c"), chunk(1)])
+            .await
+            .unwrap();
+        ledger
+            .commit_chunks(id, &[with(0, "a"), with(2, "again")])
+            .await
+            .unwrap();
+        assert_eq!(
+            ledger.part_receipts(id).await.unwrap(),
+            vec![(0, "a".to_owned()), (2, "c".to_owned())],
+            "by index, chunks without one left out, the first record kept"
+        );
+        assert_eq!(
+            b.open().await.part_receipts(Uuid::new_v4()).await.unwrap(),
+            vec![]
+        );
     }
 }

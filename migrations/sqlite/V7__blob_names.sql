@@ -1,0 +1,17 @@
+-- What the blob store named, as in migrations/postgres: an open upload's handle, each
+-- committed chunk's receipt (NULL when the store needs none), where each content is.
+ALTER TABLE files ADD COLUMN blob_upload TEXT CHECK (blob_upload <> '');
+ALTER TABLE chunks ADD COLUMN receipt TEXT;
+ALTER TABLE content_blobs ADD COLUMN locator TEXT CHECK (locator <> '');
+ALTER TABLE contents ADD COLUMN locator TEXT CHECK (locator <> '');
+
+-- Before this migration the only store was the filesystem store, which named staging
+-- and content by the upload id and the digests: those names, written down once. (An
+-- open upload with no committed chunk is begun again when a stream attaches; the
+-- filesystem store's `begin` keeps what is staged.)
+UPDATE files SET blob_upload = 'staging/' || replace(id, '-', '')
+    WHERE state = 'uploading' AND EXISTS (SELECT 1 FROM chunks WHERE file_id = files.id);
+UPDATE content_blobs SET locator = 'content/' || lower(hex(substr(blake3, 1, 1)))
+    || '/b3-' || lower(hex(blake3)) || '-' || size;
+UPDATE contents SET locator = 'content/' || lower(hex(substr(md5, 1, 1)))
+    || '/' || lower(hex(md5)) || '-' || size;
