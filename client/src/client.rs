@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tonic::Status;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use transfer_proto::v1::{
     AbortUploadRequest, CheckUploadRequest, DownloadRequest, DownloadResponse, FileInfo,
     GetFileRequest, UploadChunksRequest, check_upload_response,
@@ -16,11 +16,12 @@ use crate::config::ClientConfig;
 use crate::connection::{CallMetadata, Connection, RawClient, configure};
 use crate::download::{DownloadedFile, download};
 use crate::error::TransferError;
-use crate::grpc_call::ResponseStream;
+use crate::grpc_call::{CallTarget, ResponseStream};
 use crate::progress::TransferHandle;
 use crate::source::{ChunkSource, FileSource, head_md5_of, md5_of};
 use crate::upload::{UploadedFile, upload};
 use crate::upload_wire::OpeningUpload;
+use transfer_wire::aligned::{BufferPool, DEFAULT_POOL_BYTES};
 
 const DOWNLOAD_PATH: &str = "/transfer.v1.TransferService/Download";
 
@@ -32,6 +33,8 @@ pub struct TransferClient {
     endpoint: Endpoint,
     metadata: CallMetadata,
     config: Arc<ClientConfig>,
+    /// Buffers for downloaded pieces, shared by every call of this client.
+    buffers: Arc<BufferPool>,
 }
 
 /// What aborting the upload of a local file did.
@@ -55,6 +58,7 @@ impl TransferClient {
             endpoint,
             metadata,
             config: Arc::new(config),
+            buffers: BufferPool::new(DEFAULT_POOL_BYTES),
         })
     }
 
@@ -69,8 +73,7 @@ impl TransferClient {
         &self,
         requests: impl futures::Stream<Item = UploadChunksRequest> + Send + 'static,
     ) -> OpeningUpload {
-        let (channel, owner) = self.channel();
-        OpeningUpload::start(channel, owner, requests)
+        OpeningUpload::start(self.call_target(), requests)
     }
 
     /// Starts a `Download` call, below tonic's codec so that each piece's data arrives
@@ -79,14 +82,17 @@ impl TransferClient {
         &self,
         request: &DownloadRequest,
     ) -> Result<ResponseStream<DownloadResponse>, Status> {
-        let (channel, owner) = self.channel();
         let body = crate::grpc_call::one_message(request);
-        crate::grpc_call::call(channel, owner, DOWNLOAD_PATH, body).await
+        crate::grpc_call::call(self.call_target(), DOWNLOAD_PATH, body).await
     }
 
-    fn channel(&self) -> (Channel, CallMetadata) {
+    fn call_target(&self) -> CallTarget {
         let connection = self.lock();
-        (connection.channel.clone(), connection.metadata.clone())
+        CallTarget {
+            channel: connection.channel.clone(),
+            owner: connection.metadata.clone(),
+            buffers: Arc::clone(&self.buffers),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {

@@ -6,6 +6,7 @@
 
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use futures::Stream;
@@ -15,6 +16,7 @@ use tonic::codegen::Service;
 use tonic::service::Interceptor;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+use transfer_wire::aligned::BufferPool;
 use transfer_wire::body::{BodyEvent, FramedBody};
 use transfer_wire::encode::MessagesBody;
 use transfer_wire::framer::FramingError;
@@ -25,14 +27,26 @@ use crate::connection::CallMetadata;
 /// piece is 1 MiB.
 const MAX_RESPONSE: usize = 64 << 20;
 
-/// Calls `path` on `channel` with `body` (gRPC-framed messages), with the owner and
-/// trace metadata `owner` adds to every call.
+/// Where a call goes and what it needs: the channel, the owner and trace metadata added
+/// to every call, and the buffers large response messages are read into.
+#[derive(Clone)]
+pub(crate) struct CallTarget {
+    pub channel: Channel,
+    pub owner: CallMetadata,
+    pub buffers: Arc<BufferPool>,
+}
+
+/// Calls `path` on `target` with `body` (gRPC-framed messages).
 pub(crate) async fn call<M: prost::Message + Default>(
-    channel: Channel,
-    mut owner: CallMetadata,
+    target: CallTarget,
     path: &'static str,
     body: Body,
 ) -> Result<ResponseStream<M>, Status> {
+    let CallTarget {
+        channel,
+        mut owner,
+        buffers,
+    } = target;
     let metadata = owner.call(tonic::Request::new(()))?.into_parts().0;
     let mut request = Request::new(body);
     *request.method_mut() = Method::POST;
@@ -61,7 +75,7 @@ pub(crate) async fn call<M: prost::Message + Default>(
     };
     let http_status = response.status();
     Ok(ResponseStream {
-        body: FramedBody::new(response.into_body(), MAX_RESPONSE),
+        body: FramedBody::new(response.into_body(), MAX_RESPONSE, buffers),
         http_status,
         ended,
         message: PhantomData,
@@ -183,6 +197,7 @@ impl<M: prost::Message + Default> Stream for ResponseStream<M> {
 mod tests {
     use super::*;
     use std::collections::VecDeque;
+    use transfer_wire::aligned::DEFAULT_POOL_BYTES;
 
     use bytes::Bytes;
     use http_body::Body as HttpBody;
@@ -226,7 +241,11 @@ mod tests {
         frames: Vec<Frame<Bytes>>,
     ) -> ResponseStream<UploadChunksResponse> {
         ResponseStream {
-            body: FramedBody::new(Body::new(Frames(frames.into())), MAX_RESPONSE),
+            body: FramedBody::new(
+                Body::new(Frames(frames.into())),
+                MAX_RESPONSE,
+                BufferPool::new(DEFAULT_POOL_BYTES),
+            ),
             http_status,
             ended: false,
             message: PhantomData,

@@ -9,13 +9,11 @@ use opentelemetry::context::FutureExt as _;
 use tokio::task::JoinHandle;
 use tonic::Status;
 use tonic::body::Body;
-use tonic::transport::Channel;
 use tracing::Instrument as _;
 use transfer_proto::v1::{UploadChunksRequest, UploadChunksResponse, upload_chunks_request};
 use transfer_wire::encode::{self, MessagesBody, Outgoing};
 
-use crate::connection::CallMetadata;
-use crate::grpc_call::{ResponseStream, call};
+use crate::grpc_call::{CallTarget, ResponseStream, call};
 
 const PATH: &str = "/transfer.v1.TransferService/UploadChunks";
 
@@ -42,13 +40,12 @@ enum Opening {
 impl OpeningUpload {
     /// Starts the call on `channel`, sending `requests`; see [`upload_chunks`].
     pub(crate) fn start(
-        channel: Channel,
-        owner: CallMetadata,
+        target: CallTarget,
         requests: impl Stream<Item = UploadChunksRequest> + Send + 'static,
     ) -> Self {
         // The call's metadata carries the caller's trace context: the task runs in the
         // caller's span and OpenTelemetry context.
-        let call = upload_chunks(channel, owner, requests)
+        let call = upload_chunks(target, requests)
             .with_current_context()
             .in_current_span();
         Self {
@@ -91,15 +88,13 @@ impl Drop for OpeningUpload {
     }
 }
 
-/// Starts an `UploadChunks` call on `channel` sending `requests`, with the owner and
-/// trace metadata `owner` adds to every call.
+/// Starts an `UploadChunks` call on `target` sending `requests`.
 pub(crate) async fn upload_chunks(
-    channel: Channel,
-    owner: CallMetadata,
+    target: CallTarget,
     requests: impl Stream<Item = UploadChunksRequest> + Send + 'static,
 ) -> Result<UploadResponses, Status> {
     let body = MessagesBody::new(requests.map(encode_request), None);
-    call(channel, owner, PATH, Body::new(body)).await
+    call(target, PATH, Body::new(body)).await
 }
 
 /// One request as gRPC message pieces: a chunk as its fields, then its data uncopied;

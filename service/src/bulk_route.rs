@@ -61,7 +61,8 @@ impl BulkRoute {
             Err(status) => return status.into_http(),
         };
         let memory = self.api.sessions().memory().for_owner(&owner);
-        let inbound = UploadRequests::new(body, self.max_message_size, memory);
+        let buffers = Arc::clone(self.api.sessions().buffers());
+        let inbound = UploadRequests::new(body, self.max_message_size, memory, buffers);
         match self
             .api
             .start_upload_stream(&metadata, &extensions, inbound)

@@ -8,13 +8,13 @@
 //! Here the calls run on a runtime of their own, whose thread is idle between calls and
 //! gets the CPU as soon as the operating system can give it.
 //!
-//! One runtime serves the whole process ([`ControlPlane::shared`]), like Tokio's own
-//! blocking pool, and lives as long as it: the ledger connections made there stay
-//! usable for upload sessions that outlive their server's `serve` (and in-process
-//! tests start and stop many servers).
+//! Each server starts its own and shuts it down when the last of its handlers goes, so
+//! two servers in one process share nothing. Upload sessions that outlive their server
+//! still reach the ledger: its connections made here close with this runtime, and the
+//! ledger makes new ones where they are needed (see
+//! [`crate::ledger::PostgresLedger::connect_serving_requests_on`]).
 
 use std::future::Future;
-use std::sync::OnceLock;
 
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
@@ -31,18 +31,7 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// The process's control runtime, started on first use.
-    pub fn shared() -> std::io::Result<&'static Self> {
-        static SHARED: OnceLock<ControlPlane> = OnceLock::new();
-        if let Some(control) = SHARED.get() {
-            return Ok(control);
-        }
-        // Two first callers may both start one; the loser's is shut down unused.
-        let started = Self::start()?;
-        Ok(SHARED.get_or_init(|| started))
-    }
-
-    /// A control runtime of its own (the server uses [`ControlPlane::shared`]).
+    /// Starts a control runtime.
     pub fn start() -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(THREADS)
@@ -80,9 +69,16 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        // Dropping a runtime blocks until its tasks end, which an async context forbids.
+        // Dropping a runtime blocks until its tasks end, which an async context forbids;
+        // and the last handle may go on one of this runtime's own threads. Another
+        // thread shuts it down without waiting.
         if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
+            let stopping = std::thread::Builder::new()
+                .name("control-stop".into())
+                .spawn(move || runtime.shutdown_background());
+            if let Err(error) = stopping {
+                tracing::warn!(%error, "could not stop a control runtime; it stays idle");
+            }
         }
     }
 }
@@ -118,11 +114,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_shared_runtime_is_one_for_the_process() {
-        let first = ControlPlane::shared().unwrap();
-        let second = ControlPlane::shared().unwrap();
-        assert!(std::ptr::eq(first, second));
-        assert_eq!(first.run(async { Ok(1) }).await.unwrap(), 1);
+    async fn each_control_plane_is_a_runtime_of_its_own_and_stops_alone() {
+        let first = ControlPlane::start().unwrap();
+        let second = ControlPlane::start().unwrap();
+        let thread_of = |control: &ControlPlane| {
+            let handle = control.handle().clone();
+            async move {
+                handle
+                    .spawn(async { std::thread::current().id() })
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_ne!(thread_of(&first).await, thread_of(&second).await);
+        drop(first);
+        assert_eq!(second.run(async { Ok(1) }).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_last_handle_may_go_on_the_control_runtime_itself() {
+        let control = Arc::new(ControlPlane::start().unwrap());
+        let handle = control.handle().clone();
+        let on_its_thread = handle.spawn(async move { drop(control) });
+        on_its_thread.await.unwrap();
     }
 
     #[tokio::test]

@@ -39,7 +39,7 @@ pub struct TransferApi {
     sessions: Arc<SessionRegistry>,
     limits: Limits,
     /// Where the short calls run, away from the bulk streams.
-    control: &'static ControlPlane,
+    control: Arc<ControlPlane>,
     /// With `--dedup-scope global`: the challenges that let an owner prove it holds
     /// content another owner stored.
     challenges: Option<Arc<Challenges>>,
@@ -51,7 +51,7 @@ impl TransferApi {
         blobs: Arc<dyn BlobStore>,
         sessions: Arc<SessionRegistry>,
         limits: Limits,
-        control: &'static ControlPlane,
+        control: Arc<ControlPlane>,
         challenges: Option<Arc<Challenges>>,
     ) -> Self {
         Self {

@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use transfer_proto::v1::transfer_service_server::TransferServiceServer;
+use transfer_wire::aligned::{BufferPool, DEFAULT_POOL_BYTES};
 
 use crate::Settings;
 use crate::blob::{BlobError, BlobStore, FsBlobStore, StagedUpload};
@@ -110,8 +111,8 @@ struct Http2Windows {
 }
 
 impl Transferd {
-    /// Opens the ledger (applying migrations) and the blob store. Short calls run on the
-    /// process's control runtime (see [`crate::control`]), started here on first use.
+    /// Opens the ledger (applying migrations) and the blob store, and starts this
+    /// server's control runtime, where short calls run (see [`crate::control`]).
     pub async fn open(settings: &Settings) -> Result<Self, StartupError> {
         let limits = settings.limits()?;
         if std::env::var_os("TRANSFERD_PARKED_MEMORY_BYTES").is_some() {
@@ -122,7 +123,7 @@ impl Transferd {
         }
         let security = settings.security()?;
         let location = settings.ledger_location()?;
-        let control = ControlPlane::shared().map_err(StartupError::ControlPlane)?;
+        let control = Arc::new(ControlPlane::start().map_err(StartupError::ControlPlane)?);
         let ledger = location
             .open(settings.database_pool_size, Some(control.handle().clone()))
             .await?;
@@ -138,7 +139,11 @@ impl Transferd {
             false => Authenticator::trusting_owner_metadata(),
         });
         log_security(&security);
-        let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(&settings.data_dir)?);
+        // One pool of buffers for the server's bulk data: chunks read off the network,
+        // content read back from disk.
+        let buffers = BufferPool::new(DEFAULT_POOL_BYTES);
+        let blobs: Arc<dyn BlobStore> =
+            Arc::new(FsBlobStore::open(&settings.data_dir, Arc::clone(&buffers))?);
         tokio::spawn(sweep_orphaned_staging(
             Arc::clone(&ledger),
             Arc::clone(&blobs),
@@ -159,6 +164,7 @@ impl Transferd {
             Arc::clone(&blobs),
             limits,
             settings.session_idle_timeout(),
+            buffers,
         );
         Ok(Self {
             api: TransferApi::new(ledger, blobs, sessions, limits, control, challenges),

@@ -9,29 +9,27 @@
 //! pool when the last reference is dropped, so steady uploads reuse memory that is
 //! already mapped instead of faulting in fresh pages for every chunk.
 
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
 /// The alignment direct I/O needs (a page, and a multiple of common block sizes).
 pub const ALIGN: usize = 4096;
 
-/// Most bytes of idle buffers kept for reuse; more are freed.
-const POOL_BYTES: usize = 8 << 20;
+/// Most bytes of idle buffers a server's or client's pool keeps for reuse; more are freed.
+pub const DEFAULT_POOL_BYTES: usize = 8 << 20;
 /// Smaller buffers are not kept: they are cheap to allocate, and a pool full of them
 /// would turn away the chunk-sized ones whose reuse saves page faults.
 const POOL_MIN: usize = 256 << 10;
 
-/// Idle buffers for the next chunk to reuse, up to a limit of bytes. One pool serves
-/// the process by default; a reader with a window of chunks in flight may keep a pool
-/// of its own (see [`BufferPool::read_aligned`]), freed with its last buffer.
+/// Idle buffers for the next chunk to reuse, up to a limit of bytes. A server or client
+/// makes one and hands it to everything that reads bulk data (framers, the blob store);
+/// a reader with a window of chunks in flight may keep a pool of its own (see
+/// [`BufferPool::read_aligned`]), freed with its last buffer.
 pub struct BufferPool {
     idle: Mutex<Vec<Vec<u8>>>,
     limit: usize,
 }
-
-/// The process's pool, of [`POOL_BYTES`].
-static POOL: LazyLock<Arc<BufferPool>> = LazyLock::new(|| BufferPool::new(POOL_BYTES));
 
 impl BufferPool {
     /// A pool that keeps up to `limit` bytes of idle buffers.
@@ -94,11 +92,14 @@ impl Drop for AlignedChunk {
     }
 }
 
-/// `data` copied into a buffer of its own that starts on an [`ALIGN`] boundary.
-pub fn copy_aligned(data: &[u8]) -> Bytes {
-    let mut builder = AlignedBuilder::new(data.len(), 0);
-    builder.extend(data);
-    builder.freeze()
+impl BufferPool {
+    /// `data` copied into a buffer of its own (from this pool) that starts on an
+    /// [`ALIGN`] boundary.
+    pub fn copy_aligned(self: &Arc<Self>, data: &[u8]) -> Bytes {
+        let mut builder = AlignedBuilder::new(self, data.len(), 0);
+        builder.extend(data);
+        builder.freeze()
+    }
 }
 
 /// A pooled buffer filled piece by piece with `len` bytes, placed so that the byte at
@@ -108,18 +109,24 @@ pub struct AlignedBuilder {
     buffer: Vec<u8>,
     start: usize,
     len: usize,
+    pool: Arc<BufferPool>,
 }
 
 impl AlignedBuilder {
-    /// Room for `len` bytes; `aligned_at` must be at most `len`.
-    pub fn new(len: usize, aligned_at: usize) -> Self {
-        let mut buffer = POOL.take(len);
+    /// Room for `len` bytes, in a buffer of `pool`; `aligned_at` must be at most `len`.
+    pub fn new(pool: &Arc<BufferPool>, len: usize, aligned_at: usize) -> Self {
+        let mut buffer = pool.take(len);
         // The allocation does not move while the capacity suffices, so this offset holds.
         let misalignment = (buffer.as_ptr() as usize + aligned_at.min(len)) % ALIGN;
         let start = (ALIGN - misalignment) % ALIGN;
         buffer.clear();
         buffer.resize(start, 0);
-        Self { buffer, start, len }
+        Self {
+            buffer,
+            start,
+            len,
+            pool: Arc::clone(pool),
+        }
     }
 
     /// Bytes still to come.
@@ -142,20 +149,9 @@ impl AlignedBuilder {
             buffer: self.buffer,
             start: self.start,
             len,
-            pool: Arc::clone(&POOL),
+            pool: self.pool,
         })
     }
-}
-
-/// Bytes `skip..skip + len` of what `fill` reads into a buffer of the process's pool;
-/// see [`BufferPool::read_aligned`].
-pub fn read_aligned(
-    span: usize,
-    skip: usize,
-    len: usize,
-    fill: impl FnOnce(&mut [u8]) -> std::io::Result<usize>,
-) -> std::io::Result<Bytes> {
-    POOL.read_aligned(span, skip, len, fill)
 }
 
 impl BufferPool {
@@ -198,7 +194,7 @@ mod tests {
 
     #[test]
     fn the_pool_keeps_chunk_sized_buffers_and_lends_them_only_to_a_near_fit() {
-        let pool = BufferPool::new(POOL_BYTES);
+        let pool = BufferPool::new(DEFAULT_POOL_BYTES);
         let chunk = pool.take(1 << 20);
         let address = chunk.as_ptr();
         pool.give_back(chunk);
@@ -214,12 +210,12 @@ mod tests {
         // A near fit reuses the chunk's buffer.
         let near = pool.take(900_000);
         assert_eq!(near.as_ptr(), address);
-        // The pool holds at most POOL_BYTES.
-        for _ in 0..(POOL_BYTES >> 20) + 2 {
+        // The pool holds at most DEFAULT_POOL_BYTES.
+        for _ in 0..(DEFAULT_POOL_BYTES >> 20) + 2 {
             pool.give_back(Vec::with_capacity(1 << 20));
         }
         let held: usize = pool.idle.lock().unwrap().iter().map(Vec::capacity).sum();
-        assert!(held <= POOL_BYTES, "{held}");
+        assert!(held <= DEFAULT_POOL_BYTES, "{held}");
     }
 
     #[test]
@@ -259,23 +255,25 @@ mod tests {
 
     #[test]
     fn copies_are_aligned_and_hold_exactly_their_bytes() {
+        let pool = BufferPool::new(DEFAULT_POOL_BYTES);
         let data: Vec<u8> = (0..400_000u32).map(|i| i as u8).collect();
-        let first = copy_aligned(&data);
+        let first = pool.copy_aligned(&data);
         assert!(is_aligned(&first));
         assert_eq!(&first[..], &data[..]);
         drop(first);
         // A buffer the pool may hand out again holds only the new bytes.
-        let again = copy_aligned(&data[..300_000]);
+        let again = pool.copy_aligned(&data[..300_000]);
         assert!(is_aligned(&again));
         assert_eq!(&again[..], &data[..300_000]);
-        assert!(copy_aligned(&[]).is_empty());
+        assert!(pool.copy_aligned(&[]).is_empty());
     }
 
     #[test]
     fn a_builder_puts_the_chosen_byte_on_a_boundary_and_takes_no_more_than_it_holds() {
+        let pool = BufferPool::new(DEFAULT_POOL_BYTES);
         let data: Vec<u8> = (0..70_000u32).map(|i| (i * 7) as u8).collect();
         for aligned_at in [0, 1, 17, 4095, 4096, 69_999] {
-            let mut builder = AlignedBuilder::new(data.len(), aligned_at);
+            let mut builder = AlignedBuilder::new(&pool, data.len(), aligned_at);
             assert_eq!(builder.extend(&data[..10]), 10);
             assert_eq!(builder.remaining(), data.len() - 10);
             // Offered more than it has room for, it takes only the rest.

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::Body;
 
+use crate::aligned::BufferPool;
 use crate::framer::{FramingError, MessageFramer};
 use crate::memory::{MemoryRefused, MessageMemory, Reserving};
 
@@ -52,10 +53,12 @@ impl<B> FramedBody<B>
 where
     B: Body<Data = Bytes> + Unpin,
 {
-    pub fn new(body: B, max_message_size: usize) -> Self {
+    /// Messages of `body` of at most `max_message_size` bytes; large ones gathered in
+    /// buffers of `buffers`.
+    pub fn new(body: B, max_message_size: usize, buffers: Arc<BufferPool>) -> Self {
         Self {
             body,
-            framer: MessageFramer::new(max_message_size),
+            framer: MessageFramer::new(max_message_size, buffers),
             done: VecDeque::new(),
             broken: None,
             memory: None,
@@ -137,6 +140,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aligned::DEFAULT_POOL_BYTES;
     use http_body::Frame;
 
     struct Frames(VecDeque<Result<Frame<Bytes>, &'static str>>);
@@ -154,7 +158,11 @@ mod tests {
     }
 
     fn events(frames: Vec<Result<Frame<Bytes>, &'static str>>) -> Vec<String> {
-        let mut body = FramedBody::new(Frames(frames.into()), 1 << 20);
+        let mut body = FramedBody::new(
+            Frames(frames.into()),
+            1 << 20,
+            BufferPool::new(DEFAULT_POOL_BYTES),
+        );
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
         let mut seen = Vec::new();
@@ -240,8 +248,12 @@ mod tests {
         // Everything in one frame: the framer must stop at each large message and go on
         // with the rest of the frame once it is granted.
         let frames = vec![Ok(Frame::data(Bytes::from(stream)))];
-        let mut body = FramedBody::new(Frames(frames.into()), 1 << 20)
-            .with_memory(Arc::clone(&gate) as Arc<dyn MessageMemory>);
+        let mut body = FramedBody::new(
+            Frames(frames.into()),
+            1 << 20,
+            BufferPool::new(DEFAULT_POOL_BYTES),
+        )
+        .with_memory(Arc::clone(&gate) as Arc<dyn MessageMemory>);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut seen = Vec::new();
         loop {

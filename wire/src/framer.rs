@@ -12,10 +12,11 @@
 //! field 2 is the bytes (`Chunk.data`, `DataPiece.data`).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
 
-use crate::aligned::AlignedBuilder;
+use crate::aligned::{AlignedBuilder, BufferPool};
 use crate::memory::MemoryHold;
 
 /// The compressed flag and the length before every message.
@@ -52,6 +53,8 @@ pub struct MessageFramer {
     /// Stop before gathering a large message until [`Self::grant`] gives it memory.
     asks_for_memory: bool,
     state: State,
+    /// Where large messages are gathered.
+    buffers: Arc<BufferPool>,
 }
 
 enum State {
@@ -88,12 +91,15 @@ impl State {
 }
 
 impl MessageFramer {
-    pub fn new(max_message_size: usize) -> Self {
+    /// Messages of at most `max_message_size` bytes; large ones gathered in buffers of
+    /// `buffers`.
+    pub fn new(max_message_size: usize, buffers: Arc<BufferPool>) -> Self {
         Self {
             max_message_size,
             first_message_max: None,
             asks_for_memory: false,
             state: State::prefix(),
+            buffers,
         }
     }
 
@@ -222,7 +228,8 @@ impl MessageFramer {
                 State::Small { len, bytes }
             }
             State::Head { len, head, hold } if head.len() == HEAD_LEN => {
-                let mut builder = AlignedBuilder::new(len, bulk_data_offset(&head).unwrap_or(0));
+                let mut builder =
+                    AlignedBuilder::new(&self.buffers, len, bulk_data_offset(&head).unwrap_or(0));
                 builder.extend(&head);
                 State::Large {
                     builder,
@@ -277,7 +284,7 @@ mod tests {
         download_response, upload_chunks_request,
     };
 
-    use crate::aligned::is_aligned;
+    use crate::aligned::{DEFAULT_POOL_BYTES, is_aligned};
 
     fn framed(request: &UploadChunksRequest) -> Vec<u8> {
         let body = request.encode_to_vec();
@@ -310,7 +317,7 @@ mod tests {
 
     /// Feeds `stream` to a framer in pieces of `piece` bytes and decodes what it yields.
     fn frame_in_pieces(stream: &[u8], piece: usize) -> Vec<Bytes> {
-        let mut framer = MessageFramer::new(16 << 20);
+        let mut framer = MessageFramer::new(16 << 20, BufferPool::new(DEFAULT_POOL_BYTES));
         let mut done = VecDeque::new();
         for part in stream.chunks(piece) {
             framer
@@ -412,13 +419,13 @@ mod tests {
     #[test]
     fn a_compressed_or_oversized_message_is_refused_before_its_body_arrives() {
         let mut done = VecDeque::new();
-        let mut framer = MessageFramer::new(1024);
+        let mut framer = MessageFramer::new(1024, BufferPool::new(DEFAULT_POOL_BYTES));
         let error = framer
             .push(Bytes::from_static(&[1, 0, 0, 0, 4]), &mut done)
             .unwrap_err();
         assert!(matches!(error, FramingError::Compressed), "{error}");
 
-        let mut framer = MessageFramer::new(1024);
+        let mut framer = MessageFramer::new(1024, BufferPool::new(DEFAULT_POOL_BYTES));
         let error = framer
             .push(Bytes::from_static(&[0, 0, 0, 4, 1]), &mut done)
             .unwrap_err();
@@ -433,7 +440,7 @@ mod tests {
             "{error}"
         );
 
-        let mut framer = MessageFramer::new(1024);
+        let mut framer = MessageFramer::new(1024, BufferPool::new(DEFAULT_POOL_BYTES));
         let error = framer
             .push(Bytes::from_static(&[2, 0, 0, 0, 0]), &mut done)
             .unwrap_err();
@@ -444,7 +451,7 @@ mod tests {
     #[test]
     fn a_stream_cut_inside_a_message_says_how_much_is_missing() {
         let stream = framed(&chunk(0, 100_000));
-        let mut framer = MessageFramer::new(1 << 20);
+        let mut framer = MessageFramer::new(1 << 20, BufferPool::new(DEFAULT_POOL_BYTES));
         let mut done = VecDeque::new();
         framer
             .push(Bytes::copy_from_slice(&stream[..3]), &mut done)
@@ -460,13 +467,13 @@ mod tests {
     #[test]
     fn a_lower_limit_for_the_first_message_holds_for_it_alone() {
         let stream: Vec<u8> = [start(), chunk(0, 5000)].iter().flat_map(framed).collect();
-        let mut framer = MessageFramer::new(1 << 20);
+        let mut framer = MessageFramer::new(1 << 20, BufferPool::new(DEFAULT_POOL_BYTES));
         framer.limit_first_message(100);
         let mut done = VecDeque::new();
         framer.push(Bytes::from(stream), &mut done).unwrap();
         assert_eq!(done.len(), 2, "a small first message, then a large one");
 
-        let mut framer = MessageFramer::new(1 << 20);
+        let mut framer = MessageFramer::new(1 << 20, BufferPool::new(DEFAULT_POOL_BYTES));
         framer.limit_first_message(100);
         let refused = framer
             .push(Bytes::from(framed(&chunk(0, 5000))), &mut done)

@@ -23,7 +23,7 @@ use transfer_proto::v1::{
     Chunk, DataPiece, DownloadResponse, FileDigest, FileInfo, UploadChunksRequest, UploadStart,
     download_response, upload_chunks_request,
 };
-use transfer_wire::aligned::is_aligned;
+use transfer_wire::aligned::{BufferPool, DEFAULT_POOL_BYTES, is_aligned};
 use transfer_wire::body::{BodyEvent, FramedBody};
 use transfer_wire::encode::{MessagesBody, Outgoing, PREFIX_LEN, framed, framed_bulk};
 use transfer_wire::framer::FramingError;
@@ -92,7 +92,8 @@ fn read_body(pieces: Vec<Bytes>, trailers: bool, max_message_size: usize) -> Rea
         pieces: pieces.into(),
         trailers: trailers.then(HeaderMap::new),
     };
-    let mut body = FramedBody::new(body, max_message_size);
+    let buffers = BufferPool::new(DEFAULT_POOL_BYTES);
+    let mut body = FramedBody::new(body, max_message_size, buffers);
     let mut cx = Context::from_waker(std::task::Waker::noop());
     let mut messages = Vec::new();
     loop {

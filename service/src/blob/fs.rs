@@ -15,6 +15,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -23,22 +24,29 @@ use uuid::Uuid;
 use super::{
     BlobError, BlobStore, ContentKey, ContentLocator, Part, PartReceipt, StagedUpload, UploadHandle,
 };
-use transfer_wire::aligned;
+use transfer_wire::aligned::{self, BufferPool};
 
 pub struct FsBlobStore {
     staging: PathBuf,
     content: PathBuf,
+    /// Where content read back with direct I/O, and parts copied to align them, go.
+    buffers: Arc<BufferPool>,
 }
 
 impl FsBlobStore {
-    /// Opens (creating if needed) a store rooted at `root`.
-    pub fn open(root: &Path) -> Result<Self, BlobError> {
+    /// Opens (creating if needed) a store rooted at `root`, reading into buffers of
+    /// `buffers`.
+    pub fn open(root: &Path, buffers: Arc<BufferPool>) -> Result<Self, BlobError> {
         let staging = root.join("staging");
         let content = root.join("content");
         for dir in [&staging, &content] {
             fs::create_dir_all(dir).map_err(io("creating the storage directories"))?;
         }
-        Ok(Self { staging, content })
+        Ok(Self {
+            staging,
+            content,
+            buffers,
+        })
     }
 
     fn handle(upload: Uuid) -> UploadHandle {
@@ -154,11 +162,16 @@ fn open_direct_read(path: &Path) -> std::io::Result<File> {
 
 /// Reads `len` bytes at `offset` from a file opened with `O_DIRECT`: the aligned blocks
 /// around them, into an aligned buffer, of which the wanted bytes are a slice.
-fn read_direct(file: &File, offset: u64, len: usize) -> std::io::Result<Bytes> {
+fn read_direct(
+    buffers: &Arc<BufferPool>,
+    file: &File,
+    offset: u64,
+    len: usize,
+) -> std::io::Result<Bytes> {
     let first = offset - offset % DIRECT_ALIGN as u64;
     let skip = (offset - first) as usize;
     let span = (skip + len).next_multiple_of(DIRECT_ALIGN);
-    aligned::read_aligned(span, skip, len, |buffer| {
+    buffers.read_aligned(span, skip, len, |buffer| {
         let mut done = 0;
         while done < buffer.len() {
             match file.read_at(&mut buffer[done..], first + done as u64) {
@@ -230,6 +243,7 @@ impl BlobStore for FsBlobStore {
             .collect();
         let parts = parts.to_vec();
         let upload = upload.clone();
+        let buffers = Arc::clone(&self.buffers);
         blocking(move || {
             let file = open_staged(&path, &upload, true)?;
             // Direct I/O skips copying every byte into the page cache (the costliest
@@ -245,7 +259,7 @@ impl BlobStore for FsBlobStore {
                         let buf = if aligned::is_aligned(&part.data) {
                             &part.data[..len]
                         } else {
-                            copy = aligned::copy_aligned(&part.data[..len]);
+                            copy = buffers.copy_aligned(&part.data[..len]);
                             &copy[..]
                         };
                         match file.write_all_at(buf, part.offset) {
@@ -379,6 +393,7 @@ impl BlobStore for FsBlobStore {
     ) -> Result<Bytes, BlobError> {
         let path = self.content_path(content)?;
         let content = content.clone();
+        let buffers = Arc::clone(&self.buffers);
         blocking(move || {
             let not_found = |e: std::io::Error| match e.kind() {
                 ErrorKind::NotFound => BlobError::ContentNotFound(content.clone()),
@@ -401,7 +416,7 @@ impl BlobStore for FsBlobStore {
             match open_direct_read(&path) {
                 Ok(file) => {
                     in_bounds(&file)?;
-                    match read_direct(&file, offset, len) {
+                    match read_direct(&buffers, &file, offset, len) {
                         Ok(bytes) => return Ok(bytes),
                         // The filesystem refused direct I/O after all: read through the
                         // cache.

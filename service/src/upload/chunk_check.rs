@@ -2,8 +2,11 @@
 //! the upload (its index and length), and its CRC32C, computed while the bytes are
 //! put where direct I/O can write them.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use transfer_proto::v1::{Chunk, ChunkOutcome};
+use transfer_wire::aligned::{BufferPool, is_aligned};
 
 use crate::layout::ChunkLayout;
 
@@ -37,12 +40,11 @@ pub(super) fn misfit(layout: ChunkLayout, chunk: &Chunk) -> Option<(ChunkOutcome
 /// Both run here, on the runtime thread that decoded the chunk, while its bytes are
 /// still in cache: handed to another thread they cost more CPU per GiB, and slowed
 /// `CheckUpload` under many uploads (figures: BENCHMARKS.md, "Measurements behind choices in the code").
-pub(super) fn check_and_copy(data: &Bytes) -> (u32, Bytes) {
-    use transfer_wire::aligned::{copy_aligned, is_aligned};
+pub(super) fn check_and_copy(buffers: &Arc<BufferPool>, data: &Bytes) -> (u32, Bytes) {
     let data = if is_aligned(data) {
         data.clone()
     } else {
-        copy_aligned(data)
+        buffers.copy_aligned(data)
     };
     (crc32c::crc32c(&data), data)
 }
@@ -81,9 +83,10 @@ mod tests {
     fn the_crc32c_is_of_the_bytes_and_they_come_back_aligned() {
         let data = Bytes::from((0..10_000u32).map(|i| i as u8).collect::<Vec<_>>());
         let unaligned = data.slice(1..);
-        let (crc, copied) = check_and_copy(&unaligned);
+        let buffers = BufferPool::new(transfer_wire::aligned::DEFAULT_POOL_BYTES);
+        let (crc, copied) = check_and_copy(&buffers, &unaligned);
         assert_eq!(crc, crc32c::crc32c(&unaligned));
         assert_eq!(copied, unaligned);
-        assert!(transfer_wire::aligned::is_aligned(&copied));
+        assert!(is_aligned(&copied));
     }
 }

@@ -3,6 +3,7 @@
 //! forwarded back. The stream ends after `completed`, on an error, or once the client
 //! has finished sending and every chunk it sent has been answered.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -13,6 +14,7 @@ use transfer_proto::v1::{
     Chunk, ChunkAck, ChunkOutcome, UploadChunksRequest, UploadChunksResponse, UploadCompleted,
     upload_chunks_request, upload_chunks_response,
 };
+use transfer_wire::aligned::BufferPool;
 
 use super::chunk_check::{check_and_copy, misfit};
 use super::session::{AttachedStream, Attachment, SessionEvent, SessionRegistry, VerifiedChunk};
@@ -67,6 +69,8 @@ struct StreamState {
     remaining: u64,
     /// The session waits for a whole-file MD5 that this stream has not sent.
     awaiting_digest: bool,
+    /// Where a chunk that did not arrive aligned is copied to.
+    buffers: Arc<BufferPool>,
 }
 
 async fn drive(
@@ -115,6 +119,7 @@ async fn drive(
         awaiting_digest: attached.info.needs_digest,
         attached,
         in_flight: 0,
+        buffers: Arc::clone(registry.buffers()),
     };
 
     let mut sending = true;
@@ -234,7 +239,7 @@ async fn receive_chunk(
     if let Some((outcome, detail)) = misfit(state.attached.info.layout, &chunk) {
         return reject(state, outbound, index, outcome, detail).await;
     }
-    let (computed, data) = check_and_copy(&chunk.data);
+    let (computed, data) = check_and_copy(&state.buffers, &chunk.data);
     if computed != chunk.crc32c {
         let detail = format!(
             "CRC32C of chunk {index} is {computed:#010x} but the message says {:#010x}: send it again",

@@ -12,6 +12,7 @@ use http_body::Body;
 use prost::Message;
 use tonic::Status;
 use transfer_proto::v1::UploadChunksRequest;
+use transfer_wire::aligned::BufferPool;
 use transfer_wire::body::{BodyEvent, FramedBody};
 use transfer_wire::framer::FramingError;
 use transfer_wire::memory::MessageMemory;
@@ -34,10 +35,16 @@ where
     B: Body<Data = Bytes, Error = Status> + Unpin,
 {
     /// Requests of at most `max_message_size` bytes (the first at most
-    /// [`FIRST_MESSAGE_MAX`]), each large one read only once `memory` grants it room.
-    pub fn new(body: B, max_message_size: usize, memory: Arc<dyn MessageMemory>) -> Self {
+    /// [`FIRST_MESSAGE_MAX`]), each large one read only once `memory` grants it room,
+    /// into a buffer of `buffers`.
+    pub fn new(
+        body: B,
+        max_message_size: usize,
+        memory: Arc<dyn MessageMemory>,
+        buffers: Arc<BufferPool>,
+    ) -> Self {
         Self {
-            body: FramedBody::new(body, max_message_size)
+            body: FramedBody::new(body, max_message_size, buffers)
                 .limit_first_message(FIRST_MESSAGE_MAX)
                 .with_memory(memory),
             decoded: 0,

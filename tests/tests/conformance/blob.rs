@@ -10,6 +10,7 @@ use transfer_service::blob::{
     BlobError, BlobStore, ContentKey, ContentLocator, FsBlobStore, Part, PartReceipt, UploadHandle,
 };
 use transfer_tests::TestFile;
+use transfer_wire::aligned::{BufferPool, DEFAULT_POOL_BYTES};
 use uuid::Uuid;
 
 /// A blob store implementation under test, which can be opened again on the same storage.
@@ -23,7 +24,8 @@ pub struct Filesystem(TempDir);
 
 impl BlobBackend for Filesystem {
     fn open(&self) -> Arc<dyn BlobStore> {
-        Arc::new(FsBlobStore::open(self.0.path()).expect("opening the filesystem store"))
+        let buffers = BufferPool::new(DEFAULT_POOL_BYTES);
+        Arc::new(FsBlobStore::open(self.0.path(), buffers).expect("opening the filesystem store"))
     }
 
     fn missing_locator(&self) -> ContentLocator {

@@ -4,6 +4,7 @@
 
 use transfer_service::blob::{BlobError, BlobStore, ContentLocator, FsBlobStore, UploadHandle};
 use transfer_tests::TestFile;
+use transfer_wire::aligned::{BufferPool, DEFAULT_POOL_BYTES};
 use uuid::Uuid;
 
 use crate::blob::suite::{key, parts, stage_all};
@@ -12,7 +13,8 @@ const PART: u64 = 1000;
 
 fn store() -> (tempfile::TempDir, FsBlobStore) {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = FsBlobStore::open(dir.path()).expect("opening the filesystem store");
+    let buffers = BufferPool::new(DEFAULT_POOL_BYTES);
+    let store = FsBlobStore::open(dir.path(), buffers).expect("opening the filesystem store");
     (dir, store)
 }
 

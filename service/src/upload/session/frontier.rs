@@ -219,6 +219,7 @@ mod tests {
     use crate::ledger::{NewUpload, SqliteLedger};
     use crate::upload::hasher::HashingSlots;
     use crate::upload::memory::MemoryBudget;
+    use transfer_wire::aligned::{BufferPool, DEFAULT_POOL_BYTES};
 
     const CHUNK: u32 = 4096;
     const CHUNKS: u64 = 4;
@@ -241,7 +242,8 @@ mod tests {
                     .await
                     .unwrap(),
             );
-            let blobs = Arc::new(FsBlobStore::open(&dir.path().join("data")).unwrap());
+            let buffers = BufferPool::new(DEFAULT_POOL_BYTES);
+            let blobs = Arc::new(FsBlobStore::open(&dir.path().join("data"), buffers).unwrap());
             let data: Vec<u8> = (0..CHUNKS * u64::from(CHUNK))
                 .map(|i| (i * 7 % 251) as u8)
                 .collect();

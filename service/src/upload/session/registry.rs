@@ -19,6 +19,7 @@ use crate::ledger::Ledger;
 use crate::upload::hasher::HashingSlots;
 use crate::upload::memory::MemoryBudget;
 use crate::upload::opening::OpeningLocks;
+use transfer_wire::aligned::BufferPool;
 
 /// The active sessions of this server, by upload id.
 pub struct SessionRegistry {
@@ -33,6 +34,8 @@ pub struct SessionRegistry {
     pub(super) opening: OpeningLocks,
     /// The threads the sessions' hashers take turns on.
     pub(super) hashing: HashingSlots,
+    /// Buffers for chunks, shared with the server's framers and blob store.
+    buffers: Arc<BufferPool>,
 }
 
 impl SessionRegistry {
@@ -41,6 +44,7 @@ impl SessionRegistry {
         blobs: Arc<dyn BlobStore>,
         limits: Limits,
         idle_timeout: Duration,
+        buffers: Arc<BufferPool>,
     ) -> Arc<Self> {
         Arc::new(Self {
             ledger,
@@ -55,7 +59,13 @@ impl SessionRegistry {
             sessions: Mutex::new(HashMap::new()),
             opening: OpeningLocks::new(),
             hashing: HashingSlots::per_core(),
+            buffers,
         })
+    }
+
+    /// The server's buffers for bulk data.
+    pub fn buffers(&self) -> &Arc<BufferPool> {
+        &self.buffers
     }
 
     /// The server's bounds.
