@@ -1,40 +1,26 @@
-//! The connection to a Transfer server and the calls that start transfers.
+//! The client's public face: the calls that start transfers on a server connection.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
-use tonic::Status;
-use tonic::transport::Endpoint;
 use transfer_proto::v1::{
-    AbortUploadRequest, CheckUploadRequest, DownloadRequest, DownloadResponse, FileInfo,
-    GetFileRequest, UploadChunksRequest, check_upload_response,
+    AbortUploadRequest, CheckUploadRequest, FileInfo, GetFileRequest, check_upload_response,
 };
 
 use crate::config::ClientConfig;
-use crate::connection::{CallMetadata, Connection, RawClient, configure};
+use crate::connection::{RawClient, ServerConnection};
 use crate::download::{DownloadedFile, download};
 use crate::error::TransferError;
-use crate::grpc_call::{CallTarget, ResponseStream};
 use crate::progress::TransferHandle;
 use crate::source::{ChunkSource, FileSource, head_md5_of, md5_of};
 use crate::upload::{UploadedFile, upload};
-use crate::upload_wire::OpeningUpload;
-use transfer_wire::aligned::{BufferPool, DEFAULT_POOL_BYTES};
-
-const DOWNLOAD_PATH: &str = "/transfer.v1.TransferService/Download";
 
 /// A client of one Transfer server. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct TransferClient {
-    connection: Arc<Mutex<Connection>>,
-    /// The server's address with its TLS settings.
-    endpoint: Endpoint,
-    metadata: CallMetadata,
-    config: Arc<ClientConfig>,
-    /// Buffers for downloaded pieces, shared by every call of this client.
-    buffers: Arc<BufferPool>,
+    server: ServerConnection,
 }
 
 /// What aborting the upload of a local file did.
@@ -51,65 +37,18 @@ pub enum AbortOutcome {
 impl TransferClient {
     /// A client for `config.endpoint`. Connects on first use, and reconnects by itself.
     pub fn new(config: ClientConfig) -> Result<Self, TransferError> {
-        let (endpoint, metadata) = configure(&config)?;
-        let connection = Connection::open(&endpoint, &config, metadata.clone());
         Ok(Self {
-            connection: Arc::new(Mutex::new(connection)),
-            endpoint,
-            metadata,
-            config: Arc::new(config),
-            buffers: BufferPool::new(DEFAULT_POOL_BYTES),
+            server: ServerConnection::new(config)?,
         })
     }
 
     /// The generated client, for calls the high-level API does not cover.
     pub fn raw(&self) -> RawClient {
-        self.lock().raw.clone()
-    }
-
-    /// Starts an `UploadChunks` call sending `requests`, below tonic's codec (see
-    /// [`crate::upload_wire`]); the requests flow before the call's answer is back.
-    pub(crate) fn upload_chunks(
-        &self,
-        requests: impl futures::Stream<Item = UploadChunksRequest> + Send + 'static,
-    ) -> OpeningUpload {
-        OpeningUpload::start(self.call_target(), requests)
-    }
-
-    /// Starts a `Download` call, below tonic's codec so that each piece's data arrives
-    /// page-aligned for the `.part` file's direct writes (see [`crate::grpc_call`]).
-    pub(crate) async fn download_pieces(
-        &self,
-        request: &DownloadRequest,
-    ) -> Result<ResponseStream<DownloadResponse>, Status> {
-        let body = crate::grpc_call::one_message(request);
-        crate::grpc_call::call(self.call_target(), DOWNLOAD_PATH, body).await
-    }
-
-    fn call_target(&self) -> CallTarget {
-        let connection = self.lock();
-        CallTarget {
-            channel: connection.channel.clone(),
-            owner: connection.metadata.clone(),
-            buffers: Arc::clone(&self.buffers),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.connection
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Drops the current connection for a new one: a hung TCP connection would keep
-    /// every new stream on it hung as well. Calls already running keep the old one.
-    pub(crate) fn reconnect(&self) {
-        let mut connection = self.lock();
-        *connection = Connection::open(&self.endpoint, &self.config, self.metadata.clone());
+        self.server.raw()
     }
 
     pub fn config(&self) -> &ClientConfig {
-        &self.config
+        self.server.config()
     }
 
     /// Uploads a local file. The handle reports progress and takes pause, resume, cancel.
@@ -123,13 +62,13 @@ impl TransferClient {
         path: PathBuf,
         slots: Option<Arc<Semaphore>>,
     ) -> TransferHandle<UploadedFile> {
-        let client = self.clone();
+        let server = self.server.clone();
         TransferHandle::spawn(path.display().to_string(), move |reporter| async move {
             let source = FileSource::open(&path).map_err(|source| TransferError::Read {
                 file: path.display().to_string(),
                 source,
             })?;
-            upload(client, upload_name(&path), source, reporter, slots).await
+            upload(server, upload_name(&path), source, reporter, slots).await
         })
     }
 
@@ -140,9 +79,9 @@ impl TransferClient {
         source: impl ChunkSource,
     ) -> TransferHandle<UploadedFile> {
         let name = name.into();
-        let client = self.clone();
+        let server = self.server.clone();
         TransferHandle::spawn(name.clone(), move |reporter| {
-            upload(client, name, source, reporter, None)
+            upload(server, name, source, reporter, None)
         })
     }
 
@@ -157,7 +96,7 @@ impl TransferClient {
         reader: impl AsyncRead + Unpin + Send + 'static,
     ) -> TransferHandle<UploadedFile> {
         let name = name.into();
-        let client = self.clone();
+        let server = self.server.clone();
         TransferHandle::spawn(name.clone(), move |mut reporter| async move {
             // Spooling can take as long as the reader does: cancel must still work.
             let label = name.clone();
@@ -175,7 +114,7 @@ impl TransferClient {
                 file: name.clone(),
                 source,
             })?;
-            upload(client, name, source, reporter, None).await
+            upload(server, name, source, reporter, None).await
         })
     }
 
@@ -195,9 +134,9 @@ impl TransferClient {
         dest: PathBuf,
         slots: Option<Arc<Semaphore>>,
     ) -> TransferHandle<DownloadedFile> {
-        let client = self.clone();
+        let server = self.server.clone();
         TransferHandle::spawn(dest.display().to_string(), move |reporter| {
-            download(client, file_id, dest, reporter, slots)
+            download(server, file_id, dest, reporter, slots)
         })
     }
 
@@ -230,7 +169,7 @@ impl TransferClient {
             name: upload_name(path),
             size: source.size(),
             md5: md5.map(|m| m.to_vec()).unwrap_or_default().into(),
-            preferred_chunk_size: self.config.chunk_size,
+            preferred_chunk_size: self.config().chunk_size,
             head_md5: head_md5.to_vec().into(),
             ..Default::default()
         };

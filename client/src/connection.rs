@@ -1,49 +1,107 @@
-//! The connection to a server: its address and TLS settings, the metadata every call
-//! carries (owner, API key, trace context), and the channel that reconnects by itself.
+//! The connection to a server: its address and TLS settings, the channel (replaced on
+//! [`ServerConnection::reconnect`]), and the calls made on it. Uploads, downloads and
+//! retries use this, never the [`crate::TransferClient`] that starts them.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tonic::Status;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use tonic::{Request, Status};
 use transfer_proto::v1::transfer_service_client::TransferServiceClient;
+use transfer_proto::v1::{DownloadRequest, DownloadResponse, UploadChunksRequest};
+use transfer_wire::aligned::{BufferPool, DEFAULT_POOL_BYTES};
 
 use crate::config::ClientConfig;
 use crate::error::TransferError;
+use crate::grpc_call::{CallTarget, ResponseStream};
+use crate::metadata::CallMetadata;
+use crate::upload_wire::OpeningUpload;
+
+const DOWNLOAD_PATH: &str = "/transfer.v1.TransferService/Download";
+
+/// The way to one server, shared by every transfer of a client (cheap to clone): its
+/// settings, the current connection, and the buffers downloaded pieces are read into.
+#[derive(Clone)]
+pub(crate) struct ServerConnection {
+    current: Arc<Mutex<Connection>>,
+    /// The server's address with its TLS settings.
+    endpoint: Endpoint,
+    metadata: CallMetadata,
+    config: Arc<ClientConfig>,
+    buffers: Arc<BufferPool>,
+}
+
+impl ServerConnection {
+    /// A connection to `config.endpoint`, made on first use.
+    pub(crate) fn new(config: ClientConfig) -> Result<Self, TransferError> {
+        let (endpoint, metadata) = configure(&config)?;
+        let connection = Connection::open(&endpoint, &config, metadata.clone());
+        Ok(Self {
+            current: Arc::new(Mutex::new(connection)),
+            endpoint,
+            metadata,
+            config: Arc::new(config),
+            buffers: BufferPool::new(DEFAULT_POOL_BYTES),
+        })
+    }
+
+    pub(crate) fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// The generated client on the current connection.
+    pub(crate) fn raw(&self) -> RawClient {
+        self.lock().raw.clone()
+    }
+
+    /// Starts an `UploadChunks` call sending `requests`, below tonic's codec (see
+    /// [`crate::upload_wire`]); the requests flow before the call's answer is back.
+    pub(crate) fn upload_chunks(
+        &self,
+        requests: impl futures::Stream<Item = UploadChunksRequest> + Send + 'static,
+    ) -> OpeningUpload {
+        OpeningUpload::start(self.call_target(), requests)
+    }
+
+    /// Starts a `Download` call, below tonic's codec so that each piece's data arrives
+    /// page-aligned for the `.part` file's direct writes (see [`crate::grpc_call`]).
+    pub(crate) async fn download_pieces(
+        &self,
+        request: &DownloadRequest,
+    ) -> Result<ResponseStream<DownloadResponse>, Status> {
+        let body = crate::grpc_call::one_message(request);
+        crate::grpc_call::call(self.call_target(), DOWNLOAD_PATH, body).await
+    }
+
+    /// Drops the current connection for a new one: a hung TCP connection would keep
+    /// every new stream on it hung as well. Calls already running keep the old one.
+    pub(crate) fn reconnect(&self) {
+        let mut connection = self.lock();
+        *connection = Connection::open(&self.endpoint, &self.config, self.metadata.clone());
+    }
+
+    fn call_target(&self) -> CallTarget {
+        let connection = self.lock();
+        CallTarget {
+            channel: connection.channel.clone(),
+            owner: connection.metadata.clone(),
+            buffers: Arc::clone(&self.buffers),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 /// The generated client, with the call metadata added to every call.
 pub type RawClient = TransferServiceClient<InterceptedService<Channel, CallMetadata>>;
 
-/// Adds to every request the owner (`x-transfer-owner`), the API key
-/// (`authorization: Bearer …`) and the caller's W3C trace context (`traceparent`). The
-/// trace context is the current `tracing` span's (with `tracing-opentelemetry`) or else
-/// the current OpenTelemetry context; it is sent when the application has set a global
-/// text map propagator.
-#[derive(Clone, Default)]
-pub struct CallMetadata {
-    owner: Option<MetadataValue<Ascii>>,
-    authorization: Option<MetadataValue<Ascii>>,
-}
-
-impl Interceptor for CallMetadata {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let metadata = request.metadata_mut();
-        if let Some(owner) = &self.owner {
-            metadata.insert("x-transfer-owner", owner.clone());
-        }
-        if let Some(authorization) = &self.authorization {
-            metadata.insert("authorization", authorization.clone());
-        }
-        inject_trace_context(metadata);
-        Ok(request)
-    }
-}
-
 /// The server's endpoint (with TLS for `https://`) and the metadata of every call, from
 /// the client's settings.
-pub(crate) fn configure(config: &ClientConfig) -> Result<(Endpoint, CallMetadata), TransferError> {
+fn configure(config: &ClientConfig) -> Result<(Endpoint, CallMetadata), TransferError> {
     let bad = |reason: String| TransferError::BadEndpoint {
         endpoint: config.endpoint.clone(),
         reason,
@@ -91,13 +149,7 @@ pub(crate) fn configure(config: &ClientConfig) -> Result<(Endpoint, CallMetadata
             Ok(value)
         })
         .transpose()?;
-    Ok((
-        endpoint,
-        CallMetadata {
-            owner,
-            authorization,
-        },
-    ))
+    Ok((endpoint, CallMetadata::new(owner, authorization)))
 }
 
 /// TLS for an `https://` server: its certificate checked against `ca_certificate`, or
@@ -127,15 +179,15 @@ fn is_loopback(host: &str) -> bool {
 
 /// One connection to the server: the generated client on it, and the channel itself for
 /// the two bulk calls (`UploadChunks`, `Download`), which are made below tonic's codec.
-pub(crate) struct Connection {
-    pub(crate) raw: RawClient,
-    pub(crate) channel: Channel,
-    pub(crate) metadata: CallMetadata,
+struct Connection {
+    raw: RawClient,
+    channel: Channel,
+    metadata: CallMetadata,
 }
 
 impl Connection {
     /// A lazily connecting client for `endpoint`, with windows sized for large transfers.
-    pub(crate) fn open(endpoint: &Endpoint, config: &ClientConfig, metadata: CallMetadata) -> Self {
+    fn open(endpoint: &Endpoint, config: &ClientConfig, metadata: CallMetadata) -> Self {
         let channel = endpoint
             .clone()
             .initial_stream_window_size(config.http2_stream_window)
@@ -152,34 +204,6 @@ impl Connection {
             raw,
             channel,
             metadata,
-        }
-    }
-}
-
-fn inject_trace_context(metadata: &mut tonic::metadata::MetadataMap) {
-    use opentelemetry::trace::TraceContextExt;
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let from_span = tracing::Span::current().context();
-    let context = if from_span.span().span_context().is_valid() {
-        from_span
-    } else {
-        opentelemetry::Context::current()
-    };
-    opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.inject_context(&context, &mut MetadataInjector(metadata));
-    });
-}
-
-/// Writes trace context into gRPC metadata.
-struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
-
-impl opentelemetry::propagation::Injector for MetadataInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(key), Ok(value)) = (
-            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
-            MetadataValue::try_from(value),
-        ) {
-            self.0.insert(key, value);
         }
     }
 }

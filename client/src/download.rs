@@ -13,14 +13,14 @@ use transfer_md5::Md5;
 use tokio::sync::Semaphore;
 use transfer_proto::v1::{DownloadRequest, FileInfo, FileState, download_response};
 
-use crate::client::TransferClient;
+use crate::connection::ServerConnection;
 use crate::error::TransferError;
 use crate::grpc_call::ResponseStream;
 use crate::hash_pipe::HashPipe;
-use crate::manager::take_slot;
 use crate::part_writer::PartWriter;
 use crate::progress::{Command, Reporter, TransferState};
 use crate::retry::{Ending, Interruption, Retrier};
+use crate::slots::take_slot;
 
 /// A finished download.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,7 +45,7 @@ struct PartHash {
 }
 
 struct Download<'a> {
-    client: &'a TransferClient,
+    server: &'a ServerConnection,
     file_id: String,
     label: String,
     dest: PathBuf,
@@ -54,7 +54,7 @@ struct Download<'a> {
 }
 
 pub(crate) async fn download(
-    client: TransferClient,
+    server: ServerConnection,
     file_id: String,
     dest: PathBuf,
     mut reporter: Reporter,
@@ -63,7 +63,7 @@ pub(crate) async fn download(
     let part = part_path(&dest);
     let resumed_from = tokio::fs::metadata(&part).await.map_or(0, |m| m.len());
     let mut download = Download {
-        client: &client,
+        server: &server,
         file_id,
         label: reporter.name(),
         dest,
@@ -73,7 +73,7 @@ pub(crate) async fn download(
             len: 0,
         },
     };
-    let mut retrier = Retrier::new(&client.config().retry);
+    let mut retrier = Retrier::new(&server.config().retry);
     let mut slot = None;
     loop {
         if reporter.command() != Command::Run {
@@ -102,7 +102,7 @@ pub(crate) async fn download(
         };
         let progressed = download.hash.len > had;
         match retrier
-            .after(interruption, progressed, &client, &mut reporter)
+            .after(interruption, progressed, &server, &mut reporter)
             .await
         {
             Ok(()) => {}
@@ -196,10 +196,10 @@ impl Download<'_> {
             offset,
             length: 0,
         };
-        let stall = self.client.config().stall_timeout;
+        let stall = self.server.config().stall_timeout;
         // Opening waits at most the stall timeout, and gives way to pause and cancel.
         let opened = tokio::select! {
-            opened = tokio::time::timeout(stall, self.client.download_pieces(&request)) => opened,
+            opened = tokio::time::timeout(stall, self.server.download_pieces(&request)) => opened,
             command = reporter.command_changed() => {
                 return Err(match command {
                     Command::Cancel => Interruption::Cancelled,
@@ -307,7 +307,7 @@ impl Download<'_> {
         reporter: &mut Reporter,
         pipe: &HashPipe,
     ) -> Result<u64, Interruption> {
-        let stall = self.client.config().stall_timeout;
+        let stall = self.server.config().stall_timeout;
         let mut received = offset;
         loop {
             tokio::select! {

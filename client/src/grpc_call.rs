@@ -21,7 +21,7 @@ use transfer_wire::body::{BodyEvent, FramedBody};
 use transfer_wire::encode::MessagesBody;
 use transfer_wire::framer::FramingError;
 
-use crate::connection::CallMetadata;
+use crate::metadata::CallMetadata;
 
 /// Most bytes one response message may have, as for the generated client: a download
 /// piece is 1 MiB.

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use tonic::{Code, Status};
 
-use crate::client::TransferClient;
 use crate::config::RetryPolicy;
+use crate::connection::ServerConnection;
 use crate::error::TransferError;
 use crate::progress::{Command, Reporter, TransferState};
 
@@ -98,7 +98,7 @@ impl Retrier {
         &mut self,
         interruption: Interruption,
         progressed: bool,
-        client: &TransferClient,
+        server: &ServerConnection,
         reporter: &mut Reporter,
     ) -> Result<(), Ending> {
         let reason = match interruption {
@@ -111,7 +111,7 @@ impl Retrier {
             Interruption::Retry(reason) => reason,
             Interruption::Stalled(reason) => {
                 // The connection may be hung: streams on it would hang too.
-                client.reconnect();
+                server.reconnect();
                 reason
             }
         };

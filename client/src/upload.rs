@@ -20,11 +20,11 @@ use transfer_proto::v1::{
 };
 
 use crate::chunks::{ChunkSet, ToSend};
-use crate::client::TransferClient;
+use crate::connection::ServerConnection;
 use crate::error::TransferError;
-use crate::manager::take_slot;
 use crate::progress::{Command, Reporter, TransferState};
 use crate::retry::{Ending, Interruption, Retrier, guarded};
+use crate::slots::take_slot;
 use crate::source::{ChunkSource, head_md5_of, md5_of};
 use crate::streaming_md5::StreamingMd5;
 use crate::upload_wire::OpeningUpload;
@@ -46,7 +46,7 @@ pub struct UploadedFile {
 
 /// What the upload knows across attempts.
 struct Upload<'a, S> {
-    client: &'a TransferClient,
+    server: &'a ServerConnection,
     name: String,
     /// How the file is called in errors and progress.
     label: String,
@@ -78,7 +78,7 @@ struct Upload<'a, S> {
 }
 
 pub(crate) async fn upload(
-    client: TransferClient,
+    server: ServerConnection,
     name: String,
     source: impl ChunkSource,
     mut reporter: Reporter,
@@ -94,14 +94,14 @@ pub(crate) async fn upload(
     let head_md5 = head_md5_of(&source)
         .await
         .map_err(|e| read_error(&label, e))?;
-    let (md5, streaming) = if client.config().hash_first {
+    let (md5, streaming) = if server.config().hash_first {
         (Some(hash(&source, &mut reporter).await?), None)
     } else {
         (None, Some(StreamingMd5::new()))
     };
 
     let mut upload = Upload {
-        client: &client,
+        server: &server,
         name,
         label: label.clone(),
         source: &source,
@@ -118,7 +118,7 @@ pub(crate) async fn upload(
         challenged: false,
         proof: None,
     };
-    let mut retrier = Retrier::new(&client.config().retry);
+    let mut retrier = Retrier::new(&server.config().retry);
     loop {
         if reporter.command() != Command::Run {
             // A paused transfer gives its slot to a queued one.
@@ -140,7 +140,7 @@ pub(crate) async fn upload(
         };
         let progressed = upload.acked.len() > acked_before;
         match retrier
-            .after(interruption, progressed, &client, &mut reporter)
+            .after(interruption, progressed, &server, &mut reporter)
             .await
         {
             Ok(()) => {}
@@ -208,14 +208,14 @@ impl<S: ChunkSource> Upload<'_, S> {
     /// is interrupted.
     async fn attempt(&mut self, reporter: &mut Reporter) -> Result<UploadedFile, Interruption> {
         let size = self.source.size();
-        let deadline = self.client.config().stall_timeout;
-        let mut raw = self.client.raw();
+        let deadline = self.server.config().stall_timeout;
+        let mut raw = self.server.raw();
         let session = loop {
             let request = CheckUploadRequest {
                 name: self.name.clone(),
                 size,
                 md5: self.md5.map(|m| m.to_vec()).unwrap_or_default().into(),
-                preferred_chunk_size: self.client.config().chunk_size,
+                preferred_chunk_size: self.server.config().chunk_size,
                 head_md5: self.head_md5.to_vec().into(),
                 accepts_challenge: self.md5.is_some() && !self.challenged,
                 proof: self.proof.clone(),
@@ -305,7 +305,7 @@ impl<S: ChunkSource> Upload<'_, S> {
                 .map_err(|e| Interruption::Fatal(read_error(&self.label, e)))?;
         }
 
-        let window = self.client.config().window.min(session.max_window).max(1) as usize;
+        let window = self.server.config().window.min(session.max_window).max(1) as usize;
         // Room for everything the stream can owe the server at once (the start, a window
         // of unacknowledged chunks, the digest): sending never waits on the channel, so
         // the stall timeout below covers every wait, even before the call is answered.
@@ -326,7 +326,7 @@ impl<S: ChunkSource> Upload<'_, S> {
             None => false,
         };
         // The first chunks go out while the call's answer is on its way back.
-        let responses = self.client.upload_chunks(ReceiverStream::new(outgoing));
+        let responses = self.server.upload_chunks(ReceiverStream::new(outgoing));
         let mut stream = ChunkStream {
             requests: Some(requests),
             responses,
@@ -370,8 +370,8 @@ impl<S: ChunkSource> Upload<'_, S> {
             file_id: upload_id.to_owned(),
         };
         let asked = tokio::time::timeout(
-            self.client.config().stall_timeout,
-            self.client.raw().get_file(request),
+            self.server.config().stall_timeout,
+            self.server.raw().get_file(request),
         )
         .await;
         matches!(asked, Ok(Ok(response))
@@ -409,8 +409,8 @@ impl<S: ChunkSource> Upload<'_, S> {
             };
             // Best effort, briefly: if the server cannot be reached the session stays
             // until someone aborts or finishes it.
-            let deadline = self.client.config().stall_timeout;
-            let _ = tokio::time::timeout(deadline, self.client.raw().abort_upload(abort)).await;
+            let deadline = self.server.config().stall_timeout;
+            let _ = tokio::time::timeout(deadline, self.server.raw().abort_upload(abort)).await;
         }
         Err(TransferError::Cancelled {
             file: self.label.clone(),
@@ -500,7 +500,7 @@ impl ChunkStream {
         upload: &mut Upload<'_, S>,
         reporter: &mut Reporter,
     ) -> Result<UploadedFile, Interruption> {
-        let stall = upload.client.config().stall_timeout;
+        let stall = upload.server.config().stall_timeout;
         let mut pausing = false;
         loop {
             // Fill the window.
@@ -591,7 +591,7 @@ impl ChunkStream {
         &mut self,
         upload: &Upload<'_, S>,
     ) -> Interruption {
-        let stall = upload.client.config().stall_timeout;
+        let stall = upload.server.config().stall_timeout;
         loop {
             match tokio::time::timeout(stall, self.responses.next()).await {
                 Ok(Some(Err(status))) => return Interruption::from_status(&upload.label, &status),
@@ -699,7 +699,7 @@ impl ChunkStream {
             ChunkOutcome::BadChecksum => {
                 let rejections = self.rejections.entry(ack.index).or_insert(0);
                 *rejections += 1;
-                if *rejections > upload.client.config().max_chunk_resends {
+                if *rejections > upload.server.config().max_chunk_resends {
                     return Err(Interruption::Fatal(TransferError::ChunkRejected {
                         file: upload.label.clone(),
                         index: ack.index,
