@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use tonic::Status;
 use transfer_proto::v1::{DataPiece, DownloadRequest, DownloadResponse, download_response};
 
 use crate::blob::{BlobStore, ContentLocator};
@@ -22,7 +21,9 @@ pub const PIECE_SIZE: u64 = 1 << 20;
 /// Pieces read ahead of the client.
 const READ_AHEAD: usize = 4;
 
-pub type DownloadStream = tokio_stream::wrappers::ReceiverStream<Result<DownloadResponse, Status>>;
+/// The responses of one download; a storage error mid-way ends it.
+pub type DownloadPieces =
+    tokio_stream::wrappers::ReceiverStream<Result<DownloadResponse, ServiceError>>;
 
 /// Checks the request and starts streaming. Errors found before the first byte (unknown
 /// file, bad offset) come back here; a storage error mid-way ends the stream.
@@ -31,7 +32,7 @@ pub async fn download(
     blobs: Arc<dyn BlobStore>,
     owner: &Owner,
     request: DownloadRequest,
-) -> Result<DownloadStream, ServiceError> {
+) -> Result<DownloadPieces, ServiceError> {
     let id = parse_id("file_id", &request.file_id)?;
     let file = owned_file(ledger, owner, id).await?;
     if file.state != FileState::Complete {
@@ -84,7 +85,7 @@ async fn send_pieces(
     offset: u64,
     end: u64,
     first: DownloadResponse,
-    tx: &mpsc::Sender<Result<DownloadResponse, Status>>,
+    tx: &mpsc::Sender<Result<DownloadResponse, ServiceError>>,
 ) -> tonic::Code {
     {
         if tx.send(Ok(first)).await.is_err() {
@@ -100,9 +101,9 @@ async fn send_pieces(
                     data,
                 },
                 Err(error) => {
-                    let status = Status::from(ServiceError::from(error));
-                    let code = status.code();
-                    let _ = tx.send(Err(status)).await;
+                    let error = ServiceError::from(error);
+                    let code = error.code();
+                    let _ = tx.send(Err(error)).await;
                     return code;
                 }
             };

@@ -78,6 +78,16 @@ pub enum ServiceError {
     /// A large message found no room in the server's memory for upload streams.
     #[error("{0}")]
     NoMemory(transfer_wire::memory::MemoryRefused),
+    /// The request stream's gRPC framing is broken.
+    #[error(transparent)]
+    Framing(FramingError),
+    /// The request stream failed below gRPC (a reset stream, a broken connection), with
+    /// the code the transport gave it.
+    #[error("{message}")]
+    Transport { code: Code, message: String },
+    /// The client stopped reading the answers.
+    #[error("the client closed the stream")]
+    ClientGone,
 }
 
 impl ServiceError {
@@ -111,6 +121,16 @@ impl ServiceError {
             ServiceError::Ledger(_) | ServiceError::Randomness(_) => Code::Internal,
             ServiceError::Blob(BlobError::ContentNotFound(_)) => Code::DataLoss,
             ServiceError::Blob(_) => Code::Internal,
+            ServiceError::Framing(error) => match error {
+                // As tonic answers these, so clients see the same codes on every method.
+                FramingError::Compressed | FramingError::BadFlag(_) => Code::Internal,
+                FramingError::TooLarge { .. } => Code::OutOfRange,
+                // tonic says Internal; the fault is the sender's, and the message says
+                // what it is.
+                FramingError::Truncated { .. } => Code::InvalidArgument,
+            },
+            ServiceError::Transport { code, .. } => *code,
+            ServiceError::ClientGone => Code::Cancelled,
         }
     }
 }
@@ -120,10 +140,22 @@ impl ServiceError {
     /// logged once where it was made, not for every stream told of it.
     pub fn log_if_server_fault(&self) {
         let code = self.code();
-        if !matches!(self, ServiceError::Shared(_))
-            && matches!(code, Code::Internal | Code::Unavailable | Code::DataLoss)
-        {
+        let clients_fault = matches!(
+            self,
+            ServiceError::Shared(_) | ServiceError::Framing(_) | ServiceError::Transport { .. }
+        );
+        if !clients_fault && matches!(code, Code::Internal | Code::Unavailable | Code::DataLoss) {
             tracing::warn!(error = %self, ?code, "request failed");
+        }
+    }
+}
+
+/// The failure of a request body from tonic's transport, with the code it gave.
+impl crate::upload::wire::BodyFailure for Status {
+    fn into_error(self) -> ServiceError {
+        ServiceError::Transport {
+            code: self.code(),
+            message: self.message().to_owned(),
         }
     }
 }
@@ -133,16 +165,4 @@ impl From<ServiceError> for Status {
         error.log_if_server_fault();
         Status::new(error.code(), error.to_string())
     }
-}
-
-/// The status for a request stream whose framing is broken.
-pub fn framing_status(error: FramingError) -> Status {
-    let code = match error {
-        // As tonic answers these, so clients see the same codes on every method.
-        FramingError::Compressed | FramingError::BadFlag(_) => Code::Internal,
-        FramingError::TooLarge { .. } => Code::OutOfRange,
-        // tonic says Internal; the fault is the sender's, and the message says what it is.
-        FramingError::Truncated { .. } => Code::InvalidArgument,
-    };
-    Status::new(code, error.to_string())
 }

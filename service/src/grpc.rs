@@ -5,19 +5,22 @@ use std::sync::Arc;
 
 use tracing::Instrument;
 
+use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use transfer_proto::v1::transfer_service_server::TransferService;
 use transfer_proto::v1::{
     AbortUploadRequest, AbortUploadResponse, ByteRange, CheckUploadRequest, CheckUploadResponse,
-    ChunkRange, DownloadRequest, GetFileRequest, GetFileResponse, MaybeStored, PossessionChallenge,
-    UploadChunksRequest, UploadChunksResponse, UploadSession, check_upload_response,
+    ChunkRange, DownloadRequest, DownloadResponse, GetFileRequest, GetFileResponse, MaybeStored,
+    PossessionChallenge, UploadChunksRequest, UploadChunksResponse, UploadSession,
+    check_upload_response,
 };
 
 use crate::blob::BlobStore;
 use crate::control::ControlPlane;
-use crate::download::{DownloadStream, download};
+use crate::download::{DownloadPieces, download};
+use crate::error::ServiceError;
 use crate::files::{abort_upload, file_info, owned_file};
 use crate::identity::{CallContext, Owner};
 use crate::layout::Limits;
@@ -27,6 +30,23 @@ use crate::telemetry::{record_status, rpc_span};
 use crate::upload::SessionRegistry;
 use crate::upload::check::{CheckOutcome, UploadIntent, check_upload};
 use crate::upload::possession::Challenges;
+
+/// A download's responses as tonic sends them: each error becomes a status here.
+pub type DownloadStream = futures::stream::Map<
+    DownloadPieces,
+    fn(Result<DownloadResponse, ServiceError>) -> Result<DownloadResponse, Status>,
+>;
+
+/// An upload stream's responses as the bulk route sends them.
+pub type UploadResponses = futures::stream::Map<
+    ReceiverStream<Result<UploadChunksResponse, ServiceError>>,
+    fn(Result<UploadChunksResponse, ServiceError>) -> Result<UploadChunksResponse, Status>,
+>;
+
+/// The one place a stream's error becomes a gRPC status.
+fn to_status<M>(response: Result<M, ServiceError>) -> Result<M, Status> {
+    response.map_err(Status::from)
+}
 
 /// Responses an upload stream may queue before it waits for the client to read them.
 const UPLOAD_RESPONSE_QUEUE: usize = 64;
@@ -190,11 +210,11 @@ impl TransferApi {
         &self,
         metadata: &tonic::metadata::MetadataMap,
         extensions: &tonic::Extensions,
-        inbound: impl futures::Stream<Item = Result<UploadChunksRequest, Status>>
+        inbound: impl futures::Stream<Item = Result<UploadChunksRequest, ServiceError>>
         + Unpin
         + Send
         + 'static,
-    ) -> Result<ReceiverStream<Result<UploadChunksResponse, Status>>, Status> {
+    ) -> Result<UploadResponses, Status> {
         let span = rpc_span("UploadChunks", metadata);
         let owner = match span.in_scope(|| owner_of(extensions)) {
             Ok(owner) => owner,
@@ -208,7 +228,7 @@ impl TransferApi {
         let stream =
             crate::upload::stream::run(Arc::clone(&self.sessions), owner, inbound, outbound);
         tokio::spawn(stream.instrument(span));
-        Ok(ReceiverStream::new(responses))
+        Ok(ReceiverStream::new(responses).map(to_status as _))
     }
 
     /// Checks a `Download` request and starts streaming it.
@@ -228,7 +248,7 @@ impl TransferApi {
                 request,
             )
             .await?;
-            Ok::<_, Status>(stream)
+            Ok::<_, Status>(stream.map(to_status as _))
         };
         // A refused download ends here; a started one records its outcome when it ends.
         let result = started.instrument(span.clone()).await;

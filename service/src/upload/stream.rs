@@ -9,7 +9,6 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tonic::Status;
 use transfer_proto::v1::{
     Chunk, ChunkAck, ChunkOutcome, UploadChunksRequest, UploadChunksResponse, UploadCompleted,
     upload_chunks_request, upload_chunks_response,
@@ -28,7 +27,7 @@ use crate::telemetry::record_status;
 
 /// Where the stream's answers go, and how long a client that reads none is waited for.
 struct Outbound {
-    responses: mpsc::Sender<Result<UploadChunksResponse, Status>>,
+    responses: mpsc::Sender<Result<UploadChunksResponse, ServiceError>>,
     patience: Duration,
 }
 
@@ -37,8 +36,8 @@ struct Outbound {
 pub async fn run(
     registry: std::sync::Arc<SessionRegistry>,
     owner: Owner,
-    inbound: impl Stream<Item = Result<UploadChunksRequest, Status>> + Unpin,
-    outbound: mpsc::Sender<Result<UploadChunksResponse, Status>>,
+    inbound: impl Stream<Item = Result<UploadChunksRequest, ServiceError>> + Unpin,
+    outbound: mpsc::Sender<Result<UploadChunksResponse, ServiceError>>,
 ) {
     let metrics = metrics();
     metrics.active_streams.add(1, &[]);
@@ -53,10 +52,10 @@ pub async fn run(
     metrics.active_streams.add(-1, &[]);
     let code = ended
         .as_ref()
-        .map_or_else(Status::code, |()| tonic::Code::Ok);
+        .map_or_else(ServiceError::code, |()| tonic::Code::Ok);
     record_status(&tracing::Span::current(), code);
-    if let (Err(status), Ok(last_word)) = (ended, last_word) {
-        last_word.send(Err(status));
+    if let (Err(error), Ok(last_word)) = (ended, last_word) {
+        last_word.send(Err(error));
     }
 }
 
@@ -76,9 +75,9 @@ struct StreamState {
 async fn drive(
     registry: std::sync::Arc<SessionRegistry>,
     owner: Owner,
-    mut inbound: impl Stream<Item = Result<UploadChunksRequest, Status>> + Unpin,
+    mut inbound: impl Stream<Item = Result<UploadChunksRequest, ServiceError>> + Unpin,
     outbound: &Outbound,
-) -> Result<(), Status> {
+) -> Result<(), ServiceError> {
     let limits = *registry.limits();
     let first = tokio::time::timeout(limits.first_message_timeout, inbound.next())
         .await
@@ -93,18 +92,16 @@ async fn drive(
         Some(Ok(_)) => {
             return Err(ServiceError::UnexpectedMessage(
                 "the first message of UploadChunks must be `start` naming the upload session",
-            )
-            .into());
+            ));
         }
         None => {
             return Err(ServiceError::UnexpectedMessage(
                 "UploadChunks ended before its `start` message",
-            )
-            .into());
+            ));
         }
         // A message that could not be read (malformed, cut off, too large), or the
         // client went away (then nobody hears this).
-        Some(Err(status)) => return Err(status),
+        Some(Err(error)) => return Err(error),
     };
     let span = tracing::Span::current();
     span.record("transfer.upload_id", upload_id.to_string());
@@ -149,15 +146,14 @@ async fn drive(
                     }
                 }
                 Some(SessionEvent::Completed(file)) => return send_completed(outbound, &file).await,
-                Some(SessionEvent::Failed(error)) => return Err(error.into()),
-                None => return Err(ServiceError::SessionClosed.into()),
+                Some(SessionEvent::Failed(error)) => return Err(error),
+                None => return Err(ServiceError::SessionClosed),
             },
             () = tokio::time::sleep_until(quiet_since + idle), if owed => {
                 return Err(ServiceError::StreamDeadline {
                     waited_for: "no chunk was stored (an idle stream, a chunk sent too slowly, or only messages that store nothing)",
                     seconds: idle.as_secs(),
-                }
-                .into());
+                });
             }
             message = inbound.next(), if sending => match message {
                 Some(Ok(UploadChunksRequest { message: Some(upload_chunks_request::Message::Chunk(chunk)) })) => {
@@ -178,19 +174,17 @@ async fn drive(
                 Some(Ok(UploadChunksRequest { message: Some(upload_chunks_request::Message::Start(_)) })) => {
                     return Err(ServiceError::UnexpectedMessage(
                         "`start` may only be the first message of UploadChunks",
-                    )
-                    .into());
+                    ));
                 }
                 Some(Ok(UploadChunksRequest { message: None })) => {
                     return Err(ServiceError::UnexpectedMessage(
                         "an UploadChunks message must carry `start`, `chunk` or `digest`",
-                    )
-                    .into());
+                    ));
                 }
                 None => sending = false,
                 // A message that could not be decoded (too large, malformed), or the client
                 // went away (then nobody hears this). What was acked is stored.
-                Some(Err(status)) => return Err(status),
+                Some(Err(error)) => return Err(error),
             },
         }
         if !sending && state.in_flight == 0 && !finishing {
@@ -199,7 +193,7 @@ async fn drive(
         // Everything is stored but the client stopped sending without the MD5 that
         // completing needs: say so instead of waiting for ever.
         if !sending && finishing && state.awaiting_digest {
-            return Err(ServiceError::DigestMissing.into());
+            return Err(ServiceError::DigestMissing);
         }
     }
 }
@@ -214,7 +208,7 @@ enum Handed {
 
 /// After the session closed under a stream: forwards what it still said (acks, then
 /// `completed` or the error that closed it).
-async fn last_word(attached: &mut AttachedStream, outbound: &Outbound) -> Result<(), Status> {
+async fn last_word(attached: &mut AttachedStream, outbound: &Outbound) -> Result<(), ServiceError> {
     while let Some(event) = attached.events.recv().await {
         match event {
             SessionEvent::Ack {
@@ -223,10 +217,10 @@ async fn last_word(attached: &mut AttachedStream, outbound: &Outbound) -> Result
                 remaining,
             } => send_stored_ack(outbound, index, already_stored, remaining).await?,
             SessionEvent::Completed(file) => return send_completed(outbound, &file).await,
-            SessionEvent::Failed(error) => return Err(error.into()),
+            SessionEvent::Failed(error) => return Err(error),
         }
     }
-    Err(ServiceError::SessionClosed.into())
+    Err(ServiceError::SessionClosed)
 }
 
 /// Checks one chunk and hands it to the session, or answers it with a rejection.
@@ -234,7 +228,7 @@ async fn receive_chunk(
     state: &mut StreamState,
     chunk: Chunk,
     outbound: &Outbound,
-) -> Result<Handed, Status> {
+) -> Result<Handed, ServiceError> {
     let index = chunk.index;
     if let Some((outcome, detail)) = misfit(state.attached.info.layout, &chunk) {
         return reject(state, outbound, index, outcome, detail).await;
@@ -250,7 +244,7 @@ async fn receive_chunk(
 
     let window = state.attached.info.max_window;
     if state.in_flight >= window {
-        return Err(ServiceError::WindowExceeded { window }.into());
+        return Err(ServiceError::WindowExceeded { window });
     }
     state.in_flight += 1;
     metrics().bytes_received.add(data.len() as u64, &[]);
@@ -277,7 +271,7 @@ async fn reject(
     index: u64,
     outcome: ChunkOutcome,
     detail: String,
-) -> Result<Handed, Status> {
+) -> Result<Handed, ServiceError> {
     let reason = match outcome {
         ChunkOutcome::BadChecksum => "bad_checksum",
         ChunkOutcome::WrongLength => "wrong_length",
@@ -295,7 +289,7 @@ async fn send_stored_ack(
     index: u64,
     already_stored: bool,
     remaining: u64,
-) -> Result<(), Status> {
+) -> Result<(), ServiceError> {
     let outcome = if already_stored {
         ChunkOutcome::AlreadyStored
     } else {
@@ -310,7 +304,7 @@ async fn send_ack(
     outcome: ChunkOutcome,
     detail: String,
     chunks_remaining: u64,
-) -> Result<(), Status> {
+) -> Result<(), ServiceError> {
     let ack = ChunkAck {
         index,
         outcome: outcome.into(),
@@ -320,7 +314,7 @@ async fn send_ack(
     send(outbound, upload_chunks_response::Message::Ack(ack)).await
 }
 
-async fn send_completed(outbound: &Outbound, file: &FileRecord) -> Result<(), Status> {
+async fn send_completed(outbound: &Outbound, file: &FileRecord) -> Result<(), ServiceError> {
     let completed = UploadCompleted {
         file: Some(file_info(file)),
     };
@@ -331,7 +325,10 @@ async fn send_completed(outbound: &Outbound, file: &FileRecord) -> Result<(), St
     .await
 }
 
-async fn send(outbound: &Outbound, message: upload_chunks_response::Message) -> Result<(), Status> {
+async fn send(
+    outbound: &Outbound,
+    message: upload_chunks_response::Message,
+) -> Result<(), ServiceError> {
     let response = Ok(UploadChunksResponse {
         message: Some(message),
     });
@@ -345,12 +342,9 @@ async fn send(outbound: &Outbound, message: upload_chunks_response::Message) -> 
         Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(ServiceError::StreamDeadline {
             waited_for: "the client read no answers",
             seconds: outbound.patience.as_secs(),
-        }
-        .into()),
+        }),
         // The client stopped listening: end quietly.
-        Err(mpsc::error::SendTimeoutError::Closed(_)) => {
-            Err(Status::cancelled("the client closed the stream"))
-        }
+        Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(ServiceError::ClientGone),
     }
 }
 
@@ -368,9 +362,9 @@ mod tests {
         let ack = || upload_chunks_response::Message::Ack(ChunkAck::default());
         assert!(send(&outbound, ack()).await.is_ok(), "the queue takes one");
         let started = Instant::now();
-        let status = send(&outbound, ack()).await.unwrap_err();
-        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
-        assert!(status.message().contains("read no answers"), "{status:?}");
+        let error = send(&outbound, ack()).await.unwrap_err();
+        assert_eq!(error.code(), tonic::Code::DeadlineExceeded);
+        assert!(error.to_string().contains("read no answers"), "{error:?}");
         assert_eq!(started.elapsed(), Duration::from_secs(30));
     }
 
@@ -382,12 +376,12 @@ mod tests {
             responses,
             patience: Duration::from_secs(30),
         };
-        let status = send(
+        let error = send(
             &outbound,
             upload_chunks_response::Message::Ack(ChunkAck::default()),
         )
         .await
         .unwrap_err();
-        assert_eq!(status.code(), tonic::Code::Cancelled);
+        assert!(matches!(error, ServiceError::ClientGone), "{error:?}");
     }
 }

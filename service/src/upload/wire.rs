@@ -10,18 +10,23 @@ use bytes::Bytes;
 use futures::Stream;
 use http_body::Body;
 use prost::Message;
-use tonic::Status;
 use transfer_proto::v1::UploadChunksRequest;
 use transfer_wire::aligned::BufferPool;
 use transfer_wire::body::{BodyEvent, FramedBody};
 use transfer_wire::framer::FramingError;
 use transfer_wire::memory::MessageMemory;
 
-use crate::error::{ServiceError, framing_status};
+use crate::error::ServiceError;
 
 /// The most the first message may have: it must be `start`, a few dozen bytes, so a
 /// stream that has named no session yet cannot make the server take a chunk's buffer.
 const FIRST_MESSAGE_MAX: usize = 16 << 10;
+
+/// How a request body's own failure (below gRPC: a reset stream, a broken connection)
+/// becomes the stream's error.
+pub trait BodyFailure {
+    fn into_error(self) -> ServiceError;
+}
 
 /// The requests of one `UploadChunks` call, decoded from its HTTP/2 body.
 pub struct UploadRequests<B> {
@@ -32,7 +37,8 @@ pub struct UploadRequests<B> {
 
 impl<B> UploadRequests<B>
 where
-    B: Body<Data = Bytes, Error = Status> + Unpin,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: BodyFailure,
 {
     /// Requests of at most `max_message_size` bytes (the first at most
     /// [`FIRST_MESSAGE_MAX`]), each large one read only once `memory` grants it room,
@@ -55,9 +61,10 @@ where
 
 impl<B> Stream for UploadRequests<B>
 where
-    B: Body<Data = Bytes, Error = Status> + Unpin,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: BodyFailure,
 {
-    type Item = Result<UploadChunksRequest, Status>;
+    type Item = Result<UploadChunksRequest, ServiceError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
@@ -73,8 +80,7 @@ where
                     Err(error) => ServiceError::MalformedMessage {
                         index,
                         reason: error.to_string(),
-                    }
-                    .into(),
+                    },
                 }
             }
             // Trailers on a request carry nothing for us; the body ends with them.
@@ -83,11 +89,11 @@ where
                     this.ended = true;
                     return Poll::Ready(None);
                 }
-                missing => framing_status(FramingError::Truncated { missing }),
+                missing => ServiceError::Framing(FramingError::Truncated { missing }),
             },
-            BodyEvent::Broken(error) => framing_status(error),
-            BodyEvent::Refused(refused) => ServiceError::NoMemory(refused).into(),
-            BodyEvent::Failed(status) => status,
+            BodyEvent::Broken(error) => ServiceError::Framing(error),
+            BodyEvent::Refused(refused) => ServiceError::NoMemory(refused),
+            BodyEvent::Failed(error) => error.into_error(),
         };
         this.ended = true;
         Poll::Ready(Some(Err(failed)))
