@@ -13,5 +13,14 @@ UPDATE files SET blob_upload = 'staging/' || replace(id, '-', '')
     WHERE state = 'uploading' AND EXISTS (SELECT 1 FROM chunks WHERE file_id = files.id);
 UPDATE content_blobs SET locator = 'content/' || lower(hex(substr(blake3, 1, 1)))
     || '/b3-' || lower(hex(blake3)) || '-' || size;
+-- Content completed before BLAKE3 named it is found through the MD5 index, under the
+-- name it was stored by. Index entries made since name content found by its BLAKE3
+-- and get no locator.
+INSERT OR IGNORE INTO contents (md5, size, created_at)
+    SELECT md5, size, min(coalesce(completed_at, updated_at)) FROM files
+    WHERE state = 'complete' AND content_blake3 IS NULL GROUP BY md5, size;
 UPDATE contents SET locator = 'content/' || lower(hex(substr(md5, 1, 1)))
-    || '/' || lower(hex(md5)) || '-' || size;
+    || '/' || lower(hex(md5)) || '-' || size
+    WHERE EXISTS (SELECT 1 FROM files WHERE files.state = 'complete'
+                  AND files.content_blake3 IS NULL
+                  AND files.md5 = contents.md5 AND files.size = contents.size);

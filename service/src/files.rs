@@ -48,7 +48,9 @@ pub async fn abort_upload(
         }
     }
     sessions.aborted(id).await;
-    // An upload no stream ever began has no staging.
+    // Read again now that the session has stopped: a stream may have begun staging
+    // since the first read. An upload no stream ever began has no staging.
+    let file = ledger.get_file(id).await?.unwrap_or(file);
     if let Some(handle) = &file.blob_upload {
         blobs.abort(&UploadHandle::new(handle.as_str())).await?;
     }

@@ -140,6 +140,17 @@ impl TestServer {
         self.ledger_value(sql).await
     }
 
+    /// Runs plain SQL statements on the ledger's database: to make the state a crash
+    /// leaves, say.
+    pub async fn ledger_execute(&self, sql: &str) {
+        match &self.db {
+            Some(db) => db.client().await.batch_execute(sql).await.expect(sql),
+            None => rusqlite::Connection::open(self.data_dir().join("ledger.sqlite3"))
+                .and_then(|conn| conn.execute_batch(sql))
+                .expect(sql),
+        }
+    }
+
     async fn ledger_value<T>(&self, sql: &str) -> T
     where
         T: rusqlite::types::FromSql + for<'a> tokio_postgres::types::FromSql<'a>,

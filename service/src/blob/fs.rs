@@ -81,13 +81,14 @@ impl FsBlobStore {
         else {
             return Err(foreign());
         };
-        let (digest, size) = name
-            .strip_prefix("b3-")
-            .unwrap_or(name)
-            .split_once('-')
-            .ok_or_else(foreign)?;
+        // `b3-<BLAKE3>-<size>`, or `<MD5>-<size>` for content stored before BLAKE3.
+        let (digest_len, unprefixed) = match name.strip_prefix("b3-") {
+            Some(rest) => (64, rest),
+            None => (32, name),
+        };
+        let (digest, size) = unprefixed.split_once('-').ok_or_else(foreign)?;
         let lower_hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        let well_formed = matches!(digest.len(), 32 | 64)
+        let well_formed = digest.len() == digest_len
             && lower_hex(digest)
             && fan_out.len() == 2
             && digest.starts_with(fan_out)

@@ -52,11 +52,15 @@ pub enum BlobError {
 /// - `begin` returns the handle every later call names the upload by; the caller keeps
 ///   it (a store may make a new upload each time `begin` is called).
 /// - `put_parts` returns one receipt per part, in order; when it returns `Ok`, the parts
-///   survive a crash. A part written again replaces the earlier one.
-/// - `complete` is given the receipts of every part (in index order) and the address
-///   the server computed; it makes the parts the content, durably, and returns where it
-///   is. Completing again an upload that completed returns the content's locator again.
-///   Calls on an upload that was never begun, or was aborted, fail with
+///   survive a crash. A part written again replaces the earlier one (the upload session
+///   never rewrites a committed part, so the receipt the ledger kept stays the part's).
+/// - `complete` is given the receipts that carry a tag, in index order (what the ledger
+///   kept), and the address the server computed; it makes the parts the content,
+///   durably, and returns where it is. Completing again an upload that completed returns
+///   the content's locator again. A store that keeps one copy per content may answer
+///   any `complete` with the locator of content already stored under that address
+///   (the address is the server's own digest of the bytes, so they are the same bytes).
+///   Otherwise calls on an upload that was never begun, or was aborted, fail with
 ///   [`BlobError::UploadNotFound`].
 /// - Content is never changed once complete; `read` returns exactly the stored bytes.
 /// - `abort` drops an upload's staged parts and succeeds when there are none.

@@ -44,7 +44,8 @@ pub trait UploadLedger: Send + Sync + 'static {
     async fn committed_ranges(&self, id: Uuid) -> Result<Vec<(u64, u64)>, LedgerError>;
 
     /// Records chunks as committed, in one transaction. Returns the indexes that were
-    /// newly recorded (an index recorded before keeps its first record). Fails with
+    /// newly recorded (an index recorded before keeps its first record, receipt
+    /// included: a committed chunk's part is never written again). Fails with
     /// [`LedgerError::NotUploading`] when the upload is no longer open.
     async fn commit_chunks(
         &self,

@@ -81,6 +81,27 @@ async fn the_same_content_completed_twice_is_one_copy_and_the_second_staging_goe
 }
 
 #[tokio::test]
+async fn completing_any_upload_with_the_address_of_stored_content_gives_that_content() {
+    let (_dir, store) = store();
+    let file = TestFile::new("f", 2 * PART as usize, 13);
+    let (first, _) = stage_all(&store, &file).await;
+    let stored = store.complete(&first, &[], &key(&file)).await.unwrap();
+    // The address is the server's digest of the bytes: a second upload of the same bytes
+    // that was aborted (its staging gone) still finds them.
+    let (aborted, _) = stage_all(&store, &file).await;
+    store.abort(&aborted).await.unwrap();
+    assert_eq!(
+        store.complete(&aborted, &[], &key(&file)).await.unwrap(),
+        stored
+    );
+    let other = TestFile::new("g", PART as usize, 14);
+    assert!(matches!(
+        store.complete(&aborted, &[], &key(&other)).await,
+        Err(BlobError::UploadNotFound(_))
+    ));
+}
+
+#[tokio::test]
 async fn content_stored_under_its_md5_before_blake3_named_it_reads_by_its_locator() {
     let (dir, store) = store();
     let file = TestFile::new("f", 3000, 12);
@@ -120,6 +141,8 @@ async fn handles_and_locators_it_did_not_make_are_refused() {
         format!("content/ab/b3-{b3}-x"),
         format!("content/ab/b3-{}-10", b3.to_uppercase()),
         format!("content/ab/b3-{b3}"),
+        format!("content/ab/b3-{}-10", &b3[..32]),
+        format!("content/ab/{b3}-10"),
         format!("content/ab/cd/b3-{b3}-10"),
         "content/ab/ab-10".to_owned(),
     ] {

@@ -88,6 +88,14 @@ async fn populate(ledger: &dyn Ledger) {
         .commit_chunks(single_pass, &[chunk(1)])
         .await
         .unwrap();
+    // Content stored before BLAKE3 named it, found by its MD5 and the locator kept.
+    let legacy = ContentDump {
+        md5: digest("legacy"),
+        size: 7,
+        created_at: chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("a time"),
+        locator: Some("content/aa/legacy-7".into()),
+    };
+    ledger.restore(&[], &[legacy]).await.unwrap();
 }
 
 async fn everything(ledger: &dyn Ledger) -> (Vec<FileDump>, Vec<ContentDump>) {
@@ -99,7 +107,7 @@ async fn everything(ledger: &dyn Ledger) -> (Vec<FileDump>, Vec<ContentDump>) {
 async fn copies_record_for_record(from: Arc<dyn Ledger>, to: Arc<dyn Ledger>) {
     populate(from.as_ref()).await;
     let report = copy_ledger(from.as_ref(), to.as_ref()).await.unwrap();
-    assert_eq!((report.files, report.chunks, report.contents), (6, 6, 1));
+    assert_eq!((report.files, report.chunks, report.contents), (6, 6, 2));
     let source = everything(from.as_ref()).await;
     assert_eq!(everything(to.as_ref()).await, source);
     copy_ledger(from.as_ref(), to.as_ref()).await.unwrap();
@@ -128,7 +136,19 @@ async fn copies_record_for_record(from: Arc<dyn Ledger>, to: Arc<dyn Ledger>) {
         to.part_receipts(open.file.id).await.unwrap(),
         vec![(0, "etag-0".to_owned()), (2, "etag-2".to_owned())]
     );
-    let content = &source.1[0];
+    assert!(
+        source
+            .1
+            .iter()
+            .any(|c| c.locator.as_deref() == Some("content/aa/legacy-7")),
+        "the MD5 index keeps its locators: {:?}",
+        source.1
+    );
+    let content = source
+        .1
+        .iter()
+        .find(|c| c.md5 == md5(b"done").as_slice())
+        .expect("the completed content is in the MD5 index");
     let found = to
         .add_file_for_owned_content("o", "again", &content.md5, content.size, None)
         .await

@@ -3,8 +3,10 @@
 //! written as it wrote them, then the ledger opens (applying the rest).
 
 use refinery::{Migration, Runner};
-use transfer_service::ledger::{ContentIndex, FileCatalog, PostgresLedger};
+use transfer_service::blob::{BlobStore, ContentLocator, FsBlobStore};
+use transfer_service::ledger::{ContentIndex, FileCatalog, LedgerExport, PostgresLedger};
 use transfer_tests::TestDatabase;
+use transfer_wire::aligned::{BufferPool, DEFAULT_POOL_BYTES};
 use uuid::Uuid;
 
 /// Applies `migrations/postgres` up to and including `version`, as refinery would have.
@@ -38,44 +40,75 @@ async fn the_blob_names_migration_writes_down_where_the_filesystem_store_put_thi
         Uuid::from_u128(3),
         Uuid::from_u128(4),
     );
-    let md5 = "\\x00112233445566778899aabbccddeeff";
-    let blake3 = format!("\\x{}", "ab".repeat(32));
+    // Distinct bytes, so that a name made from the wrong byte or digest shows.
+    let old_md5 = "f0112233445566778899aabbccddeeff";
+    let new_md5 = "0e112233445566778899aabbccddeeff";
+    let blake3 = format!("ab{}", "cd".repeat(31));
     database
         .client()
         .await
         .batch_execute(&format!(
             "INSERT INTO files (id, owner, name, size, md5, chunk_size, chunk_count, state, \
                                 completed_at, content_blake3) VALUES \
-               ('{legacy}', 'o', 'old', 10, '{md5}', 4, 3, 'complete', now(), NULL), \
-               ('{modern}', 'o', 'new', 10, '{md5}', 4, 3, 'complete', now(), '{blake3}'), \
-               ('{staged}', 'o', 'open', 10, '{md5}', 4, 3, 'uploading', NULL, NULL); \
+               ('{legacy}', 'o', 'old', 10, '\\x{old_md5}', 4, 3, 'complete', now(), NULL), \
+               ('{modern}', 'o', 'new', 10, '\\x{new_md5}', 4, 3, 'complete', now(), \
+                '\\x{blake3}'), \
+               ('{staged}', 'o', 'open', 10, '\\x{new_md5}', 4, 3, 'uploading', NULL, NULL); \
              INSERT INTO files (id, owner, name, size, md5, chunk_size, chunk_count, state) \
-             VALUES ('{fresh}', 'p', 'fresh', 10, '{md5}', 4, 3, 'uploading'); \
+             VALUES ('{fresh}', 'p', 'fresh', 10, '\\x{new_md5}', 4, 3, 'uploading'); \
              INSERT INTO chunks (file_id, idx, size, crc32c) VALUES ('{staged}', 0, 4, 7); \
-             INSERT INTO contents (md5, size) VALUES ('{md5}', 10); \
-             INSERT INTO content_blobs (blake3, size, md5) VALUES ('{blake3}', 10, '{md5}');"
+             INSERT INTO contents (md5, size) VALUES ('\\x{new_md5}', 10); \
+             INSERT INTO content_blobs (blake3, size, md5) \
+             VALUES ('\\x{blake3}', 10, '\\x{new_md5}');"
         ))
         .await
         .expect("rows as the older release wrote them");
+    // The bytes where the filesystem store put them before the migration.
+    let data = tempfile::tempdir().expect("a data directory");
+    let old_name = format!("content/f0/{old_md5}-10");
+    let new_name = format!("content/ab/b3-{blake3}-10");
+    for (name, bytes) in [(&old_name, b"old bytes!"), (&new_name, b"new bytes!")] {
+        let file = data.path().join(name);
+        std::fs::create_dir_all(file.parent().expect("a directory")).expect("a directory");
+        std::fs::write(file, bytes).expect("content");
+    }
 
     let ledger = PostgresLedger::connect(&database.url, 4)
         .await
         .expect("opening applies the rest");
+    let store = FsBlobStore::open(data.path(), BufferPool::new(DEFAULT_POOL_BYTES))
+        .expect("the filesystem store");
     let file = |id| {
         let ledger = &ledger;
         async move { ledger.get_file(id).await.unwrap().unwrap() }
     };
-    assert_eq!(
-        ledger
-            .content_locator(&file(legacy).await)
+    for (id, name, bytes) in [
+        (legacy, &old_name, b"old bytes!"),
+        (modern, &new_name, b"new bytes!"),
+    ] {
+        let locator = ledger.content_locator(&file(id).await).await.unwrap();
+        assert_eq!(locator.as_deref(), Some(name.as_str()));
+        let read = store
+            .read(&ContentLocator::new(name.as_str()), 0, 10)
             .await
-            .unwrap()
-            .as_deref(),
-        Some("content/00/00112233445566778899aabbccddeeff-10")
-    );
+            .expect("the content where the ledger says it is");
+        assert_eq!(&read[..], bytes);
+    }
+    let index = ledger.dump_contents(None, 10).await.unwrap();
+    let located: Vec<_> = index
+        .iter()
+        .map(|c| {
+            let md5: String = c.md5.iter().map(|b| format!("{b:02x}")).collect();
+            (md5, c.locator.clone())
+        })
+        .collect();
     assert_eq!(
-        ledger.content_locator(&file(modern).await).await.unwrap(),
-        Some(format!("content/ab/b3-{}-10", "ab".repeat(32)))
+        located,
+        vec![
+            (new_md5.to_owned(), None),
+            (old_md5.to_owned(), Some(old_name.clone())),
+        ],
+        "a legacy file gets its MD5 index entry with a locator; an entry made since gets none"
     );
     assert_eq!(
         file(staged).await.blob_upload,

@@ -1,4 +1,5 @@
 use std::time::Duration;
+use tonic::Code;
 use transfer_proto::v1::ChunkRange;
 use transfer_tests::client::open_session;
 
@@ -124,7 +125,81 @@ async fn an_idle_session_saves_its_hash_so_a_new_one_resumes_it(ledger: Ledger) 
     assert_eq!(done.md5.as_ref(), file.md5.as_slice());
 }
 
+/// Puts a complete upload back as a crash between storing its content and recording it
+/// leaves it: the content in place, the ledger saying uploading, with a hash checkpoint
+/// over every chunk (saved before the content is stored).
+async fn crash_before_the_content_was_recorded(server: &mut TestServer, file: &TestFile) -> String {
+    let mut client = server.client().await;
+    let stored = upload_file(&mut client, None, file, CHUNK).await;
+    server.stop().await;
+    let id = stored.file_id;
+    let chunks = file.data.len().div_ceil(CHUNK as usize) as i64;
+    let checkpointed = server
+        .ledger_number(&format!(
+            "SELECT hashed_chunks FROM files WHERE id = '{id}'"
+        ))
+        .await;
+    assert_eq!(
+        checkpointed, chunks,
+        "the final hash state is saved before the content is stored"
+    );
+    server
+        .ledger_execute(&format!(
+            "UPDATE files SET state = 'uploading', completed_at = NULL WHERE id = '{id}'; \
+             DELETE FROM content_blobs;"
+        ))
+        .await;
+    server.restart().await;
+    id
+}
+
+async fn content_stored_but_not_recorded_before_a_crash_is_recorded_by_the_next_stream(
+    ledger: Ledger,
+) {
+    let mut server = TestServer::start(ledger).await;
+    let file = TestFile::new("crash.bin", 5 * CHUNK as usize + 3, 91);
+    let id = crash_before_the_content_was_recorded(&mut server, &file).await;
+
+    let mut client = server.client().await;
+    let mut stream = ChunkStream::open(&mut client, None, &id).await.unwrap();
+    let (acks, end) = stream.drain().await;
+    assert!(acks.is_empty(), "nothing is sent again: {acks:?}");
+    let done = end.unwrap().expect("the next stream completes the upload");
+    assert_eq!(done.md5.as_ref(), file.md5.as_slice());
+    let downloaded = download(&mut client, None, &id, 0, 0).await.unwrap();
+    assert_eq!(downloaded.data, file.data);
+    assert_eq!(server.content_files().len(), 1, "one copy of the content");
+    assert_eq!(
+        server
+            .ledger_number("SELECT count(*) FROM content_blobs WHERE locator IS NOT NULL")
+            .await,
+        1,
+        "the content is recorded with where it is"
+    );
+}
+
+async fn content_lost_with_its_staging_after_a_crash_is_data_loss_not_a_new_file(ledger: Ledger) {
+    let mut server = TestServer::start(ledger).await;
+    let file = TestFile::new("lost.bin", 3 * CHUNK as usize, 92);
+    let id = crash_before_the_content_was_recorded(&mut server, &file).await;
+    for stored in server.content_files() {
+        std::fs::remove_file(stored).unwrap();
+    }
+
+    let mut client = server.client().await;
+    let mut stream = ChunkStream::open(&mut client, None, &id).await.unwrap();
+    let (_, end) = stream.drain().await;
+    let status = end.expect_err("nothing is left to complete from");
+    assert_eq!(status.code(), Code::DataLoss, "{status:?}");
+    assert!(
+        server.content_files().is_empty(),
+        "no content is made up from an empty staging"
+    );
+}
+
 transfer_tests::ledger_tests!(
+    content_stored_but_not_recorded_before_a_crash_is_recorded_by_the_next_stream,
+    content_lost_with_its_staging_after_a_crash_is_data_loss_not_a_new_file,
     an_upload_resumes_after_a_server_restart_and_verifies_the_whole_file,
     staging_left_by_a_closed_upload_is_swept_at_start_up,
     an_idle_session_saves_its_hash_so_a_new_one_resumes_it,

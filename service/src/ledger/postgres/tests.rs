@@ -1,5 +1,7 @@
-//! Unit tests of the PostgreSQL ledger beyond the conformance suites: migrations of old
-//! ledgers, and how errors are classified.
+//! Unit tests of the PostgreSQL ledger beyond the conformance suites: how errors are
+//! classified. (Its migrations of old ledgers are tested in the test crate's
+//! `conformance/migrations.rs`, which has a database to run them on.)
+
 use super::*;
 use tokio_postgres::error::SqlState;
 

@@ -213,6 +213,8 @@ async fn begin_staging(
     {
         Ok(kept) if kept == handle.as_str() => Ok(handle),
         Ok(kept) => {
+            // Stores that name staging by the upload id give every process the same
+            // handle, so this branch is for stores that make a new upload per `begin`.
             registry.blobs.abort(&handle).await?;
             Ok(UploadHandle::new(kept))
         }
