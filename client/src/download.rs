@@ -16,11 +16,12 @@ use transfer_proto::v1::{DownloadRequest, FileInfo, FileState, download_response
 use crate::connection::ServerConnection;
 use crate::error::TransferError;
 use crate::grpc_call::ResponseStream;
-use crate::hash_pipe::HashPipe;
+use crate::hash_pipe::md5_pipe;
 use crate::part_writer::PartWriter;
 use crate::progress::{Command, Reporter, TransferState};
 use crate::retry::{Ending, Interruption, Retrier};
 use crate::slots::take_slot;
+use transfer_shared::hash_pipe::HashPipe;
 
 /// A finished download.
 #[derive(Debug, Clone, PartialEq)]
@@ -236,7 +237,7 @@ impl Download<'_> {
         reporter.phase(TransferState::Downloading, offset, file.size);
 
         // Hashing and writing run beside receiving: MD5 is the slowest step.
-        let pipe = HashPipe::start(std::mem::take(&mut self.hash.md5));
+        let pipe = md5_pipe(std::mem::take(&mut self.hash.md5));
         let writing = part.try_clone().await.map_err(|e| self.write_error(e))?;
         let writer = PartWriter::start(writing.into_std().await, &self.part, offset);
         let received = self
@@ -305,7 +306,7 @@ impl Download<'_> {
         writer: &PartWriter,
         offset: u64,
         reporter: &mut Reporter,
-        pipe: &HashPipe,
+        pipe: &HashPipe<Md5>,
     ) -> Result<u64, Interruption> {
         let stall = self.server.config().stall_timeout;
         let mut received = offset;

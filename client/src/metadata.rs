@@ -37,35 +37,7 @@ impl Interceptor for CallMetadata {
         if let Some(authorization) = &self.authorization {
             metadata.insert("authorization", authorization.clone());
         }
-        inject_trace_context(metadata);
+        transfer_shared::trace_context::inject_current(metadata);
         Ok(request)
-    }
-}
-
-fn inject_trace_context(metadata: &mut tonic::metadata::MetadataMap) {
-    use opentelemetry::trace::TraceContextExt;
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let from_span = tracing::Span::current().context();
-    let context = if from_span.span().span_context().is_valid() {
-        from_span
-    } else {
-        opentelemetry::Context::current()
-    };
-    opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.inject_context(&context, &mut MetadataInjector(metadata));
-    });
-}
-
-/// Writes trace context into gRPC metadata.
-struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
-
-impl opentelemetry::propagation::Injector for MetadataInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(key), Ok(value)) = (
-            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
-            MetadataValue::try_from(value),
-        ) {
-            self.0.insert(key, value);
-        }
     }
 }

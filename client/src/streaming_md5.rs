@@ -10,14 +10,15 @@ use std::io;
 use bytes::Bytes;
 use transfer_md5::Md5;
 
-use crate::hash_pipe::HashPipe;
+use crate::hash_pipe::md5_pipe;
 use crate::source::ChunkSource;
+use transfer_shared::hash_pipe::HashPipe;
 
 /// Most bytes read at once while catching up over ranges that are not sent.
 const CATCH_UP_PIECE: u64 = 4 << 20;
 
 pub(crate) struct StreamingMd5 {
-    pipe: Option<HashPipe>,
+    pipe: Option<HashPipe<Md5>>,
     /// Bytes `[0, hashed)` are fed.
     hashed: u64,
     md5: Option<[u8; 16]>,
@@ -26,7 +27,7 @@ pub(crate) struct StreamingMd5 {
 impl StreamingMd5 {
     pub fn new() -> Self {
         Self {
-            pipe: Some(HashPipe::start(Md5::new())),
+            pipe: Some(md5_pipe(Md5::new())),
             hashed: 0,
             md5: None,
         }

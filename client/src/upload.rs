@@ -15,9 +15,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use transfer_proto::v1::{
     AbortUploadRequest, CheckUploadRequest, Chunk, ChunkAck, ChunkOutcome, FileDigest, FileInfo,
     FileState, GetFileRequest, PossessionChallenge, PossessionProof, UploadChunksRequest,
-    UploadChunksResponse, UploadSession, UploadStart, check_upload_response, upload_chunks_request,
+    UploadChunksResponse, UploadStart, check_upload_response, upload_chunks_request,
     upload_chunks_response,
 };
+use transfer_shared::layout::ChunkLayout;
 
 use crate::chunks::{ChunkSet, ToSend};
 use crate::connection::ServerConnection;
@@ -273,16 +274,20 @@ impl<S: ChunkSource> Upload<'_, S> {
             self.acked.clear();
             self.adopted = session.resumed && self.md5.is_none();
         }
-        let layout = Layout::of(&session, size).ok_or_else(|| {
-            self.protocol(format!(
-                "session of {} chunks of {} bytes does not fit a {size}-byte file",
-                session.chunk_count, session.chunk_size
-            ))
-        })?;
+        let layout = ChunkLayout::announced(size, session.chunk_size, session.chunk_count)
+            .ok_or_else(|| {
+                self.protocol(format!(
+                    "session of {} chunks of {} bytes does not fit a {size}-byte file",
+                    session.chunk_count, session.chunk_size
+                ))
+            })?;
         let committed: Vec<(u64, u64)> = session
             .committed
             .iter()
-            .map(|r| (r.start.min(layout.count), r.end.min(layout.count)))
+            .map(|r| {
+                let count = layout.chunk_count();
+                (r.start.min(count), r.end.min(count))
+            })
             .filter(|(start, end)| start < end)
             .collect();
         // The server commits before it acks, so what it lists covers every ack we had.
@@ -331,7 +336,7 @@ impl<S: ChunkSource> Upload<'_, S> {
             requests: Some(requests),
             responses,
             window,
-            to_send: ToSend::new(layout.count, committed),
+            to_send: ToSend::new(layout.chunk_count(), committed),
             in_flight: BTreeSet::new(),
             rejections: BTreeMap::new(),
             layout,
@@ -441,39 +446,6 @@ fn digest_message(md5: [u8; 16]) -> UploadChunksRequest {
     }
 }
 
-/// Chunk sizes of a session.
-#[derive(Clone, Copy)]
-struct Layout {
-    size: u64,
-    chunk_size: u64,
-    count: u64,
-}
-
-impl Layout {
-    fn of(session: &UploadSession, size: u64) -> Option<Self> {
-        let chunk_size = u64::from(session.chunk_size);
-        let count = match (size, chunk_size) {
-            (0, _) => 0,
-            (_, 0) => return None,
-            _ => size.div_ceil(chunk_size),
-        };
-        (count == session.chunk_count).then_some(Self {
-            size,
-            chunk_size,
-            count,
-        })
-    }
-
-    fn len(&self, index: u64) -> u64 {
-        (self.size - index * self.chunk_size).min(self.chunk_size)
-    }
-
-    /// Bytes of the chunks `[start, end)`.
-    fn bytes(&self, start: u64, end: u64) -> u64 {
-        (end * self.chunk_size).min(self.size) - start * self.chunk_size
-    }
-}
-
 /// One `UploadChunks` stream of an attempt.
 struct ChunkStream {
     requests: Option<mpsc::Sender<UploadChunksRequest>>,
@@ -485,7 +457,7 @@ struct ChunkStream {
     in_flight: BTreeSet<u64>,
     /// How often each chunk was rejected.
     rejections: BTreeMap<u64, u32>,
-    layout: Layout,
+    layout: ChunkLayout,
     /// Bytes acknowledged (or committed before this attempt).
     done_bytes: u64,
     /// Bytes acknowledged in this attempt, for the rate.
@@ -608,7 +580,7 @@ impl ChunkStream {
         upload: &mut Upload<'_, S>,
         index: u64,
     ) -> Result<(), Interruption> {
-        let offset = index * self.layout.chunk_size;
+        let offset = self.layout.offset(index);
         let read_failed = |e| Interruption::Fatal(read_error(&upload.label, e));
         if let Some(streaming) = upload.streaming.as_mut()
             && streaming.digest().is_none()
@@ -622,7 +594,10 @@ impl ChunkStream {
         }
         let data = upload
             .source
-            .read_at(offset, self.layout.len(index) as usize)
+            .read_at(
+                offset,
+                self.layout.chunk_len(index).map_or(0, |len| len as usize),
+            )
             .await
             .map_err(read_failed)?;
         if let Some(streaming) = upload.streaming.as_mut()
@@ -689,7 +664,7 @@ impl ChunkStream {
                     upload.chunks_already_stored += 1;
                 }
                 if upload.acked.insert(ack.index) {
-                    let len = self.layout.len(ack.index);
+                    let len = self.layout.chunk_len(ack.index).map_or(0, u64::from);
                     self.done_bytes += len;
                     self.phase_bytes += len;
                     reporter.advance(self.done_bytes, self.phase_bytes);

@@ -1,4 +1,5 @@
-//! How a file is cut into chunks, and the server's bounds on sizes and windows.
+//! The server's bounds on sizes and windows, and how a file is cut into chunks (the
+//! arithmetic both sides share, [`ChunkLayout`]).
 
 /// The server's configured bounds.
 #[derive(Debug, Clone, Copy)]
@@ -44,68 +45,11 @@ impl Limits {
     }
 }
 
-/// The chunks of one file: chunk `i` covers bytes `[i * chunk_size, min((i + 1) * chunk_size, size))`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChunkLayout {
-    pub size: u64,
-    pub chunk_size: u32,
-}
-
-impl ChunkLayout {
-    pub fn new(size: u64, chunk_size: u32) -> Self {
-        debug_assert!(chunk_size > 0 || size == 0);
-        Self { size, chunk_size }
-    }
-
-    /// Number of chunks; 0 for an empty file.
-    pub fn chunk_count(&self) -> u64 {
-        if self.chunk_size == 0 {
-            return 0;
-        }
-        self.size.div_ceil(u64::from(self.chunk_size))
-    }
-
-    /// Byte offset of chunk `index`.
-    pub fn offset(&self, index: u64) -> u64 {
-        index * u64::from(self.chunk_size)
-    }
-
-    /// The length chunk `index` must have, or `None` when the index is out of range.
-    pub fn chunk_len(&self, index: u64) -> Option<u32> {
-        if index >= self.chunk_count() {
-            return None;
-        }
-        let rest = self.size - self.offset(index);
-        Some(rest.min(u64::from(self.chunk_size)) as u32)
-    }
-}
+pub use transfer_shared::layout::ChunkLayout;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_last_chunk_holds_the_remainder() {
-        let layout = ChunkLayout::new(10, 4);
-        assert_eq!(layout.chunk_count(), 3);
-        assert_eq!(layout.chunk_len(0), Some(4));
-        assert_eq!(layout.chunk_len(2), Some(2));
-        assert_eq!(layout.chunk_len(3), None);
-        assert_eq!(layout.offset(2), 8);
-    }
-
-    #[test]
-    fn an_exact_multiple_has_no_short_chunk() {
-        let layout = ChunkLayout::new(8, 4);
-        assert_eq!(layout.chunk_count(), 2);
-        assert_eq!(layout.chunk_len(1), Some(4));
-    }
-
-    #[test]
-    fn an_empty_file_has_no_chunks() {
-        assert_eq!(ChunkLayout::new(0, 4).chunk_count(), 0);
-        assert_eq!(ChunkLayout::new(0, 4).chunk_len(0), None);
-    }
 
     #[test]
     fn chunk_size_preference_is_clamped_to_bounds() {

@@ -9,12 +9,11 @@
 
 use std::io::IsTerminal;
 
-use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tonic::metadata::{KeyRef, MetadataKey, MetadataMap, MetadataValue};
+use tonic::metadata::MetadataMap;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer as _};
@@ -147,46 +146,6 @@ impl Telemetry {
     }
 }
 
-/// Reads W3C trace context (`traceparent`, `tracestate`) from gRPC metadata.
-pub struct MetadataExtractor<'a>(pub &'a MetadataMap);
-
-impl Extractor for MetadataExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|value| value.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0
-            .keys()
-            .filter_map(|key| match key {
-                KeyRef::Ascii(key) => Some(key.as_str()),
-                KeyRef::Binary(_) => None,
-            })
-            .collect()
-    }
-}
-
-/// Writes W3C trace context into gRPC metadata.
-pub struct MetadataInjector<'a>(pub &'a mut MetadataMap);
-
-impl Injector for MetadataInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(key), Ok(value)) = (
-            MetadataKey::from_bytes(key.as_bytes()),
-            MetadataValue::try_from(value),
-        ) {
-            self.0.insert(key, value);
-        }
-    }
-}
-
-/// The caller's trace context from a request's metadata.
-pub fn remote_context(metadata: &MetadataMap) -> opentelemetry::Context {
-    opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.extract(&MetadataExtractor(metadata))
-    })
-}
-
 /// The span of one RPC, continuing the caller's trace when its metadata carries one.
 /// Handlers record `transfer.*` attributes on it as they learn them, and the outcome with
 /// [`record_status`].
@@ -208,7 +167,7 @@ pub fn rpc_span(method: &'static str, metadata: &MetadataMap) -> tracing::Span {
         transfer.file_size = Empty,
         transfer.chunk_size = Empty,
     );
-    let _ = span.set_parent(remote_context(metadata));
+    let _ = span.set_parent(transfer_shared::trace_context::extract(metadata));
     span
 }
 

@@ -24,6 +24,7 @@ use uuid::Uuid;
 use super::{
     BlobError, BlobStore, ContentKey, ContentLocator, Part, PartReceipt, StagedUpload, UploadHandle,
 };
+use transfer_shared::direct_write::DirectWriter;
 use transfer_wire::aligned::{self, BufferPool};
 
 pub struct FsBlobStore {
@@ -140,15 +141,6 @@ fn open_staged(path: &Path, upload: &UploadHandle, write: bool) -> Result<File, 
 /// Offset, length and memory alignment direct I/O needs (the common logical block size).
 const DIRECT_ALIGN: usize = aligned::ALIGN;
 
-/// Opens a staged upload for direct (`O_DIRECT`) writes.
-fn open_direct(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-}
-
 /// Opens complete content for direct (`O_DIRECT`) reads: stored content was written
 /// around the page cache, so a buffered read would fetch it from disk into the cache
 /// and then copy it, costing several times the CPU of a direct read
@@ -244,46 +236,22 @@ impl BlobStore for FsBlobStore {
             .collect();
         let parts = parts.to_vec();
         let upload = upload.clone();
-        let buffers = Arc::clone(&self.buffers);
         blocking(move || {
-            let file = open_staged(&path, &upload, true)?;
             // Direct I/O skips copying every byte into the page cache (the costliest
             // thing the server did per byte after MD5); where the filesystem refuses it,
             // or for a part's unaligned tail, writes go through the cache.
-            let mut direct = open_direct(&path).ok();
+            let mut writer = DirectWriter::new(open_staged(&path, &upload, true)?, &path);
             for part in &parts {
-                let direct_len = match &direct {
-                    Some(file) if part.offset % DIRECT_ALIGN as u64 == 0 => {
-                        let len = part.data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
-                        // The stream hands over aligned chunks; anyone else's are copied.
-                        let copy;
-                        let buf = if aligned::is_aligned(&part.data) {
-                            &part.data[..len]
-                        } else {
-                            copy = buffers.copy_aligned(&part.data[..len]);
-                            &copy[..]
-                        };
-                        match file.write_all_at(buf, part.offset) {
-                            Ok(()) => len,
-                            // Some filesystems open with O_DIRECT but refuse the writes
-                            // (or this block size): write through the cache instead.
-                            Err(e) if e.kind() == ErrorKind::InvalidInput => {
-                                direct = None;
-                                0
-                            }
-                            Err(e) => return Err(io("writing a part")(e)),
-                        }
-                    }
-                    _ => 0,
-                };
-                if direct_len < part.data.len() {
-                    file.write_all_at(&part.data[direct_len..], part.offset + direct_len as u64)
-                        .map_err(io("writing a part"))?;
-                }
+                writer
+                    .write_at(&part.data, part.offset)
+                    .map_err(io("writing a part"))?;
             }
             // One sync for the whole batch: the parts are durable before anyone acks them
             // (direct writes may still sit in the device's cache until then).
-            file.sync_data().map_err(io("syncing written parts"))
+            writer
+                .file()
+                .sync_data()
+                .map_err(io("syncing written parts"))
         })
         .await?;
         Ok(receipts)

@@ -9,14 +9,13 @@
 //! this one stopped instead of reading the prefix back from storage.
 
 use bytes::Bytes;
-use std::sync::Arc;
+use tokio::sync::oneshot;
 use transfer_md5::Md5;
+use transfer_shared::hash_pipe::{Digest, HashPipe, PipeSettings};
+
+pub use transfer_shared::hash_pipe::HashingSlots;
 
 use super::content_digest::{Blake3Digest, Blake3Stream};
-
-use tokio::sync::{Semaphore, mpsc, oneshot};
-use tokio::task::JoinHandle;
-
 use crate::ledger::Md5Digest;
 
 /// How many chunks may wait for the hasher before feeding it waits. Chunks waiting here
@@ -26,22 +25,6 @@ const QUEUE_CHUNKS: usize = 2;
 
 /// Most bytes one upload hashes before it lets others have its hashing slot.
 const SLOT_SHARE: usize = 64 << 20;
-
-/// Hashing threads running at once, across every upload of a server. MD5 is all CPU;
-/// hundreds of uploads hashing on hundreds of threads would crowd out the threads that
-/// answer requests (a CheckUpload would wait its turn behind them all), for no more
-/// hashing done.
-#[derive(Clone)]
-pub struct HashingSlots(Arc<Semaphore>);
-
-impl HashingSlots {
-    /// One slot per core.
-    pub fn per_core() -> Self {
-        Self(Arc::new(Semaphore::new(
-            std::thread::available_parallelism().map_or(1, |n| n.get()),
-        )))
-    }
-}
 
 /// The first byte of a checkpoint: its format. Version 1 (no version byte) held only
 /// the MD5 state; a session that finds one hashes its prefix again.
@@ -106,17 +89,15 @@ impl FileHasher {
     }
 }
 
-enum Input {
-    Bytes(Bytes),
-    /// Answer with the state once everything fed before this is hashed.
-    Checkpoint(oneshot::Sender<Vec<u8>>),
+impl Digest for FileHasher {
+    fn update(&mut self, bytes: &[u8]) {
+        FileHasher::update(self, bytes);
+    }
 }
 
-/// Hashes bytes fed in file order in a background task.
-pub struct OrderedHasher {
-    feed: mpsc::Sender<Input>,
-    task: JoinHandle<Option<FileHasher>>,
-}
+/// Hashes bytes fed in file order in a background task, taking turns on the server's
+/// hashing slots.
+pub struct OrderedHasher(HashPipe<FileHasher>);
 
 impl OrderedHasher {
     /// Starts hashing from the beginning of a file, on one of `slots` at a time.
@@ -133,64 +114,31 @@ impl OrderedHasher {
             .map(|hasher| Self::resume_from(hasher, slots))
     }
 
-    fn resume_from(mut hasher: FileHasher, slots: &HashingSlots) -> Self {
-        let (feed, mut queue) = mpsc::channel::<Input>(QUEUE_CHUNKS);
-        let slots = Arc::clone(&slots.0);
-        let task = tokio::spawn(async move {
-            while let Some(first) = queue.recv().await {
-                // The semaphore is never closed, so this only fails on a bug.
-                let slot = slots.acquire().await.ok()?;
-                // Hash on a blocking thread for as long as input keeps coming (up to a
-                // slot's share, so other uploads get their turn): handing each chunk
-                // across threads on its own cost a wake-up each way per chunk.
-                (hasher, queue) = tokio::task::spawn_blocking(move || {
-                    let mut share = SLOT_SHARE;
-                    let mut next = Some(first);
-                    while let Some(input) = next.take() {
-                        match input {
-                            Input::Bytes(bytes) => {
-                                share = share.saturating_sub(bytes.len());
-                                hasher.update(&bytes);
-                            }
-                            Input::Checkpoint(reply) => {
-                                let _ = reply.send(hasher.checkpoint());
-                            }
-                        }
-                        if share > 0 {
-                            next = queue.try_recv().ok();
-                        }
-                    }
-                    (hasher, queue)
-                })
-                .await
-                // Only a panic inside `update` (none is possible) or runtime shutdown.
-                .ok()?;
-                drop(slot);
-            }
-            Some(hasher)
-        });
-        Self { feed, task }
+    fn resume_from(hasher: FileHasher, slots: &HashingSlots) -> Self {
+        Self(HashPipe::start(
+            hasher,
+            PipeSettings {
+                queue: QUEUE_CHUNKS,
+                slots: Some(slots.clone()),
+                turn_bytes: SLOT_SHARE,
+            },
+        ))
     }
 
     /// Feeds the next bytes of the file. Waits while the hasher is behind.
     pub async fn feed(&self, bytes: Bytes) {
-        // The task only ends once `feed` is dropped, so this cannot fail while we exist.
-        let _ = self.feed.send(Input::Bytes(bytes)).await;
+        self.0.feed(bytes).await;
     }
 
     /// Asks for the state after everything fed so far; the answer comes once that is
     /// hashed, so the caller need not wait for it.
     pub async fn checkpoint(&self) -> oneshot::Receiver<Vec<u8>> {
-        let (reply, answer) = oneshot::channel();
-        let _ = self.feed.send(Input::Checkpoint(reply)).await;
-        answer
+        self.0.look(FileHasher::checkpoint).await
     }
 
     /// The digests of everything fed. `None` if the hashing task was lost.
     pub async fn finish(self) -> Option<FileDigests> {
-        drop(self.feed);
-        let hasher = self.task.await.ok()??;
-        Some(hasher.finalize())
+        Some(self.0.finish().await?.finalize())
     }
 }
 

@@ -1,0 +1,115 @@
+//! Writes at offsets of a file with direct I/O where the filesystem allows it.
+//!
+//! Through the page cache every byte is copied once more by the kernel and written back
+//! late, all at once, by the next sync; direct I/O writes from a page-aligned buffer
+//! straight to the device. Whole blocks from an aligned offset go direct; the rest (a
+//! ragged tail, an unaligned offset, a filesystem that refuses direct I/O) goes through
+//! the cache. Either way the caller's sync makes the writes durable.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+
+use transfer_wire::aligned::{ALIGN, is_aligned};
+
+/// A file written at offsets, directly where it can be.
+pub struct DirectWriter {
+    file: File,
+    /// The same file opened with `O_DIRECT`, while the filesystem takes such writes.
+    direct: Option<File>,
+    /// A reused page-aligned copy for data that does not start on a page.
+    aligned: Vec<u8>,
+}
+
+impl DirectWriter {
+    /// Writes to `file`, open for writing at `path`, and to `path` opened again with
+    /// `O_DIRECT` if the filesystem allows it.
+    pub fn new(file: File, path: &Path) -> Self {
+        let direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .ok();
+        Self {
+            file,
+            direct,
+            aligned: Vec::new(),
+        }
+    }
+
+    /// The file, for syncing what was written.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Writes all of `data` at `offset`.
+    pub fn write_at(&mut self, data: &[u8], offset: u64) -> io::Result<()> {
+        let mut done = 0;
+        if let Some(direct) = &self.direct
+            && offset.is_multiple_of(ALIGN as u64)
+        {
+            let len = data.len() / ALIGN * ALIGN;
+            if len > 0 {
+                // Chunks and pieces gathered off the network arrive aligned; others are
+                // copied.
+                let buf = if is_aligned(data) {
+                    &data[..len]
+                } else {
+                    if self.aligned.len() < len + ALIGN {
+                        self.aligned = vec![0; len + ALIGN];
+                    }
+                    let start = self.aligned.as_ptr().align_offset(ALIGN);
+                    let buf = &mut self.aligned[start..start + len];
+                    buf.copy_from_slice(&data[..len]);
+                    buf
+                };
+                match direct.write_all_at(buf, offset) {
+                    Ok(()) => done = len,
+                    // Some filesystems open with O_DIRECT but refuse its writes (or this
+                    // block size): the cache it is, from now on.
+                    Err(e) if e.kind() == ErrorKind::InvalidInput => self.direct = None,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.file.write_all_at(&data[done..], offset + done as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_land_at_their_offsets_aligned_or_not_in_any_order() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("f");
+        let size = 5 * ALIGN + 123;
+        let data: Vec<u8> = (0..size).map(|i| (i * 13 % 251) as u8).collect();
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("a file");
+        file.set_len(size as u64).expect("sized");
+        let mut writer = DirectWriter::new(file, &path);
+        // An aligned block copied from an unaligned start, an unaligned offset, the
+        // ragged tail first, and a whole aligned run.
+        let pieces = [
+            (4 * ALIGN, size),
+            (100, ALIGN),
+            (ALIGN, 4 * ALIGN),
+            (0, 100),
+        ];
+        for (start, end) in pieces {
+            let unaligned = [&[0u8][..], &data[start..end]].concat();
+            writer
+                .write_at(&unaligned[1..], start as u64)
+                .expect("a write");
+        }
+        writer.file().sync_all().expect("a sync");
+        assert_eq!(std::fs::read(&path).expect("the file"), data);
+    }
+}
