@@ -12,10 +12,11 @@
 //! - The CLI tests run the `transfer` binary the same way; the polyglot tests run
 //!   grpcurl and the Python client from `target/test-python`.
 //!
-//! [`ledger_tests!`] runs each test on a current-thread runtime, once per ledger, and a
+//! [`ledger_tests!`] runs each test once per ledger, on a current-thread runtime, and a
 //! [`TestServer`] runs on that same runtime: calls "at once" in such a test interleave on
 //! one thread. What the server hands off still runs beside it: the short calls on its
-//! control runtime, and disk writes and hashing on the blocking pool.
+//! control runtime, and disk writes and hashing on the blocking pool. Tests of calls
+//! made at once (e2e `concurrency`) ask for a multi-thread runtime (`threads = 2;`).
 
 #![forbid(unsafe_code)]
 
@@ -39,9 +40,26 @@ pub use proxy::{CuttingProxy, Fault, SlowRepliesProxy};
 pub use server::{Ledger, TestServer};
 
 /// Runs each listed `async fn NAME(ledger: Ledger)` once on every ledger, as the tests
-/// `NAME::on_postgres` and `NAME::on_sqlite`.
+/// `NAME::on_postgres` and `NAME::on_sqlite`; on a current-thread runtime, or with
+/// `threads = N;` first, on a multi-thread runtime of N workers (where "at once" must
+/// mean in parallel).
 #[macro_export]
 macro_rules! ledger_tests {
+    (threads = $threads:literal; $($test:ident),+ $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
+                async fn on_postgres() {
+                    super::$test($crate::Ledger::Postgres).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
+                async fn on_sqlite() {
+                    super::$test($crate::Ledger::Sqlite).await;
+                }
+            }
+        )+
+    };
     ($($test:ident),+ $(,)?) => {
         $(
             mod $test {

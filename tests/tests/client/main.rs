@@ -34,3 +34,19 @@ pub fn on_disk(file: &TestFile) -> (TempDir, PathBuf) {
     std::fs::write(&path, &file.data).expect("writing the test file");
     (dir, path)
 }
+
+/// The server holds exactly `file`'s bytes under the id the upload reported.
+pub async fn assert_stored(
+    server: &transfer_tests::TestServer,
+    uploaded: &transfer_client::UploadedFile,
+    file: &TestFile,
+) {
+    let mut raw = server.client().await;
+    let downloaded = transfer_tests::download(&mut raw, None, &uploaded.file.file_id, 0, 0)
+        .await
+        .expect("the uploaded file downloads");
+    assert!(
+        downloaded.data == file.data,
+        "the stored bytes are the file's"
+    );
+}

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use transfer_client::{TransferManager, TransferState};
 use transfer_tests::{Ledger, TestFile, TestServer};
 
-use crate::client;
+use crate::{assert_stored, client};
 
 async fn twenty_files_run_at_most_four_at_a_time_and_all_complete(ledger: Ledger) {
     let server = TestServer::start(ledger).await;
@@ -82,7 +82,8 @@ async fn one_failing_file_does_not_stop_the_others(ledger: Ledger) {
         }
         other => panic!("expected a read error, got {other:?}"),
     }
-    assert!(fine.wait().await.is_ok());
+    let uploaded = fine.wait().await.expect("the good file uploads");
+    assert_stored(&server, &uploaded, &good).await;
 }
 
 async fn a_paused_transfer_frees_its_slot_and_a_queued_one_cancels_at_once(ledger: Ledger) {
@@ -120,8 +121,13 @@ async fn a_paused_transfer_frees_its_slot_and_a_queued_one_cancels_at_once(ledge
     ));
 
     first.resume();
-    assert!(second.wait().await.is_ok());
-    assert!(first.wait().await.is_ok());
+    let second_uploaded = second.wait().await.expect("the second file uploads");
+    let first_uploaded = first
+        .wait()
+        .await
+        .expect("the paused file uploads once resumed");
+    assert_stored(&server, &first_uploaded, &files[0]).await;
+    assert_stored(&server, &second_uploaded, &files[1]).await;
 }
 
 transfer_tests::ledger_tests!(

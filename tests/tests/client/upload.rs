@@ -5,7 +5,7 @@ use transfer_tests::{
     CuttingProxy, Fault, Ledger, SlowRepliesProxy, TestFile, TestServer, TransferdProcess, download,
 };
 
-use crate::{client, on_disk};
+use crate::{assert_stored, client, on_disk};
 
 const CHUNK: u64 = 64 * 1024;
 
@@ -110,7 +110,7 @@ async fn pause_stops_sending_and_resume_finishes_the_upload(ledger: Ledger) {
         .await
         .expect("the upload completes after resume");
     assert!(!uploaded.instant);
-    assert_eq!(uploaded.file.size, file.data.len() as u64);
+    assert_stored(&server, &uploaded, &file).await;
 }
 
 async fn cancel_aborts_the_session_on_the_server(ledger: Ledger) {
@@ -373,7 +373,7 @@ async fn a_hung_connection_is_detected_as_stalled_and_the_upload_completes(ledge
         .expect("the upload completes");
     assert_eq!(proxy.cuts_made(), 1);
     assert!(saw_stall.await.unwrap(), "the client reported the stall");
-    assert_eq!(uploaded.file.size, file.data.len() as u64);
+    assert_stored(&server, &uploaded, &file).await;
 }
 
 async fn the_first_chunks_go_out_before_the_server_answers_the_stream(ledger: Ledger) {
@@ -408,7 +408,7 @@ async fn the_first_chunks_go_out_before_the_server_answers_the_stream(ledger: Le
          server's answer, a round trip lost"
     );
     let uploaded = upload.wait().await.expect("the upload completes");
-    assert_eq!(uploaded.file.size, file.data.len() as u64);
+    assert_stored(&server, &uploaded, &file).await;
 }
 
 async fn an_upload_aborted_by_another_client_stops_instead_of_starting_over(ledger: Ledger) {
