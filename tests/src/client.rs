@@ -231,6 +231,26 @@ impl ChunkStream {
         }
     }
 
+    /// Sends the chunks `indexes` of `file` (at most a window of them), then reads one
+    /// ack for each; returns the acks.
+    pub async fn send_and_ack(
+        &mut self,
+        file: &TestFile,
+        chunk_size: u32,
+        indexes: impl IntoIterator<Item = u64>,
+    ) -> Vec<ChunkAck> {
+        let mut sent = 0;
+        for index in indexes {
+            self.send_chunk(index, file.chunk(index, chunk_size)).await;
+            sent += 1;
+        }
+        let mut acks = Vec::with_capacity(sent);
+        for _ in 0..sent {
+            acks.push(self.expect_ack().await);
+        }
+        acks
+    }
+
     pub async fn expect_ack(&mut self) -> ChunkAck {
         match self.next().await {
             Ok(Some(upload_chunks_response::Message::Ack(ack))) => ack,

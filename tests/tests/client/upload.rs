@@ -43,7 +43,11 @@ async fn an_upload_cut_several_times_completes_without_resending_acked_chunks(le
     );
     // ...and the server saw a chunk twice only when the ack of its first copy was lost.
     assert!(uploaded.chunks_already_stored <= 3 * window);
-    assert_eq!(server.chunk_rows().await, chunks as i64);
+    assert_eq!(
+        server.chunk_rows().await,
+        chunks as i64,
+        "every chunk is recorded"
+    );
 
     let mut raw = server.client().await;
     let copy = download(&mut raw, None, &uploaded.file.file_id, 0, 0)

@@ -13,12 +13,7 @@ async fn aborting_a_session_removes_its_chunks_and_staged_bytes(ledger: Ledger) 
     let mut stream = ChunkStream::open(&mut client, None, &session.upload_id)
         .await
         .unwrap();
-    for index in 0..4 {
-        stream.send_chunk(index, file.chunk(index, CHUNK)).await;
-    }
-    for _ in 0..4 {
-        stream.expect_ack().await;
-    }
+    stream.send_and_ack(&file, CHUNK, 0..4).await;
     assert_eq!(server.staging_files().len(), 1);
 
     abort(&mut client, None, &session.upload_id).await.unwrap();

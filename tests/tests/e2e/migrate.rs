@@ -19,12 +19,7 @@ async fn migrate_ledger_moves_a_server_from_the_embedded_ledger_to_postgres() {
     let mut stream = ChunkStream::open(&mut client, None, &session.upload_id)
         .await
         .unwrap();
-    for index in 0..4 {
-        stream.send_chunk(index, partial.chunk(index, CHUNK)).await;
-    }
-    for _ in 0..4 {
-        stream.expect_ack().await;
-    }
+    stream.send_and_ack(&partial, CHUNK, 0..4).await;
     drop(stream);
     let (kept, _) = server.create_key("alice", Some("users/")).await;
     let (revoked, _) = server.create_key("bob", None).await;

@@ -18,12 +18,7 @@ async fn an_upload_resumes_after_a_server_restart_and_verifies_the_whole_file(le
             .unwrap();
         // A prefix and a chunk past a gap, so the new server must rebuild its hash of the
         // prefix from the staged bytes and still place the later chunk.
-        for index in (0..8).chain([15]) {
-            stream.send_chunk(index, file.chunk(index, CHUNK)).await;
-        }
-        for _ in 0..9 {
-            stream.expect_ack().await;
-        }
+        stream.send_and_ack(&file, CHUNK, (0..8).chain([15])).await;
         session.upload_id
     };
 
@@ -100,12 +95,7 @@ async fn an_idle_session_saves_its_hash_so_a_new_one_resumes_it(ledger: Ledger) 
     let mut stream = ChunkStream::open(&mut client, None, &session.upload_id)
         .await
         .unwrap();
-    for index in (0..5).chain([9]) {
-        stream.send_chunk(index, file.chunk(index, CHUNK)).await;
-    }
-    for _ in 0..6 {
-        stream.expect_ack().await;
-    }
+    stream.send_and_ack(&file, CHUNK, (0..5).chain([9])).await;
     drop(stream);
 
     let saved = "SELECT coalesce((SELECT hashed_chunks FROM files WHERE md5_state IS NOT NULL), 0)";

@@ -15,12 +15,8 @@ async fn a_dropped_stream_resumes_with_only_the_missing_chunks(ledger: Ledger) {
     let mut stream = ChunkStream::open(&mut client, None, &session.upload_id)
         .await
         .unwrap();
-    for index in 0..10 {
-        stream.send_chunk(index, file.chunk(index, CHUNK)).await;
-    }
-    for _ in 0..10 {
-        assert_eq!(stream.expect_ack().await.outcome(), ChunkOutcome::Stored);
-    }
+    let acks = stream.send_and_ack(&file, CHUNK, 0..10).await;
+    assert!(acks.iter().all(|a| a.outcome() == ChunkOutcome::Stored));
     // Acked means recorded: the ledger holds every acked chunk already.
     let rows = server.chunk_rows().await;
     assert_eq!(rows, 10);
@@ -64,12 +60,7 @@ async fn committed_chunks_come_back_as_compact_ranges(ledger: Ledger) {
     let mut stream = ChunkStream::open(&mut client, None, &session.upload_id)
         .await
         .unwrap();
-    for index in [0, 1, 2, 5, 7, 8] {
-        stream.send_chunk(index, file.chunk(index, CHUNK)).await;
-    }
-    for _ in 0..6 {
-        stream.expect_ack().await;
-    }
+    stream.send_and_ack(&file, CHUNK, [0, 1, 2, 5, 7, 8]).await;
     drop(stream);
     let resumed = open_session(&mut client, None, &file, CHUNK).await;
     assert_eq!(

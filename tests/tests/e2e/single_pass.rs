@@ -23,14 +23,7 @@ async fn send_chunks(
     let mut stream = ChunkStream::open(client, owner, &session.upload_id)
         .await
         .unwrap();
-    let mut sent = 0;
-    for index in indexes {
-        stream.send_chunk(index, file.chunk(index, CHUNK)).await;
-        sent += 1;
-    }
-    for _ in 0..sent {
-        stream.expect_ack().await;
-    }
+    stream.send_and_ack(file, CHUNK, indexes).await;
     stream
 }
 

@@ -31,6 +31,9 @@ mod registry;
 mod task;
 mod writer;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -175,21 +178,4 @@ pub(super) enum Command {
     Aborted {
         done: oneshot::Sender<()>,
     },
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_stream_counts_as_live_from_its_attach_until_it_is_dropped() {
-        let live = Arc::new(AtomicUsize::new(0));
-        let first = LiveStream::new(&live);
-        let second = LiveStream::new(&live);
-        assert_eq!(live.load(Ordering::Acquire), 2);
-        drop(first);
-        assert_eq!(live.load(Ordering::Acquire), 1);
-        drop(second);
-        assert_eq!(live.load(Ordering::Acquire), 0);
-    }
 }

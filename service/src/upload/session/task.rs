@@ -201,7 +201,7 @@ impl Session {
 
 /// Begins staging an upload and keeps the store's handle in the ledger. If another
 /// process kept one first, that one is used and this one dropped.
-async fn begin_staging(
+pub(super) async fn begin_staging(
     registry: &SessionRegistry,
     file: &FileRecord,
 ) -> Result<UploadHandle, ServiceError> {
