@@ -102,6 +102,7 @@ async fn send_pieces(
                 },
                 Err(error) => {
                     let error = ServiceError::from(error);
+                    error.log_if_server_fault();
                     let code = error.code();
                     let _ = tx.send(Err(error)).await;
                     return code;

@@ -160,9 +160,17 @@ impl crate::upload::wire::BodyFailure for Status {
     }
 }
 
+impl ServiceError {
+    /// The status a client is told, without logging: for errors logged where they were
+    /// made (a stream's, inside its RPC span).
+    pub fn status(&self) -> Status {
+        Status::new(self.code(), self.to_string())
+    }
+}
+
 impl From<ServiceError> for Status {
     fn from(error: ServiceError) -> Self {
         error.log_if_server_fault();
-        Status::new(error.code(), error.to_string())
+        error.status()
     }
 }

@@ -43,9 +43,10 @@ pub type UploadResponses = futures::stream::Map<
     fn(Result<UploadChunksResponse, ServiceError>) -> Result<UploadChunksResponse, Status>,
 >;
 
-/// The one place a stream's error becomes a gRPC status.
+/// The one place a stream's error becomes a gRPC status. The stream logged it already,
+/// where it ended, inside its RPC span (and whether or not the client still listens).
 fn to_status<M>(response: Result<M, ServiceError>) -> Result<M, Status> {
-    response.map_err(Status::from)
+    response.map_err(|error| error.status())
 }
 
 /// Responses an upload stream may queue before it waits for the client to read them.

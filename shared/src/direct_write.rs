@@ -11,15 +11,21 @@ use std::io::{self, ErrorKind};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
-use transfer_wire::aligned::{ALIGN, is_aligned};
+use std::sync::Arc;
+
+use transfer_wire::aligned::{ALIGN, BufferPool, is_aligned};
 
 /// A file written at offsets, directly where it can be.
 pub struct DirectWriter {
     file: File,
     /// The same file opened with `O_DIRECT`, while the filesystem takes such writes.
     direct: Option<File>,
-    /// A reused page-aligned copy for data that does not start on a page.
+    /// Where data that does not start on a page is copied for a direct write: the
+    /// owner's pool, or a buffer of the writer's own, reused.
+    buffers: Option<Arc<BufferPool>>,
     aligned: Vec<u8>,
+    /// Bytes written around the page cache so far.
+    direct_bytes: u64,
 }
 
 impl DirectWriter {
@@ -34,8 +40,28 @@ impl DirectWriter {
         Self {
             file,
             direct,
+            buffers: None,
             aligned: Vec::new(),
+            direct_bytes: 0,
         }
+    }
+
+    /// Copies data that does not start on a page into buffers of `buffers` (a server's
+    /// pool, bounded and reused) instead of a buffer of the writer's own.
+    pub fn copying_into(mut self, buffers: Arc<BufferPool>) -> Self {
+        self.buffers = Some(buffers);
+        self
+    }
+
+    /// Whether writes still go around the page cache (the filesystem allowed `O_DIRECT`
+    /// and has refused no write yet).
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// Bytes written around the page cache so far.
+    pub fn direct_bytes(&self) -> u64 {
+        self.direct_bytes
     }
 
     /// The file, for syncing what was written.
@@ -53,8 +79,12 @@ impl DirectWriter {
             if len > 0 {
                 // Chunks and pieces gathered off the network arrive aligned; others are
                 // copied.
+                let pooled;
                 let buf = if is_aligned(data) {
                     &data[..len]
+                } else if let Some(buffers) = &self.buffers {
+                    pooled = buffers.copy_aligned(&data[..len]);
+                    &pooled[..]
                 } else {
                     if self.aligned.len() < len + ALIGN {
                         self.aligned = vec![0; len + ALIGN];
@@ -65,7 +95,10 @@ impl DirectWriter {
                     buf
                 };
                 match direct.write_all_at(buf, offset) {
-                    Ok(()) => done = len,
+                    Ok(()) => {
+                        done = len;
+                        self.direct_bytes += len as u64;
+                    }
                     // Some filesystems open with O_DIRECT but refuse its writes (or this
                     // block size): the cache it is, from now on.
                     Err(e) if e.kind() == ErrorKind::InvalidInput => self.direct = None,
@@ -81,20 +114,53 @@ impl DirectWriter {
 mod tests {
     use super::*;
 
+    /// A file of `size` bytes at `path`, open for writing.
+    fn sized(path: &Path, size: usize) -> File {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .expect("a file");
+        file.set_len(size as u64).expect("sized");
+        file
+    }
+
+    #[test]
+    fn aligned_data_at_aligned_offsets_goes_direct_where_the_filesystem_allows_it() {
+        // On the disk the workspace is built on, as a server's data directory would be
+        // (not a tmpfs /tmp, which refuses O_DIRECT): the writes that every chunk makes.
+        let dir = tempfile::tempdir_in(concat!(env!("CARGO_MANIFEST_DIR"), "/../target"))
+            .expect("a directory");
+        let path = dir.path().join("f");
+        let size = 8 * ALIGN;
+        let data: Vec<u8> = (0..size).map(|i| (i * 7 % 253) as u8).collect();
+        let pool = BufferPool::new(transfer_wire::aligned::DEFAULT_POOL_BYTES);
+        let mut writer = DirectWriter::new(sized(&path, size), &path).copying_into(pool.clone());
+        let allowed = writer.is_direct();
+        for (start, end) in [(4 * ALIGN, size), (0, 4 * ALIGN)] {
+            let piece = pool.copy_aligned(&data[start..end]);
+            assert!(is_aligned(&piece));
+            writer.write_at(&piece, start as u64).expect("a write");
+        }
+        writer.file().sync_all().expect("a sync");
+        assert_eq!(std::fs::read(&path).expect("the file"), data);
+        if allowed {
+            assert_eq!(
+                writer.direct_bytes(),
+                size as u64,
+                "every aligned byte went around the page cache"
+            );
+        }
+    }
+
     #[test]
     fn writes_land_at_their_offsets_aligned_or_not_in_any_order() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let path = dir.path().join("f");
         let size = 5 * ALIGN + 123;
         let data: Vec<u8> = (0..size).map(|i| (i * 13 % 251) as u8).collect();
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .expect("a file");
-        file.set_len(size as u64).expect("sized");
-        let mut writer = DirectWriter::new(file, &path);
+        let mut writer = DirectWriter::new(sized(&path, size), &path);
         // An aligned block copied from an unaligned start, an unaligned offset, the
         // ragged tail first, and a whole aligned run.
         let pieces = [

@@ -179,10 +179,16 @@ mod tests {
             HashPipe::start(Md5::new(), shared),
         );
         let piece = Bytes::from(vec![7u8; 4096]);
-        for _ in 0..50 {
-            tokio::join!(a.feed(piece.clone()), b.feed(piece.clone()));
-        }
-        let (a, b) = tokio::join!(a.finish(), b.finish());
+        // A pipe that kept the one slot while waiting for input would stop the other.
+        let both = async {
+            for _ in 0..50 {
+                tokio::join!(a.feed(piece.clone()), b.feed(piece.clone()));
+            }
+            tokio::join!(a.finish(), b.finish())
+        };
+        let (a, b) = tokio::time::timeout(std::time::Duration::from_secs(10), both)
+            .await
+            .expect("the pipes take turns on the slot");
         let expected = Md5::digest(vec![7u8; 4096 * 50]);
         assert_eq!(a.expect("a").finalize(), expected);
         assert_eq!(b.expect("b").finalize(), expected);

@@ -54,8 +54,11 @@ pub async fn run(
         .as_ref()
         .map_or_else(ServiceError::code, |()| tonic::Code::Ok);
     record_status(&tracing::Span::current(), code);
-    if let (Err(error), Ok(last_word)) = (ended, last_word) {
-        last_word.send(Err(error));
+    if let Err(error) = ended {
+        error.log_if_server_fault();
+        if let Ok(last_word) = last_word {
+            last_word.send(Err(error));
+        }
     }
 }
 

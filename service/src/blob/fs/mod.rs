@@ -178,11 +178,13 @@ impl BlobStore for FsBlobStore {
             .collect();
         let parts = parts.to_vec();
         let upload = upload.clone();
+        let buffers = Arc::clone(&self.buffers);
         blocking(move || {
             // Direct I/O skips copying every byte into the page cache (the costliest
             // thing the server did per byte after MD5); where the filesystem refuses it,
             // or for a part's unaligned tail, writes go through the cache.
-            let mut writer = DirectWriter::new(open_staged(&path, &upload, true)?, &path);
+            let mut writer =
+                DirectWriter::new(open_staged(&path, &upload, true)?, &path).copying_into(buffers);
             for part in &parts {
                 writer
                     .write_at(&part.data, part.offset)
