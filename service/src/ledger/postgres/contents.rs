@@ -6,6 +6,7 @@ use super::{FILE_COLUMNS, PostgresLedger, db_error, file_from_row};
 use crate::ledger::columns::to_i64;
 use crate::ledger::{Blake3Digest, ContentIndex, FileRecord, LedgerError, Md5Digest};
 use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
 use uuid::Uuid;
 
 #[async_trait]
@@ -74,11 +75,7 @@ impl ContentIndex for PostgresLedger {
             )
             .await
             .map_err(db_error)?;
-        Ok(row
-            .map(|row| row.try_get::<_, Option<String>>(0))
-            .transpose()
-            .map_err(db_error)?
-            .flatten())
+        locator_in(row)
     }
 
     async fn content_locator(&self, file: &FileRecord) -> Result<Option<String>, LedgerError> {
@@ -100,11 +97,7 @@ impl ContentIndex for PostgresLedger {
                 .map_err(db_error)?,
             (None, None) => None,
         };
-        Ok(row
-            .map(|row| row.try_get::<_, Option<String>>(0))
-            .transpose()
-            .map_err(db_error)?
-            .flatten())
+        locator_in(row)
     }
 
     async fn add_file_for_content(
@@ -148,4 +141,13 @@ impl ContentIndex for PostgresLedger {
             .map_err(db_error)?;
         row.as_ref().map(file_from_row).transpose()
     }
+}
+
+/// The locator a `SELECT locator ...` row holds, if there is a row and it has one.
+fn locator_in(row: Option<Row>) -> Result<Option<String>, LedgerError> {
+    Ok(row
+        .map(|row| row.try_get::<_, Option<String>>(0))
+        .transpose()
+        .map_err(db_error)?
+        .flatten())
 }
