@@ -58,6 +58,32 @@ pub async fn probe(
     ask(client, owner, file, chunk_size, Vec::new(), file.head_md5()).await
 }
 
+/// `CheckUpload` with the MD5 and the head digest, as the client library asks; a client
+/// resuming after an interruption names the session it was streaming into in
+/// `upload_id` ("" for none).
+pub async fn check_resuming(
+    client: &mut Client,
+    owner: Option<&str>,
+    file: &TestFile,
+    chunk_size: u32,
+    upload_id: &str,
+) -> Result<check_upload_response::Result, Status> {
+    let message = CheckUploadRequest {
+        name: file.name.clone(),
+        size: file.data.len() as u64,
+        md5: file.md5.clone().into(),
+        preferred_chunk_size: chunk_size,
+        head_md5: file.head_md5().into(),
+        resume_upload_id: upload_id.to_owned(),
+        ..Default::default()
+    };
+    let response = client.check_upload(request(message, owner)).await?;
+    Ok(response
+        .into_inner()
+        .result
+        .expect("CheckUpload always answers with a result"))
+}
+
 async fn ask(
     client: &mut Client,
     owner: Option<&str>,

@@ -37,6 +37,8 @@ impl<S: ChunkSource> Upload<'_, S> {
                 head_md5: self.head_md5.to_vec().into(),
                 accepts_challenge: self.md5.is_some() && !self.challenged,
                 proof: self.proof.clone(),
+                // After an interruption, the session this upload was streaming into.
+                resume_upload_id: self.session_id.clone().unwrap_or_default(),
             };
             let check = guarded(reporter, deadline, raw.check_upload(request))
                 .await?

@@ -1,9 +1,16 @@
 //! `CheckUpload`: instant upload when the content is stored, otherwise the upload session.
 //!
 //! A single-pass upload asks with the head digest instead of the MD5. The answer comes
-//! only from the caller's own files: its open single-pass session for the same name,
-//! size and head (to resume), "maybe stored" when it has any file or upload of that size
-//! and head (the client then hashes and asks with the MD5), or a new session.
+//! only from the caller's own files: "maybe stored" when it has a complete file of that
+//! size and head (the client then hashes and asks with the MD5, which makes it instant),
+//! its open single-pass session for the same name, size and head (to resume), "maybe
+//! stored" again for any other upload of that size and head, or a new session.
+//!
+//! A client asking again after an interruption names the session it was streaming into
+//! (`resume_upload_id`): unless the content is stored, that session is the answer while
+//! it is open and the caller's, even with the MD5 the session has not recorded yet and
+//! while the broken stream still counts as attached. So no interruption leaves a session
+//! behind or starts the file over.
 //!
 //! With `--dedup-scope global`, content another owner stored may answer too, but only
 //! after the caller proves it holds the bytes ([`super::possession`]).
@@ -20,7 +27,8 @@ use crate::files::abort_upload;
 use crate::identity::Owner;
 use crate::layout::{ChunkLayout, Limits};
 use crate::ledger::{FileRecord, FileState, Ledger, Md5Digest, NewUpload};
-use crate::request::parse_md5;
+use crate::request::{parse_id, parse_md5};
+use uuid::Uuid;
 
 const MAX_NAME_LEN: usize = 1024;
 
@@ -37,6 +45,8 @@ pub struct UploadIntent {
     pub accepts_challenge: bool,
     /// Its answer to one.
     pub proof: Option<Proof>,
+    /// The session the client was streaming into before an interruption.
+    pub resume: Option<Uuid>,
 }
 
 impl UploadIntent {
@@ -78,6 +88,10 @@ impl UploadIntent {
             });
         }
         let proof = request.proof.map(Proof::parse).transpose()?;
+        let resume = match request.resume_upload_id.as_str() {
+            "" => None,
+            id => Some(parse_id("resume_upload_id", id)?),
+        };
         Ok(Self {
             name: request.name,
             size: request.size,
@@ -86,6 +100,7 @@ impl UploadIntent {
             preferred_chunk_size: request.preferred_chunk_size,
             accepts_challenge: request.accepts_challenge,
             proof,
+            resume,
         })
     }
 }
@@ -119,22 +134,27 @@ pub async fn check_upload(
     owner: &Owner,
     intent: UploadIntent,
 ) -> Result<CheckOutcome, ServiceError> {
+    if let Some(md5) = &intent.md5
+        && let Some(file) = ledger
+            .add_file_for_owned_content(
+                owner.as_str(),
+                &intent.name,
+                md5,
+                intent.size,
+                intent.head_md5.as_ref(),
+            )
+            .instrument(info_span!("ledger.add_file_for_owned_content"))
+            .await?
+    {
+        return instant(ledger, blobs, sessions, owner, &intent, file).await;
+    }
+    // An interrupted upload goes on in its own session, whatever else would match.
+    if let Some(open) = resumable(ledger, owner, &intent).await? {
+        return session(ledger, limits, open, true).await;
+    }
     let Some(md5) = intent.md5 else {
         return probe(ledger, sessions, limits, owner, intent).await;
     };
-    if let Some(file) = ledger
-        .add_file_for_owned_content(
-            owner.as_str(),
-            &intent.name,
-            &md5,
-            intent.size,
-            intent.head_md5.as_ref(),
-        )
-        .instrument(info_span!("ledger.add_file_for_owned_content"))
-        .await?
-    {
-        return instant(ledger, blobs, sessions, owner, &md5, intent.size, file).await;
-    }
     if let Some(challenges) = challenges {
         if let Some(proof) = &intent.proof {
             // However a proof fails, its answer comes no sooner than a proof's floor.
@@ -156,7 +176,7 @@ pub async fn check_upload(
                     .instrument(info_span!("ledger.add_file_for_content"))
                     .await?
             {
-                return instant(ledger, blobs, sessions, owner, &md5, intent.size, file).await;
+                return instant(ledger, blobs, sessions, owner, &intent, file).await;
             }
         } else if intent.accepts_challenge
             && ledger
@@ -177,24 +197,55 @@ pub async fn check_upload(
     open_session(ledger, sessions, limits, owner, intent).await
 }
 
+/// The caller's own open session that it names to resume, if it still fits the request.
+/// Any other id (unknown, another owner's, closed) is as if none were named: the
+/// answer must not tell them apart.
+async fn resumable(
+    ledger: &dyn Ledger,
+    owner: &Owner,
+    intent: &UploadIntent,
+) -> Result<Option<FileRecord>, ServiceError> {
+    let Some(id) = intent.resume else {
+        return Ok(None);
+    };
+    let file = ledger
+        .get_file(id)
+        .instrument(info_span!("ledger.get_file"))
+        .await?;
+    Ok(file.filter(|file| {
+        file.owner == owner.as_str()
+            && file.state == FileState::Uploading
+            && file.size == intent.size
+            && (intent.md5.is_none() || file.md5.is_none() || file.md5 == intent.md5)
+    }))
+}
+
 /// The owner now has `file` without sending a byte.
 async fn instant(
     ledger: &dyn Ledger,
     blobs: &dyn BlobStore,
     sessions: &SessionRegistry,
     owner: &Owner,
-    md5: &Md5Digest,
-    size: u64,
+    intent: &UploadIntent,
     file: FileRecord,
 ) -> Result<CheckOutcome, ServiceError> {
     // The owner may have had a session for this content open when another upload
-    // stored it: that session is no longer needed.
-    if let Some(open) = ledger
-        .find_open_upload(owner.as_str(), md5, size)
-        .instrument(info_span!("ledger.find_open_upload"))
-        .await?
+    // stored it, or be resuming one: neither is needed any more.
+    let mut unneeded = Vec::new();
+    if let Some(md5) = &intent.md5
+        && let Some(open) = ledger
+            .find_open_upload(owner.as_str(), md5, intent.size)
+            .instrument(info_span!("ledger.find_open_upload"))
+            .await?
     {
-        match abort_upload(ledger, blobs, sessions, owner, open.id).await {
+        unneeded.push(open.id);
+    }
+    if let Some(resumed) = resumable(ledger, owner, intent).await? {
+        unneeded.push(resumed.id);
+    }
+    unneeded.dedup();
+    for id in unneeded {
+        match abort_upload(ledger, blobs, sessions, owner, id).await {
             Ok(()) | Err(ServiceError::UploadNotOpen { .. }) => {}
             Err(error) => return Err(error),
         }
@@ -224,6 +275,12 @@ async fn probe(
         .files_with_head(owner.as_str(), intent.size, &head, PROBE_LIMIT)
         .instrument(info_span!("ledger.files_with_head"))
         .await?;
+    // The owner has a complete file like it: hash and ask with the MD5, which makes the
+    // upload instant if it is that content (an unfinished upload of the same name, size
+    // and head must not make the client send it all again).
+    if matches.iter().any(|f| f.state == FileState::Complete) {
+        return Ok(CheckOutcome::MaybeStored);
+    }
     // The owner's own unfinished single-pass upload of this file: resume it, unless a
     // client is streaming into it right now (a second file with the same name, size and
     // head, uploaded at the same time, must not share its session; it is "maybe" below).

@@ -452,7 +452,38 @@ async fn a_server_address_without_a_scheme_is_refused_at_once() {
     }
 }
 
+async fn a_single_pass_upload_cut_mid_stream_goes_on_in_its_own_session(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    // The library's default: one pass. A file of no more chunks than the window is all
+    // read (so its MD5 known, and declared) before the first ack comes back.
+    let file = TestFile::new("own.bin", 8 * CHUNK as usize, 109);
+    let (_dir, path) = on_disk(&file);
+    // The first connection is cut after ~300 KB: mid-stream, the MD5 known to the client
+    // and not yet recorded by the server.
+    let proxy = CuttingProxy::start(server.addr, 300_000, 1).await;
+    let client = client(proxy.endpoint());
+    let uploaded = client
+        .upload_path(&path)
+        .wait()
+        .await
+        .expect("the upload completes");
+    assert_eq!(proxy.cuts_made(), 1);
+    assert_stored(&server, &uploaded, &file).await;
+    assert_eq!(
+        server.ledger_number("SELECT count(*) FROM files").await,
+        1,
+        "one file, and no session left behind by the cut"
+    );
+    let window = client.config().window as u64;
+    assert!(
+        uploaded.chunks_sent <= 8 + window,
+        "sent {} chunks for 8: the cut cost more than the chunks in flight",
+        uploaded.chunks_sent
+    );
+}
+
 transfer_tests::ledger_tests!(
+    a_single_pass_upload_cut_mid_stream_goes_on_in_its_own_session,
     the_first_chunks_go_out_before_the_server_answers_the_stream,
     an_upload_aborted_by_another_client_stops_instead_of_starting_over,
     a_hung_connection_is_detected_as_stalled_and_the_upload_completes,
