@@ -131,6 +131,13 @@ pub struct Settings {
     )]
     pub max_streams_per_connection: u32,
 
+    /// MiB an upload hashes between the hash checkpoints it saves to the ledger (one small
+    /// write each, in the background): after a restart a session reads back at most this
+    /// much of its staged bytes to rebuild its hash before it acks again.
+    #[arg(long, env = "TRANSFERD_HASH_CHECKPOINT_MIB", default_value_t = 32,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub hash_checkpoint_mib: u64,
+
     /// Seconds an upload session with no stream attached keeps its state in memory.
     #[arg(long, env = "TRANSFERD_SESSION_IDLE_SECS", default_value_t = 60)]
     pub session_idle_secs: u64,
@@ -354,6 +361,7 @@ impl Settings {
             owner_upload_memory_bytes: self.owner_upload_memory_bytes,
             first_message_timeout: Duration::from_secs(self.first_message_secs),
             stream_idle_timeout: Duration::from_secs(self.stream_idle_secs),
+            hash_checkpoint_bytes: self.hash_checkpoint_mib << 20,
         })
     }
 

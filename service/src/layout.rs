@@ -30,6 +30,9 @@ pub struct Limits {
     /// for the client (an idle stream, a message sent too slowly, messages that store
     /// nothing), and how long the server waits for a client that reads no acks.
     pub stream_idle_timeout: std::time::Duration,
+    /// Bytes an upload hashes between the hash checkpoints it saves: at most this much is
+    /// read back to rebuild the hash after a restart.
+    pub hash_checkpoint_bytes: u64,
 }
 
 impl Limits {
@@ -65,6 +68,7 @@ mod tests {
             owner_upload_memory_bytes: 1,
             first_message_timeout: std::time::Duration::from_secs(1),
             stream_idle_timeout: std::time::Duration::from_secs(1),
+            hash_checkpoint_bytes: 1 << 20,
         };
         assert_eq!(limits.choose_chunk_size(0), 256);
         assert_eq!(limits.choose_chunk_size(1), 64);

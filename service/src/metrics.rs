@@ -17,6 +17,8 @@ pub struct Metrics {
     pub chunks_rejected: Counter<u64>,
     /// `CheckUpload` calls answered with `already_stored`.
     pub instant_uploads: Counter<u64>,
+    /// Staged bytes a restarted session read back to rebuild its hash (`By`).
+    pub bytes_rehashed: Counter<u64>,
     /// Upload sessions with a task in memory.
     pub active_sessions: UpDownCounter<i64>,
     /// Open `UploadChunks` streams.
@@ -65,6 +67,11 @@ pub fn metrics() -> &'static Metrics {
             instant_uploads: meter
                 .u64_counter("transfer.uploads.instant")
                 .with_description("CheckUpload calls answered with already_stored")
+                .build(),
+            bytes_rehashed: meter
+                .u64_counter("transfer.bytes.rehashed")
+                .with_unit("By")
+                .with_description("Staged bytes a restarted session read back to rebuild its hash")
                 .build(),
             active_sessions: meter
                 .i64_up_down_counter("transfer.upload.sessions.active")

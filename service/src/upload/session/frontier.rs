@@ -6,7 +6,7 @@
 //! a chunk past a gap is parked in memory (within the session's and the server's
 //! budgets) and read back from staging if it was dropped. A chunk that extends the
 //! prefix is acked only as the hasher takes it, so a client sends no faster than the
-//! server hashes; one past a gap is acked at once. Every [`CHECKPOINT_BYTES`] hashed,
+//! server hashes; one past a gap is acked at once. Every `--hash-checkpoint-mib` hashed,
 //! the hash state is saved to the ledger, so a restarted session re-reads little.
 
 use std::collections::BTreeMap;
@@ -22,10 +22,6 @@ use crate::ledger::{HashCheckpoint, LedgerError, UploadLedger};
 use crate::upload::committed::CommittedChunks;
 use crate::upload::hasher::OrderedHasher;
 use crate::upload::parked::ParkedChunks;
-
-/// How much newly hashed data makes the session save a hash checkpoint, so that a
-/// restarted session re-reads at most this much to rebuild the MD5.
-pub(super) const CHECKPOINT_BYTES: u64 = 128 << 20;
 
 /// Where a session's hash stands.
 pub(super) struct HashFrontier {
@@ -70,10 +66,23 @@ impl HashFrontier {
             hasher: Some(hasher),
             hashed,
             checkpointed: hashed,
-            checkpoint_bytes: CHECKPOINT_BYTES,
+            checkpoint_bytes: u64::MAX,
             parked,
             acks_after_hash: BTreeMap::new(),
         }
+    }
+
+    /// Saves a hash checkpoint every `bytes` hashed (none without this).
+    pub(super) fn checkpointing_every(mut self, bytes: u64) -> Self {
+        self.checkpoint_bytes = bytes.max(1);
+        self
+    }
+
+    /// Bytes the hasher still has to take from staging before it reaches the committed
+    /// prefix of `committed` chunks: what a restarted session reads back.
+    pub(super) fn behind_by(&self, committed_prefix: u64) -> u64 {
+        let end = self.layout.offset(committed_prefix).min(self.layout.size);
+        end.saturating_sub(self.layout.offset(self.hashed))
     }
 
     /// Whether every chunk has been hashed.
@@ -378,8 +387,7 @@ mod tests {
     #[tokio::test]
     async fn the_hash_is_checkpointed_as_it_goes_and_resumes_from_the_checkpoint() {
         let f = Fixture::new().await;
-        let mut frontier = f.frontier(1 << 20);
-        frontier.checkpoint_bytes = u64::from(CHUNK);
+        let mut frontier = f.frontier(1 << 20).checkpointing_every(u64::from(CHUNK));
         let mut committed = CommittedChunks::from_ranges([], CHUNKS);
         f.commit(&mut frontier, &mut committed, &[0, 1]).await;
         advance(&mut frontier, &committed).await;
@@ -408,6 +416,16 @@ mod tests {
             Arc::clone(&f.ledger) as Arc<dyn UploadLedger>,
             (hasher, 2),
             ParkedChunks::new(1 << 20, budget),
+        );
+        assert_eq!(
+            resumed.behind_by(2),
+            0,
+            "nothing to read back up to the checkpoint"
+        );
+        assert_eq!(
+            resumed.behind_by(CHUNKS),
+            f.layout.size - f.layout.offset(2),
+            "the chunks past the checkpoint are read back"
         );
         f.commit(&mut resumed, &mut committed, &[2, 3]).await;
         advance(&mut resumed, &committed).await;

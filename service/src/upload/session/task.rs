@@ -157,7 +157,15 @@ impl Session {
             Arc::clone(&registry.ledger) as Arc<dyn UploadLedger>,
             (hasher, hashed),
             parked,
-        );
+        )
+        .checkpointing_every(registry.limits.hash_checkpoint_bytes);
+        // What this session reads back before it acks again: at most a checkpoint's
+        // worth, unless the hash state was lost.
+        let rehash = frontier.behind_by(prefix);
+        if rehash > 0 {
+            metrics().bytes_rehashed.add(rehash, &[]);
+            tracing::info!(upload = %id, bytes = rehash, "reading staged bytes back to rebuild the hash");
+        }
         let mut session = Session {
             registry: Arc::clone(&registry),
             commands: handle.commands,

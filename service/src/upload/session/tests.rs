@@ -119,6 +119,7 @@ impl Fixture {
             owner_upload_memory_bytes: 1 << 26,
             first_message_timeout: Duration::from_secs(5),
             stream_idle_timeout: Duration::from_secs(5),
+            hash_checkpoint_bytes: 1 << 20,
         };
         let registry = SessionRegistry::new(
             Arc::clone(&ledger) as Arc<dyn Ledger>,
