@@ -37,15 +37,7 @@ pub async fn check(
     file: &TestFile,
     chunk_size: u32,
 ) -> Result<check_upload_response::Result, Status> {
-    ask(
-        client,
-        owner,
-        file,
-        chunk_size,
-        file.md5.clone(),
-        Vec::new(),
-    )
-    .await
+    ask(client, owner, file, chunk_size, Ask::Md5).await
 }
 
 /// A single-pass `CheckUpload`: the name, size and head digest, no MD5.
@@ -55,7 +47,7 @@ pub async fn probe(
     file: &TestFile,
     chunk_size: u32,
 ) -> Result<check_upload_response::Result, Status> {
-    ask(client, owner, file, chunk_size, Vec::new(), file.head_md5()).await
+    ask(client, owner, file, chunk_size, Ask::Head).await
 }
 
 /// `CheckUpload` with the MD5 and the head digest, as the client library asks; a client
@@ -68,20 +60,14 @@ pub async fn check_resuming(
     chunk_size: u32,
     upload_id: &str,
 ) -> Result<check_upload_response::Result, Status> {
-    let message = CheckUploadRequest {
-        name: file.name.clone(),
-        size: file.data.len() as u64,
-        md5: file.md5.clone().into(),
-        preferred_chunk_size: chunk_size,
-        head_md5: file.head_md5().into(),
-        resume_upload_id: upload_id.to_owned(),
-        ..Default::default()
-    };
-    let response = client.check_upload(request(message, owner)).await?;
-    Ok(response
-        .into_inner()
-        .result
-        .expect("CheckUpload always answers with a result"))
+    ask(client, owner, file, chunk_size, Ask::Resuming(upload_id)).await
+}
+
+/// What a `CheckUpload` of a test file carries besides its name and size.
+enum Ask<'a> {
+    Md5,
+    Head,
+    Resuming(&'a str),
 }
 
 async fn ask(
@@ -89,15 +75,20 @@ async fn ask(
     owner: Option<&str>,
     file: &TestFile,
     chunk_size: u32,
-    md5: Vec<u8>,
-    head_md5: Vec<u8>,
+    ask: Ask<'_>,
 ) -> Result<check_upload_response::Result, Status> {
+    let (md5, head_md5, resume) = match ask {
+        Ask::Md5 => (file.md5.clone(), Vec::new(), ""),
+        Ask::Head => (Vec::new(), file.head_md5(), ""),
+        Ask::Resuming(upload_id) => (file.md5.clone(), file.head_md5(), upload_id),
+    };
     let message = CheckUploadRequest {
         name: file.name.clone(),
         size: file.data.len() as u64,
         md5: md5.into(),
         preferred_chunk_size: chunk_size,
         head_md5: head_md5.into(),
+        resume_upload_id: resume.to_owned(),
         ..Default::default()
     };
     let response = client.check_upload(request(message, owner)).await?;
