@@ -192,6 +192,11 @@ pub struct Settings {
     #[arg(long, env = "TRANSFERD_INSECURE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub insecure: bool,
 
+    /// Seconds running calls get to finish after SIGTERM or SIGINT. Past them transferd
+    /// stops anyway (acked chunks are durable; their clients resume) and exits non-zero.
+    #[arg(long, env = "TRANSFERD_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+
     /// Log format on stderr: `text` for people, `json` for log pipelines. Traces and
     /// metrics go over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
     #[arg(long, env = "TRANSFERD_LOG_FORMAT", value_enum, default_value = "text")]

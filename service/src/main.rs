@@ -76,6 +76,7 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         "transferd serving gRPC"
     );
     // Running calls get a grace period to finish; acked chunks are durable either way.
+    let grace = std::time::Duration::from_secs(settings.shutdown_grace_secs);
     let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
     let signalled = std::sync::Arc::clone(&stopping);
     let shutdown = async move {
@@ -86,14 +87,21 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         served = transferd.serve(listener, shutdown) => served?,
         _ = async {
             stopping.notified().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => tracing::warn!("calls still running after {SHUTDOWN_GRACE:?}: stopping anyway"),
+            tokio::time::sleep(grace).await;
+        } => {
+            // Said as an error, and the exit status says it too: a supervisor must not
+            // take a forced stop for a clean one.
+            return Err(format!(
+                "calls still running after the {}s shutdown grace (--shutdown-grace-secs): \
+                 stopped them (acked chunks are durable; their clients resume)",
+                grace.as_secs()
+            )
+            .into());
+        }
     }
     tracing::info!("transferd stopped");
     Ok(())
 }
-
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `transferd migrate-ledger`: copies one ledger into another.
 async fn migrate(
