@@ -5,7 +5,11 @@ use std::time::Duration;
 /// How a transfer retries after a broken stream, a lost connection or a server restart.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
-    /// Attempts in a row that make no progress before the transfer fails.
+    /// How long a transfer goes on retrying without progress before it fails: long
+    /// enough to ride out a server restart or a database failover.
+    pub retry_for: Duration,
+    /// Attempts in a row that make no progress before the transfer fails, however soon
+    /// (no limit by default: `retry_for` decides).
     pub max_attempts: u32,
     /// Wait before the first retry; doubles with each failed attempt in a row.
     pub initial_backoff: Duration,
@@ -16,7 +20,8 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_attempts: 8,
+            retry_for: Duration::from_secs(300),
+            max_attempts: u32::MAX,
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
         }
@@ -145,8 +150,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn by_default_a_transfer_retries_for_minutes_not_a_count() {
+        let policy = RetryPolicy::default();
+        assert!(policy.retry_for >= Duration::from_secs(60));
+        assert_eq!(policy.max_attempts, u32::MAX);
+    }
+
+    #[test]
     fn backoff_grows_and_is_capped() {
         let policy = RetryPolicy {
+            retry_for: Duration::from_secs(60),
             max_attempts: 10,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(1),

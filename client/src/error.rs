@@ -32,10 +32,14 @@ pub enum TransferError {
         attempts: u32,
         detail: String,
     },
-    #[error("{file}: gave up after {attempts} attempts without progress; last error: {last}")]
+    #[error(
+        "{file}: gave up after {attempts} attempts without progress over {waited:?}; last error: {last}"
+    )]
     RetriesExhausted {
         file: String,
         attempts: u32,
+        /// How long it retried without progress.
+        waited: std::time::Duration,
         last: String,
     },
     #[error("{file}: MD5 mismatch: expected {expected}, got {actual}")]

@@ -77,10 +77,13 @@ pub(crate) enum Ending {
     Fatal(TransferError),
 }
 
-/// Counts attempts in a row that made no progress, and waits between them.
+/// Counts attempts in a row that made no progress, times how long since the last one
+/// that did, and waits between them.
 pub(crate) struct Retrier {
     policy: RetryPolicy,
     failures: u32,
+    /// When the transfer last moved on (or started).
+    progressed_at: std::time::Instant,
 }
 
 impl Retrier {
@@ -88,6 +91,7 @@ impl Retrier {
         Self {
             policy: policy.clone(),
             failures: 0,
+            progressed_at: std::time::Instant::now(),
         }
     }
 
@@ -106,6 +110,7 @@ impl Retrier {
             Interruption::Cancelled => return Err(Ending::Cancelled),
             Interruption::Paused => {
                 self.failures = 0;
+                self.progressed_at = std::time::Instant::now();
                 return Ok(());
             }
             Interruption::Retry(reason) => reason,
@@ -117,12 +122,15 @@ impl Retrier {
         };
         if progressed {
             self.failures = 0;
+            self.progressed_at = std::time::Instant::now();
         }
         self.failures += 1;
-        if self.failures > self.policy.max_attempts {
+        let waited = self.progressed_at.elapsed();
+        if self.failures > self.policy.max_attempts || waited >= self.policy.retry_for {
             return Err(Ending::Fatal(TransferError::RetriesExhausted {
                 file: reporter.name(),
                 attempts: self.failures - 1,
+                waited,
                 last: reason,
             }));
         }

@@ -18,6 +18,7 @@ async fn interrupted_download(
     let proxy = CuttingProxy::start(server.addr, 3 << 20, 1).await;
     let mut config = transfer_client::ClientConfig::new(proxy.endpoint());
     config.retry = RetryPolicy {
+        retry_for: Duration::from_secs(300),
         max_attempts: 0,
         initial_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(1),
@@ -176,6 +177,7 @@ async fn the_rust_client_refuses_a_download_that_does_not_check_out() {
         let mut config = transfer_client::ClientConfig::new(format!("http://{addr}"));
         // A lie told again on every attempt: few, quick retries.
         config.retry = RetryPolicy {
+            retry_for: Duration::from_secs(300),
             max_attempts: 2,
             initial_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(20),

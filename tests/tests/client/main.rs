@@ -20,6 +20,7 @@ pub fn client(endpoint: String) -> TransferClient {
     config.window = 8;
     config.stall_timeout = Duration::from_secs(10);
     config.retry = RetryPolicy {
+        retry_for: Duration::from_secs(300),
         max_attempts: 20,
         initial_backoff: Duration::from_millis(20),
         max_backoff: Duration::from_millis(500),

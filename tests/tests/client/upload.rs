@@ -482,7 +482,67 @@ async fn a_single_pass_upload_cut_mid_stream_goes_on_in_its_own_session(ledger: 
     );
 }
 
+/// A client that retries every 20-50 ms: eight attempts (the old fixed count) take
+/// well under a second.
+fn quick_retries(endpoint: String, retry_for: Duration) -> transfer_client::TransferClient {
+    let mut config = transfer_client::ClientConfig::new(endpoint);
+    config.chunk_size = CHUNK as u32;
+    config.retry = transfer_client::RetryPolicy {
+        retry_for,
+        max_attempts: u32::MAX,
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(50),
+    };
+    transfer_client::TransferClient::new(config).expect("a valid test client")
+}
+
+async fn an_upload_rides_out_a_server_outage_shorter_than_its_retry_deadline(ledger: Ledger) {
+    // A process, so that it comes back on the same address.
+    let mut server = TransferdProcess::start(ledger).await;
+    let file = TestFile::new("outage.bin", 4 * CHUNK as usize, 110);
+    let (dir, path) = on_disk(&file);
+    server.kill();
+    let client = quick_retries(server.endpoint(), Duration::from_secs(30));
+    let upload = client.upload_path(&path);
+    // Down for 2 s: dozens of attempts, far past the old limit of eight.
+    let mut progress = upload.watch();
+    progress
+        .wait_for(|p| matches!(p.state, TransferState::Retrying { attempt, .. } if attempt > 8))
+        .await
+        .expect("the upload retries past eight attempts");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.restart().await;
+    let uploaded = tokio::time::timeout(Duration::from_secs(30), upload.wait())
+        .await
+        .expect("the upload finishes once the server is back")
+        .expect("the upload completes");
+    let copy = client.download(&uploaded.file.file_id, dir.path().join("copy"));
+    let copy = copy.wait().await.expect("the download completes");
+    assert_eq!(std::fs::read(copy.path).unwrap(), file.data);
+}
+
+async fn an_upload_gives_up_once_its_retry_deadline_passes_without_progress(ledger: Ledger) {
+    let mut server = TransferdProcess::start(ledger).await;
+    let file = TestFile::new("gone.bin", 4 * CHUNK as usize, 111);
+    let (_dir, path) = on_disk(&file);
+    server.kill();
+    let client = quick_retries(server.endpoint(), Duration::from_secs(1));
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(30), client.upload_path(&path).wait())
+        .await
+        .expect("the upload gives up");
+    match result {
+        Err(TransferError::RetriesExhausted { waited, .. }) => {
+            assert!(waited >= Duration::from_secs(1), "{waited:?}");
+        }
+        other => panic!("expected RetriesExhausted, got {other:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_secs(1));
+}
+
 transfer_tests::ledger_tests!(
+    an_upload_rides_out_a_server_outage_shorter_than_its_retry_deadline,
+    an_upload_gives_up_once_its_retry_deadline_passes_without_progress,
     a_single_pass_upload_cut_mid_stream_goes_on_in_its_own_session,
     the_first_chunks_go_out_before_the_server_answers_the_stream,
     an_upload_aborted_by_another_client_stops_instead_of_starting_over,

@@ -71,6 +71,11 @@ struct Cli {
     )]
     client_key: Option<PathBuf>,
 
+    /// Seconds a transfer goes on retrying without progress (a server restart, a
+    /// database failover) before it fails.
+    #[arg(long, env = "TRANSFER_RETRY_FOR", default_value_t = 300, global = true)]
+    retry_for: u64,
+
     /// Print results as JSON, one object per line, on standard output.
     #[arg(long, global = true)]
     json: bool,
@@ -141,6 +146,7 @@ async fn main() -> ExitCode {
     let mut config = ClientConfig::new(cli.server.clone());
     config.owner = cli.owner.clone();
     config.token = cli.token.clone().map(ApiKey::from);
+    config.retry.retry_for = std::time::Duration::from_secs(cli.retry_for);
     if let Err(error) = read_certificates(&cli, &mut config) {
         report.error(&error);
         return ExitCode::from(EXIT_USAGE);
