@@ -64,7 +64,11 @@ fn label(state: &TransferState) -> String {
         TransferState::Downloading => "downloading".into(),
         TransferState::Verifying => "verifying".into(),
         TransferState::Paused => "paused".into(),
-        TransferState::Retrying { attempt, .. } => format!("retry {attempt}"),
+        // What it waits for, so that a long outage reads as one, not as a hang.
+        TransferState::Retrying { attempt, reason } => {
+            let reason: String = reason.chars().take(60).collect();
+            format!("retry {attempt}: {reason}")
+        }
         TransferState::Completed => "done".into(),
         TransferState::Failed(_) => "failed".into(),
         TransferState::Cancelled => "cancelled".into(),
