@@ -47,6 +47,11 @@ impl ServerConnection {
         })
     }
 
+    /// The buffers this client reads downloads into (and copies unaligned pieces to).
+    pub(crate) fn buffers(&self) -> &Arc<BufferPool> {
+        &self.buffers
+    }
+
     pub(crate) fn config(&self) -> &ClientConfig {
         &self.config
     }

@@ -239,7 +239,12 @@ impl Download<'_> {
         // Hashing and writing run beside receiving: MD5 is the slowest step.
         let pipe = md5_pipe(std::mem::take(&mut self.hash.md5));
         let writing = part.try_clone().await.map_err(|e| self.write_error(e))?;
-        let writer = PartWriter::start(writing.into_std().await, &self.part, offset);
+        let writer = PartWriter::start(
+            writing.into_std().await,
+            &self.part,
+            offset,
+            Arc::clone(self.server.buffers()),
+        );
         let received = self
             .receive_pieces(&mut stream, &writer, offset, reporter, &pipe)
             .await;

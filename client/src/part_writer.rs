@@ -9,9 +9,12 @@ use std::io;
 use std::path::Path;
 
 use bytes::Bytes;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+
 use transfer_shared::direct_write::DirectWriter;
+use transfer_wire::aligned::BufferPool;
 
 /// Pieces that may wait to be written before receiving waits.
 const QUEUE: usize = 8;
@@ -23,8 +26,8 @@ pub(crate) struct PartWriter {
 
 impl PartWriter {
     /// Writes what it is fed at `offset` onwards of `file` (open for writing at `path`).
-    pub fn start(file: File, path: &Path, offset: u64) -> Self {
-        let mut writer = DirectWriter::new(file, path);
+    pub fn start(file: File, path: &Path, offset: u64, buffers: Arc<BufferPool>) -> Self {
+        let mut writer = DirectWriter::new(file, path, buffers);
         let (feed, mut queue) = mpsc::channel::<Bytes>(QUEUE);
         let task = tokio::task::spawn_blocking(move || {
             let mut position = offset;

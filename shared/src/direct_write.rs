@@ -20,18 +20,17 @@ pub struct DirectWriter {
     file: File,
     /// The same file opened with `O_DIRECT`, while the filesystem takes such writes.
     direct: Option<File>,
-    /// Where data that does not start on a page is copied for a direct write: the
-    /// owner's pool, or a buffer of the writer's own, reused.
-    buffers: Option<Arc<BufferPool>>,
-    aligned: Vec<u8>,
+    /// Where data that does not start on a page is copied for a direct write.
+    buffers: Arc<BufferPool>,
     /// Bytes written around the page cache so far.
     direct_bytes: u64,
 }
 
 impl DirectWriter {
     /// Writes to `file`, open for writing at `path`, and to `path` opened again with
-    /// `O_DIRECT` if the filesystem allows it.
-    pub fn new(file: File, path: &Path) -> Self {
+    /// `O_DIRECT` if the filesystem allows it; data that does not start on a page is
+    /// copied into a buffer of `buffers` first.
+    pub fn new(file: File, path: &Path, buffers: Arc<BufferPool>) -> Self {
         let direct = OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_DIRECT)
@@ -40,17 +39,9 @@ impl DirectWriter {
         Self {
             file,
             direct,
-            buffers: None,
-            aligned: Vec::new(),
+            buffers,
             direct_bytes: 0,
         }
-    }
-
-    /// Copies data that does not start on a page into buffers of `buffers` (a server's
-    /// pool, bounded and reused) instead of a buffer of the writer's own.
-    pub fn copying_into(mut self, buffers: Arc<BufferPool>) -> Self {
-        self.buffers = Some(buffers);
-        self
     }
 
     /// Whether writes still go around the page cache (the filesystem allowed `O_DIRECT`
@@ -79,20 +70,12 @@ impl DirectWriter {
             if len > 0 {
                 // Chunks and pieces gathered off the network arrive aligned; others are
                 // copied.
-                let pooled;
+                let copied;
                 let buf = if is_aligned(data) {
                     &data[..len]
-                } else if let Some(buffers) = &self.buffers {
-                    pooled = buffers.copy_aligned(&data[..len]);
-                    &pooled[..]
                 } else {
-                    if self.aligned.len() < len + ALIGN {
-                        self.aligned = vec![0; len + ALIGN];
-                    }
-                    let start = self.aligned.as_ptr().align_offset(ALIGN);
-                    let buf = &mut self.aligned[start..start + len];
-                    buf.copy_from_slice(&data[..len]);
-                    buf
+                    copied = self.buffers.copy_aligned(&data[..len]);
+                    &copied[..]
                 };
                 match direct.write_all_at(buf, offset) {
                     Ok(()) => {
@@ -136,7 +119,7 @@ mod tests {
         let size = 8 * ALIGN;
         let data: Vec<u8> = (0..size).map(|i| (i * 7 % 253) as u8).collect();
         let pool = BufferPool::new(transfer_wire::aligned::DEFAULT_POOL_BYTES);
-        let mut writer = DirectWriter::new(sized(&path, size), &path).copying_into(pool.clone());
+        let mut writer = DirectWriter::new(sized(&path, size), &path, pool.clone());
         let allowed = writer.is_direct();
         for (start, end) in [(4 * ALIGN, size), (0, 4 * ALIGN)] {
             let piece = pool.copy_aligned(&data[start..end]);
@@ -160,7 +143,8 @@ mod tests {
         let path = dir.path().join("f");
         let size = 5 * ALIGN + 123;
         let data: Vec<u8> = (0..size).map(|i| (i * 13 % 251) as u8).collect();
-        let mut writer = DirectWriter::new(sized(&path, size), &path);
+        let pool = BufferPool::new(transfer_wire::aligned::DEFAULT_POOL_BYTES);
+        let mut writer = DirectWriter::new(sized(&path, size), &path, pool);
         // An aligned block copied from an unaligned start, an unaligned offset, the
         // ragged tail first, and a whole aligned run.
         let pieces = [

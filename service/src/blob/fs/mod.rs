@@ -183,8 +183,7 @@ impl BlobStore for FsBlobStore {
             // Direct I/O skips copying every byte into the page cache (the costliest
             // thing the server did per byte after MD5); where the filesystem refuses it,
             // or for a part's unaligned tail, writes go through the cache.
-            let mut writer =
-                DirectWriter::new(open_staged(&path, &upload, true)?, &path).copying_into(buffers);
+            let mut writer = DirectWriter::new(open_staged(&path, &upload, true)?, &path, buffers);
             for part in &parts {
                 writer
                     .write_at(&part.data, part.offset)
@@ -228,7 +227,10 @@ impl BlobStore for FsBlobStore {
         let content_root = self.content.clone();
         let locator = Self::locator(key);
         let target = self.content_path(&locator)?;
-        let dir = self.content.join(hex::encode(&key.blake3[..1]));
+        // The fan-out directory the locator names.
+        let dir = target
+            .parent()
+            .map_or_else(|| content_root.clone(), Path::to_path_buf);
         let upload = upload.clone();
         blocking(move || {
             let file = match open_staged(&staged, &upload, false) {
