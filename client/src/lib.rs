@@ -39,6 +39,7 @@
 
 #![forbid(unsafe_code)]
 
+mod catalog;
 mod chunks;
 mod client;
 mod config;
@@ -59,6 +60,7 @@ mod streaming_md5;
 mod upload;
 mod upload_wire;
 
+pub use catalog::{FileFilter, FilePage};
 pub use client::{AbortOutcome, TransferClient};
 pub use config::{ApiKey, ClientConfig, ClientIdentity, RetryPolicy};
 pub use connection::RawClient;

@@ -138,6 +138,17 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub hash_checkpoint_mib: u64,
 
+    /// Seconds content stays stored after the last file holding it was deleted: a
+    /// download that began before the delete may finish, and an upload of the same
+    /// content meanwhile keeps it. Then the garbage collector deletes it.
+    #[arg(long, env = "TRANSFERD_GC_GRACE_SECS", default_value_t = 3600)]
+    pub gc_grace_secs: u64,
+
+    /// Seconds between the garbage collector's passes.
+    #[arg(long, env = "TRANSFERD_GC_INTERVAL_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub gc_interval_secs: u64,
+
     /// Seconds an upload session with no stream attached keeps its state in memory.
     #[arg(long, env = "TRANSFERD_SESSION_IDLE_SECS", default_value_t = 60)]
     pub session_idle_secs: u64,
@@ -413,6 +424,14 @@ impl Settings {
 
     pub fn session_idle_timeout(&self) -> Duration {
         Duration::from_secs(self.session_idle_secs.max(1))
+    }
+
+    pub fn gc_grace(&self) -> Duration {
+        Duration::from_secs(self.gc_grace_secs)
+    }
+
+    pub fn gc_interval(&self) -> Duration {
+        Duration::from_secs(self.gc_interval_secs.max(1))
     }
 }
 

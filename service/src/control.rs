@@ -1,4 +1,5 @@
-//! The runtime that answers the short calls: `CheckUpload`, `GetFile`, `AbortUpload`.
+//! The runtime that answers the short calls: `CheckUpload`, `GetFile`, `AbortUpload`, `ListFiles`,
+//! `DeleteFile`.
 //!
 //! Bulk streams keep the main runtime's workers busy: hundreds of uploads' tasks are
 //! polled in turn, and a task woken behind them waits for the whole round. With 200

@@ -2,10 +2,13 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+use uuid::Uuid;
+
 use tokio::sync::mpsc;
 use transfer_proto::v1::{DataPiece, DownloadRequest, DownloadResponse, download_response};
 
-use crate::blob::{BlobStore, ContentLocator};
+use crate::blob::{BlobError, BlobStore, ContentLocator};
 use crate::error::ServiceError;
 use crate::files::{file_info, owned_file};
 use crate::identity::Owner;
@@ -28,13 +31,13 @@ pub type DownloadPieces =
 /// Checks the request and starts streaming. Errors found before the first byte (unknown
 /// file, bad offset) come back here; a storage error mid-way ends the stream.
 pub async fn download(
-    ledger: &dyn Ledger,
+    ledger: Arc<dyn Ledger>,
     blobs: Arc<dyn BlobStore>,
     owner: &Owner,
     request: DownloadRequest,
 ) -> Result<DownloadPieces, ServiceError> {
     let id = parse_id("file_id", &request.file_id)?;
-    let file = owned_file(ledger, owner, id).await?;
+    let file = owned_file(ledger.as_ref(), owner, id).await?;
     if file.state != FileState::Complete {
         return Err(ServiceError::FileNotComplete {
             id,
@@ -52,6 +55,9 @@ pub async fn download(
         length => request.offset.saturating_add(length).min(file.size),
     };
     let Some(locator) = ledger.content_locator(&file).await? else {
+        if ledger.get_file(id).await?.is_none() {
+            return Err(ServiceError::FileDeleted(id));
+        }
         return Err(ServiceError::StoredDataLost {
             id,
             reason: "the ledger does not say where this complete file's content is".into(),
@@ -68,7 +74,13 @@ pub async fn download(
     span.record("transfer.file_size", file.size);
     let started = std::time::Instant::now();
     let streaming = async move {
-        let code = send_pieces(blobs, locator, request.offset, end, first, &tx).await;
+        let source = Source {
+            ledger,
+            blobs,
+            locator,
+            file: id,
+        };
+        let code = send_pieces(source, request.offset, end, first, &tx).await;
         metrics()
             .download_duration
             .record(started.elapsed().as_secs_f64(), &[]);
@@ -78,10 +90,34 @@ pub async fn download(
     Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
-/// Sends the metadata, then the pieces of `[offset, end)`; the outcome as a gRPC code.
-async fn send_pieces(
+/// Where a download's bytes come from.
+struct Source {
+    ledger: Arc<dyn Ledger>,
     blobs: Arc<dyn BlobStore>,
     locator: ContentLocator,
+    file: Uuid,
+}
+
+impl Source {
+    /// Reads `len` bytes at `offset`. Content gone from under a file that was deleted
+    /// meanwhile (and collected after the grace period) is that, not lost data.
+    async fn read(&self, offset: u64, len: usize) -> Result<Bytes, ServiceError> {
+        match self.blobs.read(&self.locator, offset, len).await {
+            Ok(data) => Ok(data),
+            Err(error @ BlobError::ContentNotFound(_)) => {
+                match self.ledger.get_file(self.file).await {
+                    Ok(None) => Err(ServiceError::FileDeleted(self.file)),
+                    _ => Err(error.into()),
+                }
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+/// Sends the metadata, then the pieces of `[offset, end)`; the outcome as a gRPC code.
+async fn send_pieces(
+    source: Source,
     offset: u64,
     end: u64,
     first: DownloadResponse,
@@ -94,14 +130,13 @@ async fn send_pieces(
         let mut offset = offset;
         while offset < end {
             let len = (end - offset).min(PIECE_SIZE) as usize;
-            let piece = match blobs.read(&locator, offset, len).await {
+            let piece = match source.read(offset, len).await {
                 Ok(data) => DataPiece {
                     offset,
                     crc32c: crc32c::crc32c(&data),
                     data,
                 },
                 Err(error) => {
-                    let error = ServiceError::from(error);
                     error.log_if_server_fault();
                     let code = error.code();
                     let _ = tx.send(Err(error)).await;

@@ -20,6 +20,8 @@ pub enum ServiceError {
     UploadNotFound(Uuid),
     #[error("no file {0}")]
     FileNotFound(Uuid),
+    #[error("file {0} was deleted while it was being read")]
+    FileDeleted(Uuid),
     #[error("upload {id} is {state}: it accepts no more chunks")]
     UploadNotOpen { id: Uuid, state: FileState },
     #[error("file {id} is {state}, not complete: it cannot be read yet")]
@@ -102,7 +104,9 @@ impl ServiceError {
             | ServiceError::TooManyOpenUploads { .. }
             | ServiceError::OverQuota { .. }
             | ServiceError::NoMemory(_) => Code::ResourceExhausted,
-            ServiceError::UploadNotFound(_) | ServiceError::FileNotFound(_) => Code::NotFound,
+            ServiceError::UploadNotFound(_)
+            | ServiceError::FileNotFound(_)
+            | ServiceError::FileDeleted(_) => Code::NotFound,
             ServiceError::UploadNotOpen { .. }
             | ServiceError::FileNotComplete { .. }
             | ServiceError::DigestMissing => Code::FailedPrecondition,

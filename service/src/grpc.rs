@@ -12,7 +12,8 @@ use tonic::{Request, Response, Status, Streaming};
 use transfer_proto::v1::transfer_service_server::TransferService;
 use transfer_proto::v1::{
     AbortUploadRequest, AbortUploadResponse, ByteRange, CheckUploadRequest, CheckUploadResponse,
-    ChunkRange, DownloadRequest, DownloadResponse, GetFileRequest, GetFileResponse, MaybeStored,
+    ChunkRange, DeleteFileRequest, DeleteFileResponse, DownloadRequest, DownloadResponse,
+    GetFileRequest, GetFileResponse, ListFilesRequest, ListFilesResponse, MaybeStored,
     PossessionChallenge, UploadChunksRequest, UploadChunksResponse, UploadSession,
     check_upload_response,
 };
@@ -21,7 +22,7 @@ use crate::blob::BlobStore;
 use crate::control::ControlPlane;
 use crate::download::{DownloadPieces, download};
 use crate::error::ServiceError;
-use crate::files::{abort_upload, file_info, owned_file};
+use crate::files::{abort_upload, delete_file, file_info, list_files, owned_file};
 use crate::identity::{CallContext, Owner};
 use crate::layout::Limits;
 use crate::ledger::Ledger;
@@ -201,6 +202,43 @@ impl TransferService for TransferApi {
         };
         self.short_call(span, call).await
     }
+
+    async fn list_files(
+        &self,
+        request: Request<ListFilesRequest>,
+    ) -> Result<Response<ListFilesResponse>, Status> {
+        let span = rpc_span("ListFiles", request.metadata());
+        let api = self.clone();
+        let call = async move {
+            let owner = owner_of(request.extensions())?;
+            let page = list_files(api.ledger.as_ref(), &owner, request.get_ref()).await?;
+            Ok(Response::new(page))
+        };
+        self.short_call(span, call).await
+    }
+
+    async fn delete_file(
+        &self,
+        request: Request<DeleteFileRequest>,
+    ) -> Result<Response<DeleteFileResponse>, Status> {
+        let span = rpc_span("DeleteFile", request.metadata());
+        let api = self.clone();
+        let call = async move {
+            let owner = owner_of(request.extensions())?;
+            let id = parse_id("file_id", &request.get_ref().file_id)?;
+            tracing::Span::current().record("transfer.file_id", id.to_string());
+            delete_file(
+                api.ledger.as_ref(),
+                api.blobs.as_ref(),
+                &api.sessions,
+                &owner,
+                id,
+            )
+            .await?;
+            Ok(Response::new(DeleteFileResponse {}))
+        };
+        self.short_call(span, call).await
+    }
 }
 
 impl TransferApi {
@@ -243,7 +281,7 @@ impl TransferApi {
         let started = async {
             let owner = owner_of(extensions)?;
             let stream = download(
-                self.ledger.as_ref(),
+                Arc::clone(&self.ledger),
                 Arc::clone(&self.blobs),
                 &owner,
                 request,

@@ -24,6 +24,7 @@ pub mod identity;
 pub mod key_admin;
 pub mod layout;
 pub mod ledger;
+pub mod lifecycle;
 pub mod metrics;
 pub mod request;
 pub mod server;

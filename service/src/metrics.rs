@@ -19,6 +19,10 @@ pub struct Metrics {
     pub instant_uploads: Counter<u64>,
     /// Staged bytes a restarted session read back to rebuild its hash (`By`).
     pub bytes_rehashed: Counter<u64>,
+    /// Contents the garbage collector forgot: no file referred to them for the grace period.
+    pub contents_collected: Counter<u64>,
+    /// Blobs deleted from the store by the garbage collector.
+    pub blobs_deleted: Counter<u64>,
     /// Upload sessions with a task in memory.
     pub active_sessions: UpDownCounter<i64>,
     /// Open `UploadChunks` streams.
@@ -55,6 +59,14 @@ pub fn metrics() -> &'static Metrics {
                 .u64_counter("transfer.bytes.sent")
                 .with_unit("By")
                 .with_description("File bytes sent by downloads")
+                .build(),
+            contents_collected: meter
+                .u64_counter("transfer.gc.contents_collected")
+                .with_description("Contents no file referred to for the grace period, forgotten")
+                .build(),
+            blobs_deleted: meter
+                .u64_counter("transfer.gc.blobs_deleted")
+                .with_description("Blobs the garbage collector deleted from the store")
                 .build(),
             chunks_acknowledged: meter
                 .u64_counter("transfer.chunks.acknowledged")

@@ -11,7 +11,7 @@ use transfer_proto::v1::transfer_service_server::TransferServiceServer;
 use transfer_wire::aligned::{BufferPool, DEFAULT_POOL_BYTES};
 
 use crate::Settings;
-use crate::blob::{BlobError, BlobStore, FsBlobStore, StagedUpload};
+use crate::blob::{BlobError, BlobStore, FsBlobStore};
 use crate::bulk_route::BulkRoute;
 use crate::config::{DedupScope, Security, SettingsError};
 use crate::connections::LimitedIncoming;
@@ -19,7 +19,8 @@ use crate::connections::idle::{CallTracking, ConnectionTable};
 use crate::control::ControlPlane;
 use crate::grpc::TransferApi;
 use crate::identity::{Authenticator, IdentityLayer};
-use crate::ledger::{FileState, KeyLedger, Ledger, LedgerError};
+use crate::ledger::{KeyLedger, LedgerError};
+use crate::lifecycle::{GarbageCollector, sweep_orphaned_staging};
 use crate::upload::SessionRegistry;
 use crate::upload::possession::Challenges;
 
@@ -59,33 +60,6 @@ pub enum StartupError {
         file: std::path::PathBuf,
         error: std::io::Error,
     },
-}
-
-/// Removes staged bytes whose upload is no longer open: left behind when the server
-/// stopped between closing an upload in the ledger and dropping its staging.
-async fn sweep_orphaned_staging(ledger: Arc<dyn Ledger>, blobs: Arc<dyn BlobStore>) {
-    let staged = match blobs.list_staged().await {
-        Ok(staged) => staged,
-        Err(error) => {
-            tracing::warn!(%error, "could not list staged uploads to sweep");
-            return;
-        }
-    };
-    for StagedUpload { upload: id, handle } in staged {
-        let open = match ledger.get_file(id).await {
-            Ok(file) => file.is_some_and(|f| f.state == FileState::Uploading),
-            Err(error) => {
-                tracing::warn!(%error, "could not sweep staged uploads");
-                return;
-            }
-        };
-        if !open {
-            match blobs.abort(&handle).await {
-                Ok(()) => tracing::info!(upload = %id, "removed staging of a closed upload"),
-                Err(error) => tracing::warn!(upload = %id, %error, "could not remove staging"),
-            }
-        }
-    }
 }
 
 /// A `transferd` with its storage opened, ready to serve.
@@ -148,6 +122,8 @@ impl Transferd {
             Arc::clone(&ledger),
             Arc::clone(&blobs),
         ));
+        GarbageCollector::new(Arc::clone(&ledger), Arc::clone(&blobs), settings.gc_grace())
+            .spawn(settings.gc_interval());
         let challenges = match settings.dedup_scope {
             DedupScope::Owner => None,
             DedupScope::Global => {

@@ -9,9 +9,10 @@ use tonic::transport::Channel;
 use tonic::{Request, Status, Streaming};
 use transfer_proto::v1::transfer_service_client::TransferServiceClient;
 use transfer_proto::v1::{
-    AbortUploadRequest, CheckUploadRequest, Chunk, ChunkAck, DownloadRequest, FileDigest, FileInfo,
-    GetFileRequest, UploadChunksRequest, UploadChunksResponse, UploadSession, UploadStart,
-    check_upload_response, download_response, upload_chunks_request, upload_chunks_response,
+    AbortUploadRequest, CheckUploadRequest, Chunk, ChunkAck, DeleteFileRequest, DownloadRequest,
+    FileDigest, FileInfo, GetFileRequest, ListFilesRequest, ListFilesResponse, UploadChunksRequest,
+    UploadChunksResponse, UploadSession, UploadStart, check_upload_response, download_response,
+    upload_chunks_request, upload_chunks_response,
 };
 
 use crate::data::{TestFile, crc32c};
@@ -149,6 +150,55 @@ pub async fn abort(
     };
     client
         .abort_upload(request(message, owner))
+        .await
+        .map(|_| ())
+}
+
+/// `ListFiles`.
+pub async fn list_files(
+    client: &mut Client,
+    owner: Option<&str>,
+    message: ListFilesRequest,
+) -> Result<ListFilesResponse, Status> {
+    client
+        .list_files(request(message, owner))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Every file `ListFiles` lists for `owner` with these filters, page by page.
+pub async fn list_all(
+    client: &mut Client,
+    owner: Option<&str>,
+    filters: ListFilesRequest,
+) -> Vec<FileInfo> {
+    let mut files = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let message = ListFilesRequest {
+            page_token: page_token.clone(),
+            ..filters.clone()
+        };
+        let page = list_files(client, owner, message).await.expect("ListFiles");
+        files.extend(page.files);
+        if page.next_page_token.is_empty() {
+            return files;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// `DeleteFile`.
+pub async fn delete_file(
+    client: &mut Client,
+    owner: Option<&str>,
+    file_id: &str,
+) -> Result<(), Status> {
+    let message = DeleteFileRequest {
+        file_id: file_id.to_owned(),
+    };
+    client
+        .delete_file(request(message, owner))
         .await
         .map(|_| ())
 }

@@ -125,6 +125,20 @@ impl TransferService for LyingServer {
     ) -> Result<Response<GetFileResponse>, Status> {
         Err(Status::unimplemented("download only"))
     }
+
+    async fn list_files(
+        &self,
+        _: Request<transfer_proto::v1::ListFilesRequest>,
+    ) -> Result<Response<transfer_proto::v1::ListFilesResponse>, Status> {
+        Err(Status::unimplemented("download only"))
+    }
+
+    async fn delete_file(
+        &self,
+        _: Request<transfer_proto::v1::DeleteFileRequest>,
+    ) -> Result<Response<transfer_proto::v1::DeleteFileResponse>, Status> {
+        Err(Status::unimplemented("download only"))
+    }
 }
 
 /// Serves `file`, lied about, on a loopback port.

@@ -221,6 +221,22 @@ impl TestServer {
             .expect("opening the ledger")
     }
 
+    /// A garbage collector on this server's ledger and data directory, with this grace
+    /// period: tests run its passes themselves, where they want them.
+    pub async fn collector(
+        &self,
+        grace: std::time::Duration,
+    ) -> transfer_service::lifecycle::GarbageCollector {
+        let buffers = transfer_wire::aligned::BufferPool::new(1 << 20);
+        let blobs = transfer_service::blob::FsBlobStore::open(self.data_dir(), buffers)
+            .expect("opening the server's blob store");
+        transfer_service::lifecycle::GarbageCollector::new(
+            self.open_ledger().await,
+            std::sync::Arc::new(blobs),
+            grace,
+        )
+    }
+
     /// Every complete content file the blob store holds.
     pub fn content_files(&self) -> Vec<PathBuf> {
         files_under(&self.data_dir().join("content"))

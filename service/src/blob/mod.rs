@@ -56,14 +56,15 @@ pub enum BlobError {
 ///   never rewrites a committed part, so the receipt the ledger kept stays the part's).
 /// - `complete` is given the receipts that carry a tag, in index order (what the ledger
 ///   kept), and the address the server computed; it makes the parts the content,
-///   durably, and returns where it is. Completing again an upload that completed returns
-///   the content's locator again. A store that keeps one copy per content may answer
-///   any `complete` with the locator of content already stored under that address
-///   (the address is the server's own digest of the bytes, so they are the same bytes).
-///   Otherwise calls on an upload that was never begun, or was aborted, fail with
+///   durably, under a locator of the upload's own (never one another upload's content
+///   has: which copy of a content stays is the ledger's decision), and returns it.
+///   Completing again an upload that completed returns the same locator. Otherwise calls
+///   on an upload that was never begun, or was aborted, fail with
 ///   [`BlobError::UploadNotFound`].
 /// - Content is never changed once complete; `read` returns exactly the stored bytes.
 /// - `abort` drops an upload's staged parts and succeeds when there are none.
+/// - `delete` removes complete content for good and succeeds when there is none; reads
+///   of it then fail with [`BlobError::ContentNotFound`].
 /// - Only handles and locators the store made are accepted; no caller-supplied string
 ///   becomes a path or a key.
 #[async_trait]
@@ -93,6 +94,9 @@ pub trait BlobStore: Send + Sync + 'static {
         parts: &[PartReceipt],
         key: &ContentKey,
     ) -> Result<ContentLocator, BlobError>;
+
+    /// Deletes complete content. Succeeds if there is none.
+    async fn delete(&self, content: &ContentLocator) -> Result<(), BlobError>;
 
     /// Drops an upload's staging. Succeeds if there is none.
     async fn abort(&self, upload: &UploadHandle) -> Result<(), BlobError>;

@@ -11,6 +11,13 @@ pub enum LedgerError {
     NotFound(Uuid),
     #[error("upload {id} is {state}, not open")]
     NotUploading { id: Uuid, state: FileState },
+    /// Only a file whose upload is over can be deleted: abort an open upload first.
+    #[error("upload {0} is still open")]
+    StillUploading(Uuid),
+    /// A record named another that is gone (a foreign key found nothing): content the
+    /// garbage collector forgot while the write was under way.
+    #[error("a record the write refers to is gone: {0}")]
+    ReferenceGone(String),
     /// The database could not be reached, or went away: try again later.
     #[error("the ledger database could not be reached: {0}")]
     Unavailable(String),

@@ -7,6 +7,7 @@
 //! - [`UploadLedger`]: open sessions, committed chunks, hash checkpoints, how each ends;
 //! - [`FileCatalog`]: files by id and by owner;
 //! - [`ContentIndex`]: stored content by its digests, for instant upload;
+//! - [`ContentGarbage`]: content no file refers to, and blobs waiting to be deleted;
 //! - [`LedgerExport`]: every record out and back in, for `migrate-ledger`;
 //! - [`KeyLedger`]: API keys.
 //!
@@ -20,6 +21,7 @@ mod columns;
 mod contents;
 mod dump;
 mod error;
+mod garbage;
 pub mod keys;
 mod location;
 mod postgres;
@@ -33,17 +35,24 @@ pub use dump::{
     ChunkDump, ContentDump, CopyReport, FileDump, LedgerExport, copy_keys, copy_ledger,
 };
 pub use error::LedgerError;
+pub use garbage::ContentGarbage;
 pub use keys::{ApiKeyRecord, KeyLedger, NewApiKey};
 pub use location::LedgerLocation;
 pub use postgres::PostgresLedger;
 pub use records::{
-    Blake3Digest, CommittedChunk, FileRecord, FileState, HashCheckpoint, Md5Digest, NewUpload,
-    OpenedUpload, OwnerUsage,
+    Blake3Digest, CommittedChunk, FileListing, FileRecord, FileState, HashCheckpoint, ListPosition,
+    Md5Digest, NewUpload, OpenedUpload, OwnerUsage,
 };
 pub use sqlite::SqliteLedger;
 pub use uploads::UploadLedger;
 
 /// A whole ledger: every record kind, in one database.
-pub trait Ledger: UploadLedger + FileCatalog + ContentIndex + LedgerExport + KeyLedger {}
+pub trait Ledger:
+    UploadLedger + FileCatalog + ContentIndex + ContentGarbage + LedgerExport + KeyLedger
+{
+}
 
-impl<L: UploadLedger + FileCatalog + ContentIndex + LedgerExport + KeyLedger> Ledger for L {}
+impl<L> Ledger for L where
+    L: UploadLedger + FileCatalog + ContentIndex + ContentGarbage + LedgerExport + KeyLedger
+{
+}

@@ -133,3 +133,34 @@ pub struct OpenedUpload {
     /// and was returned instead (never for a single-pass upload).
     pub created: bool,
 }
+
+/// Which of an owner's files [`super::FileCatalog::list_files`] returns: newest first
+/// (by creation time, then id), after `after` when it is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileListing {
+    /// Only files in this state; all states when `None`.
+    pub state: Option<FileState>,
+    /// Only files whose name starts with this; all names when empty.
+    pub name_prefix: String,
+    /// Where the previous page ended: only files listed after this one.
+    pub after: Option<ListPosition>,
+    /// The most files to return.
+    pub limit: usize,
+}
+
+/// A file's place in a listing: listings run newest first, by creation time and then id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListPosition {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl FileRecord {
+    /// Where this file stands in a listing.
+    pub fn list_position(&self) -> ListPosition {
+        ListPosition {
+            created_at: self.created_at,
+            id: self.id,
+        }
+    }
+}

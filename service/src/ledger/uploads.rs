@@ -66,7 +66,9 @@ pub trait UploadLedger: Send + Sync + 'static {
 
     /// Marks an open upload complete with the digests the server computed (the MD5 of a
     /// single-pass upload is recorded only now) and records its content as stored at
-    /// `locator`; content recorded before keeps the locator it has.
+    /// `locator`. Content recorded before keeps the locator it has (and loses any
+    /// orphaned mark); `locator`, a second copy then, is queued as garbage in the same
+    /// transaction.
     async fn complete_upload(
         &self,
         id: Uuid,

@@ -103,7 +103,75 @@ async fn the_cli_aborts_an_upload_in_progress_and_says_when_there_is_none(ledger
     assert_eq!(said["upload_id"], session.upload_id.as_str());
 }
 
+async fn the_cli_lists_files_newest_first_and_removes_them(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let mut ids = Vec::new();
+    let mut dirs = Vec::new();
+    for i in 0..3u64 {
+        let file = TestFile::new(&format!("listed-{i}.bin"), 10_000, 310 + i);
+        let (dir, path) = on_disk(&file);
+        let output = transfer(&server, &["--json", "upload", path.to_str().unwrap()]).await;
+        assert!(output.status.success());
+        ids.push(
+            json_lines(&output)[0]["file_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+        dirs.push(dir);
+    }
+    let mut raw = server.client().await;
+    let open = TestFile::new("open.bin", 40_000, 320);
+    let session = transfer_tests::client::open_session(&mut raw, None, &open, 4096).await;
+
+    let listed = |output: &std::process::Output| -> Vec<String> {
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        json_lines(output)
+            .iter()
+            .map(|f| f["file_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = transfer(&server, &["--json", "ls"]).await;
+    let newest_first: Vec<String> = [session.upload_id.clone()]
+        .into_iter()
+        .chain(ids.iter().rev().cloned())
+        .collect();
+    assert_eq!(listed(&all), newest_first);
+    let complete = transfer(
+        &server,
+        &["--json", "ls", "--state", "complete", "--limit", "2"],
+    )
+    .await;
+    assert_eq!(listed(&complete), newest_first[1..3]);
+    let named = transfer(&server, &["--json", "ls", "--prefix", "listed-0"]).await;
+    assert_eq!(listed(&named), vec![ids[0].clone()]);
+    let people = transfer(&server, &["ls"]).await;
+    let text = String::from_utf8_lossy(&people.stdout);
+    assert_eq!(text.lines().count(), 4, "{text}");
+    assert!(text.lines().next().unwrap().contains("uploading"), "{text}");
+
+    // Removing a file and an open upload; an unknown id fails, and the rest go on.
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let removed = transfer(
+        &server,
+        &["--json", "rm", &ids[1], &unknown, &session.upload_id],
+    )
+    .await;
+    assert_eq!(removed.status.code(), Some(1));
+    let said = json_lines(&removed);
+    assert_eq!(said[0]["status"], "deleted");
+    assert_eq!(said[1]["status"], "failed");
+    assert_eq!(said[2]["status"], "deleted");
+    let left = transfer(&server, &["--json", "ls"]).await;
+    assert_eq!(listed(&left), vec![ids[2].clone(), ids[0].clone()]);
+}
+
 transfer_tests::ledger_tests!(
+    the_cli_lists_files_newest_first_and_removes_them,
     the_cli_aborts_an_upload_in_progress_and_says_when_there_is_none,
     the_cli_uploads_and_downloads_a_file_round_trip,
     the_cli_exit_code_tells_failure_from_usage_errors,

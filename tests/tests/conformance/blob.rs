@@ -46,6 +46,8 @@ crate::conformance_tests!(crate::blob::suite; [filesystem => crate::blob::filesy
     reads_past_the_end_are_out_of_bounds,
     completing_again_returns_the_same_locator,
     two_uploads_of_the_same_content_both_complete,
+    deleted_content_is_gone_and_its_twin_stays,
+    deleting_is_idempotent,
     abort_is_idempotent,
     missing_content_is_not_found,
     another_process_completes_an_upload_from_the_kept_handle_and_receipts,
@@ -275,12 +277,51 @@ pub mod suite {
             .complete(&second, &second_receipts, &key(&file))
             .await
             .unwrap();
+        // Each under its own locator: which copy stays is the ledger's decision.
+        assert_ne!(one, two);
         for content in [one, two] {
             assert_eq!(
                 read_all(store.as_ref(), &content, file.data.len()).await,
                 file.data
             );
         }
+    }
+
+    pub async fn deleted_content_is_gone_and_its_twin_stays(b: &impl BlobBackend) {
+        let store = b.open();
+        let file = TestFile::new("f", 2 * PART, 16);
+        let (first, first_receipts) = stage_all(store.as_ref(), &file).await;
+        let (second, second_receipts) = stage_all(store.as_ref(), &file).await;
+        let doomed = store
+            .complete(&first, &first_receipts, &key(&file))
+            .await
+            .unwrap();
+        let twin = store
+            .complete(&second, &second_receipts, &key(&file))
+            .await
+            .unwrap();
+        store.delete(&doomed).await.unwrap();
+        assert!(matches!(
+            store.read(&doomed, 0, 1).await,
+            Err(BlobError::ContentNotFound(l)) if l == doomed
+        ));
+        assert_eq!(
+            read_all(store.as_ref(), &twin, file.data.len()).await,
+            file.data
+        );
+    }
+
+    pub async fn deleting_is_idempotent(b: &impl BlobBackend) {
+        let store = b.open();
+        let file = TestFile::new("f", PART, 17);
+        let (handle, receipts) = stage_all(store.as_ref(), &file).await;
+        let content = store
+            .complete(&handle, &receipts, &key(&file))
+            .await
+            .unwrap();
+        store.delete(&content).await.unwrap();
+        store.delete(&content).await.unwrap();
+        store.delete(&b.missing_locator()).await.unwrap();
     }
 
     pub async fn abort_is_idempotent(b: &impl BlobBackend) {

@@ -64,39 +64,38 @@ async fn beginning_again_gives_the_same_handle_and_keeps_the_parts_written() {
 }
 
 #[tokio::test]
-async fn the_same_content_completed_twice_is_one_copy_and_the_second_staging_goes() {
+async fn each_upload_of_the_same_content_completes_under_a_name_of_its_own() {
     let (dir, store) = store();
     let file = TestFile::new("f", 2 * PART as usize, 6);
     let (first, _) = stage_all(&store, &file).await;
     let (second, _) = stage_all(&store, &file).await;
     let one = store.complete(&first, &[], &key(&file)).await.unwrap();
     let two = store.complete(&second, &[], &key(&file)).await.unwrap();
-    assert_eq!(one, two);
+    // Which copy stays is the ledger's decision; the store keeps both until told.
+    assert_ne!(one, two);
+    for locator in [&one, &two] {
+        let bytes = store.read(locator, 0, file.data.len()).await.unwrap();
+        assert_eq!(bytes, file.data);
+    }
     assert!(matches!(
         store.read_staged(&second, 0, 1).await,
         Err(BlobError::UploadNotFound(_))
     ));
     let stored = walkdir_files(&dir.path().join("content"));
-    assert_eq!(stored.len(), 1, "one file per content: {stored:?}");
+    assert_eq!(stored.len(), 2, "one file per completed upload: {stored:?}");
+    assert!(walkdir_files(&dir.path().join("staging")).is_empty());
 }
 
 #[tokio::test]
-async fn completing_any_upload_with_the_address_of_stored_content_gives_that_content() {
+async fn an_aborted_upload_cannot_complete_even_when_its_content_is_stored() {
     let (_dir, store) = store();
     let file = TestFile::new("f", 2 * PART as usize, 13);
     let (first, _) = stage_all(&store, &file).await;
-    let stored = store.complete(&first, &[], &key(&file)).await.unwrap();
-    // The address is the server's digest of the bytes: a second upload of the same bytes
-    // that was aborted (its staging gone) still finds them.
+    store.complete(&first, &[], &key(&file)).await.unwrap();
     let (aborted, _) = stage_all(&store, &file).await;
     store.abort(&aborted).await.unwrap();
-    assert_eq!(
-        store.complete(&aborted, &[], &key(&file)).await.unwrap(),
-        stored
-    );
-    let other = TestFile::new("g", PART as usize, 14);
     assert!(matches!(
-        store.complete(&aborted, &[], &key(&other)).await,
+        store.complete(&aborted, &[], &key(&file)).await,
         Err(BlobError::UploadNotFound(_))
     ));
 }
@@ -145,14 +144,29 @@ async fn handles_and_locators_it_did_not_make_are_refused() {
         format!("content/ab/{b3}-10"),
         format!("content/ab/cd/b3-{b3}-10"),
         "content/ab/ab-10".to_owned(),
+        format!("content/{}/u-{}", &id.as_simple().to_string()[..2], id),
+        format!("content/zz/u-{}", id.as_simple()),
+        format!(
+            "content/{}/u-{}/x",
+            &id.as_simple().to_string()[..2],
+            id.as_simple()
+        ),
+        format!(
+            "content/{}/u-{}",
+            &id.as_simple().to_string()[..2],
+            id.as_simple().to_string().to_uppercase()
+        ),
     ] {
+        let locator = ContentLocator::new(locator.as_str());
         assert!(
             matches!(
-                store
-                    .read(&ContentLocator::new(locator.as_str()), 0, 0)
-                    .await,
+                store.read(&locator, 0, 0).await,
                 Err(BlobError::ForeignName(_))
             ),
+            "{locator}"
+        );
+        assert!(
+            matches!(store.delete(&locator).await, Err(BlobError::ForeignName(_))),
             "{locator}"
         );
     }

@@ -87,6 +87,13 @@ async fn another_owners_content_travels_again_and_is_stored_once(ledger: Ledger)
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound);
+    // Each completion stored its own copy; the collector deletes the spare ones.
+    server
+        .collector(std::time::Duration::ZERO)
+        .await
+        .pass()
+        .await
+        .unwrap();
     assert_eq!(server.content_files().len(), 1);
 }
 

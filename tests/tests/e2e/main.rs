@@ -7,6 +7,8 @@ mod chunk_rules;
 mod concurrency;
 mod download;
 mod empty_file;
+mod files;
+mod garbage;
 mod health;
 mod instant_upload;
 mod integrity;

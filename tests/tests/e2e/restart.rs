@@ -135,7 +135,8 @@ async fn crash_before_the_content_was_recorded(server: &mut TestServer, file: &T
     );
     server
         .ledger_execute(&format!(
-            "UPDATE files SET state = 'uploading', completed_at = NULL WHERE id = '{id}'; \
+            "UPDATE files SET state = 'uploading', completed_at = NULL, content_blake3 = NULL \
+             WHERE id = '{id}'; \
              DELETE FROM content_blobs;"
         ))
         .await;

@@ -22,6 +22,8 @@ const CHECK_UPLOAD: &str = r#"grpcurl -plaintext -d '{"name": "hello.txt", "size
 const CHECK_UPLOAD_HEX: &str = r#"grpcurl -plaintext -d '{"name": "hello.txt", "size": 16, "md5": "30eb27c617570627cbeb5765f49d860a"}' 127.0.0.1:50051 transfer.v1.TransferService/CheckUpload"#;
 const UPLOAD_CHUNKS: &str = r#"grpcurl -plaintext -d '{"start": {"upload_id": "9d7a4d9b-faa9-4d18-b203-d3c30a37c320"}} {"chunk": {"index": 0, "data": "aGVsbG8sIHRyYW5zZmVyCg==", "crc32c": 3506272195}}' 127.0.0.1:50051 transfer.v1.TransferService/UploadChunks"#;
 const GET_FILE: &str = r#"grpcurl -plaintext -d '{"file_id": "9d7a4d9b-faa9-4d18-b203-d3c30a37c320"}' 127.0.0.1:50051 transfer.v1.TransferService/GetFile"#;
+const LIST_FILES: &str = r#"grpcurl -plaintext -d '{"page_size": 10, "state": "FILE_STATE_COMPLETE", "name_prefix": "hel"}' 127.0.0.1:50051 transfer.v1.TransferService/ListFiles"#;
+const DELETE_FILE: &str = r#"grpcurl -plaintext -d '{"file_id": "9d7a4d9b-faa9-4d18-b203-d3c30a37c320"}' 127.0.0.1:50051 transfer.v1.TransferService/DeleteFile"#;
 const HEALTH: &str = "grpcurl -plaintext 127.0.0.1:50051 grpc.health.v1.Health/Check";
 
 /// Every `grpcurl` command in the `sh` blocks of a document, in order.
@@ -98,6 +100,8 @@ fn the_grpcurl_walk_through_documents_exactly_the_commands_this_test_runs() {
             CHECK_UPLOAD_HEX,
             UPLOAD_CHUNKS,
             GET_FILE,
+            LIST_FILES,
+            DELETE_FILE,
             HEALTH
         ]
     );
@@ -184,6 +188,24 @@ async fn every_grpcurl_command_of_the_walk_through_prints_what_it_shows() {
     assert_eq!(file["md5"], HELLO_MD5);
     assert_eq!(file["state"], "FILE_STATE_COMPLETE");
     assert!(file["completedAt"].is_string(), "{file}");
+
+    // The walk-through's upload (asking again for the same name made no second file).
+    let listed = json_messages(LIST_FILES, &run(LIST_FILES, &server, &upload_id).await);
+    let files = listed[0]["files"].as_array().expect("files");
+    assert_eq!(files.len(), 1, "{listed:?}");
+    assert_eq!(files[0]["fileId"], upload_id.as_str());
+    assert_eq!(files[0]["name"], "hello.txt");
+    assert_eq!(files[0]["state"], "FILE_STATE_COMPLETE");
+    assert!(
+        listed[0].get("nextPageToken").is_none(),
+        "one page: {listed:?}"
+    );
+
+    let deleted = json_messages(DELETE_FILE, &run(DELETE_FILE, &server, &upload_id).await);
+    assert_eq!(deleted, [serde_json::json!({})]);
+    let again = run(DELETE_FILE, &server, &upload_id).await;
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(said.contains("Code: NotFound"), "{said}");
 
     let health = json_messages(HEALTH, &run(HEALTH, &server, "").await);
     assert_eq!(health, [serde_json::json!({"status": "SERVING"})]);

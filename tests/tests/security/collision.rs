@@ -100,6 +100,13 @@ async fn an_md5_collision_gives_each_owner_its_own_bytes(ledger: Ledger) {
         evil,
         "mallory keeps her own bytes"
     );
+    // Each completion stored its own copy; the collector deletes the spare ones.
+    server
+        .collector(std::time::Duration::ZERO)
+        .await
+        .pass()
+        .await
+        .unwrap();
     assert_eq!(
         server.content_files().len(),
         2,

@@ -17,9 +17,10 @@ use clap::{Parser, Subcommand};
 use futures::FutureExt;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use transfer_client::proto::FileState;
 use transfer_client::{
-    ApiKey, ClientConfig, ClientIdentity, TransferClient, TransferError, TransferHandle,
-    TransferManager, TransferState,
+    ApiKey, ClientConfig, ClientIdentity, FileFilter, TransferClient, TransferError,
+    TransferHandle, TransferManager, TransferState,
 };
 
 use crate::bars::Bars;
@@ -115,6 +116,43 @@ enum Command {
     Stat { file_id: String },
     /// Abort the server's open upload session for a local file.
     Abort { file: PathBuf },
+    /// List your files on the server, newest first.
+    Ls {
+        /// Only files in this state.
+        #[arg(long, value_enum)]
+        state: Option<StateArg>,
+        /// Only files whose name starts with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// List at most this many files (default: every one).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Delete files on the server by id; an upload in progress is aborted.
+    Rm {
+        #[arg(required = true)]
+        file_ids: Vec<String>,
+    },
+}
+
+/// A file state, as `transfer ls --state` takes it.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum StateArg {
+    Uploading,
+    Complete,
+    Aborted,
+    Failed,
+}
+
+impl From<StateArg> for FileState {
+    fn from(state: StateArg) -> Self {
+        match state {
+            StateArg::Uploading => FileState::Uploading,
+            StateArg::Complete => FileState::Complete,
+            StateArg::Aborted => FileState::Aborted,
+            StateArg::Failed => FileState::Failed,
+        }
+    }
 }
 
 /// Reads the PEM files the flags name into `config`.
@@ -207,7 +245,65 @@ async fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAILED)
             }
         },
+        Command::Ls {
+            state,
+            prefix,
+            limit,
+        } => {
+            let filter = FileFilter {
+                state: state.map(FileState::from),
+                name_prefix: prefix,
+            };
+            match list(&client, &filter, limit, &report).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    report.error(&error);
+                    ExitCode::from(EXIT_FAILED)
+                }
+            }
+        }
+        Command::Rm { file_ids } => {
+            let mut failed = false;
+            for id in &file_ids {
+                match client.delete(id).await {
+                    Ok(()) => report.deleted(id),
+                    Err(error) => {
+                        failed = true;
+                        report.failed(id, &error);
+                    }
+                }
+            }
+            if failed {
+                ExitCode::from(EXIT_FAILED)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
     }
+}
+
+/// Prints the owner's files that match `filter`, page by page as they arrive.
+async fn list(
+    client: &TransferClient,
+    filter: &FileFilter,
+    limit: Option<usize>,
+    report: &Report,
+) -> Result<(), TransferError> {
+    let mut left = limit.unwrap_or(usize::MAX);
+    let mut token = String::new();
+    while left > 0 {
+        let page_size = u32::try_from(left).unwrap_or(u32::MAX).min(1000);
+        let page = client.list_page(filter, page_size, &token).await?;
+        for file in page.files.iter().take(left) {
+            report.listed(file);
+        }
+        left = left.saturating_sub(page.files.len());
+        match page.next {
+            Some(next) => token = next,
+            None => break,
+        }
+    }
+    Ok(())
 }
 
 /// Shows progress and reports each transfer as it ends. On Ctrl-C, pauses the rest:

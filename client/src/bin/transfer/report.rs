@@ -19,7 +19,20 @@ fn file_json(file: &FileInfo) -> serde_json::Value {
         "size": file.size,
         "md5": hex::encode(&file.md5),
         "state": file.state().as_str_name(),
+        "created_at": file.created_at.as_ref().map(|t| t.to_string()),
     })
+}
+
+/// A state as `transfer ls` shows it.
+fn state_word(file: &FileInfo) -> &'static str {
+    use transfer_client::proto::FileState;
+    match file.state() {
+        FileState::Unspecified => "?",
+        FileState::Uploading => "uploading",
+        FileState::Complete => "complete",
+        FileState::Aborted => "aborted",
+        FileState::Failed => "failed",
+    }
 }
 
 impl Report {
@@ -88,6 +101,34 @@ impl Report {
             if !file.failure.is_empty() {
                 println!("failure   {}", printable(&file.failure));
             }
+        }
+    }
+
+    /// One line of `transfer ls`: id, state, size, creation time, name.
+    pub fn listed(&self, file: &FileInfo) {
+        if self.json {
+            self.emit(file_json(file));
+        } else {
+            let created = file
+                .created_at
+                .as_ref()
+                .map_or_else(String::new, |t| t.to_string());
+            println!(
+                "{}  {:<9}  {:>14}  {:<30}  {}",
+                printable(&file.file_id),
+                state_word(file),
+                file.size,
+                created,
+                printable(&file.name)
+            );
+        }
+    }
+
+    pub fn deleted(&self, file_id: &str) {
+        if self.json {
+            self.emit(json!({"file_id": file_id, "status": "deleted"}));
+        } else {
+            println!("{}: deleted", printable(file_id));
         }
     }
 

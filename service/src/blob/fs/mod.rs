@@ -3,9 +3,11 @@
 //! Layout under the root directory, which is also what handles and locators say:
 //! - `staging/<upload uuid>`: an upload in progress, written part by part at offsets
 //!   (its handle is this path);
-//! - `content/<first two hex digits of the BLAKE3>/b3-<BLAKE3 hex>-<size>`: complete
-//!   content, one copy per content (its locator is this path); content stored before
-//!   BLAKE3 named it is at `content/<xx>/<MD5 hex>-<size>`.
+//! - `content/<first two hex digits of the upload uuid>/u-<upload uuid>`: complete
+//!   content, each completed upload under its own name (its locator is this path; the
+//!   ledger decides which copy of a content stays). Content completed before uploads
+//!   were named so is at `content/<xx>/b3-<BLAKE3 hex>-<size>` or, before BLAKE3 named
+//!   content, `content/<xx>/<MD5 hex>-<size>` (`xx`: the digest's first two).
 //!
 //! Only names this store made are accepted back, so only server-made ids and digests
 //! become file names. Receipts carry nothing: parts are written in place. Blocking file
@@ -56,26 +58,30 @@ impl FsBlobStore {
         UploadHandle::new(format!("staging/{}", upload.as_simple()))
     }
 
-    /// The staging file a handle names, if this store made the handle.
-    fn staging_path(&self, handle: &UploadHandle) -> Result<PathBuf, BlobError> {
-        let foreign = || BlobError::ForeignName(handle.to_string());
-        let id = handle
+    /// The upload a handle names, if this store made the handle.
+    fn upload_of(handle: &UploadHandle) -> Result<Uuid, BlobError> {
+        handle
             .as_str()
             .strip_prefix("staging/")
-            .ok_or_else(foreign)?;
-        let upload = Uuid::try_parse(id).map_err(|_| foreign())?;
-        if Self::handle(upload) != *handle {
-            return Err(foreign());
-        }
-        Ok(self.staging.join(id))
+            .and_then(|id| Uuid::try_parse(id).ok())
+            .filter(|upload| Self::handle(*upload) == *handle)
+            .ok_or_else(|| BlobError::ForeignName(handle.to_string()))
     }
 
-    fn locator(key: &ContentKey) -> ContentLocator {
-        ContentLocator::new(format!("content/{}/{key}", hex::encode(&key.blake3[..1])))
+    /// The staging file a handle names, if this store made the handle.
+    fn staging_path(&self, handle: &UploadHandle) -> Result<PathBuf, BlobError> {
+        let upload = Self::upload_of(handle)?;
+        Ok(self.staging.join(upload.as_simple().to_string()))
     }
 
-    /// The content file a locator names, if this store made the locator (or stored the
-    /// content under its MD5, before BLAKE3 named content).
+    /// Where the content of upload `upload` goes when it completes.
+    fn locator(upload: Uuid) -> ContentLocator {
+        let id = upload.as_simple().to_string();
+        ContentLocator::new(format!("content/{}/u-{id}", &id[..2]))
+    }
+
+    /// The content file a locator names, if this store made the locator (by the upload,
+    /// or, as it once did, by the content's BLAKE3 or MD5).
     fn content_path(&self, locator: &ContentLocator) -> Result<PathBuf, BlobError> {
         let foreign = || BlobError::ForeignName(locator.to_string());
         let mut parts = locator.as_str().split('/');
@@ -84,6 +90,14 @@ impl FsBlobStore {
         else {
             return Err(foreign());
         };
+        if let Some(id) = name.strip_prefix("u-") {
+            return match Uuid::try_parse(id) {
+                Ok(upload) if Self::locator(upload) == *locator => {
+                    Ok(self.content.join(fan_out).join(name))
+                }
+                _ => Err(foreign()),
+            };
+        }
         // `b3-<BLAKE3>-<size>`, or `<MD5>-<size>` for content stored before BLAKE3.
         let (digest_len, unprefixed) = match name.strip_prefix("b3-") {
             Some(rest) => (64, rest),
@@ -220,12 +234,13 @@ impl BlobStore for FsBlobStore {
         &self,
         upload: &UploadHandle,
         _parts: &[PartReceipt],
-        key: &ContentKey,
+        _key: &ContentKey,
     ) -> Result<ContentLocator, BlobError> {
         let staged = self.staging_path(upload)?;
+        let id = Self::upload_of(upload)?;
         let staging_dir = self.staging.clone();
         let content_root = self.content.clone();
-        let locator = Self::locator(key);
+        let locator = Self::locator(id);
         let target = self.content_path(&locator)?;
         // The fan-out directory the locator names.
         let dir = target
@@ -235,7 +250,7 @@ impl BlobStore for FsBlobStore {
         blocking(move || {
             let file = match open_staged(&staged, &upload, false) {
                 Ok(file) => file,
-                // Completed before (the staging moved into place): the same content.
+                // Completed before: the staging moved into place.
                 Err(BlobError::UploadNotFound(_))
                     if target.try_exists().map_err(io("looking up content"))? =>
                 {
@@ -249,19 +264,28 @@ impl BlobStore for FsBlobStore {
                 fs::create_dir_all(&dir).map_err(io("creating a content directory"))?;
                 sync_dir(&content_root)?;
             }
-            if target.exists() {
-                // The same content was completed by another upload: keep one copy.
-                fs::remove_file(&staged).map_err(io("removing a duplicate upload"))?;
-            } else {
-                fs::rename(&staged, &target).map_err(io("moving an upload into place"))?;
-            }
-            // Synced either way: whether the content was there already must not show
-            // in how long completing takes.
+            fs::rename(&staged, &target).map_err(io("moving an upload into place"))?;
             sync_dir(&dir)?;
             sync_dir(&staging_dir)
         })
         .await?;
         Ok(locator)
+    }
+
+    async fn delete(&self, content: &ContentLocator) -> Result<(), BlobError> {
+        let path = self.content_path(content)?;
+        blocking(move || {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(io("deleting content")(e)),
+            }
+            match path.parent() {
+                Some(dir) => sync_dir(dir),
+                None => Ok(()),
+            }
+        })
+        .await
     }
 
     async fn abort(&self, upload: &UploadHandle) -> Result<(), BlobError> {

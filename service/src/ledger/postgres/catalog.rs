@@ -4,7 +4,9 @@ use async_trait::async_trait;
 
 use super::{FILE_COLUMNS, PostgresLedger, db_error, file_from_row};
 use crate::ledger::columns::{to_i64, to_u64};
-use crate::ledger::{FileCatalog, FileRecord, LedgerError, Md5Digest, OwnerUsage};
+use crate::ledger::{
+    FileCatalog, FileListing, FileRecord, FileState, LedgerError, Md5Digest, OwnerUsage,
+};
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
@@ -74,4 +76,118 @@ impl FileCatalog for PostgresLedger {
             bytes: to_u64(row.get(1))?,
         })
     }
+
+    async fn list_files(
+        &self,
+        owner: &str,
+        listing: &FileListing,
+    ) -> Result<Vec<FileRecord>, LedgerError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {FILE_COLUMNS} FROM files \
+                 WHERE owner = $1 AND ($2::TEXT IS NULL OR state = $2) AND starts_with(name, $3) \
+                   AND ($4::TIMESTAMPTZ IS NULL OR (created_at, id) < ($4, $5::UUID)) \
+                 ORDER BY created_at DESC, id DESC LIMIT $6"
+            ))
+            .await
+            .map_err(db_error)?;
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &owner,
+                    &listing.state.map(FileState::as_str),
+                    &listing.name_prefix,
+                    &listing.after.map(|a| a.created_at),
+                    &listing.after.map(|a| a.id),
+                    &i64::try_from(listing.limit).unwrap_or(i64::MAX),
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        rows.iter().map(file_from_row).collect()
+    }
+
+    async fn delete_file(&self, owner: &str, id: Uuid) -> Result<Option<FileRecord>, LedgerError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let deleted = tx
+            .query_opt(
+                &format!(
+                    "DELETE FROM files WHERE id = $1 AND owner = $2 AND state <> 'uploading' \
+                     RETURNING {FILE_COLUMNS}"
+                ),
+                &[&id, &owner],
+            )
+            .await
+            .map_err(db_error)?;
+        let Some(row) = deleted else {
+            let open = tx
+                .query_opt(
+                    "SELECT 1 FROM files WHERE id = $1 AND owner = $2 AND state = 'uploading'",
+                    &[&id, &owner],
+                )
+                .await
+                .map_err(db_error)?;
+            return match open {
+                Some(_) => Err(LedgerError::StillUploading(id)),
+                None => Ok(None),
+            };
+        };
+        let file = file_from_row(&row)?;
+        if file.state == FileState::Complete {
+            mark_if_orphaned(&tx, &file).await?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(Some(file))
+    }
+}
+
+/// Marks the content of a deleted file orphaned if no other file refers to it. The
+/// content row is locked first, so of two files of one content deleted at once, the
+/// second to get the lock sees the first gone (each statement of a read-committed
+/// transaction sees what committed before it began) and marks it.
+async fn mark_if_orphaned(
+    tx: &deadpool_postgres::Transaction<'_>,
+    file: &FileRecord,
+) -> Result<(), LedgerError> {
+    match (&file.content_blake3, &file.md5) {
+        (Some(blake3), _) => {
+            tx.execute(
+                "SELECT 1 FROM content_blobs WHERE blake3 = $1 FOR UPDATE",
+                &[&blake3.as_slice()],
+            )
+            .await
+            .map_err(db_error)?;
+            tx.execute(
+                "UPDATE content_blobs SET orphaned_at = now() WHERE blake3 = $1 \
+                   AND NOT EXISTS (SELECT 1 FROM files WHERE content_blake3 = $1)",
+                &[&blake3.as_slice()],
+            )
+            .await
+            .map_err(db_error)?;
+        }
+        // Completed before BLAKE3 named content: referred to by MD5 and size.
+        (None, Some(md5)) => {
+            let size = to_i64(file.size)?;
+            tx.execute(
+                "SELECT 1 FROM contents WHERE md5 = $1 AND size = $2 FOR UPDATE",
+                &[&md5.as_slice(), &size],
+            )
+            .await
+            .map_err(db_error)?;
+            tx.execute(
+                "UPDATE contents SET orphaned_at = now() \
+                 WHERE md5 = $1 AND size = $2 AND locator IS NOT NULL \
+                   AND NOT EXISTS (SELECT 1 FROM files WHERE md5 = $1 AND size = $2 \
+                                   AND content_blake3 IS NULL AND state = 'complete')",
+                &[&md5.as_slice(), &size],
+            )
+            .await
+            .map_err(db_error)?;
+        }
+        (None, None) => {}
+    }
+    Ok(())
 }

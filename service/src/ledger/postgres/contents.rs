@@ -51,8 +51,8 @@ impl ContentIndex for PostgresLedger {
                 ],
             )
             .await
-            .map_err(db_error)?;
-        row.as_ref().map(file_from_row).transpose()
+            .map_err(db_error);
+        found_unless_collected(row)
     }
 
     async fn stored_content(
@@ -138,8 +138,20 @@ impl ContentIndex for PostgresLedger {
                 ],
             )
             .await
-            .map_err(db_error)?;
-        row.as_ref().map(file_from_row).transpose()
+            .map_err(db_error);
+        found_unless_collected(row)
+    }
+}
+
+/// The file an instant upload made, or `None` when the content it named was collected
+/// meanwhile (the new file's foreign key found no content): as if it were not stored.
+fn found_unless_collected(
+    row: Result<Option<Row>, LedgerError>,
+) -> Result<Option<FileRecord>, LedgerError> {
+    match row {
+        Ok(row) => row.as_ref().map(file_from_row).transpose(),
+        Err(LedgerError::ReferenceGone(_)) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

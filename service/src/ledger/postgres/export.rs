@@ -145,6 +145,25 @@ impl LedgerExport for PostgresLedger {
                 Some(c) => (to_i64(c.chunks)?, Some(c.state.as_slice())),
                 None => (0, None),
             };
+            // The BLAKE3 index of content follows from the complete files (before the file,
+            // which refers to it).
+            if let (Some(blake3), Some(md5), Some(at)) =
+                (file.content_blake3, file.md5, file.completed_at)
+            {
+                tx.execute(
+                    "INSERT INTO content_blobs (blake3, size, md5, created_at, locator) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    &[
+                        &blake3.as_slice(),
+                        &to_i64(file.size)?,
+                        &md5.as_slice(),
+                        &at,
+                        &dump.content_locator,
+                    ],
+                )
+                .await
+                .map_err(db_error)?;
+            }
             tx.execute(
                 "INSERT INTO files (id, owner, name, size, md5, chunk_size, chunk_count, state, \
                                     failure, created_at, updated_at, completed_at, hashed_chunks, \
@@ -174,24 +193,6 @@ impl LedgerExport for PostgresLedger {
             )
             .await
             .map_err(db_error)?;
-            // The BLAKE3 index of content follows from the complete files.
-            if let (Some(blake3), Some(md5), Some(at)) =
-                (file.content_blake3, file.md5, file.completed_at)
-            {
-                tx.execute(
-                    "INSERT INTO content_blobs (blake3, size, md5, created_at, locator) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                    &[
-                        &blake3.as_slice(),
-                        &to_i64(file.size)?,
-                        &md5.as_slice(),
-                        &at,
-                        &dump.content_locator,
-                    ],
-                )
-                .await
-                .map_err(db_error)?;
-            }
             let mut indexes = Vec::with_capacity(dump.chunks.len());
             let mut sizes = Vec::with_capacity(dump.chunks.len());
             let mut crcs = Vec::with_capacity(dump.chunks.len());

@@ -17,6 +17,7 @@ use super::{FileRecord, FileState, LedgerError, Md5Digest};
 mod catalog;
 mod contents;
 mod export;
+mod garbage;
 mod keys;
 mod tls;
 mod uploads;
@@ -246,6 +247,7 @@ fn classify(
         }
         // Connection exceptions, and the server shutting down or out of resources.
         _ if matches!(class, "08" | "53" | "57") => LedgerError::Unavailable(message),
+        Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => LedgerError::ReferenceGone(message),
         _ if class == "23" => LedgerError::Constraint(message),
         _ => LedgerError::Database(message),
     }

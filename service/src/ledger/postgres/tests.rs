@@ -28,7 +28,7 @@ fn errors_say_whether_to_retry_wait_or_fix_a_bug() {
     assert_eq!(kind(Some(&SqlState::CHECK_VIOLATION), false), "Constraint");
     assert_eq!(
         kind(Some(&SqlState::FOREIGN_KEY_VIOLATION), false),
-        "Constraint"
+        "ReferenceGone"
     );
     assert_eq!(kind(Some(&SqlState::ADMIN_SHUTDOWN), false), "Unavailable");
     assert_eq!(

@@ -192,36 +192,57 @@ impl UploadLedger for PostgresLedger {
         let row = tx
             .query_opt(
                 &format!(
-                    "UPDATE files SET state = 'complete', md5 = $2, content_blake3 = $3, \
+                    "UPDATE files SET state = 'complete', md5 = $2, \
                                       completed_at = now(), updated_at = now() \
                      WHERE id = $1 AND state = 'uploading' RETURNING {FILE_COLUMNS}"
                 ),
-                &[&id, &md5.as_slice(), &blake3.as_slice()],
+                &[&id, &md5.as_slice()],
             )
             .await
             .map_err(db_error)?;
         let Some(row) = row else {
             return Err(Self::not_open(&tx, id).await?);
         };
-        let file = file_from_row(&row)?;
+        let size = to_i64(file_from_row(&row)?.size)?;
         tx.execute(
             "INSERT INTO contents (md5, size) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&md5.as_slice(), &to_i64(file.size)?],
+            &[&md5.as_slice(), &size],
         )
         .await
         .map_err(db_error)?;
-        tx.execute(
-            "INSERT INTO content_blobs (blake3, size, md5, locator) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT DO NOTHING",
-            &[
-                &blake3.as_slice(),
-                &to_i64(file.size)?,
-                &md5.as_slice(),
-                &locator,
-            ],
-        )
-        .await
-        .map_err(db_error)?;
+        // Content stored already keeps its copy: updating its row (the mark taken off)
+        // locks it, so a collector forgetting it either finished before (and this
+        // inserts a new row) or finds it referred to again.
+        let kept: String = tx
+            .query_one(
+                "INSERT INTO content_blobs (blake3, size, md5, locator) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (blake3) DO UPDATE \
+                 SET orphaned_at = NULL, locator = coalesce(content_blobs.locator, EXCLUDED.locator) \
+                 RETURNING locator",
+                &[&blake3.as_slice(), &size, &md5.as_slice(), &locator],
+            )
+            .await
+            .map_err(db_error)?
+            .try_get(0)
+            .map_err(db_error)?;
+        if kept != locator {
+            tx.execute(
+                "INSERT INTO blob_garbage (locator) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&locator],
+            )
+            .await
+            .map_err(db_error)?;
+        }
+        let row = tx
+            .query_one(
+                &format!(
+                    "UPDATE files SET content_blake3 = $2 WHERE id = $1 RETURNING {FILE_COLUMNS}"
+                ),
+                &[&id, &blake3.as_slice()],
+            )
+            .await
+            .map_err(db_error)?;
+        let file = file_from_row(&row)?;
         tx.commit().await.map_err(db_error)?;
         Ok(file)
     }

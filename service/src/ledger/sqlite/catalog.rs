@@ -2,10 +2,12 @@
 
 use async_trait::async_trait;
 
-use super::{FILE_COLUMNS, OWNER_USAGE, SqliteLedger, db_error, raw_file, select_file};
+use super::{FILE_COLUMNS, OWNER_USAGE, SqliteLedger, db_error, now_micros, raw_file, select_file};
 use crate::ledger::columns::{to_i64, to_u64};
-use crate::ledger::{FileCatalog, FileRecord, LedgerError, Md5Digest, OwnerUsage};
-use rusqlite::params;
+use crate::ledger::{
+    FileCatalog, FileListing, FileRecord, FileState, LedgerError, Md5Digest, OwnerUsage,
+};
+use rusqlite::{OptionalExtension, Transaction, params};
 use uuid::Uuid;
 
 #[async_trait]
@@ -55,4 +57,93 @@ impl FileCatalog for SqliteLedger {
         })
         .await
     }
+
+    async fn list_files(
+        &self,
+        owner: &str,
+        listing: &FileListing,
+    ) -> Result<Vec<FileRecord>, LedgerError> {
+        let owner = owner.to_owned();
+        let state = listing.state.map(FileState::as_str);
+        let prefix = listing.name_prefix.clone();
+        let after = listing
+            .after
+            .map(|a| (a.created_at.timestamp_micros(), a.id.to_string()));
+        let (after_time, after_id) = after.unzip();
+        let limit = i64::try_from(listing.limit).unwrap_or(i64::MAX);
+        self.with(move |conn| {
+            let mut statement = conn
+                .prepare_cached(&format!(
+                    "SELECT {FILE_COLUMNS} FROM files \
+                     WHERE owner = ?1 AND (?2 IS NULL OR state = ?2) \
+                       AND substr(name, 1, length(?3)) = ?3 \
+                       AND (?4 IS NULL OR (created_at, id) < (?4, ?5)) \
+                     ORDER BY created_at DESC, id DESC LIMIT ?6"
+                ))
+                .map_err(db_error)?;
+            let rows = statement
+                .query_map(
+                    params![owner, state, prefix, after_time, after_id, limit],
+                    raw_file,
+                )
+                .map_err(db_error)?;
+            rows.map(|row| FileRecord::try_from(row.map_err(db_error)?))
+                .collect()
+        })
+        .await
+    }
+
+    async fn delete_file(&self, owner: &str, id: Uuid) -> Result<Option<FileRecord>, LedgerError> {
+        let owner = owner.to_owned();
+        self.write(move |tx| {
+            let deleted = tx
+                .prepare_cached(&format!(
+                    "DELETE FROM files WHERE id = ?1 AND owner = ?2 AND state <> 'uploading' \
+                     RETURNING {FILE_COLUMNS}"
+                ))
+                .and_then(|mut s| {
+                    s.query_row(params![id.to_string(), owner], raw_file)
+                        .optional()
+                })
+                .map_err(db_error)?;
+            let Some(file) = deleted else {
+                return match select_file(tx, id)? {
+                    Some(file) if file.owner == owner && file.state == FileState::Uploading => {
+                        Err(LedgerError::StillUploading(id))
+                    }
+                    _ => Ok(None),
+                };
+            };
+            let file = FileRecord::try_from(file)?;
+            if file.state == FileState::Complete {
+                mark_if_orphaned(tx, &file)?;
+            }
+            Ok(Some(file))
+        })
+        .await
+    }
+}
+
+/// Marks the content of a deleted file orphaned if no other file refers to it (writes
+/// are serialized: no other file can be made or deleted meanwhile).
+fn mark_if_orphaned(tx: &Transaction<'_>, file: &FileRecord) -> Result<(), LedgerError> {
+    let now = now_micros();
+    match (&file.content_blake3, &file.md5) {
+        (Some(blake3), _) => tx.execute(
+            "UPDATE content_blobs SET orphaned_at = ?2 WHERE blake3 = ?1 \
+               AND NOT EXISTS (SELECT 1 FROM files WHERE content_blake3 = ?1)",
+            params![blake3, now],
+        ),
+        // Completed before BLAKE3 named content: referred to by MD5 and size.
+        (None, Some(md5)) => tx.execute(
+            "UPDATE contents SET orphaned_at = ?3 \
+             WHERE md5 = ?1 AND size = ?2 AND locator IS NOT NULL \
+               AND NOT EXISTS (SELECT 1 FROM files WHERE md5 = ?1 AND size = ?2 \
+                               AND content_blake3 IS NULL AND state = 'complete')",
+            params![md5, to_i64(file.size)?, now],
+        ),
+        (None, None) => Ok(0),
+    }
+    .map_err(db_error)?;
+    Ok(())
 }

@@ -182,6 +182,24 @@ impl LedgerExport for SqliteLedger {
                     Some(c) => (to_i64(c.chunks)?, Some(c.state.clone())),
                     None => (0, None),
                 };
+                // The BLAKE3 index of content follows from the complete files (before the file,
+                // which refers to it).
+                if let (Some(blake3), Some(md5), Some(at)) =
+                    (file.content_blake3, file.md5, file.completed_at)
+                {
+                    tx.execute(
+                        "INSERT OR IGNORE INTO content_blobs (blake3, size, md5, created_at, locator) \
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![
+                            blake3,
+                            to_i64(file.size)?,
+                            md5,
+                            at.timestamp_micros(),
+                            dump.content_locator
+                        ],
+                    )
+                    .map_err(db_error)?;
+                }
                 insert_file
                     .execute(params![
                         id,
@@ -203,23 +221,6 @@ impl LedgerExport for SqliteLedger {
                         file.blob_upload,
                     ])
                     .map_err(db_error)?;
-                // The BLAKE3 index of content follows from the complete files.
-                if let (Some(blake3), Some(md5), Some(at)) =
-                    (file.content_blake3, file.md5, file.completed_at)
-                {
-                    tx.execute(
-                        "INSERT OR IGNORE INTO content_blobs (blake3, size, md5, created_at, locator) \
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![
-                            blake3,
-                            to_i64(file.size)?,
-                            md5,
-                            at.timestamp_micros(),
-                            dump.content_locator
-                        ],
-                    )
-                    .map_err(db_error)?;
-                }
                 for c in &dump.chunks {
                     insert_chunk
                         .execute(params![

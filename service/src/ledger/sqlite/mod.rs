@@ -21,6 +21,7 @@ use super::{FileRecord, FileState, LedgerError, Md5Digest};
 mod catalog;
 mod contents;
 mod export;
+mod garbage;
 mod keys;
 mod uploads;
 mod writer;
@@ -158,6 +159,11 @@ fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
 fn db_error(e: rusqlite::Error) -> LedgerError {
     use rusqlite::ErrorCode;
     let message = e.to_string();
+    if let rusqlite::Error::SqliteFailure(failure, _) = &e
+        && failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY
+    {
+        return LedgerError::ReferenceGone(message);
+    }
     match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
             LedgerError::RetryableConflict(message)

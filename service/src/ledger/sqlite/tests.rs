@@ -53,8 +53,8 @@ async fn the_single_pass_migration_keeps_every_file_and_chunk_and_the_foreign_ke
         })
         .await;
     assert!(
-        matches!(orphan, Err(LedgerError::Constraint(_))),
-        "chunks still need their file, and a write the schema forbids says so: {orphan:?}"
+        matches!(orphan, Err(LedgerError::ReferenceGone(_))),
+        "chunks still need their file, and a write that names no file says so: {orphan:?}"
     );
 }
 

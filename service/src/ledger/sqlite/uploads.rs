@@ -204,31 +204,51 @@ impl UploadLedger for SqliteLedger {
             let now = now_micros();
             let updated = tx
                 .prepare_cached(&format!(
-                    "UPDATE files SET state = 'complete', md5 = ?3, content_blake3 = ?4, \
+                    "UPDATE files SET state = 'complete', md5 = ?3, \
                                       completed_at = ?2, updated_at = ?2 \
                      WHERE id = ?1 AND state = 'uploading' RETURNING {FILE_COLUMNS}"
                 ))
                 .and_then(|mut s| {
-                    s.query_row(params![id.to_string(), now, md5, blake3], raw_file)
+                    s.query_row(params![id.to_string(), now, md5], raw_file)
                         .optional()
                 })
                 .map_err(db_error)?;
             let Some(file) = updated else {
                 return Err(not_open(tx, id)?);
             };
-            let file = FileRecord::try_from(file)?;
+            let size = to_i64(FileRecord::try_from(file)?.size)?;
             tx.execute(
                 "INSERT OR IGNORE INTO contents (md5, size, created_at) VALUES (?1, ?2, ?3)",
-                params![md5, to_i64(file.size)?, now],
+                params![md5, size, now],
             )
             .map_err(db_error)?;
-            tx.execute(
-                "INSERT OR IGNORE INTO content_blobs (blake3, size, md5, created_at, locator) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![blake3, to_i64(file.size)?, md5, now, locator],
-            )
-            .map_err(db_error)?;
-            Ok(file)
+            // Content stored already keeps its copy (and loses its orphaned mark).
+            let kept: String = tx
+                .prepare_cached(
+                    "INSERT INTO content_blobs (blake3, size, md5, created_at, locator) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (blake3) DO UPDATE \
+                     SET orphaned_at = NULL, locator = coalesce(locator, excluded.locator) \
+                     RETURNING locator",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![blake3, size, md5, now, locator], |r| r.get(0))
+                })
+                .map_err(db_error)?;
+            if kept != locator {
+                tx.execute(
+                    "INSERT OR IGNORE INTO blob_garbage (locator, queued_at) VALUES (?1, ?2)",
+                    params![locator, now],
+                )
+                .map_err(db_error)?;
+            }
+            let file = tx
+                .prepare_cached(&format!(
+                    "UPDATE files SET content_blake3 = ?2 WHERE id = ?1 RETURNING {FILE_COLUMNS}"
+                ))
+                .and_then(|mut s| s.query_row(params![id.to_string(), blake3], raw_file))
+                .map_err(db_error)?;
+            FileRecord::try_from(file)
         })
         .await
     }

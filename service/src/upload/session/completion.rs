@@ -6,7 +6,7 @@ use super::task::Stop;
 use super::*;
 use crate::blob::{BlobError, ContentKey, PartReceipt};
 use crate::error::ServiceError;
-use crate::ledger::{FileRecord, HashCheckpoint, Md5Digest};
+use crate::ledger::{FileRecord, HashCheckpoint, LedgerError, Md5Digest};
 use crate::metrics::metrics;
 
 impl Session {
@@ -100,9 +100,20 @@ impl Session {
             }
             Err(error) => return Err(error.into()),
         };
-        let file = ledger
+        let file = match ledger
             .complete_upload(id, &computed.md5, &computed.blake3, locator.as_str())
-            .await?;
+            .await
+        {
+            Ok(file) => file,
+            // Aborted or expired meanwhile: nobody will ever refer to this copy.
+            Err(error @ LedgerError::NotUploading { .. }) => {
+                if let Err(delete) = blobs.delete(&locator).await {
+                    tracing::warn!(upload = %id, %delete, "could not delete the content of an upload closed while it completed");
+                }
+                return Err(error.into());
+            }
+            Err(error) => return Err(error.into()),
+        };
         let took = (chrono::Utc::now() - file.created_at)
             .to_std()
             .unwrap_or_default();

@@ -69,6 +69,10 @@ impl BlobStore for TestStore {
         self.inner.complete(upload, parts, key).await
     }
 
+    async fn delete(&self, content: &ContentLocator) -> Result<(), BlobError> {
+        self.inner.delete(content).await
+    }
+
     async fn abort(&self, upload: &UploadHandle) -> Result<(), BlobError> {
         self.inner.abort(upload).await
     }

@@ -1,4 +1,5 @@
-//! The ledger's contracts, one suite per trait ([`uploads`], [`catalog`], [`contents`];
+//! The ledger's contracts, one suite per trait ([`uploads`], [`catalog`], [`contents`],
+//! [`garbage`];
 //! the export's in `copy`, the keys' in `keys`), each run on both dialects.
 
 use std::sync::Arc;
@@ -46,6 +47,7 @@ pub async fn sqlite() -> Sqlite {
 
 mod catalog;
 mod contents;
+mod garbage;
 mod uploads;
 
 /// What the suites share: records to write and the imports they all use.
@@ -53,8 +55,8 @@ pub mod support {
     pub use super::LedgerBackend;
     pub use std::sync::Arc;
     pub use transfer_service::ledger::{
-        Blake3Digest, CommittedChunk, FileState, HashCheckpoint, Ledger, LedgerError, Md5Digest,
-        NewUpload, OwnerUsage,
+        Blake3Digest, CommittedChunk, FileListing, FileState, HashCheckpoint, Ledger, LedgerError,
+        Md5Digest, NewUpload, OwnerUsage,
     };
     pub use transfer_tests::md5;
     pub use uuid::Uuid;

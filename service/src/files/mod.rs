@@ -1,4 +1,11 @@
-//! `GetFile` and `AbortUpload`, and how a file record is shown to clients.
+//! What an owner does with its files: `GetFile`, `AbortUpload`, `ListFiles`
+//! ([`list`]), `DeleteFile` ([`delete`]), and how a file record is shown to clients.
+
+mod delete;
+mod list;
+
+pub use delete::delete_file;
+pub use list::list_files;
 
 use std::time::SystemTime;
 
