@@ -25,6 +25,7 @@ pub async fn commits_per_sec(ledger: &dyn Ledger, chunks: u64, batch: u64) -> Re
         head_md5: None,
         chunk_size: 4096,
         chunk_count: chunks,
+        expires_at: chrono::Utc::now() + chrono::Duration::days(1),
     };
     let id = ledger.open_upload(&upload).await?.file.id;
     let started = Instant::now();

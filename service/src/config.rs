@@ -138,13 +138,20 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub hash_checkpoint_mib: u64,
 
+    /// Seconds an open upload lives after its last activity (opened, resumed by
+    /// CheckUpload, a stream attached, streaming into it); then the server's sweeper
+    /// drops it with its staged bytes, and resuming it is NOT_FOUND.
+    #[arg(long, env = "TRANSFERD_UPLOAD_EXPIRY_SECS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub upload_expiry_secs: u64,
+
     /// Seconds content stays stored after the last file holding it was deleted: a
     /// download that began before the delete may finish, and an upload of the same
     /// content meanwhile keeps it. Then the garbage collector deletes it.
     #[arg(long, env = "TRANSFERD_GC_GRACE_SECS", default_value_t = 3600)]
     pub gc_grace_secs: u64,
 
-    /// Seconds between the garbage collector's passes.
+    /// Seconds between the sweeps of expired uploads and the garbage collector's passes.
     #[arg(long, env = "TRANSFERD_GC_INTERVAL_SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub gc_interval_secs: u64,
@@ -378,6 +385,7 @@ impl Settings {
             first_message_timeout: Duration::from_secs(self.first_message_secs),
             stream_idle_timeout: Duration::from_secs(self.stream_idle_secs),
             hash_checkpoint_bytes: self.hash_checkpoint_mib << 20,
+            upload_expiry: Duration::from_secs(self.upload_expiry_secs),
         })
     }
 

@@ -22,7 +22,7 @@ pub enum ServiceError {
     FileNotFound(Uuid),
     #[error("file {0} was deleted while it was being read")]
     FileDeleted(Uuid),
-    #[error("upload {id} is {state}: it accepts no more chunks")]
+    #[error("upload {id} is {state}: it accepts no more chunks{}", expired_hint(*.state))]
     UploadNotOpen { id: Uuid, state: FileState },
     #[error("file {id} is {state}, not complete: it cannot be read yet")]
     FileNotComplete { id: Uuid, state: FileState },
@@ -92,6 +92,16 @@ pub enum ServiceError {
     ClientGone,
 }
 
+/// What a client resuming an expired upload should do.
+fn expired_hint(state: FileState) -> &'static str {
+    match state {
+        FileState::Expired => {
+            " (nothing happened to it for the server's expiry period, and its chunks are gone): upload the file again"
+        }
+        _ => "",
+    }
+}
+
 impl ServiceError {
     pub fn code(&self) -> Code {
         match self {
@@ -107,6 +117,15 @@ impl ServiceError {
             ServiceError::UploadNotFound(_)
             | ServiceError::FileNotFound(_)
             | ServiceError::FileDeleted(_) => Code::NotFound,
+            // An expired session is gone, as far as a client resuming it can tell.
+            ServiceError::UploadNotOpen {
+                state: FileState::Expired,
+                ..
+            }
+            | ServiceError::Ledger(LedgerError::NotUploading {
+                state: FileState::Expired,
+                ..
+            }) => Code::NotFound,
             ServiceError::UploadNotOpen { .. }
             | ServiceError::FileNotComplete { .. }
             | ServiceError::DigestMissing => Code::FailedPrecondition,

@@ -350,6 +350,9 @@ impl TransferApi {
                         .map(|(start, end)| ChunkRange { start, end })
                         .collect(),
                     max_window,
+                    expires_at: file
+                        .expires_at
+                        .map(|t| std::time::SystemTime::from(t).into()),
                 }
             }),
         };

@@ -33,6 +33,8 @@ pub struct Limits {
     /// Bytes an upload hashes between the hash checkpoints it saves: at most this much is
     /// read back to rebuild the hash after a restart.
     pub hash_checkpoint_bytes: u64,
+    /// How long an open upload lives after its last activity.
+    pub upload_expiry: std::time::Duration,
 }
 
 impl Limits {
@@ -45,6 +47,15 @@ impl Limits {
             preferred
         };
         wanted.clamp(self.min_chunk_size, self.max_chunk_size)
+    }
+
+    /// When an upload active now expires.
+    pub fn expiry_from_now(&self) -> chrono::DateTime<chrono::Utc> {
+        let expiry =
+            chrono::Duration::from_std(self.upload_expiry).unwrap_or(chrono::Duration::MAX);
+        chrono::Utc::now()
+            .checked_add_signed(expiry)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
     }
 }
 
@@ -69,6 +80,7 @@ mod tests {
             first_message_timeout: std::time::Duration::from_secs(1),
             stream_idle_timeout: std::time::Duration::from_secs(1),
             hash_checkpoint_bytes: 1 << 20,
+            upload_expiry: std::time::Duration::from_secs(1),
         };
         assert_eq!(limits.choose_chunk_size(0), 256);
         assert_eq!(limits.choose_chunk_size(1), 64);

@@ -19,6 +19,9 @@ pub struct Metrics {
     pub instant_uploads: Counter<u64>,
     /// Staged bytes a restarted session read back to rebuild its hash (`By`).
     pub bytes_rehashed: Counter<u64>,
+    /// Open uploads the sweeper closed because nothing happened to them for the expiry
+    /// period.
+    pub uploads_expired: Counter<u64>,
     /// Contents the garbage collector forgot: no file referred to them for the grace period.
     pub contents_collected: Counter<u64>,
     /// Blobs deleted from the store by the garbage collector.
@@ -59,6 +62,10 @@ pub fn metrics() -> &'static Metrics {
                 .u64_counter("transfer.bytes.sent")
                 .with_unit("By")
                 .with_description("File bytes sent by downloads")
+                .build(),
+            uploads_expired: meter
+                .u64_counter("transfer.uploads.expired")
+                .with_description("Open uploads closed after the expiry period without activity")
                 .build(),
             contents_collected: meter
                 .u64_counter("transfer.gc.contents_collected")

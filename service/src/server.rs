@@ -20,7 +20,7 @@ use crate::control::ControlPlane;
 use crate::grpc::TransferApi;
 use crate::identity::{Authenticator, IdentityLayer};
 use crate::ledger::{KeyLedger, LedgerError};
-use crate::lifecycle::{GarbageCollector, sweep_orphaned_staging};
+use crate::lifecycle::{self, ExpirySweeper, GarbageCollector, sweep_orphaned_staging};
 use crate::upload::SessionRegistry;
 use crate::upload::possession::Challenges;
 
@@ -122,8 +122,6 @@ impl Transferd {
             Arc::clone(&ledger),
             Arc::clone(&blobs),
         ));
-        GarbageCollector::new(Arc::clone(&ledger), Arc::clone(&blobs), settings.gc_grace())
-            .spawn(settings.gc_interval());
         let challenges = match settings.dedup_scope {
             DedupScope::Owner => None,
             DedupScope::Global => {
@@ -141,6 +139,16 @@ impl Transferd {
             limits,
             settings.session_idle_timeout(),
             buffers,
+        );
+        lifecycle::spawn(
+            ExpirySweeper::new(
+                Arc::clone(&ledger),
+                Arc::clone(&blobs),
+                Arc::clone(&sessions),
+                limits,
+            ),
+            GarbageCollector::new(Arc::clone(&ledger), Arc::clone(&blobs), settings.gc_grace()),
+            settings.gc_interval(),
         );
         Ok(Self {
             api: TransferApi::new(ledger, blobs, sessions, limits, control, challenges),

@@ -68,6 +68,7 @@ fn state_filter(state: i32) -> Result<Option<FileState>, ServiceError> {
         proto::FileState::Complete => Some(FileState::Complete),
         proto::FileState::Aborted => Some(FileState::Aborted),
         proto::FileState::Failed => Some(FileState::Failed),
+        proto::FileState::Expired => Some(FileState::Expired),
     })
 }
 

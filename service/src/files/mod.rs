@@ -45,8 +45,8 @@ pub async fn abort_upload(
     })?;
     match file.state {
         FileState::Uploading => ledger.abort_upload(id).await?,
-        // Aborting again finishes what an interrupted abort may have left.
-        FileState::Aborted => {}
+        // Aborting again finishes what an interrupted abort (or expiry) may have left.
+        FileState::Aborted | FileState::Expired => {}
         FileState::Complete | FileState::Failed => {
             return Err(ServiceError::UploadNotOpen {
                 id,
@@ -54,7 +54,7 @@ pub async fn abort_upload(
             });
         }
     }
-    sessions.aborted(id).await;
+    sessions.closed(id, FileState::Aborted).await;
     // Read again now that the session has stopped: a stream may have begun staging
     // since the first read. An upload no stream ever began has no staging.
     let file = ledger.get_file(id).await?.unwrap_or(file);
@@ -83,5 +83,6 @@ fn proto_state(state: FileState) -> proto::FileState {
         FileState::Complete => proto::FileState::Complete,
         FileState::Aborted => proto::FileState::Aborted,
         FileState::Failed => proto::FileState::Failed,
+        FileState::Expired => proto::FileState::Expired,
     }
 }

@@ -5,6 +5,7 @@
 //! complete) live in [`crate::upload`]. It is seen through one small trait per concern,
 //! so each part of the service asks only for what it uses:
 //! - [`UploadLedger`]: open sessions, committed chunks, hash checkpoints, how each ends;
+//! - [`UploadExpiry`]: when open sessions expire;
 //! - [`FileCatalog`]: files by id and by owner;
 //! - [`ContentIndex`]: stored content by its digests, for instant upload;
 //! - [`ContentGarbage`]: content no file refers to, and blobs waiting to be deleted;
@@ -21,6 +22,7 @@ mod columns;
 mod contents;
 mod dump;
 mod error;
+mod expiry;
 mod garbage;
 pub mod keys;
 mod location;
@@ -35,6 +37,7 @@ pub use dump::{
     ChunkDump, ContentDump, CopyReport, FileDump, LedgerExport, copy_keys, copy_ledger,
 };
 pub use error::LedgerError;
+pub use expiry::UploadExpiry;
 pub use garbage::ContentGarbage;
 pub use keys::{ApiKeyRecord, KeyLedger, NewApiKey};
 pub use location::LedgerLocation;
@@ -48,11 +51,17 @@ pub use uploads::UploadLedger;
 
 /// A whole ledger: every record kind, in one database.
 pub trait Ledger:
-    UploadLedger + FileCatalog + ContentIndex + ContentGarbage + LedgerExport + KeyLedger
+    UploadLedger + UploadExpiry + FileCatalog + ContentIndex + ContentGarbage + LedgerExport + KeyLedger
 {
 }
 
 impl<L> Ledger for L where
-    L: UploadLedger + FileCatalog + ContentIndex + ContentGarbage + LedgerExport + KeyLedger
+    L: UploadLedger
+        + UploadExpiry
+        + FileCatalog
+        + ContentIndex
+        + ContentGarbage
+        + LedgerExport
+        + KeyLedger
 {
 }

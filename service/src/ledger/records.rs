@@ -22,6 +22,8 @@ pub enum FileState {
     Aborted,
     /// The whole-file MD5 did not match the declared one; its chunks are gone.
     Failed,
+    /// Nothing happened to the upload until its expiry; its chunks are gone.
+    Expired,
 }
 
 impl FileState {
@@ -31,6 +33,7 @@ impl FileState {
             FileState::Complete => "complete",
             FileState::Aborted => "aborted",
             FileState::Failed => "failed",
+            FileState::Expired => "expired",
         }
     }
 
@@ -40,6 +43,7 @@ impl FileState {
             "complete" => FileState::Complete,
             "aborted" => FileState::Aborted,
             "failed" => FileState::Failed,
+            "expired" => FileState::Expired,
             _ => return None,
         })
     }
@@ -81,6 +85,8 @@ pub struct FileRecord {
     pub blob_upload: Option<String>,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// While uploading: when the upload expires unless something happens to it.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// What a new upload session records.
@@ -95,6 +101,8 @@ pub struct NewUpload {
     pub head_md5: Option<Md5Digest>,
     pub chunk_size: u32,
     pub chunk_count: u64,
+    /// When the session expires unless something happens to it.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// One chunk whose bytes are durably stored, to be recorded as committed.

@@ -92,18 +92,4 @@ impl GarbageCollector {
         }
         collected
     }
-
-    /// Runs a pass every `every`, the first at once, for as long as the runtime runs.
-    pub fn spawn(self, every: Duration) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                if let Err(error) = self.pass().await {
-                    tracing::warn!(%error, "garbage collection failed; trying again later");
-                }
-            }
-        })
-    }
 }

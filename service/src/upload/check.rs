@@ -330,6 +330,7 @@ async fn open_session(
             head_md5: intent.head_md5,
             chunk_size,
             chunk_count: ChunkLayout::new(intent.size, chunk_size).chunk_count(),
+            expires_at: limits.expiry_from_now(),
         })
         .instrument(info_span!("ledger.open_upload"))
         .await?;
@@ -370,7 +371,15 @@ async fn session(
     file: FileRecord,
     resumed: bool,
 ) -> Result<CheckOutcome, ServiceError> {
+    let mut file = file;
     let committed = if resumed {
+        // A session resumed is a session in use: it lives another expiry period.
+        file.expires_at = Some(
+            ledger
+                .extend_upload(file.id, limits.expiry_from_now())
+                .instrument(info_span!("ledger.extend_upload"))
+                .await?,
+        );
         ledger
             .committed_ranges(file.id)
             .instrument(info_span!("ledger.committed_ranges"))

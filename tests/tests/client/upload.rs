@@ -117,6 +117,52 @@ async fn pause_stops_sending_and_resume_finishes_the_upload(ledger: Ledger) {
     assert_stored(&server, &uploaded, &file).await;
 }
 
+async fn an_upload_paused_past_its_session_expiry_starts_over_and_completes(ledger: Ledger) {
+    let server = TestServer::start_with(ledger, |settings| {
+        settings.upload_expiry_secs = 1;
+        settings.gc_interval_secs = 1;
+    })
+    .await;
+    let file = TestFile::new("expired.bin", 16 << 20, 104);
+    let (_dir, path) = on_disk(&file);
+    let upload = client(server.endpoint()).upload_path(&path);
+    let mut progress = upload.watch();
+    progress
+        .wait_for(|p| p.state == TransferState::Uploading && p.bytes_done > 0)
+        .await
+        .unwrap();
+    upload.pause();
+    progress
+        .wait_for(|p| p.state == TransferState::Paused)
+        .await
+        .unwrap();
+    // The server expires the session nothing happens to.
+    let mut raw = server.client().await;
+    let expired = transfer_proto::v1::ListFilesRequest {
+        state: transfer_proto::v1::FileState::Expired.into(),
+        ..Default::default()
+    };
+    let mut waited = 0;
+    while transfer_tests::client::list_all(&mut raw, None, expired.clone())
+        .await
+        .is_empty()
+    {
+        assert!(
+            waited < 300,
+            "the paused upload's session did not expire within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+
+    upload.resume();
+    let uploaded = upload
+        .wait()
+        .await
+        .expect("the upload starts over by itself and completes");
+    assert_stored(&server, &uploaded, &file).await;
+}
+
 async fn cancel_aborts_the_session_on_the_server(ledger: Ledger) {
     let server = TestServer::start(ledger).await;
     let file = TestFile::new("cancel.bin", 16 << 20, 103);
@@ -564,6 +610,7 @@ transfer_tests::ledger_tests!(
     an_upload_cut_several_times_completes_without_resending_acked_chunks,
     an_upload_survives_the_server_being_killed_and_restarted,
     pause_stops_sending_and_resume_finishes_the_upload,
+    an_upload_paused_past_its_session_expiry_starts_over_and_completes,
     cancel_aborts_the_session_on_the_server,
     a_stored_file_uploads_instantly_without_sending_a_chunk,
     a_new_file_is_read_once_and_a_stored_one_is_hashed_first,

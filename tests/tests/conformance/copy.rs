@@ -22,6 +22,7 @@ async fn populate(ledger: &dyn Ledger) {
         head_md5: Some(digest(&format!("head of {name}"))),
         chunk_size: 4096,
         chunk_count: 3,
+        expires_at: chrono::Utc::now() + chrono::Duration::days(1),
     };
     let chunk = |index| CommittedChunk {
         index,

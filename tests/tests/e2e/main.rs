@@ -7,6 +7,7 @@ mod chunk_rules;
 mod concurrency;
 mod download;
 mod empty_file;
+mod expiry;
 mod files;
 mod garbage;
 mod health;

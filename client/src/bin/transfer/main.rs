@@ -142,6 +142,7 @@ enum StateArg {
     Complete,
     Aborted,
     Failed,
+    Expired,
 }
 
 impl From<StateArg> for FileState {
@@ -151,6 +152,7 @@ impl From<StateArg> for FileState {
             StateArg::Complete => FileState::Complete,
             StateArg::Aborted => FileState::Aborted,
             StateArg::Failed => FileState::Failed,
+            StateArg::Expired => FileState::Expired,
         }
     }
 }

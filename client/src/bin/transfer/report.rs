@@ -32,6 +32,7 @@ fn state_word(file: &FileInfo) -> &'static str {
         FileState::Complete => "complete",
         FileState::Aborted => "aborted",
         FileState::Failed => "failed",
+        FileState::Expired => "expired",
     }
 }
 

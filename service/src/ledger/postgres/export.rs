@@ -167,9 +167,9 @@ impl LedgerExport for PostgresLedger {
             tx.execute(
                 "INSERT INTO files (id, owner, name, size, md5, chunk_size, chunk_count, state, \
                                     failure, created_at, updated_at, completed_at, hashed_chunks, \
-                                    md5_state, head_md5, content_blake3, blob_upload) \
+                                    md5_state, head_md5, content_blake3, blob_upload, expires_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                         $17) \
+                         $17, $18) \
                  ON CONFLICT DO NOTHING",
                 &[
                     &file.id,
@@ -189,6 +189,7 @@ impl LedgerExport for PostgresLedger {
                     &file.head_md5.as_ref().map(|h| h.as_slice()),
                     &file.content_blake3.as_ref().map(|b| b.as_slice()),
                     &file.blob_upload,
+                    &file.expires_at,
                 ],
             )
             .await

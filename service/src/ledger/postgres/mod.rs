@@ -16,6 +16,7 @@ use super::{FileRecord, FileState, LedgerError, Md5Digest};
 
 mod catalog;
 mod contents;
+mod expiry;
 mod export;
 mod garbage;
 mod keys;
@@ -30,7 +31,7 @@ mod embedded {
 
 /// The columns every query that returns a file selects, in the order [`file_from_row`] reads.
 const FILE_COLUMNS: &str = "id, owner, name, size, md5, head_md5, chunk_size, chunk_count, state, failure, \
-     created_at, completed_at, content_blake3, blob_upload";
+     created_at, completed_at, content_blake3, blob_upload, expires_at";
 
 /// Runs of consecutive committed indexes, computed in the database so that a session
 /// with millions of chunks sends back a few ranges rather than millions of rows.
@@ -278,6 +279,7 @@ fn file_from_row(row: &Row) -> Result<FileRecord, LedgerError> {
         blob_upload: row.get("blob_upload"),
         created_at: row.get("created_at"),
         completed_at: row.get("completed_at"),
+        expires_at: row.get("expires_at"),
     })
 }
 

@@ -24,8 +24,9 @@ impl UploadLedger for PostgresLedger {
         // is `SET LOCAL` inside the statement: its own transaction commits without waiting
         // for the WAL flush, in one round trip instead of four (BEGIN, SET, INSERT, COMMIT).
         let insert = format!(
-            "INSERT INTO files (id, owner, name, size, md5, head_md5, chunk_size, chunk_count, state) \
-             SELECT $1, $2, $3, $4, $5, $8, $6, $7, 'uploading' \
+            "INSERT INTO files (id, owner, name, size, md5, head_md5, chunk_size, chunk_count, state, \
+                                expires_at) \
+             SELECT $1, $2, $3, $4, $5, $8, $6, $7, 'uploading', $9 \
              FROM (SELECT set_config('synchronous_commit', 'off', true)) AS commit_without_flush \
              ON CONFLICT (owner, md5, size) WHERE state = 'uploading' DO NOTHING \
              RETURNING {FILE_COLUMNS}"
@@ -42,7 +43,7 @@ impl UploadLedger for PostgresLedger {
         // the winner. If that session closed in between, try again.
         for _ in 0..5 {
             let id = Uuid::new_v4();
-            let params: [&(dyn ToSql + Sync); 8] = [
+            let params: [&(dyn ToSql + Sync); 9] = [
                 &id,
                 &upload.owner,
                 &upload.name,
@@ -51,6 +52,7 @@ impl UploadLedger for PostgresLedger {
                 &chunk_size,
                 &chunk_count,
                 &head_md5,
+                &upload.expires_at,
             ];
             let inserted = client
                 .query_opt(&statement, &params)

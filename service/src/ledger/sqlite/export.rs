@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use super::{FILE_COLUMNS, SqliteLedger, db_error, raw_file, time};
+use super::{FILE_COLUMN_COUNT, FILE_COLUMNS, SqliteLedger, db_error, raw_file, time};
 use crate::ledger::columns::{to_i64, to_u64};
 use crate::ledger::{
     ChunkDump, CommittedChunk, ContentDump, FileDump, FileRecord, HashCheckpoint, LedgerError,
@@ -33,10 +33,10 @@ impl LedgerExport for SqliteLedger {
                 .query_map(params![after, limit], |row| {
                     Ok((
                         raw_file(row)?,
-                        row.get::<_, i64>(14)?,
-                        row.get::<_, i64>(15)?,
-                        row.get::<_, Option<Vec<u8>>>(16)?,
-                        row.get::<_, Option<String>>(17)?,
+                        row.get::<_, i64>(FILE_COLUMN_COUNT)?,
+                        row.get::<_, i64>(FILE_COLUMN_COUNT + 1)?,
+                        row.get::<_, Option<Vec<u8>>>(FILE_COLUMN_COUNT + 2)?,
+                        row.get::<_, Option<String>>(FILE_COLUMN_COUNT + 3)?,
                     ))
                 })
                 .map_err(db_error)?;
@@ -164,9 +164,10 @@ impl LedgerExport for SqliteLedger {
                 .prepare_cached(
                     "INSERT OR IGNORE INTO files (id, owner, name, size, md5, chunk_size, \
                          chunk_count, state, failure, created_at, updated_at, completed_at, \
-                         hashed_chunks, md5_state, head_md5, content_blake3, blob_upload) \
+                         hashed_chunks, md5_state, head_md5, content_blake3, blob_upload, \
+                         expires_at) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
-                             ?17)",
+                             ?17, ?18)",
                 )
                 .map_err(db_error)?;
             let mut insert_chunk = tx
@@ -219,6 +220,7 @@ impl LedgerExport for SqliteLedger {
                         file.head_md5,
                         file.content_blake3,
                         file.blob_upload,
+                        file.expires_at.map(|t| t.timestamp_micros()),
                     ])
                     .map_err(db_error)?;
                 for c in &dump.chunks {

@@ -20,6 +20,7 @@ use super::{FileRecord, FileState, LedgerError, Md5Digest};
 
 mod catalog;
 mod contents;
+mod expiry;
 mod export;
 mod garbage;
 mod keys;
@@ -33,7 +34,10 @@ mod embedded {
 
 /// The columns every query that returns a file selects, in the order [`file_from_row`] reads.
 const FILE_COLUMNS: &str = "id, owner, name, size, md5, chunk_size, chunk_count, state, failure, \
-     created_at, completed_at, head_md5, content_blake3, blob_upload";
+     created_at, completed_at, head_md5, content_blake3, blob_upload, expires_at";
+/// How many columns [`FILE_COLUMNS`] names: a query that selects more after them reads
+/// those from this index on.
+const FILE_COLUMN_COUNT: usize = 15;
 
 /// An owner's open uploads, and the bytes of those and of the files it sent (a file of
 /// an instant upload has chunk size 0).
@@ -198,6 +202,7 @@ struct RawFile {
     completed_at: Option<i64>,
     content_blake3: Option<Vec<u8>>,
     blob_upload: Option<String>,
+    expires_at: Option<i64>,
 }
 
 fn raw_file(row: &Row<'_>) -> rusqlite::Result<RawFile> {
@@ -216,6 +221,7 @@ fn raw_file(row: &Row<'_>) -> rusqlite::Result<RawFile> {
         head_md5: row.get(11)?,
         content_blake3: row.get(12)?,
         blob_upload: row.get(13)?,
+        expires_at: row.get(14)?,
     })
 }
 
@@ -240,6 +246,7 @@ impl TryFrom<RawFile> for FileRecord {
             blob_upload: raw.blob_upload,
             created_at: time(raw.created_at)?,
             completed_at: raw.completed_at.map(time).transpose()?,
+            expires_at: raw.expires_at.map(time).transpose()?,
         })
     }
 }

@@ -34,8 +34,8 @@ impl UploadLedger for SqliteLedger {
             let file = tx
                 .prepare_cached(&format!(
                     "INSERT INTO files (id, owner, name, size, md5, chunk_size, chunk_count, state, \
-                                        created_at, updated_at, head_md5) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'uploading', ?8, ?8, ?9) \
+                                        created_at, updated_at, head_md5, expires_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'uploading', ?8, ?8, ?9, ?10) \
                      RETURNING {FILE_COLUMNS}"
                 ))
                 .and_then(|mut s| {
@@ -49,7 +49,8 @@ impl UploadLedger for SqliteLedger {
                             upload.chunk_size,
                             chunk_count,
                             now,
-                            upload.head_md5
+                            upload.head_md5,
+                            upload.expires_at.timestamp_micros()
                         ],
                         raw_file,
                     )

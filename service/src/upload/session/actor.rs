@@ -148,7 +148,7 @@ impl Session {
             };
             match command {
                 Command::Attach { owner, reply } => self.attach(owner, reply).await?,
-                Command::Aborted { done } => return self.aborted(done),
+                Command::Closed { state, done } => return self.closed(state, done),
                 Command::Digest { stream, md5 } => self.declare(stream, md5).await?,
                 Command::Chunk { stream, chunk } => {
                     let mut batch_bytes = chunk.data.len();
@@ -170,7 +170,7 @@ impl Session {
                     self.store_batch(batch).await?;
                     match deferred {
                         Some(Command::Attach { owner, reply }) => self.attach(owner, reply).await?,
-                        Some(Command::Aborted { done }) => return self.aborted(done),
+                        Some(Command::Closed { state, done }) => return self.closed(state, done),
                         Some(Command::Digest { stream, md5 }) => self.declare(stream, md5).await?,
                         Some(Command::Chunk { .. }) | None => {}
                     }
@@ -203,10 +203,10 @@ impl Session {
         Ok(())
     }
 
-    pub(super) fn aborted(&self, done: oneshot::Sender<()>) -> Result<(), Stop> {
+    pub(super) fn closed(&self, state: FileState, done: oneshot::Sender<()>) -> Result<(), Stop> {
         self.fail_streams(ServiceError::UploadNotOpen {
             id: self.id(),
-            state: FileState::Aborted,
+            state,
         });
         let _ = done.send(());
         Err(Stop::Closed)

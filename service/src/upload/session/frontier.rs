@@ -265,6 +265,7 @@ mod tests {
                     head_md5: None,
                     chunk_size: CHUNK,
                     chunk_count: CHUNKS,
+                    expires_at: chrono::Utc::now() + chrono::Duration::days(1),
                 })
                 .await
                 .unwrap()

@@ -44,7 +44,7 @@ use uuid::Uuid;
 use crate::error::ServiceError;
 use crate::identity::Owner;
 use crate::layout::ChunkLayout;
-use crate::ledger::{FileRecord, Md5Digest};
+use crate::ledger::{FileRecord, FileState, Md5Digest};
 
 pub use registry::SessionRegistry;
 
@@ -173,9 +173,10 @@ pub(super) enum Command {
         stream: u64,
         md5: Md5Digest,
     },
-    /// The ledger has aborted this upload: tell the streams and stop before any more
-    /// writes, then reply so the caller can drop the staged bytes.
-    Aborted {
+    /// The ledger has closed this upload (aborted or expired it): tell the streams and
+    /// stop before any more writes, then reply so the caller can drop the staged bytes.
+    Closed {
+        state: FileState,
         done: oneshot::Sender<()>,
     },
 }

@@ -15,7 +15,7 @@ use crate::blob::BlobStore;
 use crate::error::ServiceError;
 use crate::identity::Owner;
 use crate::layout::Limits;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, LedgerError};
 use crate::upload::hasher::HashingSlots;
 use crate::upload::memory::MemoryBudget;
 use crate::upload::opening::OpeningLocks;
@@ -93,7 +93,20 @@ impl SessionRegistry {
         // Another owner's upload, in whatever state, is not found, and costs no more
         // than an unknown id: no session is loaded for it.
         match self.ledger.get_file(id).await? {
-            Some(file) if file.owner == owner.as_str() => {}
+            Some(file) if file.owner == owner.as_str() => {
+                // A stream attaching is activity: the upload lives another expiry
+                // period. (A closed one says what it is when the session loads.)
+                if file.state == FileState::Uploading {
+                    match self
+                        .ledger
+                        .extend_upload(id, self.limits.expiry_from_now())
+                        .await
+                    {
+                        Ok(_) | Err(LedgerError::NotUploading { .. }) => {}
+                        Err(error) => return Err(error.into()),
+                    }
+                }
+            }
             _ => return Err(ServiceError::UploadNotFound(id)),
         }
         // A session task that is just stopping drops the request; the next try starts a
@@ -115,13 +128,13 @@ impl SessionRegistry {
         Err(ServiceError::SessionClosed)
     }
 
-    /// Tells the session of an upload the ledger has just aborted, and waits until it
-    /// will write no more.
-    pub async fn aborted(&self, id: Uuid) {
+    /// Tells the session of an upload the ledger has just closed (aborted or expired),
+    /// and waits until it will write no more.
+    pub async fn closed(&self, id: Uuid, state: FileState) {
         let commands = self.lock().get(&id).map(|s| s.commands.clone());
         if let Some(commands) = commands {
             let (done, stopped) = oneshot::channel();
-            if commands.send(Command::Aborted { done }).await.is_ok() {
+            if commands.send(Command::Closed { state, done }).await.is_ok() {
                 let _ = stopped.await;
             }
         }

@@ -124,6 +124,7 @@ impl Fixture {
             first_message_timeout: Duration::from_secs(5),
             stream_idle_timeout: Duration::from_secs(5),
             hash_checkpoint_bytes: 1 << 20,
+            upload_expiry: std::time::Duration::from_secs(3600),
         };
         let registry = SessionRegistry::new(
             Arc::clone(&ledger) as Arc<dyn Ledger>,
@@ -151,6 +152,7 @@ impl Fixture {
                 head_md5: None,
                 chunk_size: 4096,
                 chunk_count: 3,
+                expires_at: chrono::Utc::now() + chrono::Duration::days(1),
             })
             .await
             .unwrap()

@@ -1,5 +1,5 @@
 //! The ledger's contracts, one suite per trait ([`uploads`], [`catalog`], [`contents`],
-//! [`garbage`];
+//! [`garbage`], [`expiry`];
 //! the export's in `copy`, the keys' in `keys`), each run on both dialects.
 
 use std::sync::Arc;
@@ -47,6 +47,7 @@ pub async fn sqlite() -> Sqlite {
 
 mod catalog;
 mod contents;
+mod expiry;
 mod garbage;
 mod uploads;
 
@@ -85,6 +86,7 @@ pub mod support {
             head_md5: None,
             chunk_size: 4096,
             chunk_count: 3,
+            expires_at: chrono::Utc::now() + chrono::Duration::days(1),
         }
     }
 
