@@ -39,9 +39,22 @@ impl Interruption {
             // aborted, restarted): asking CheckUpload again finds out what to do.
             | Code::FailedPrecondition
             | Code::NotFound => Interruption::Retry(format!("{:?}: {}", status.code(), status.message())),
+            // The server's storage is full: space may be freed (files deleted, garbage
+            // collected), so this waits like any other outage.
+            Code::ResourceExhausted if is_storage_full(status) => {
+                Interruption::Retry(format!("waiting for room: {}", status.message()))
+            }
             _ => Interruption::Fatal(TransferError::refused(file, status)),
         }
     }
+}
+
+/// Whether the server said its storage is full (not that the request is over a limit).
+fn is_storage_full(status: &Status) -> bool {
+    status
+        .metadata()
+        .get(transfer_proto::REASON_METADATA)
+        .is_some_and(|reason| reason.as_bytes() == transfer_proto::REASON_STORAGE_FULL.as_bytes())
 }
 
 /// Runs one call to the server with a deadline, giving up early if the caller pauses or

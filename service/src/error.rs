@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use crate::blob::BlobError;
 use crate::ledger::{FileState, LedgerError};
+use transfer_proto::{REASON_METADATA, REASON_STORAGE_FULL};
 use transfer_wire::framer::FramingError;
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +144,7 @@ impl ServiceError {
             }
             ServiceError::Ledger(_) | ServiceError::Randomness(_) => Code::Internal,
             ServiceError::Blob(BlobError::ContentNotFound(_)) => Code::DataLoss,
+            ServiceError::Blob(BlobError::NoSpace { .. }) => Code::ResourceExhausted,
             ServiceError::Blob(_) => Code::Internal,
             ServiceError::Framing(error) => match error {
                 // As tonic answers these, so clients see the same codes on every method.
@@ -187,7 +189,25 @@ impl ServiceError {
     /// The status a client is told, without logging: for errors logged where they were
     /// made (a stream's, inside its RPC span).
     pub fn status(&self) -> Status {
-        Status::new(self.code(), self.to_string())
+        let mut status = Status::new(self.code(), self.to_string());
+        if let Some(reason) = self.reason() {
+            status.metadata_mut().insert(
+                REASON_METADATA,
+                tonic::metadata::MetadataValue::from_static(reason),
+            );
+        }
+        status
+    }
+
+    /// What a client can act on beyond the code, as the `x-transfer-reason` metadata:
+    /// `storage-full` for a RESOURCE_EXHAUSTED worth retrying once space is freed (not
+    /// one the request itself caused, like a file over the size limit).
+    fn reason(&self) -> Option<&'static str> {
+        match self {
+            ServiceError::Shared(error) => error.reason(),
+            ServiceError::Blob(BlobError::NoSpace { .. }) => Some(REASON_STORAGE_FULL),
+            _ => None,
+        }
     }
 }
 

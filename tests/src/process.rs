@@ -52,9 +52,12 @@ pub async fn transfer_cli(endpoint: &str, args: &[&str]) -> std::process::Output
 pub struct TransferdProcess {
     pub addr: SocketAddr,
     child: Option<Child>,
+    /// A command transferd runs under, when not on its own.
+    wrapper: Vec<String>,
     args: Vec<String>,
     env: Vec<(String, String)>,
     _data_dir: TempDir,
+    _ledger_dir: Option<TempDir>,
     _db: Option<TestDatabase>,
 }
 
@@ -97,14 +100,47 @@ impl TransferdProcess {
         let mut process = Self {
             addr,
             child: None,
+            wrapper: Vec::new(),
             args,
             env: env
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), v.clone()))
                 .collect(),
             _data_dir: data_dir,
+            _ledger_dir: None,
             _db: db,
         };
+        process.launch().await;
+        process
+    }
+
+    /// Starts with its data directory on a filesystem of its own of `bytes` bytes (a
+    /// tmpfs mounted in a mount namespace of its own by `unshare`, so it needs no root
+    /// where unprivileged user namespaces are allowed), and extra flags. A SQLite ledger
+    /// lives outside it.
+    pub async fn start_on_small_disk(ledger: Ledger, bytes: u64, extra: &[&str]) -> Self {
+        let mut process = Self::start_with_env(ledger, &[]).await;
+        process.kill();
+        let ledger_dir = tempfile::tempdir().expect("a temporary ledger directory");
+        if matches!(ledger, Ledger::Sqlite) {
+            process.args.extend([
+                "--database-url".to_owned(),
+                format!("sqlite://{}/ledger.sqlite3", ledger_dir.path().display()),
+            ]);
+        }
+        process._ledger_dir = Some(ledger_dir);
+        let data_dir = process._data_dir.path().display().to_string();
+        process.wrapper = vec![
+            "unshare".into(),
+            "--user".into(),
+            "--map-root-user".into(),
+            "--mount".into(),
+            "sh".into(),
+            "-c".into(),
+            format!("mount -t tmpfs -o size={bytes} transfer-test \"$0\" && exec \"$@\""),
+            data_dir,
+        ];
+        process.args.extend(extra.iter().map(|a| (*a).to_owned()));
         process.launch().await;
         process
     }
@@ -136,7 +172,16 @@ impl TransferdProcess {
     }
 
     async fn launch(&mut self) {
-        let child = Command::new(workspace_binary("transferd", "transfer-service"))
+        let transferd = workspace_binary("transferd", "transfer-service");
+        let mut command = match self.wrapper.split_first() {
+            None => Command::new(&transferd),
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&transferd);
+                command
+            }
+        };
+        let child = command
             .args(&self.args)
             .env("RUST_LOG", "warn")
             .envs(self.env.iter().map(|(k, v)| (k, v)))

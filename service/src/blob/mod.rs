@@ -35,6 +35,14 @@ pub enum BlobError {
     /// tampered with).
     #[error("{0:?} is not a name this blob store makes")]
     ForeignName(String),
+    /// The store has no room (a full disk, a quota reached): try again once space is freed.
+    /// (Where it is full is logged, not told: clients learn nothing of the server's
+    /// disks.)
+    #[error("{}", no_space_message(*needed, *available))]
+    NoSpace {
+        needed: Option<u64>,
+        available: Option<u64>,
+    },
     #[error("read of {len} bytes at offset {offset} goes past the end ({size} bytes)")]
     OutOfBounds { offset: u64, len: u64, size: u64 },
     #[error("storage I/O failed while {action}: {source}")]
@@ -45,12 +53,30 @@ pub enum BlobError {
     },
 }
 
+/// What a client is told of a full store: where, and by how much it falls short.
+fn no_space_message(needed: Option<u64>, available: Option<u64>) -> String {
+    let mut message = "the server's blob store is full".to_owned();
+    match (needed, available) {
+        (Some(needed), Some(available)) => message.push_str(&format!(
+            ": {available} bytes free, {needed} needed ({} short)",
+            needed.saturating_sub(available)
+        )),
+        (Some(needed), None) => message.push_str(&format!(": {needed} bytes needed")),
+        (None, Some(available)) => message.push_str(&format!(": {available} bytes free")),
+        (None, None) => {}
+    }
+    message.push_str("; try again once space is freed");
+    message
+}
+
 /// Storage for uploads (staged, written part by part) and complete content (immutable,
 /// found by the locator `complete` returned).
 ///
 /// Contract for every implementation (checked by the blob store conformance tests):
 /// - `begin` returns the handle every later call names the upload by; the caller keeps
 ///   it (a store may make a new upload each time `begin` is called).
+/// - A store out of room says so with [`BlobError::NoSpace`], never with a generic I/O
+///   error, and keeps nothing it could not write.
 /// - `put_parts` returns one receipt per part, in order; when it returns `Ok`, the parts
 ///   survive a crash. A part written again replaces the earlier one (the upload session
 ///   never rewrites a committed part, so the receipt the ledger kept stays the part's).
@@ -69,7 +95,12 @@ pub enum BlobError {
 ///   becomes a path or a key.
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
-    /// Prepares staging for upload `upload` of `size` bytes.
+    /// Bytes the store can still take, where it can tell (a filesystem's free space);
+    /// `None` for a store with no limit it knows of.
+    async fn free_space(&self) -> Result<Option<u64>, BlobError>;
+
+    /// Prepares staging for upload `upload` of `size` bytes, reserving the space where
+    /// the store can ([`BlobError::NoSpace`] when there is none).
     async fn begin(&self, upload: Uuid, size: u64) -> Result<UploadHandle, BlobError>;
 
     /// Writes parts of an upload; durable when it returns `Ok`.

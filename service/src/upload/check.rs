@@ -21,7 +21,7 @@ use tracing::{Instrument, info_span};
 
 use super::SessionRegistry;
 use super::possession::{Challenge, Challenges, PROOF_FLOOR, Proof, at_least, proven_content};
-use crate::blob::BlobStore;
+use crate::blob::{BlobError, BlobStore};
 use crate::error::ServiceError;
 use crate::files::abort_upload;
 use crate::identity::Owner;
@@ -153,7 +153,7 @@ pub async fn check_upload(
         return session(ledger, limits, open, true).await;
     }
     let Some(md5) = intent.md5 else {
-        return probe(ledger, sessions, limits, owner, intent).await;
+        return probe(ledger, blobs, sessions, limits, owner, intent).await;
     };
     if let Some(challenges) = challenges {
         if let Some(proof) = &intent.proof {
@@ -194,7 +194,7 @@ pub async fn check_upload(
         }
     }
 
-    open_session(ledger, sessions, limits, owner, intent).await
+    open_session(ledger, blobs, sessions, limits, owner, intent).await
 }
 
 /// The caller's own open session that it names to resume, if it still fits the request.
@@ -260,6 +260,7 @@ const PROBE_LIMIT: usize = 16;
 /// A single-pass probe: answers from the owner's own files only.
 async fn probe(
     ledger: &dyn Ledger,
+    blobs: &dyn BlobStore,
     sessions: &SessionRegistry,
     limits: &Limits,
     owner: &Owner,
@@ -296,12 +297,13 @@ async fn probe(
     if !matches.is_empty() {
         return Ok(CheckOutcome::MaybeStored);
     }
-    open_session(ledger, sessions, limits, owner, intent).await
+    open_session(ledger, blobs, sessions, limits, owner, intent).await
 }
 
 /// Opens an upload session (or, for an MD5 the owner is already uploading, finds it).
 async fn open_session(
     ledger: &dyn Ledger,
+    blobs: &dyn BlobStore,
     sessions: &SessionRegistry,
     limits: &Limits,
     owner: &Owner,
@@ -320,6 +322,7 @@ async fn open_session(
     // opened at the same moment cannot pass them together.
     let _opening = sessions.opening(owner).await;
     within_owner_limits(ledger, limits, owner, intent.size).await?;
+    has_room_for(blobs, intent.size).await?;
     let chunk_size = limits.choose_chunk_size(intent.preferred_chunk_size);
     let opened = ledger
         .open_upload(&NewUpload {
@@ -335,6 +338,23 @@ async fn open_session(
         .instrument(info_span!("ledger.open_upload"))
         .await?;
     session(ledger, limits, opened.file, !opened.created).await
+}
+
+/// Refuses a new session the blob store has no room for now (uploads that began have
+/// their space reserved already), rather than fail it part way through.
+async fn has_room_for(blobs: &dyn BlobStore, size: u64) -> Result<(), ServiceError> {
+    let free = blobs
+        .free_space()
+        .instrument(info_span!("blob.free_space"))
+        .await?;
+    match free {
+        Some(available) if size > available => Err(BlobError::NoSpace {
+            needed: Some(size),
+            available: Some(available),
+        }
+        .into()),
+        _ => Ok(()),
+    }
 }
 
 /// Refuses a new session that would take `owner` past its open-upload cap or its quota.

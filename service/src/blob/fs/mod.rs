@@ -23,6 +23,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 mod read;
+mod space;
 
 use super::{
     BlobError, BlobStore, ContentKey, ContentLocator, Part, PartReceipt, StagedUpload, UploadHandle,
@@ -32,6 +33,8 @@ use transfer_shared::direct_write::DirectWriter;
 use transfer_wire::aligned::BufferPool;
 
 pub struct FsBlobStore {
+    /// The store's directory: where a full disk is reported, and free space measured.
+    root: PathBuf,
     staging: PathBuf,
     content: PathBuf,
     /// Where content read back with direct I/O, and parts copied to align them, go.
@@ -48,6 +51,7 @@ impl FsBlobStore {
             fs::create_dir_all(dir).map_err(io("creating the storage directories"))?;
         }
         Ok(Self {
+            root: root.to_path_buf(),
             staging,
             content,
             buffers,
@@ -156,6 +160,13 @@ fn open_staged(path: &Path, upload: &UploadHandle, write: bool) -> Result<File, 
 
 #[async_trait]
 impl BlobStore for FsBlobStore {
+    async fn free_space(&self) -> Result<Option<u64>, BlobError> {
+        let root = self.root.clone();
+        blocking(move || space::free_space(&root).map_err(io("measuring free space")))
+            .await
+            .map(Some)
+    }
+
     async fn begin(&self, upload: Uuid, size: u64) -> Result<UploadHandle, BlobError> {
         let handle = Self::handle(upload);
         let path = self.staging_path(&handle)?;
@@ -168,12 +179,19 @@ impl BlobStore for FsBlobStore {
                 .open(&path)
                 .map_err(io("creating a staged upload"))?;
             if file.metadata().map_err(io("reading staged size"))?.len() != size {
-                file.set_len(size).map_err(io("sizing a staged upload"))?;
+                // The whole upload's space now, so a full disk refuses it here rather
+                // than part way through.
+                if let Err(error) = space::reserve(&file, size) {
+                    drop(file);
+                    let _ = fs::remove_file(&path);
+                    return Err(io("reserving space for a staged upload")(error));
+                }
             }
             file.sync_all().map_err(io("syncing a staged upload"))?;
             sync_dir(&dir)
         })
-        .await?;
+        .await
+        .map_err(|e| space::full_disk_told(e, &self.root, Some(size)))?;
         Ok(handle)
     }
 
@@ -183,6 +201,7 @@ impl BlobStore for FsBlobStore {
         parts: &[Part],
     ) -> Result<Vec<PartReceipt>, BlobError> {
         let path = self.staging_path(upload)?;
+        let needed = parts.iter().map(|p| p.data.len() as u64).sum();
         let receipts = parts
             .iter()
             .map(|part| PartReceipt {
@@ -210,7 +229,8 @@ impl BlobStore for FsBlobStore {
                 .sync_data()
                 .map_err(io("syncing written parts"))
         })
-        .await?;
+        .await
+        .map_err(|e| space::full_disk_told(e, &self.root, Some(needed)))?;
         Ok(receipts)
     }
 
@@ -268,7 +288,8 @@ impl BlobStore for FsBlobStore {
             sync_dir(&dir)?;
             sync_dir(&staging_dir)
         })
-        .await?;
+        .await
+        .map_err(|e| space::full_disk_told(e, &self.root, None))?;
         Ok(locator)
     }
 

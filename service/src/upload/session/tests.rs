@@ -69,6 +69,10 @@ impl BlobStore for TestStore {
         self.inner.complete(upload, parts, key).await
     }
 
+    async fn free_space(&self) -> Result<Option<u64>, BlobError> {
+        self.inner.free_space().await
+    }
+
     async fn delete(&self, content: &ContentLocator) -> Result<(), BlobError> {
         self.inner.delete(content).await
     }
