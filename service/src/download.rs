@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use tokio::sync::mpsc;
@@ -33,10 +34,14 @@ pub type DownloadPieces =
 pub async fn download(
     ledger: Arc<dyn Ledger>,
     blobs: Arc<dyn BlobStore>,
+    draining: CancellationToken,
     owner: &Owner,
     request: DownloadRequest,
 ) -> Result<DownloadPieces, ServiceError> {
     let id = parse_id("file_id", &request.file_id)?;
+    if draining.is_cancelled() {
+        return Err(ServiceError::ShuttingDown);
+    }
     let file = owned_file(ledger.as_ref(), owner, id).await?;
     if file.state != FileState::Complete {
         return Err(ServiceError::FileNotComplete {
@@ -79,6 +84,7 @@ pub async fn download(
             blobs,
             locator,
             file: id,
+            draining,
         };
         let code = send_pieces(source, request.offset, end, first, &tx).await;
         metrics()
@@ -96,6 +102,9 @@ struct Source {
     blobs: Arc<dyn BlobStore>,
     locator: ContentLocator,
     file: Uuid,
+    /// Cancelled when the server drains: the download ends with UNAVAILABLE, and the
+    /// client resumes it from where it got to.
+    draining: CancellationToken,
 }
 
 impl Source {
@@ -130,7 +139,13 @@ async fn send_pieces(
         let mut offset = offset;
         while offset < end {
             let len = (end - offset).min(PIECE_SIZE) as usize;
-            let piece = match source.read(offset, len).await {
+            let read = async {
+                if source.draining.is_cancelled() {
+                    return Err(ServiceError::ShuttingDown);
+                }
+                source.read(offset, len).await
+            };
+            let piece = match read.await {
                 Ok(data) => DataPiece {
                     offset,
                     crc32c: crc32c::crc32c(&data),

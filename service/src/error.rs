@@ -91,6 +91,11 @@ pub enum ServiceError {
     /// The client stopped reading the answers.
     #[error("the client closed the stream")]
     ClientGone,
+    /// The server is stopping: what was acked is stored.
+    #[error(
+        "the server is shutting down; every acknowledged chunk is stored: resume (on another server, or once this one is back)"
+    )]
+    ShuttingDown,
 }
 
 /// What a client resuming an expired upload should do.
@@ -139,9 +144,9 @@ impl ServiceError {
             ServiceError::Ledger(LedgerError::NotUploading { .. }) => Code::FailedPrecondition,
             // gRPC's code for a concurrency conflict: the client retries.
             ServiceError::Ledger(LedgerError::RetryableConflict(_)) => Code::Aborted,
-            ServiceError::Ledger(LedgerError::Unavailable(_)) | ServiceError::SessionClosed => {
-                Code::Unavailable
-            }
+            ServiceError::Ledger(LedgerError::Unavailable(_))
+            | ServiceError::SessionClosed
+            | ServiceError::ShuttingDown => Code::Unavailable,
             ServiceError::Ledger(_) | ServiceError::Randomness(_) => Code::Internal,
             ServiceError::Blob(BlobError::ContentNotFound(_)) => Code::DataLoss,
             ServiceError::Blob(BlobError::NoSpace { .. }) => Code::ResourceExhausted,

@@ -283,6 +283,7 @@ impl TransferApi {
             let stream = download(
                 Arc::clone(&self.ledger),
                 Arc::clone(&self.blobs),
+                self.sessions.draining().clone(),
                 &owner,
                 request,
             )

@@ -174,6 +174,13 @@ impl Transferd {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartupError> {
+        // Stopping begins with a drain: streams finish what they have in flight and end
+        // with UNAVAILABLE, so the graceful shutdown that follows has little to wait for.
+        let sessions = Arc::clone(self.api.sessions());
+        let shutdown = async move {
+            shutdown.await;
+            sessions.drain();
+        };
         let api = Arc::new(self.api);
         let transfer = BulkRoute::new(
             Arc::clone(&api),

@@ -108,6 +108,10 @@ async fn drive(
     };
     let span = tracing::Span::current();
     span.record("transfer.upload_id", upload_id.to_string());
+    let draining = registry.draining().clone();
+    if draining.is_cancelled() {
+        return Err(ServiceError::ShuttingDown);
+    }
     let attached = match registry.attach(&owner, upload_id).await? {
         Attachment::Stream(attached) => attached,
         Attachment::Completed(file) => return send_completed(outbound, &file).await,
@@ -158,6 +162,9 @@ async fn drive(
                     seconds: idle.as_secs(),
                 });
             }
+            // The server is stopping: take no more chunks; those in flight are stored
+            // and acked below, then the stream ends with UNAVAILABLE.
+            () = draining.cancelled(), if sending => sending = false,
             message = inbound.next(), if sending => match message {
                 Some(Ok(UploadChunksRequest { message: Some(upload_chunks_request::Message::Chunk(chunk)) })) => {
                     if let Handed::SessionClosed = receive_chunk(&mut state, chunk, outbound).await? {
@@ -190,13 +197,22 @@ async fn drive(
                 Some(Err(error)) => return Err(error),
             },
         }
+        let drained = draining.is_cancelled();
         if !sending && state.in_flight == 0 && !finishing {
-            return Ok(());
+            return if drained {
+                Err(ServiceError::ShuttingDown)
+            } else {
+                Ok(())
+            };
         }
         // Everything is stored but the client stopped sending without the MD5 that
         // completing needs: say so instead of waiting for ever.
         if !sending && finishing && state.awaiting_digest {
-            return Err(ServiceError::DigestMissing);
+            return Err(if drained {
+                ServiceError::ShuttingDown
+            } else {
+                ServiceError::DigestMissing
+            });
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
-use transfer_tests::client::probe_session;
+use transfer_tests::client::{check_resuming, probe_session};
 use transfer_tests::process::workspace_binary;
 use transfer_tests::{ChunkStream, TestFile};
 
@@ -68,12 +68,16 @@ async fn a_stop_forced_by_calls_still_running_after_the_grace_exits_non_zero_and
     let dir = tempfile::tempdir().expect("a data directory");
     let (child, endpoint) = start(dir.path()).await;
     let mut client = transfer_service_client(&endpoint).await;
+    // A ledger that does not answer (here: its database locked by someone else) holds a
+    // call past the grace; a drain cannot end it.
+    let ledger = rusqlite::Connection::open(dir.path().join("ledger.sqlite3")).expect("the ledger");
+    ledger
+        .execute_batch("BEGIN EXCLUSIVE")
+        .expect("locking the ledger");
     let file = TestFile::new("running.bin", 1 << 20, 7);
-    let session = probe_session(&mut client, None, &file, 64 << 10).await;
-    // A stream that stays open past the grace.
-    let _stream = ChunkStream::open(&mut client, None, &session.upload_id)
-        .await
-        .expect("an open stream");
+    let stuck =
+        tokio::spawn(async move { probe_session(&mut client, None, &file, 64 << 10).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, stderr) = terminate(child).await;
     assert!(
         !status.success(),
@@ -83,6 +87,63 @@ async fn a_stop_forced_by_calls_still_running_after_the_grace_exits_non_zero_and
         stderr.contains("still running after the 1s shutdown grace"),
         "{stderr}"
     );
+    stuck.abort();
+    drop(ledger);
+}
+
+#[tokio::test]
+async fn sigterm_drains_an_upload_its_acked_chunks_are_stored_and_the_stream_is_told_to_resume() {
+    let dir = tempfile::tempdir().expect("a data directory");
+    let (child, endpoint) = start(dir.path()).await;
+    let mut client = transfer_service_client(&endpoint).await;
+    let chunk = 64 << 10;
+    let file = TestFile::new("draining.bin", 64 * chunk as usize, 8);
+    let session = probe_session(&mut client, None, &file, chunk).await;
+    let mut stream = ChunkStream::open(&mut client, None, &session.upload_id)
+        .await
+        .expect("an open stream");
+    stream.send_and_ack(&file, chunk, 0..4).await;
+    // Chunks in flight when the signal comes.
+    for index in 4..12 {
+        stream.send_chunk(index, file.chunk(index, chunk)).await;
+    }
+    let terminated = tokio::spawn(terminate(child));
+    let (acks, ended) = stream.drain().await;
+    let status = ended.expect_err("the stream ends without completing");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("shutting down"),
+        "{}",
+        status.message()
+    );
+    let (exit, stderr) = terminated.await.unwrap();
+    assert!(
+        exit.success(),
+        "a drained server stops within the grace: {exit}: {stderr}"
+    );
+
+    // Every chunk acked before or during the drain is stored.
+    let (_again, endpoint) = start(dir.path()).await;
+    let mut client = transfer_service_client(&endpoint).await;
+    let resumed = match check_resuming(&mut client, None, &file, chunk, &session.upload_id).await {
+        Ok(transfer_proto::v1::check_upload_response::Result::Session(session)) => session,
+        other => panic!("the session resumes: {other:?}"),
+    };
+    assert_eq!(resumed.upload_id, session.upload_id);
+    let committed: Vec<u64> = resumed
+        .committed
+        .iter()
+        .flat_map(|range| range.start..range.end)
+        .collect();
+    let mut acked: Vec<u64> = (0..4).chain(acks.iter().map(|ack| ack.index)).collect();
+    acked.sort_unstable();
+    acked.dedup();
+    for index in &acked {
+        assert!(
+            committed.contains(index),
+            "acked chunk {index} is stored: {committed:?}"
+        );
+    }
 }
 
 async fn transfer_service_client(endpoint: &str) -> transfer_tests::client::Client {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::task::SessionTask;
@@ -36,6 +37,9 @@ pub struct SessionRegistry {
     pub(super) hashing: HashingSlots,
     /// Buffers for chunks, shared with the server's framers and blob store.
     buffers: Arc<BufferPool>,
+    /// Cancelled when the server begins to stop: streams finish what they have in flight
+    /// and end with UNAVAILABLE, and no new one starts.
+    draining: CancellationToken,
 }
 
 impl SessionRegistry {
@@ -60,7 +64,23 @@ impl SessionRegistry {
             opening: OpeningLocks::new(),
             hashing: HashingSlots::per_core(),
             buffers,
+            draining: CancellationToken::new(),
         })
+    }
+
+    /// Cancelled once the server drains (see [`SessionRegistry::drain`]).
+    pub fn draining(&self) -> &CancellationToken {
+        &self.draining
+    }
+
+    /// Begins the server's drain: upload streams stop taking chunks, ack those in
+    /// flight and end with UNAVAILABLE, downloads end with UNAVAILABLE, and new streams
+    /// are refused, so that clients resume elsewhere (or once the server is back).
+    pub fn drain(&self) {
+        if !self.draining.is_cancelled() {
+            tracing::info!("draining: streams end once what they have in flight is stored");
+        }
+        self.draining.cancel();
     }
 
     /// The server's buffers for bulk data.
