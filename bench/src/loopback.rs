@@ -3,6 +3,8 @@
 //! (instant), a verified download, tus on the same file, and transferd's CPU time and
 //! peak memory.
 
+use std::time::Duration;
+
 use anyhow::{Context, Result, bail};
 
 use crate::report::{Samples, load_average, median};
@@ -218,6 +220,12 @@ pub async fn memory_section(bench: &mut Bench) -> Result<()> {
         settle().await;
         rows.push((size, rss));
     }
+    let (uploads, size) = if bench.plan.quick {
+        (16, 16 << 20)
+    } else {
+        (50, 64 << 20)
+    };
+    let (peak, kept) = burst(bench, uploads, size).await?;
     let report = &mut bench.report;
     report.section("Memory: transferd peak RSS (VmHWM) during one upload");
     for (size, rss) in rows {
@@ -228,5 +236,49 @@ pub async fn memory_section(bench: &mut Bench) -> Result<()> {
             "bound: 64 MiB + window 16 × chunk 4 MiB = 128 MiB (the max counts)",
         );
     }
+    report.row(
+        format!(
+            "peak during {uploads} uploads of {} MiB at once",
+            size >> 20
+        ),
+        &peak,
+        "MiB",
+        "each its own owner, so each sends every byte",
+    );
+    report.row(
+        "kept 10 s after that burst (VmRSS)",
+        &kept,
+        "MiB",
+        "what the allocator gave back once every client left",
+    );
     Ok(())
+}
+
+/// transferd's peak RSS while `uploads` uploads of `size` bytes run at once (each for
+/// an owner of its own, so none is instant), and its RSS 10 s after they all ended.
+async fn burst(bench: &mut Bench, uploads: usize, size: u64) -> Result<(Samples, Samples)> {
+    let file = bench.file(size)?;
+    let (mut peak, mut kept) = (Samples::default(), Samples::default());
+    for _ in 0..bench.plan.runs {
+        let server = bench.server(&[]).await?;
+        let load = load_average();
+        let mut running = Vec::new();
+        for i in 0..uploads {
+            let mut config = bench.client(&server.endpoint());
+            config.owner = Some(format!("burst-{i}"));
+            let file = file.clone();
+            running.push(tokio::spawn(async move {
+                transfer::upload(config, &file).await
+            }));
+        }
+        for upload in running {
+            upload.await??;
+        }
+        peak.push(server.peak_rss()? as f64 / MIB as f64, load);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        kept.push(server.rss()? as f64 / MIB as f64, load);
+        server.stop().await;
+        settle().await;
+    }
+    Ok((peak, kept))
 }

@@ -145,6 +145,11 @@ impl TransferdProcess {
         process
     }
 
+    /// Where it stores blobs (`staging/`, `content/`).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data_dir.path()
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -23,7 +23,16 @@ pub enum Fault {
 pub struct CuttingProxy {
     pub addr: SocketAddr,
     cuts_made: Arc<AtomicUsize>,
+    /// Bytes forwarded from clients to the target, and back, over every connection.
+    counted: Arc<Counted>,
     accept: JoinHandle<()>,
+}
+
+/// Bytes a proxy forwarded, by direction: what a client really sent and received.
+#[derive(Default)]
+struct Counted {
+    to_server: AtomicU64,
+    to_client: AtomicU64,
 }
 
 impl CuttingProxy {
@@ -38,6 +47,8 @@ impl CuttingProxy {
         let addr = listener.local_addr().expect("the proxy's address");
         let cuts_made = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&cuts_made);
+        let counted = Arc::new(Counted::default());
+        let counting = Arc::clone(&counted);
         let accept = tokio::spawn(async move {
             let mut cuts_left = cuts;
             while let Ok((client, _)) = listener.accept().await {
@@ -50,14 +61,33 @@ impl CuttingProxy {
                 } else {
                     None
                 };
-                tokio::spawn(relay(client, server, fault, limit, Arc::clone(&counter)));
+                tokio::spawn(relay(
+                    client,
+                    server,
+                    fault,
+                    limit,
+                    Arc::clone(&counter),
+                    Arc::clone(&counting),
+                ));
             }
         });
         Self {
             addr,
             cuts_made,
+            counted,
             accept,
         }
+    }
+
+    /// Bytes forwarded from clients to the target so far: what uploads really sent,
+    /// resends included.
+    pub fn bytes_to_server(&self) -> u64 {
+        self.counted.to_server.load(Ordering::SeqCst)
+    }
+
+    /// Bytes forwarded from the target to clients so far.
+    pub fn bytes_to_client(&self) -> u64 {
+        self.counted.to_client.load(Ordering::SeqCst)
     }
 
     pub fn endpoint(&self) -> String {
@@ -82,6 +112,7 @@ async fn relay(
     fault: Fault,
     limit: Option<u64>,
     cuts: Arc<AtomicUsize>,
+    counted: Arc<Counted>,
 ) {
     let link = Arc::new(Link {
         fault,
@@ -95,8 +126,8 @@ async fn relay(
     // When either direction ends or is cut, both are dropped: the connection is gone.
     // A stalled direction never ends by itself; it ends when the peer gives up.
     tokio::select! {
-        _ = copy(client_read, server_write, Arc::clone(&link)) => {}
-        _ = copy(server_read, client_write, link) => {}
+        _ = copy(client_read, server_write, Arc::clone(&link), &counted.to_server) => {}
+        _ = copy(server_read, client_write, link, &counted.to_client) => {}
     }
 }
 
@@ -115,6 +146,7 @@ async fn copy(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     link: Arc<Link>,
+    forwarded: &AtomicU64,
 ) {
     let mut buf = vec![0; 64 * 1024];
     loop {
@@ -130,6 +162,7 @@ async fn copy(
         if allowed > 0 && to.write_all(&buf[..allowed]).await.is_err() {
             return;
         }
+        forwarded.fetch_add(allowed as u64, Ordering::SeqCst);
         if allowed < n {
             if !link.faulted.swap(true, Ordering::SeqCst) {
                 link.cuts.fetch_add(1, Ordering::SeqCst);

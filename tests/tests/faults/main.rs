@@ -1,0 +1,67 @@
+//! The fault suite: uploads and downloads through what real deployments meet (a
+//! `transferd` killed with SIGKILL at random moments, connections cut mid-stream), with
+//! the real binary where a process must die and a byte-counting proxy that says what
+//! was really sent again. Each test asserts that every file arrives byte for byte, that
+//! no session is left behind, and bounds what a break costs.
+//!
+//! A short mode runs in `scripts/test`; `scripts/faults` runs the long mode
+//! (`TRANSFER_FAULTS_LONG=1`) and prints the figures.
+
+mod cuts;
+mod kills;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tempfile::TempDir;
+use transfer_client::{ClientConfig, RetryPolicy, TransferClient};
+use transfer_tests::TestFile;
+
+/// Whether to run the long mode (`scripts/faults`).
+pub fn long_mode() -> bool {
+    std::env::var_os("TRANSFER_FAULTS_LONG").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// `short` in the short mode, `long` in the long one.
+pub fn scaled(short: usize, long: usize) -> usize {
+    if long_mode() { long } else { short }
+}
+
+/// Chunk size and window the fault tests' clients use.
+pub const CHUNK: u32 = 256 << 10;
+pub const WINDOW: u32 = 8;
+
+/// A client that retries quickly and for long, in single-pass or hash-first mode.
+pub fn client(endpoint: String, hash_first: bool) -> TransferClient {
+    let mut config = ClientConfig::new(endpoint);
+    config.chunk_size = CHUNK;
+    config.window = WINDOW;
+    config.hash_first = hash_first;
+    config.stall_timeout = Duration::from_secs(10);
+    config.retry = RetryPolicy {
+        retry_for: Duration::from_secs(120),
+        max_attempts: u32::MAX,
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(500),
+    };
+    TransferClient::new(config).expect("a valid test client")
+}
+
+/// Writes test files into a fresh directory.
+pub fn on_disk(files: &[TestFile]) -> (TempDir, Vec<PathBuf>) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let paths = files
+        .iter()
+        .map(|file| {
+            let path = dir.path().join(&file.name);
+            std::fs::write(&path, &file.data).expect("writing a test file");
+            path
+        })
+        .collect();
+    (dir, paths)
+}
+
+/// Prints a figure of the run (shown with `--nocapture`, as `scripts/faults` runs it).
+pub fn figure(what: &str, value: impl std::fmt::Display) {
+    println!("FIGURE {what}: {value}");
+}
