@@ -24,6 +24,7 @@ pub mod client;
 pub mod data;
 pub mod database;
 pub mod lying_server;
+pub mod pg_cluster;
 pub mod pki;
 pub mod process;
 pub mod proxy;

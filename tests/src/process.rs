@@ -145,6 +145,19 @@ impl TransferdProcess {
         process
     }
 
+    /// Starts on the PostgreSQL ledger at `url` (a cluster of the test's own), with
+    /// extra flags.
+    pub async fn start_on_database(url: &str, extra: &[&str]) -> Self {
+        let mut process = Self::start_with_env(Ledger::Sqlite, &[]).await;
+        process.kill();
+        process
+            .args
+            .extend(["--database-url".to_owned(), url.to_owned()]);
+        process.args.extend(extra.iter().map(|a| (*a).to_owned()));
+        process.launch().await;
+        process
+    }
+
     /// Where it stores blobs (`staging/`, `content/`).
     pub fn data_dir(&self) -> &std::path::Path {
         self._data_dir.path()

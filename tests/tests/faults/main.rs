@@ -8,6 +8,7 @@
 //! (`TRANSFER_FAULTS_LONG=1`) and prints the figures.
 
 mod cuts;
+mod database;
 mod kills;
 
 use std::path::PathBuf;
