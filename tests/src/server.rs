@@ -237,6 +237,16 @@ impl TestServer {
         )
     }
 
+    /// Runs a garbage collection pass with no grace now: spare copies of content that
+    /// completions made, and content no file holds, are deleted.
+    pub async fn collect_garbage_now(&self) -> transfer_service::lifecycle::Collected {
+        self.collector(std::time::Duration::ZERO)
+            .await
+            .pass()
+            .await
+            .expect("a garbage collection pass")
+    }
+
     /// Every complete content file the blob store holds.
     pub fn content_files(&self) -> Vec<PathBuf> {
         files_under(&self.data_dir().join("content"))

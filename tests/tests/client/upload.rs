@@ -284,12 +284,7 @@ async fn another_owners_content_is_sent_again_in_either_mode_and_stored_once(led
     assert!(!bob.instant);
     // Each completion stores its own copy; the collector deletes the spare one.
     assert_eq!(server.content_files().len(), 2);
-    server
-        .collector(std::time::Duration::ZERO)
-        .await
-        .pass()
-        .await
-        .unwrap();
+    server.collect_garbage_now().await;
     assert_eq!(server.content_files().len(), 1);
     // Hashing first does not find it either: the whole-file MD5 names only the
     // caller's own content.
@@ -300,12 +295,7 @@ async fn another_owners_content_is_sent_again_in_either_mode_and_stored_once(led
         .unwrap();
     assert!(!carol.instant);
     assert_eq!(carol.chunks_sent, 32);
-    server
-        .collector(std::time::Duration::ZERO)
-        .await
-        .pass()
-        .await
-        .unwrap();
+    server.collect_garbage_now().await;
     assert_eq!(server.content_files().len(), 1);
     // Each downloads exactly the bytes uploaded.
     let dir = tempfile::tempdir().unwrap();

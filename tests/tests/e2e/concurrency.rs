@@ -45,12 +45,7 @@ async fn two_owners_uploading_the_same_content_at_once_share_one_blob(ledger: Le
         assert_eq!(upload.await.unwrap(), file.data);
     }
     // Each completion stored its own copy; the collector deletes the spare one.
-    server
-        .collector(std::time::Duration::ZERO)
-        .await
-        .pass()
-        .await
-        .unwrap();
+    server.collect_garbage_now().await;
     assert_eq!(server.content_files().len(), 1, "no duplicate blob left");
     assert!(server.staging_files().is_empty());
 }

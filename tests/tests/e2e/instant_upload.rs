@@ -88,12 +88,7 @@ async fn another_owners_content_travels_again_and_is_stored_once(ledger: Ledger)
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound);
     // Each completion stored its own copy; the collector deletes the spare ones.
-    server
-        .collector(std::time::Duration::ZERO)
-        .await
-        .pass()
-        .await
-        .unwrap();
+    server.collect_garbage_now().await;
     assert_eq!(server.content_files().len(), 1);
 }
 

@@ -286,12 +286,7 @@ async fn the_probe_reveals_nothing_of_other_owners_and_their_content_is_kept_onc
     let done = stream.expect_completed().await;
     assert_eq!(done.md5.as_ref(), file.md5.as_slice());
     // Each completion stored its own copy; the collector deletes the spare ones.
-    server
-        .collector(std::time::Duration::ZERO)
-        .await
-        .pass()
-        .await
-        .unwrap();
+    server.collect_garbage_now().await;
     assert_eq!(server.content_files().len(), 1, "one copy of the content");
     assert!(server.staging_files().is_empty());
 }

@@ -6,13 +6,12 @@ use std::time::Duration;
 
 use transfer_proto::v1::check_upload_response::Result as Answer;
 use transfer_proto::v1::transfer_service_client::TransferServiceClient;
-use transfer_proto::v1::{FileState, ListFilesRequest};
-use transfer_tests::client::{check_resuming, list_all, probe_session};
+use transfer_tests::client::{check_resuming, probe_session};
 use transfer_tests::pg_cluster::ThrowawayCluster;
 use transfer_tests::process::TransferdProcess;
 use transfer_tests::{ChunkStream, TestFile, download};
 
-use crate::{CHUNK, client, figure, on_disk, scaled};
+use crate::{CHUNK, client, committed_indexes, figure, on_disk, scaled, sessions_left};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_through_a_database_crash_complete_and_keep_every_acked_chunk() {
@@ -69,11 +68,7 @@ async fn uploads_through_a_database_crash_complete_and_keep_every_acked_chunk() 
         Ok(Answer::Session(resumed)) => resumed,
         other => panic!("the session resumes: {other:?}"),
     };
-    let committed: Vec<u64> = resumed
-        .committed
-        .iter()
-        .flat_map(|r| r.start..r.end)
-        .collect();
+    let committed = committed_indexes(&resumed);
     assert_eq!(
         committed,
         vec![0, 1, 2, 3],
@@ -86,14 +81,6 @@ async fn uploads_through_a_database_crash_complete_and_keep_every_acked_chunk() 
     stream.send_digest(&acked.md5).await;
     stream.expect_completed().await;
 
-    let open = list_all(
-        &mut raw,
-        None,
-        ListFilesRequest {
-            state: FileState::Uploading.into(),
-            ..Default::default()
-        },
-    )
-    .await;
-    assert!(open.is_empty(), "{} sessions left behind", open.len());
+    let left = sessions_left(&mut raw).await;
+    assert_eq!(left, 0, "{left} sessions left behind");
 }

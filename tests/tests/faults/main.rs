@@ -62,6 +62,27 @@ pub fn on_disk(files: &[TestFile]) -> (TempDir, Vec<PathBuf>) {
     (dir, paths)
 }
 
+/// The owner's uploads still open: sessions a fault left behind, once every upload
+/// is done.
+pub async fn sessions_left(client: &mut transfer_tests::client::Client) -> usize {
+    let open = transfer_proto::v1::ListFilesRequest {
+        state: transfer_proto::v1::FileState::Uploading.into(),
+        ..Default::default()
+    };
+    transfer_tests::client::list_all(client, None, open)
+        .await
+        .len()
+}
+
+/// The chunk indexes a resumed session has committed.
+pub fn committed_indexes(session: &transfer_proto::v1::UploadSession) -> Vec<u64> {
+    session
+        .committed
+        .iter()
+        .flat_map(|range| range.start..range.end)
+        .collect()
+}
+
 /// Prints a figure of the run (shown with `--nocapture`, as `scripts/faults` runs it).
 pub fn figure(what: &str, value: impl std::fmt::Display) {
     println!("FIGURE {what}: {value}");

@@ -101,12 +101,7 @@ async fn an_md5_collision_gives_each_owner_its_own_bytes(ledger: Ledger) {
         "mallory keeps her own bytes"
     );
     // Each completion stored its own copy; the collector deletes the spare ones.
-    server
-        .collector(std::time::Duration::ZERO)
-        .await
-        .pass()
-        .await
-        .unwrap();
+    server.collect_garbage_now().await;
     assert_eq!(
         server.content_files().len(),
         2,
