@@ -54,16 +54,19 @@ pub enum BlobError {
 }
 
 /// What a client is told of a full store: where, and by how much it falls short.
+/// In whole MiB, rounded up: precise enough to act on, too coarse to watch other
+/// owners' uploads come and go through the free space.
 fn no_space_message(needed: Option<u64>, available: Option<u64>) -> String {
+    let mib = |bytes: u64| bytes.div_ceil(1 << 20);
     let mut message = "the server's blob store is full".to_owned();
     match (needed, available) {
         (Some(needed), Some(available)) => message.push_str(&format!(
-            ": {available} bytes free, {needed} needed ({} short)",
-            needed.saturating_sub(available)
+            ": {} MiB needed, about {} MiB short",
+            mib(needed),
+            mib(needed.saturating_sub(available))
         )),
-        (Some(needed), None) => message.push_str(&format!(": {needed} bytes needed")),
-        (None, Some(available)) => message.push_str(&format!(": {available} bytes free")),
-        (None, None) => {}
+        (Some(needed), None) => message.push_str(&format!(": {} MiB needed", mib(needed))),
+        (None, _) => {}
     }
     message.push_str("; try again once space is freed");
     message

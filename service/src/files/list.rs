@@ -15,6 +15,8 @@ pub const DEFAULT_PAGE_SIZE: usize = 100;
 /// The most files in a page; larger requests get this many (as Google's API guidelines
 /// have it), so one call cannot make the server read an owner's whole catalogue.
 pub const MAX_PAGE_SIZE: usize = 1000;
+/// The start of the year 10000, in µs since the epoch: later than any file's creation.
+const MAX_TOKEN_MICROS: i64 = 253_402_300_800_000_000;
 /// File names are at most this long, so no longer prefix can match.
 const MAX_PREFIX_BYTES: usize = 1024;
 
@@ -28,6 +30,12 @@ pub async fn list_files(
         0 => DEFAULT_PAGE_SIZE,
         n => n.min(MAX_PAGE_SIZE),
     };
+    if request.name_prefix.contains('\0') {
+        return Err(ServiceError::BadRequest {
+            field: "name_prefix",
+            problem: "must not contain NUL characters (no name does)".into(),
+        });
+    }
     if request.name_prefix.len() > MAX_PREFIX_BYTES {
         return Err(ServiceError::BadRequest {
             field: "name_prefix",
@@ -99,6 +107,11 @@ impl PageToken {
         let bytes = hex::decode(token).map_err(|_| bad())?;
         let (micros, id) = bytes.split_at_checked(8).ok_or_else(bad)?;
         let micros = i64::from_be_bytes(micros.try_into().map_err(|_| bad())?);
+        // Times the server made are of this era; others would only reach the database
+        // to be refused there.
+        if !(0..=MAX_TOKEN_MICROS).contains(&micros) {
+            return Err(bad());
+        }
         Ok(Some(ListPosition {
             created_at: DateTime::from_timestamp_micros(micros).ok_or_else(bad)?,
             id: Uuid::from_slice(id).map_err(|_| bad())?,
@@ -123,7 +136,15 @@ mod tests {
 
     #[test]
     fn a_token_the_server_did_not_make_is_a_bad_request() {
-        for token in ["x", "00", &"0".repeat(46), &"0".repeat(50), &"g".repeat(48)] {
+        let far_future = hex::encode([i64::MAX.to_be_bytes().as_slice(), &[0; 16]].concat());
+        for token in [
+            "x",
+            "00",
+            &"0".repeat(46),
+            &"0".repeat(50),
+            &"g".repeat(48),
+            &far_future,
+        ] {
             let error = PageToken::parse(token).unwrap_err();
             assert!(
                 matches!(

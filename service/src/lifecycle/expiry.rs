@@ -68,8 +68,12 @@ impl ExpirySweeper {
                     Some(closed) => closed.blob_upload,
                     None => file.blob_upload.clone(),
                 };
-                if let Some(handle) = handle {
-                    self.blobs.abort(&UploadHandle::new(handle)).await?;
+                // Staging that will not go now goes at the next start-up sweep; the
+                // sweep goes on with the other uploads.
+                if let Some(handle) = handle
+                    && let Err(error) = self.blobs.abort(&UploadHandle::new(handle)).await
+                {
+                    tracing::warn!(upload = %file.id, %error, "could not drop an expired upload's staging");
                 }
                 expired += 1;
                 metrics().uploads_expired.add(1, &[]);

@@ -56,9 +56,10 @@ impl GarbageCollector {
         }
         loop {
             let queued = self.ledger.queued_garbage(BATCH).await?;
+            let mut failed = 0;
             for locator in &queued {
                 // A blob the store will not delete stays queued for the next pass; the
-                // rest of this batch goes on.
+                // rest of the batch goes on, so one bad blob holds up no other.
                 match self
                     .blobs
                     .delete(&ContentLocator::new(locator.as_str()))
@@ -70,11 +71,13 @@ impl GarbageCollector {
                     }
                     Err(error) => {
                         tracing::warn!(%locator, %error, "could not delete a collected blob");
-                        return Ok(self.counted(collected));
+                        failed += 1;
                     }
                 }
             }
-            if queued.len() < BATCH {
+            // A short batch was the last; a batch of nothing but failures would come
+            // back the same.
+            if queued.len() < BATCH || failed == queued.len() {
                 return Ok(self.counted(collected));
             }
         }

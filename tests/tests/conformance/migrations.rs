@@ -120,3 +120,30 @@ async fn the_blob_names_migration_writes_down_where_the_filesystem_store_put_thi
         "an upload with nothing committed is begun again when a stream comes"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_open_before_uploads_expired_gets_a_day_from_the_upgrade() {
+    let database = TestDatabase::create().await;
+    migrate_to(&database, 8).await;
+    let open = Uuid::from_u128(5);
+    database
+        .client()
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO files (id, owner, name, size, md5, chunk_size, chunk_count, state, \
+                                created_at, updated_at) \
+             VALUES ('{open}', 'o', 'long', 10, '\\x00112233445566778899aabbccddeeff', 4, 3, \
+                     'uploading', now() - interval '3 days', now() - interval '3 days')"
+        ))
+        .await
+        .expect("an upload open for three days");
+    let ledger = PostgresLedger::connect(&database.url, 2)
+        .await
+        .expect("the ledger migrates");
+    let file = ledger.get_file(open).await.unwrap().expect("the upload");
+    let expires = file.expires_at.expect("an open upload expires");
+    assert!(
+        expires > chrono::Utc::now() + chrono::Duration::hours(23),
+        "a day from the upgrade, not from when it opened: {expires}"
+    );
+}

@@ -104,6 +104,13 @@ async fn a_listing_with_a_bad_token_or_state_is_an_invalid_argument(ledger: Ledg
             },
             "name_prefix",
         ),
+        (
+            ListFilesRequest {
+                name_prefix: "a\0b".into(),
+                ..Default::default()
+            },
+            "name_prefix",
+        ),
     ] {
         let status = list_files(&mut client, None, request).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);

@@ -118,6 +118,40 @@ async fn a_second_copy_of_stored_content_is_deleted_and_both_files_read_the_firs
     reads_back(&mut client, Some("bob"), &bobs.file_id, &file).await;
 }
 
+async fn a_blob_that_cannot_be_deleted_holds_up_no_other(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    let mut client = server.client().await;
+    // Queued first: a name this store never made, which it refuses to delete.
+    let queued_long_ago = match ledger {
+        Ledger::Postgres => "now() - interval '1 day'",
+        Ledger::Sqlite => "0",
+    };
+    server
+        .ledger_execute(&format!(
+            "INSERT INTO blob_garbage (locator, queued_at) VALUES ('elsewhere/0', {queued_long_ago})"
+        ))
+        .await;
+    let file = TestFile::new("a.bin", 3 * CHUNK as usize, 114);
+    let done = upload_file(&mut client, None, &file, CHUNK).await;
+    delete_file(&mut client, None, &done.file_id).await.unwrap();
+    let collected = server.collector(NOW).await.pass().await.unwrap();
+    assert_eq!(
+        collected,
+        Collected {
+            contents: 1,
+            blobs: 1
+        }
+    );
+    assert!(server.content_files().is_empty());
+    assert_eq!(
+        server
+            .ledger_number("SELECT count(*) FROM blob_garbage")
+            .await,
+        1,
+        "the refused one stays queued"
+    );
+}
+
 async fn the_server_collects_garbage_by_itself(ledger: Ledger) {
     let server = TestServer::start_with(ledger, |settings| {
         settings.gc_grace_secs = 0;
@@ -217,6 +251,7 @@ transfer_tests::ledger_tests!(
     content_outlives_a_deleted_file_while_another_file_holds_it,
     deleted_content_is_collected_after_its_grace_and_then_uploads_in_full,
     a_second_copy_of_stored_content_is_deleted_and_both_files_read_the_first,
+    a_blob_that_cannot_be_deleted_holds_up_no_other,
     the_server_collects_garbage_by_itself,
 );
 

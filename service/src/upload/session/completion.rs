@@ -6,7 +6,7 @@ use super::task::Stop;
 use super::*;
 use crate::blob::{BlobError, ContentKey, PartReceipt};
 use crate::error::ServiceError;
-use crate::ledger::{FileRecord, HashCheckpoint, LedgerError, Md5Digest};
+use crate::ledger::{FileRecord, FileState, HashCheckpoint, LedgerError, Md5Digest};
 use crate::metrics::metrics;
 
 impl Session {
@@ -105,8 +105,16 @@ impl Session {
             .await
         {
             Ok(file) => file,
-            // Aborted or expired meanwhile: nobody will ever refer to this copy.
-            Err(error @ LedgerError::NotUploading { .. }) => {
+            // Aborted, expired or deleted meanwhile: nobody will ever refer to this copy.
+            // (Completed meanwhile, by another session of the same upload, it is that
+            // completion's content: the locator is the upload's own, and stays.)
+            Err(
+                error @ (LedgerError::NotFound(_)
+                | LedgerError::NotUploading {
+                    state: FileState::Aborted | FileState::Expired | FileState::Failed,
+                    ..
+                }),
+            ) => {
                 if let Err(delete) = blobs.delete(&locator).await {
                     tracing::warn!(upload = %id, %delete, "could not delete the content of an upload closed while it completed");
                 }
