@@ -64,6 +64,16 @@ pub struct Settings {
     )]
     pub max_open_uploads_per_owner: u64,
 
+    /// Most files one owner may have, in any state (instant copies, aborted and expired
+    /// uploads included): a new session or instant copy beyond it is refused
+    /// (RESOURCE_EXHAUSTED) until the owner deletes some.
+    #[arg(
+        long,
+        env = "TRANSFERD_MAX_FILES_PER_OWNER",
+        default_value_t = 1_000_000
+    )]
+    pub max_files_per_owner: u64,
+
     /// Most bytes one owner may hold: the sizes of its open uploads (promised space) and
     /// of the complete files it sent. CheckUpload refuses a session beyond it.
     #[arg(long, env = "TRANSFERD_OWNER_QUOTA_BYTES", default_value_t = 4 << 40)]
@@ -379,6 +389,7 @@ impl Settings {
             default_chunk_size: self.default_chunk_size,
             max_window: self.max_window,
             max_open_uploads_per_owner: self.max_open_uploads_per_owner,
+            max_files_per_owner: self.max_files_per_owner,
             owner_quota_bytes: self.owner_quota_bytes,
             upload_memory_bytes: self.upload_memory_bytes,
             owner_upload_memory_bytes: self.owner_upload_memory_bytes,

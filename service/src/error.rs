@@ -60,6 +60,10 @@ pub enum ServiceError {
     )]
     TooManyOpenUploads { open: u64 },
     #[error(
+        "this owner has {files} files, the most this server allows: delete some (DeleteFile) first"
+    )]
+    TooManyFiles { files: u64 },
+    #[error(
         "a {size}-byte upload would bring this owner to {would_hold} bytes of files and open uploads, over its quota of {quota} bytes"
     )]
     OverQuota {
@@ -118,6 +122,7 @@ impl ServiceError {
             ServiceError::FileTooLarge { .. }
             | ServiceError::WindowExceeded { .. }
             | ServiceError::TooManyOpenUploads { .. }
+            | ServiceError::TooManyFiles { .. }
             | ServiceError::OverQuota { .. }
             | ServiceError::NoMemory(_) => Code::ResourceExhausted,
             ServiceError::UploadNotFound(_)

@@ -16,6 +16,8 @@ pub struct Limits {
     pub max_window: u32,
     /// Most upload sessions one owner may have open at once.
     pub max_open_uploads_per_owner: u64,
+    /// Most files one owner may have, in any state.
+    pub max_files_per_owner: u64,
     /// Most bytes one owner's open uploads and sent files may hold.
     pub owner_quota_bytes: u64,
     /// Most bytes of large messages being read plus committed chunks kept for the
@@ -74,6 +76,7 @@ mod tests {
             default_chunk_size: 256,
             max_window: 8,
             max_open_uploads_per_owner: 1,
+            max_files_per_owner: 1,
             owner_quota_bytes: 1,
             upload_memory_bytes: 1,
             owner_upload_memory_bytes: 1,

@@ -27,6 +27,10 @@ pub trait FileCatalog: Send + Sync + 'static {
     /// A file by id, in whatever state.
     async fn get_file(&self, id: Uuid) -> Result<Option<FileRecord>, LedgerError>;
 
+    /// How many files `owner` has, in any state (one lookup: the count is kept as files
+    /// come and go).
+    async fn owner_files(&self, owner: &str) -> Result<u64, LedgerError>;
+
     /// How many uploads `owner` has open and how many bytes its uploads and the files
     /// it sent hold.
     async fn owner_usage(&self, owner: &str) -> Result<OwnerUsage, LedgerError>;

@@ -135,6 +135,7 @@ pub async fn check_upload(
     intent: UploadIntent,
 ) -> Result<CheckOutcome, ServiceError> {
     if let Some(md5) = &intent.md5
+        && file_cap_reached(ledger, limits, owner).await?.is_none()
         && let Some(file) = ledger
             .add_file_for_owned_content(
                 owner.as_str(),
@@ -164,6 +165,7 @@ pub async fn check_upload(
                 .instrument(info_span!("possession.verify"))
                 .await?;
             if let Some(blake3) = proven
+                && file_cap_reached(ledger, limits, owner).await?.is_none()
                 && let Some(file) = ledger
                     .add_file_for_content(
                         owner.as_str(),
@@ -322,6 +324,9 @@ async fn open_session(
     // opened at the same moment cannot pass them together.
     let _opening = sessions.opening(owner).await;
     within_owner_limits(ledger, limits, owner, intent.size).await?;
+    if let Some(files) = file_cap_reached(ledger, limits, owner).await? {
+        return Err(ServiceError::TooManyFiles { files });
+    }
     has_room_for(blobs, intent.size).await?;
     let chunk_size = limits.choose_chunk_size(intent.preferred_chunk_size);
     let opened = ledger
@@ -355,6 +360,21 @@ async fn has_room_for(blobs: &dyn BlobStore, size: u64) -> Result<(), ServiceErr
         .into()),
         _ => Ok(()),
     }
+}
+
+/// How many files `owner` has when that is the most it may have; `None` while it may
+/// have one more. An owner at its cap gets no instant copy and no new session (refused
+/// where the session would open), but resumes the uploads it has.
+async fn file_cap_reached(
+    ledger: &dyn Ledger,
+    limits: &Limits,
+    owner: &Owner,
+) -> Result<Option<u64>, ServiceError> {
+    let files = ledger
+        .owner_files(owner.as_str())
+        .instrument(info_span!("ledger.owner_files"))
+        .await?;
+    Ok((files >= limits.max_files_per_owner).then_some(files))
 }
 
 /// Refuses a new session that would take `owner` past its open-upload cap or its quota.

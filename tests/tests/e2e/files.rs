@@ -221,7 +221,35 @@ async fn deleting_an_open_upload_aborts_it_and_drops_its_staging(ledger: Ledger)
     ));
 }
 
+async fn an_owner_at_its_file_cap_gets_no_new_file_but_resumes_and_deletes(ledger: Ledger) {
+    let server = TestServer::start_with(ledger, |settings| settings.max_files_per_owner = 2).await;
+    let mut client = server.client().await;
+    let stored = TestFile::new("stored.bin", 3 * CHUNK as usize, 180);
+    let done = upload_file(&mut client, None, &stored, CHUNK).await;
+    let open = TestFile::new("open.bin", 3 * CHUNK as usize, 181);
+    let session = open_session(&mut client, None, &open, CHUNK).await;
+
+    let third = TestFile::new("third.bin", 3 * CHUNK as usize, 182);
+    let copy = TestFile {
+        name: "copy.bin".into(),
+        ..stored.clone()
+    };
+    for refused in [&third, &copy] {
+        let status = check(&mut client, None, refused, CHUNK).await.unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(status.message().contains("2 files"), "{}", status.message());
+    }
+    // Its open upload resumes, and another owner is not held back.
+    let resumed = open_session(&mut client, None, &open, CHUNK).await;
+    assert_eq!(resumed.upload_id, session.upload_id);
+    upload_file(&mut client, Some("someone-else"), &third, CHUNK).await;
+
+    delete_file(&mut client, None, &done.file_id).await.unwrap();
+    upload_file(&mut client, None, &third, CHUNK).await;
+}
+
 transfer_tests::ledger_tests!(
+    an_owner_at_its_file_cap_gets_no_new_file_but_resumes_and_deletes,
     an_owner_lists_its_files_newest_first_page_by_page,
     a_listing_with_a_bad_token_or_state_is_an_invalid_argument,
     a_deleted_file_is_not_found_by_any_call,

@@ -57,6 +57,19 @@ impl FileCatalog for PostgresLedger {
         row.as_ref().map(file_from_row).transpose()
     }
 
+    async fn owner_files(&self, owner: &str) -> Result<u64, LedgerError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT files FROM owner_files WHERE owner = $1")
+            .await
+            .map_err(db_error)?;
+        let row = client
+            .query_opt(&statement, &[&owner])
+            .await
+            .map_err(db_error)?;
+        row.map_or(Ok(0), |row| to_u64(row.get(0)))
+    }
+
     async fn owner_usage(&self, owner: &str) -> Result<OwnerUsage, LedgerError> {
         let client = self.client().await?;
         let statement = client
@@ -112,6 +125,26 @@ impl FileCatalog for PostgresLedger {
     async fn delete_file(&self, owner: &str, id: Uuid) -> Result<Option<FileRecord>, LedgerError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
+        let found = tx
+            .query_opt(
+                &format!("SELECT {FILE_COLUMNS} FROM files WHERE id = $1 AND owner = $2"),
+                &[&id, &owner],
+            )
+            .await
+            .map_err(db_error)?;
+        let Some(found) = found.as_ref().map(file_from_row).transpose()? else {
+            return Ok(None);
+        };
+        if found.state == FileState::Uploading {
+            return Err(LedgerError::StillUploading(id));
+        }
+        // The content row is locked before the file goes, in the order an instant copy
+        // takes its locks (the content it refers to, then the owner's count): taken the
+        // other way round, the two would wait for each other.
+        let locked = found.state == FileState::Complete;
+        if locked {
+            lock_content(&tx, &found).await?;
+        }
         let deleted = tx
             .query_opt(
                 &format!(
@@ -122,21 +155,15 @@ impl FileCatalog for PostgresLedger {
             )
             .await
             .map_err(db_error)?;
+        // Gone meanwhile (another delete).
         let Some(row) = deleted else {
-            let open = tx
-                .query_opt(
-                    "SELECT 1 FROM files WHERE id = $1 AND owner = $2 AND state = 'uploading'",
-                    &[&id, &owner],
-                )
-                .await
-                .map_err(db_error)?;
-            return match open {
-                Some(_) => Err(LedgerError::StillUploading(id)),
-                None => Ok(None),
-            };
+            return Ok(None);
         };
         let file = file_from_row(&row)?;
         if file.state == FileState::Complete {
+            if !locked {
+                lock_content(&tx, &file).await?;
+            }
             mark_if_orphaned(&tx, &file).await?;
         }
         tx.commit().await.map_err(db_error)?;
@@ -144,11 +171,10 @@ impl FileCatalog for PostgresLedger {
     }
 }
 
-/// Marks the content of a deleted file orphaned if no other file refers to it. The
-/// content row is locked first, so of two files of one content deleted at once, the
-/// second to get the lock sees the first gone (each statement of a read-committed
-/// transaction sees what committed before it began) and marks it.
-async fn mark_if_orphaned(
+/// Locks the content row a complete file refers to, so that of two files of one
+/// content deleted at once, the second sees the first gone when it checks (each
+/// statement of a read-committed transaction sees what committed before it began).
+async fn lock_content(
     tx: &deadpool_postgres::Transaction<'_>,
     file: &FileRecord,
 ) -> Result<(), LedgerError> {
@@ -160,6 +186,28 @@ async fn mark_if_orphaned(
             )
             .await
             .map_err(db_error)?;
+        }
+        (None, Some(md5)) => {
+            tx.execute(
+                "SELECT 1 FROM contents WHERE md5 = $1 AND size = $2 FOR UPDATE",
+                &[&md5.as_slice(), &to_i64(file.size)?],
+            )
+            .await
+            .map_err(db_error)?;
+        }
+        (None, None) => {}
+    }
+    Ok(())
+}
+
+/// Marks the content of a deleted file orphaned if no other file refers to it (its
+/// row locked by [`lock_content`]).
+async fn mark_if_orphaned(
+    tx: &deadpool_postgres::Transaction<'_>,
+    file: &FileRecord,
+) -> Result<(), LedgerError> {
+    match (&file.content_blake3, &file.md5) {
+        (Some(blake3), _) => {
             tx.execute(
                 "UPDATE content_blobs SET orphaned_at = now() WHERE blake3 = $1 \
                    AND NOT EXISTS (SELECT 1 FROM files WHERE content_blake3 = $1)",
@@ -171,12 +219,6 @@ async fn mark_if_orphaned(
         // Completed before BLAKE3 named content: referred to by MD5 and size.
         (None, Some(md5)) => {
             let size = to_i64(file.size)?;
-            tx.execute(
-                "SELECT 1 FROM contents WHERE md5 = $1 AND size = $2 FOR UPDATE",
-                &[&md5.as_slice(), &size],
-            )
-            .await
-            .map_err(db_error)?;
             tx.execute(
                 "UPDATE contents SET orphaned_at = now() \
                  WHERE md5 = $1 AND size = $2 AND locator IS NOT NULL \

@@ -43,6 +43,18 @@ impl FileCatalog for SqliteLedger {
         self.with(move |conn| select_file(conn, id)).await
     }
 
+    async fn owner_files(&self, owner: &str) -> Result<u64, LedgerError> {
+        let owner = owner.to_owned();
+        self.with(move |conn| {
+            let files: Option<i64> = conn
+                .prepare_cached("SELECT files FROM owner_files WHERE owner = ?1")
+                .and_then(|mut s| s.query_row([owner], |r| r.get(0)).optional())
+                .map_err(db_error)?;
+            files.map_or(Ok(0), to_u64)
+        })
+        .await
+    }
+
     async fn owner_usage(&self, owner: &str) -> Result<OwnerUsage, LedgerError> {
         let owner = owner.to_owned();
         self.with(move |conn| {

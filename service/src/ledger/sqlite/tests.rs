@@ -42,6 +42,11 @@ async fn the_single_pass_migration_keeps_every_file_and_chunk_and_the_foreign_ke
         ])
     );
     assert_eq!(file.head_md5, None);
+    assert_eq!(
+        ledger.owner_files("o").await.unwrap(),
+        1,
+        "counted when migrated"
+    );
     // Open since 1970, before uploads expired: a day from the upgrade, not from then.
     let expires = file.expires_at.expect("an open upload expires");
     assert!(

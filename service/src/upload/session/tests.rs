@@ -122,6 +122,7 @@ impl Fixture {
             default_chunk_size: 4096,
             max_window: 8,
             max_open_uploads_per_owner: 10,
+            max_files_per_owner: 1000,
             owner_quota_bytes: 1 << 30,
             upload_memory_bytes: 1 << 26,
             owner_upload_memory_bytes: 1 << 26,

@@ -12,6 +12,7 @@ crate::conformance_tests!(crate::ledger::catalog::suite; [
     a_listing_filters_by_state_and_name_prefix,
     a_deleted_file_is_gone_for_good_and_only_its_owner_deletes_it,
     an_open_upload_is_not_deleted,
+    an_owners_file_count_follows_every_file_made_and_deleted,
 ]);
 
 pub mod suite {
@@ -267,5 +268,34 @@ pub mod suite {
             Err(LedgerError::StillUploading(id)) if id == open
         ));
         assert_eq!(ledger.committed_ranges(open).await.unwrap(), vec![(0, 1)]);
+    }
+
+    pub async fn an_owners_file_count_follows_every_file_made_and_deleted(b: &impl LedgerBackend) {
+        let ledger = b.open().await;
+        let count = |owner: &'static str| {
+            let ledger = Arc::clone(&ledger);
+            async move { ledger.owner_files(owner).await.unwrap() }
+        };
+        assert_eq!(count("o").await, 0);
+        let done = files(&ledger, "o", &["done"]).await[0];
+        let aborted = files(&ledger, "o", &["aborted"]).await[0];
+        ledger.abort_upload(aborted).await.unwrap();
+        // Opening the same content again makes no second file.
+        opened(&ledger, &upload("o", "open")).await;
+        opened(&ledger, &upload("o", "open")).await;
+        ledger
+            .add_file_for_owned_content("o", "copy", &md5_for("done"), 10_000, None)
+            .await
+            .unwrap()
+            .expect("the owner's content");
+        assert_eq!(
+            count("o").await,
+            4,
+            "complete, aborted, open and the instant copy"
+        );
+        ledger.delete_file("o", done).await.unwrap();
+        ledger.delete_file("o", aborted).await.unwrap();
+        assert_eq!(count("o").await, 2);
+        assert_eq!(count("someone else").await, 0);
     }
 }
