@@ -131,6 +131,8 @@ pub struct OwnerUsage {
     /// Bytes of the owner's open uploads (promised) and of the complete files it sent
     /// (instant copies of its own content cost no storage and are not counted).
     pub bytes: u64,
+    /// Files the owner has, in any state.
+    pub files: u64,
 }
 
 /// The answer of [`super::UploadLedger::open_upload`].

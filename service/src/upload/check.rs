@@ -324,9 +324,6 @@ async fn open_session(
     // opened at the same moment cannot pass them together.
     let _opening = sessions.opening(owner).await;
     within_owner_limits(ledger, limits, owner, intent.size).await?;
-    if let Some(files) = file_cap_reached(ledger, limits, owner).await? {
-        return Err(ServiceError::TooManyFiles { files });
-    }
     has_room_for(blobs, intent.size).await?;
     let chunk_size = limits.choose_chunk_size(intent.preferred_chunk_size);
     let opened = ledger
@@ -377,7 +374,8 @@ async fn file_cap_reached(
     Ok((files >= limits.max_files_per_owner).then_some(files))
 }
 
-/// Refuses a new session that would take `owner` past its open-upload cap or its quota.
+/// Refuses a new session that would take `owner` past its file cap, its open-upload cap
+/// or its quota.
 async fn within_owner_limits(
     ledger: &dyn Ledger,
     limits: &Limits,
@@ -388,6 +386,9 @@ async fn within_owner_limits(
         .owner_usage(owner.as_str())
         .instrument(info_span!("ledger.owner_usage"))
         .await?;
+    if usage.files >= limits.max_files_per_owner {
+        return Err(ServiceError::TooManyFiles { files: usage.files });
+    }
     if usage.open_uploads >= limits.max_open_uploads_per_owner {
         return Err(ServiceError::TooManyOpenUploads {
             open: usage.open_uploads,

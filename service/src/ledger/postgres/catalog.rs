@@ -75,7 +75,8 @@ impl FileCatalog for PostgresLedger {
         let statement = client
             .prepare_cached(
                 "SELECT count(*) FILTER (WHERE state = 'uploading'), \
-                        coalesce(sum(size), 0)::BIGINT FROM files \
+                        coalesce(sum(size), 0)::BIGINT, \
+                        coalesce((SELECT files FROM owner_files WHERE owner = $1), 0) FROM files \
                  WHERE owner = $1 AND (state = 'uploading' OR (state = 'complete' AND chunk_size > 0))",
             )
             .await
@@ -87,6 +88,7 @@ impl FileCatalog for PostgresLedger {
         Ok(OwnerUsage {
             open_uploads: to_u64(row.get(0))?,
             bytes: to_u64(row.get(1))?,
+            files: to_u64(row.get(2))?,
         })
     }
 

@@ -58,13 +58,14 @@ impl FileCatalog for SqliteLedger {
     async fn owner_usage(&self, owner: &str) -> Result<OwnerUsage, LedgerError> {
         let owner = owner.to_owned();
         self.with(move |conn| {
-            let (open, bytes): (i64, i64) = conn
+            let (open, bytes, files): (i64, i64, i64) = conn
                 .prepare_cached(OWNER_USAGE)
-                .and_then(|mut s| s.query_row([owner], |r| Ok((r.get(0)?, r.get(1)?))))
+                .and_then(|mut s| s.query_row([owner], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
                 .map_err(db_error)?;
             Ok(OwnerUsage {
                 open_uploads: to_u64(open)?,
                 bytes: to_u64(bytes)?,
+                files: to_u64(files)?,
             })
         })
         .await

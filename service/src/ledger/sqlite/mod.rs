@@ -42,7 +42,8 @@ const FILE_COLUMN_COUNT: usize = 15;
 /// An owner's open uploads, and the bytes of those and of the files it sent (a file of
 /// an instant upload has chunk size 0).
 const OWNER_USAGE: &str = "SELECT count(*) FILTER (WHERE state = 'uploading'), \
-            coalesce(sum(size), 0) FROM files \
+            coalesce(sum(size), 0), \
+            coalesce((SELECT files FROM owner_files WHERE owner = ?1), 0) FROM files \
      WHERE owner = ?1 AND (state = 'uploading' OR (state = 'complete' AND chunk_size > 0))";
 
 /// How long a writer waits for another to finish before giving up.

@@ -50,7 +50,9 @@ pub mod suite {
             usage("o").await,
             OwnerUsage {
                 open_uploads: 1,
-                bytes: 20_000
+                bytes: 20_000,
+                // Open, complete, aborted and the instant copy.
+                files: 4,
             }
         );
         assert_eq!(usage("someone else").await, OwnerUsage::default());
