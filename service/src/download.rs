@@ -110,7 +110,11 @@ struct Source {
 impl Source {
     /// Reads `len` bytes at `offset`. Content gone from under a file that was deleted
     /// meanwhile (and collected after the grace period) is that, not lost data.
+    /// The server draining ends the download here, between pieces.
     async fn read(&self, offset: u64, len: usize) -> Result<Bytes, ServiceError> {
+        if self.draining.is_cancelled() {
+            return Err(ServiceError::ShuttingDown);
+        }
         match self.blobs.read(&self.locator, offset, len).await {
             Ok(data) => Ok(data),
             Err(error @ BlobError::ContentNotFound(_)) => {
@@ -139,13 +143,7 @@ async fn send_pieces(
         let mut offset = offset;
         while offset < end {
             let len = (end - offset).min(PIECE_SIZE) as usize;
-            let read = async {
-                if source.draining.is_cancelled() {
-                    return Err(ServiceError::ShuttingDown);
-                }
-                source.read(offset, len).await
-            };
-            let piece = match read.await {
+            let piece = match source.read(offset, len).await {
                 Ok(data) => DataPiece {
                     offset,
                     crc32c: crc32c::crc32c(&data),
