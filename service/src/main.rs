@@ -94,6 +94,9 @@ async fn transferd() -> std::process::ExitCode {
 }
 
 async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+    // Installed before the port opens: a supervisor may signal as soon as it can connect,
+    // and a signal that arrives before its handler kills the process uncleanly.
+    let signals = ShutdownSignals::install()?;
     let transferd = Transferd::open(&settings).await?;
     let listener = transfer_service::server::listen(settings.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
@@ -107,7 +110,7 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
     let signalled = std::sync::Arc::clone(&stopping);
     let shutdown = async move {
-        shutdown_signal().await;
+        signals.received().await;
         signalled.notify_one();
     };
     tokio::select! {
@@ -170,24 +173,40 @@ async fn keys(
     Ok(())
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT (Ctrl-C) and SIGTERM, listened for from the moment they are installed.
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> Result<Self, Box<dyn std::error::Error>> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen = |kind: SignalKind, name: &str| {
+                signal(kind).map_err(|e| format!("cannot listen for {name}: {e}"))
+            };
+            Ok(Self {
+                interrupt: listen(SignalKind::interrupt(), "SIGINT")?,
+                terminate: listen(SignalKind::terminate(), "SIGTERM")?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutting down: finishing running calls");
+
+    /// Resolves on the first SIGINT or SIGTERM.
+    async fn received(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: finishing running calls");
+    }
 }
