@@ -155,6 +155,8 @@ impl ServiceError {
             ServiceError::Ledger(_) | ServiceError::Randomness(_) => Code::Internal,
             ServiceError::Blob(BlobError::ContentNotFound(_)) => Code::DataLoss,
             ServiceError::Blob(BlobError::NoSpace { .. }) => Code::ResourceExhausted,
+            // Most often a store that cannot be reached for a moment: the client retries.
+            ServiceError::Blob(BlobError::ObjectStore { .. }) => Code::Unavailable,
             ServiceError::Blob(_) => Code::Internal,
             ServiceError::Framing(error) => match error {
                 // As tonic answers these, so clients see the same codes on every method.

@@ -29,6 +29,7 @@ pub mod pki;
 pub mod process;
 pub mod proxy;
 pub mod raw_call;
+pub mod s3;
 pub mod server;
 pub mod tls_postgres;
 

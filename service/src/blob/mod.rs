@@ -9,13 +9,15 @@
 
 mod fs;
 mod names;
+mod object;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use uuid::Uuid;
 
 pub use fs::FsBlobStore;
-pub use names::{ContentKey, ContentLocator, PartReceipt, StagedUpload, UploadHandle};
+pub use names::{ContentLocator, PartReceipt, StagedUpload, UploadHandle};
+pub use object::{MultipartObjectStore, ObjectBlobStore, S3ConfigError, S3Settings, open_s3};
 
 /// One part of an upload: the chunk at `index`, placed at byte `offset` of the file.
 #[derive(Debug, Clone)]
@@ -45,6 +47,18 @@ pub enum BlobError {
     },
     #[error("read of {len} bytes at offset {offset} goes past the end ({size} bytes)")]
     OutOfBounds { offset: u64, len: u64, size: u64 },
+    /// The object store failed or could not be reached (what it said is logged: it
+    /// names endpoints and keys).
+    #[error("the object store failed while {action}; try again")]
+    ObjectStore { action: &'static str },
+    /// `complete` was not given a receipt for every part from the first on.
+    #[error(
+        "no receipt for part {index}: the parts to complete must be 0, 1, 2, ... with none missing"
+    )]
+    PartMissing { index: u64 },
+    /// Something this store cannot do (callers ask [`BlobStore::reads_staged`] first).
+    #[error("this blob store cannot do that: {0}")]
+    Unsupported(&'static str),
     #[error("storage I/O failed while {action}: {source}")]
     Io {
         action: &'static str,
@@ -72,6 +86,31 @@ fn no_space_message(needed: Option<u64>, available: Option<u64>) -> String {
     message
 }
 
+/// The part sizes a store's uploads may have (an S3 multipart upload: parts of at least
+/// 5 MiB but the last, at most 10,000 of them). The server chooses chunk sizes by them:
+/// one chunk is one part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartRules {
+    /// Every part but the last has at least this many bytes.
+    pub min_part_size: u64,
+    /// An upload has at most this many parts.
+    pub max_parts: u64,
+}
+
+impl PartRules {
+    /// Parts of any size, any number of them (a filesystem).
+    pub const ANY: PartRules = PartRules {
+        min_part_size: 1,
+        max_parts: u64::MAX,
+    };
+
+    /// Amazon S3's multipart limits, which S3-compatible servers share.
+    pub const S3: PartRules = PartRules {
+        min_part_size: 5 << 20,
+        max_parts: 10_000,
+    };
+}
+
 /// Storage for uploads (staged, written part by part) and complete content (immutable,
 /// found by the locator `complete` returned).
 ///
@@ -83,8 +122,10 @@ fn no_space_message(needed: Option<u64>, available: Option<u64>) -> String {
 /// - `put_parts` returns one receipt per part, in order; when it returns `Ok`, the parts
 ///   survive a crash. A part written again replaces the earlier one (the upload session
 ///   never rewrites a committed part, so the receipt the ledger kept stays the part's).
+/// - Every part but the last follows [`BlobStore::part_rules`] (the caller chooses part
+///   sizes so); a store may refuse, at `complete`, an upload that does not.
 /// - `complete` is given the receipts that carry a tag, in index order (what the ledger
-///   kept), and the address the server computed; it makes the parts the content,
+///   kept); it makes the parts the content,
 ///   durably, under a locator of the upload's own (never one another upload's content
 ///   has: which copy of a content stays is the ledger's decision), and returns it.
 ///   Completing again an upload that completed returns the same locator. Otherwise calls
@@ -102,6 +143,18 @@ pub trait BlobStore: Send + Sync + 'static {
     /// `None` for a store with no limit it knows of.
     async fn free_space(&self) -> Result<Option<u64>, BlobError>;
 
+    /// The sizes and number of parts an upload may have.
+    fn part_rules(&self) -> PartRules {
+        PartRules::ANY
+    }
+
+    /// Whether [`BlobStore::read_staged`] works: an object store cannot read an
+    /// unfinished multipart upload, so what was not hashed as it arrived is hashed from
+    /// the content once complete.
+    fn reads_staged(&self) -> bool {
+        true
+    }
+
     /// Prepares staging for upload `upload` of `size` bytes, reserving the space where
     /// the store can ([`BlobError::NoSpace`] when there is none).
     async fn begin(&self, upload: Uuid, size: u64) -> Result<UploadHandle, BlobError>;
@@ -113,7 +166,8 @@ pub trait BlobStore: Send + Sync + 'static {
         parts: &[Part],
     ) -> Result<Vec<PartReceipt>, BlobError>;
 
-    /// Reads back `len` staged bytes at `offset` of an upload.
+    /// Reads back `len` staged bytes at `offset` of an upload
+    /// ([`BlobError::Unsupported`] where [`BlobStore::reads_staged`] is false).
     async fn read_staged(
         &self,
         upload: &UploadHandle,
@@ -126,7 +180,6 @@ pub trait BlobStore: Send + Sync + 'static {
         &self,
         upload: &UploadHandle,
         parts: &[PartReceipt],
-        key: &ContentKey,
     ) -> Result<ContentLocator, BlobError>;
 
     /// Deletes complete content. Succeeds if there is none.

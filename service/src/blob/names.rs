@@ -5,8 +5,6 @@ use std::fmt;
 
 use uuid::Uuid;
 
-use crate::ledger::Blake3Digest;
-
 /// How a store names an upload in progress: made by [`super::BlobStore::begin`], kept
 /// in the ledger with the upload, handed back on every later call.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -56,18 +54,3 @@ macro_rules! kept_name {
 
 kept_name!(UploadHandle);
 kept_name!(ContentLocator);
-
-/// The address of complete content, as the server computed it over the stored bytes:
-/// its BLAKE3 and size (nobody can make two contents with the same BLAKE3). A store
-/// may use it to keep one copy of each content.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ContentKey {
-    pub blake3: Blake3Digest,
-    pub size: u64,
-}
-
-impl fmt::Display for ContentKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "b3-{}-{}", hex::encode(self.blake3), self.size)
-    }
-}

@@ -7,9 +7,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tempfile::TempDir;
 use transfer_service::blob::{
-    BlobError, BlobStore, ContentKey, ContentLocator, FsBlobStore, Part, PartReceipt, UploadHandle,
+    BlobError, BlobStore, ContentLocator, FsBlobStore, MultipartObjectStore, ObjectBlobStore, Part,
+    PartReceipt, PartRules, UploadHandle,
 };
 use transfer_tests::TestFile;
+use transfer_tests::s3::S3Server;
 use transfer_wire::aligned::{BufferPool, DEFAULT_POOL_BYTES};
 use uuid::Uuid;
 
@@ -37,7 +39,71 @@ pub async fn filesystem() -> Filesystem {
     Filesystem(tempfile::tempdir().expect("a temporary directory"))
 }
 
-crate::conformance_tests!(crate::blob::suite; [filesystem => crate::blob::filesystem()]; [
+/// The object store's locators: `content/<xx>/u-<upload>`.
+fn missing_object_locator() -> ContentLocator {
+    ContentLocator::new(format!("content/ab/u-ab{}", "0".repeat(30)))
+}
+
+/// `object_store`'s in-memory store, with S3's part rules (which it does not enforce).
+pub struct InMemory(Arc<object_store::memory::InMemory>);
+
+impl BlobBackend for InMemory {
+    fn open(&self) -> Arc<dyn BlobStore> {
+        let store: Arc<dyn MultipartObjectStore> = self.0.clone();
+        Arc::new(ObjectBlobStore::new(
+            store,
+            object_store::path::Path::from("transfer"),
+            PartRules::S3,
+        ))
+    }
+
+    fn missing_locator(&self) -> ContentLocator {
+        missing_object_locator()
+    }
+}
+
+pub async fn in_memory() -> InMemory {
+    InMemory(Arc::new(object_store::memory::InMemory::new()))
+}
+
+/// A real S3-compatible server, each test under a prefix of its own.
+pub struct S3 {
+    server: &'static S3Server,
+    url: String,
+}
+
+impl BlobBackend for S3 {
+    fn open(&self) -> Arc<dyn BlobStore> {
+        Arc::new(self.server.blob_store(&self.url))
+    }
+
+    fn missing_locator(&self) -> ContentLocator {
+        missing_object_locator()
+    }
+}
+
+pub async fn seaweedfs() -> S3 {
+    let server = transfer_tests::s3::seaweedfs();
+    S3 {
+        server,
+        url: server.fresh_url(),
+    }
+}
+
+pub async fn moto() -> S3 {
+    let server = transfer_tests::s3::moto();
+    S3 {
+        server,
+        url: server.fresh_url(),
+    }
+}
+
+crate::conformance_tests!(crate::blob::suite; [
+    filesystem => crate::blob::filesystem(),
+    in_memory => crate::blob::in_memory(),
+    seaweedfs => crate::blob::seaweedfs(),
+    moto => crate::blob::moto(),
+]; [
     parts_written_in_any_order_complete_into_the_file,
     a_part_written_again_replaces_the_earlier_one,
     an_aborted_upload_is_not_found,
@@ -58,24 +124,22 @@ crate::conformance_tests!(crate::blob::suite; [filesystem => crate::blob::filesy
 pub mod suite {
     use super::*;
 
-    const PART: usize = 1000;
+    /// The part size the tests use on `store`: small, but as large as the store needs
+    /// every part but the last to be (5 MiB on S3).
+    pub fn part_of(store: &dyn BlobStore) -> usize {
+        let min = store.part_rules().min_part_size;
+        usize::try_from(min).unwrap_or(usize::MAX).max(1000)
+    }
 
-    pub fn parts(file: &TestFile, indexes: &[u64]) -> Vec<Part> {
+    pub fn parts(file: &TestFile, part: usize, indexes: &[u64]) -> Vec<Part> {
         indexes
             .iter()
             .map(|&index| Part {
                 index,
-                offset: index * PART as u64,
-                data: file.chunk(index, PART as u32),
+                offset: index * part as u64,
+                data: file.chunk(index, part as u32),
             })
             .collect()
-    }
-
-    pub fn key(file: &TestFile) -> ContentKey {
-        ContentKey {
-            blake3: *blake3::hash(&file.data).as_bytes(),
-            size: file.data.len() as u64,
-        }
     }
 
     /// Receipts as the ledger keeps and returns them: the tagged ones, by index.
@@ -94,18 +158,19 @@ pub mod suite {
             .begin(Uuid::new_v4(), file.data.len() as u64)
             .await
             .unwrap();
-        let count = file.data.len().div_ceil(PART) as u64;
+        let part = part_of(store);
+        let count = file.data.len().div_ceil(part) as u64;
         let all: Vec<u64> = (0..count).collect();
-        let receipts = store.put_parts(&handle, &parts(file, &all)).await.unwrap();
+        let receipts = store
+            .put_parts(&handle, &parts(file, part, &all))
+            .await
+            .unwrap();
         (handle, kept(receipts))
     }
 
     async fn stage_and_complete(store: &dyn BlobStore, file: &TestFile) -> ContentLocator {
         let (handle, receipts) = stage_all(store, file).await;
-        store
-            .complete(&handle, &receipts, &key(file))
-            .await
-            .unwrap()
+        store.complete(&handle, &receipts).await.unwrap()
     }
 
     async fn read_all(store: &dyn BlobStore, content: &ContentLocator, len: usize) -> Bytes {
@@ -114,13 +179,14 @@ pub mod suite {
 
     pub async fn parts_written_in_any_order_complete_into_the_file(b: &impl BlobBackend) {
         let store = b.open();
-        let file = TestFile::new("f", 4 * PART + 10, 1);
+        let part = part_of(store.as_ref());
+        let file = TestFile::new("f", 4 * part + 10, 1);
         let handle = store
             .begin(Uuid::new_v4(), file.data.len() as u64)
             .await
             .unwrap();
         let mut receipts = store
-            .put_parts(&handle, &parts(&file, &[4, 1]))
+            .put_parts(&handle, &parts(&file, part, &[4, 1]))
             .await
             .unwrap();
         assert_eq!(
@@ -130,14 +196,11 @@ pub mod suite {
         );
         receipts.extend(
             store
-                .put_parts(&handle, &parts(&file, &[3, 0, 2]))
+                .put_parts(&handle, &parts(&file, part, &[3, 0, 2]))
                 .await
                 .unwrap(),
         );
-        let content = store
-            .complete(&handle, &kept(receipts), &key(&file))
-            .await
-            .unwrap();
+        let content = store.complete(&handle, &kept(receipts)).await.unwrap();
         assert_eq!(
             read_all(store.as_ref(), &content, file.data.len()).await,
             file.data
@@ -146,25 +209,23 @@ pub mod suite {
 
     pub async fn a_part_written_again_replaces_the_earlier_one(b: &impl BlobBackend) {
         let store = b.open();
-        let file = TestFile::new("f", 2 * PART, 2);
-        let other = TestFile::new("g", 2 * PART, 3);
+        let part = part_of(store.as_ref());
+        let file = TestFile::new("f", 2 * part, 2);
+        let other = TestFile::new("g", 2 * part, 3);
         let handle = store
             .begin(Uuid::new_v4(), file.data.len() as u64)
             .await
             .unwrap();
         store
-            .put_parts(&handle, &parts(&other, &[0, 1]))
+            .put_parts(&handle, &parts(&other, part, &[0, 1]))
             .await
             .unwrap();
         // The receipts of the later writes are the ones the ledger keeps.
         let receipts = store
-            .put_parts(&handle, &parts(&file, &[1, 0]))
+            .put_parts(&handle, &parts(&file, part, &[1, 0]))
             .await
             .unwrap();
-        let content = store
-            .complete(&handle, &kept(receipts), &key(&file))
-            .await
-            .unwrap();
+        let content = store.complete(&handle, &kept(receipts)).await.unwrap();
         assert_eq!(
             read_all(store.as_ref(), &content, file.data.len()).await,
             file.data
@@ -173,29 +234,31 @@ pub mod suite {
 
     pub async fn an_aborted_upload_is_not_found(b: &impl BlobBackend) {
         let store = b.open();
-        let file = TestFile::new("f", PART, 2);
+        let part = part_of(store.as_ref());
+        let file = TestFile::new("f", part, 2);
         let (handle, receipts) = stage_all(store.as_ref(), &file).await;
         store.abort(&handle).await.unwrap();
         assert!(matches!(
-            store.put_parts(&handle, &parts(&file, &[0])).await,
+            store.put_parts(&handle, &parts(&file, part, &[0])).await,
             Err(BlobError::UploadNotFound(h)) if h == handle
         ));
         assert!(matches!(
-            store.complete(&handle, &receipts, &key(&file)).await,
+            store.complete(&handle, &receipts).await,
             Err(BlobError::UploadNotFound(_))
         ));
     }
 
     pub async fn completed_content_reads_back_exactly(b: &impl BlobBackend) {
         let store = b.open();
-        let file = TestFile::new("f", 3 * PART + 7, 4);
+        let part = part_of(store.as_ref());
+        let file = TestFile::new("f", 3 * part + 7, 4);
         let content = stage_and_complete(store.as_ref(), &file).await;
         assert_eq!(
             read_all(store.as_ref(), &content, file.data.len()).await,
             file.data
         );
-        let tail = store.read(&content, 3000, 7).await.unwrap();
-        assert_eq!(tail, file.data.slice(3000..));
+        let tail = store.read(&content, 3 * part as u64, 7).await.unwrap();
+        assert_eq!(tail, file.data.slice(3 * part..));
     }
 
     pub async fn any_byte_range_of_content_reads_back_exactly(b: &impl BlobBackend) {
@@ -230,9 +293,11 @@ pub mod suite {
 
     pub async fn reads_past_the_end_are_out_of_bounds(b: &impl BlobBackend) {
         let store = b.open();
-        let file = TestFile::new("f", PART, 5);
+        let part = part_of(store.as_ref());
+        let file = TestFile::new("f", part, 5);
         let content = stage_and_complete(store.as_ref(), &file).await;
-        for (offset, len) in [(999, 2), (1001, 0), (u64::MAX, 1)] {
+        let size = part as u64;
+        for (offset, len) in [(size - 1, 2), (size + 1, 0), (u64::MAX, 1)] {
             assert!(
                 matches!(
                     store.read(&content, offset, len).await,
@@ -245,18 +310,12 @@ pub mod suite {
 
     pub async fn completing_again_returns_the_same_locator(b: &impl BlobBackend) {
         let store = b.open();
-        let file = TestFile::new("f", 2 * PART, 6);
+        let part = part_of(store.as_ref());
+        let file = TestFile::new("f", 2 * part, 6);
         let (handle, receipts) = stage_all(store.as_ref(), &file).await;
-        let first = store
-            .complete(&handle, &receipts, &key(&file))
-            .await
-            .unwrap();
+        let first = store.complete(&handle, &receipts).await.unwrap();
         // As after a crash between storing the content and recording it.
-        let again = b
-            .open()
-            .complete(&handle, &receipts, &key(&file))
-            .await
-            .unwrap();
+        let again = b.open().complete(&handle, &receipts).await.unwrap();
         assert_eq!(again, first);
         assert_eq!(
             read_all(store.as_ref(), &again, file.data.len()).await,
@@ -266,17 +325,12 @@ pub mod suite {
 
     pub async fn two_uploads_of_the_same_content_both_complete(b: &impl BlobBackend) {
         let store = b.open();
-        let file = TestFile::new("f", 2 * PART, 6);
+        let part = part_of(store.as_ref());
+        let file = TestFile::new("f", 2 * part, 6);
         let (first, first_receipts) = stage_all(store.as_ref(), &file).await;
         let (second, second_receipts) = stage_all(store.as_ref(), &file).await;
-        let one = store
-            .complete(&first, &first_receipts, &key(&file))
-            .await
-            .unwrap();
-        let two = store
-            .complete(&second, &second_receipts, &key(&file))
-            .await
-            .unwrap();
+        let one = store.complete(&first, &first_receipts).await.unwrap();
+        let two = store.complete(&second, &second_receipts).await.unwrap();
         // Each under its own locator: which copy stays is the ledger's decision.
         assert_ne!(one, two);
         for content in [one, two] {
@@ -289,17 +343,12 @@ pub mod suite {
 
     pub async fn deleted_content_is_gone_and_its_twin_stays(b: &impl BlobBackend) {
         let store = b.open();
-        let file = TestFile::new("f", 2 * PART, 16);
+        let part = part_of(store.as_ref());
+        let file = TestFile::new("f", 2 * part, 16);
         let (first, first_receipts) = stage_all(store.as_ref(), &file).await;
         let (second, second_receipts) = stage_all(store.as_ref(), &file).await;
-        let doomed = store
-            .complete(&first, &first_receipts, &key(&file))
-            .await
-            .unwrap();
-        let twin = store
-            .complete(&second, &second_receipts, &key(&file))
-            .await
-            .unwrap();
+        let doomed = store.complete(&first, &first_receipts).await.unwrap();
+        let twin = store.complete(&second, &second_receipts).await.unwrap();
         store.delete(&doomed).await.unwrap();
         assert!(matches!(
             store.read(&doomed, 0, 1).await,
@@ -313,12 +362,10 @@ pub mod suite {
 
     pub async fn deleting_is_idempotent(b: &impl BlobBackend) {
         let store = b.open();
-        let file = TestFile::new("f", PART, 17);
+        let part = part_of(store.as_ref());
+        let file = TestFile::new("f", part, 17);
         let (handle, receipts) = stage_all(store.as_ref(), &file).await;
-        let content = store
-            .complete(&handle, &receipts, &key(&file))
-            .await
-            .unwrap();
+        let content = store.complete(&handle, &receipts).await.unwrap();
         store.delete(&content).await.unwrap();
         store.delete(&content).await.unwrap();
         store.delete(&b.missing_locator()).await.unwrap();
@@ -326,7 +373,8 @@ pub mod suite {
 
     pub async fn abort_is_idempotent(b: &impl BlobBackend) {
         let store = b.open();
-        let file = TestFile::new("f", PART, 7);
+        let part = part_of(store.as_ref());
+        let file = TestFile::new("f", part, 7);
         let (handle, _) = stage_all(store.as_ref(), &file).await;
         store.abort(&handle).await.unwrap();
         store.abort(&handle).await.unwrap();
@@ -347,14 +395,15 @@ pub mod suite {
     pub async fn another_process_completes_an_upload_from_the_kept_handle_and_receipts(
         b: &impl BlobBackend,
     ) {
-        let file = TestFile::new("f", 4 * PART, 8);
         let first = b.open();
+        let part = part_of(first.as_ref());
+        let file = TestFile::new("f", 4 * part, 8);
         let handle = first
             .begin(Uuid::new_v4(), file.data.len() as u64)
             .await
             .unwrap();
         let mut receipts = first
-            .put_parts(&handle, &parts(&file, &[0, 2]))
+            .put_parts(&handle, &parts(&file, part, &[0, 2]))
             .await
             .unwrap();
         drop(first);
@@ -367,14 +416,11 @@ pub mod suite {
         let mut all = kept_so_far;
         all.extend(
             second
-                .put_parts(&handle, &parts(&file, &[1, 3]))
+                .put_parts(&handle, &parts(&file, part, &[1, 3]))
                 .await
                 .unwrap(),
         );
-        let content = second
-            .complete(&handle, &kept(all), &key(&file))
-            .await
-            .unwrap();
+        let content = second.complete(&handle, &kept(all)).await.unwrap();
         let content = ContentLocator::new(content.as_str());
         assert_eq!(
             read_all(b.open().as_ref(), &content, file.data.len()).await,
@@ -384,15 +430,15 @@ pub mod suite {
 
     pub async fn an_empty_upload_completes(b: &impl BlobBackend) {
         let store = b.open();
-        let file = TestFile::new("f", 0, 9);
         let handle = store.begin(Uuid::new_v4(), 0).await.unwrap();
-        let content = store.complete(&handle, &[], &key(&file)).await.unwrap();
+        let content = store.complete(&handle, &[]).await.unwrap();
         assert_eq!(store.read(&content, 0, 0).await.unwrap(), Bytes::new());
     }
 
     pub async fn staged_uploads_are_listed_until_completed_or_aborted(b: &impl BlobBackend) {
         let store = b.open();
-        let file = TestFile::new("f", PART, 10);
+        let part = part_of(store.as_ref());
+        let file = TestFile::new("f", part, 10);
         let (done, done_receipts) = stage_all(store.as_ref(), &file).await;
         let (dropped, _) = stage_all(store.as_ref(), &file).await;
         let (open, _) = stage_all(store.as_ref(), &file).await;
@@ -408,10 +454,7 @@ pub mod suite {
             .collect();
         expected.sort();
         assert_eq!(handles(store.list_staged().await.unwrap()), expected);
-        store
-            .complete(&done, &done_receipts, &key(&file))
-            .await
-            .unwrap();
+        store.complete(&done, &done_receipts).await.unwrap();
         store.abort(&dropped).await.unwrap();
         assert_eq!(
             handles(store.list_staged().await.unwrap()),

@@ -7,7 +7,7 @@ use transfer_tests::TestFile;
 use transfer_wire::aligned::{BufferPool, DEFAULT_POOL_BYTES};
 use uuid::Uuid;
 
-use crate::blob::suite::{key, parts, stage_all};
+use crate::blob::suite::{parts, stage_all};
 
 const PART: u64 = 1000;
 
@@ -27,11 +27,11 @@ async fn staged_parts_written_in_any_order_read_back_at_their_offsets() {
         .await
         .unwrap();
     store
-        .put_parts(&handle, &parts(&file, &[4, 1]))
+        .put_parts(&handle, &parts(&file, PART as usize, &[4, 1]))
         .await
         .unwrap();
     store
-        .put_parts(&handle, &parts(&file, &[3, 0, 2]))
+        .put_parts(&handle, &parts(&file, PART as usize, &[3, 0, 2]))
         .await
         .unwrap();
     let all = store
@@ -53,7 +53,10 @@ async fn beginning_again_gives_the_same_handle_and_keeps_the_parts_written() {
     let file = TestFile::new("f", 2 * PART as usize, 3);
     let upload = Uuid::new_v4();
     let handle = store.begin(upload, file.data.len() as u64).await.unwrap();
-    store.put_parts(&handle, &parts(&file, &[1])).await.unwrap();
+    store
+        .put_parts(&handle, &parts(&file, PART as usize, &[1]))
+        .await
+        .unwrap();
     let again = store.begin(upload, file.data.len() as u64).await.unwrap();
     assert_eq!(again, handle);
     let second = store
@@ -69,8 +72,8 @@ async fn each_upload_of_the_same_content_completes_under_a_name_of_its_own() {
     let file = TestFile::new("f", 2 * PART as usize, 6);
     let (first, _) = stage_all(&store, &file).await;
     let (second, _) = stage_all(&store, &file).await;
-    let one = store.complete(&first, &[], &key(&file)).await.unwrap();
-    let two = store.complete(&second, &[], &key(&file)).await.unwrap();
+    let one = store.complete(&first, &[]).await.unwrap();
+    let two = store.complete(&second, &[]).await.unwrap();
     // Which copy stays is the ledger's decision; the store keeps both until told.
     assert_ne!(one, two);
     for locator in [&one, &two] {
@@ -91,11 +94,11 @@ async fn an_aborted_upload_cannot_complete_even_when_its_content_is_stored() {
     let (_dir, store) = store();
     let file = TestFile::new("f", 2 * PART as usize, 13);
     let (first, _) = stage_all(&store, &file).await;
-    store.complete(&first, &[], &key(&file)).await.unwrap();
+    store.complete(&first, &[]).await.unwrap();
     let (aborted, _) = stage_all(&store, &file).await;
     store.abort(&aborted).await.unwrap();
     assert!(matches!(
-        store.complete(&aborted, &[], &key(&file)).await,
+        store.complete(&aborted, &[]).await,
         Err(BlobError::UploadNotFound(_))
     ));
 }

@@ -25,9 +25,7 @@ use uuid::Uuid;
 mod read;
 mod space;
 
-use super::{
-    BlobError, BlobStore, ContentKey, ContentLocator, Part, PartReceipt, StagedUpload, UploadHandle,
-};
+use super::{BlobError, BlobStore, ContentLocator, Part, PartReceipt, StagedUpload, UploadHandle};
 use read::{open_direct_read, read_at, read_direct};
 use transfer_shared::direct_write::DirectWriter;
 use transfer_wire::aligned::BufferPool;
@@ -254,7 +252,6 @@ impl BlobStore for FsBlobStore {
         &self,
         upload: &UploadHandle,
         _parts: &[PartReceipt],
-        _key: &ContentKey,
     ) -> Result<ContentLocator, BlobError> {
         let staged = self.staging_path(upload)?;
         let id = Self::upload_of(upload)?;

@@ -4,7 +4,7 @@
 use super::actor::Session;
 use super::task::Stop;
 use super::*;
-use crate::blob::{BlobError, ContentKey, PartReceipt};
+use crate::blob::{BlobError, PartReceipt};
 use crate::error::ServiceError;
 use crate::ledger::{FileRecord, FileState, HashCheckpoint, LedgerError, Md5Digest};
 use crate::metrics::metrics;
@@ -80,10 +80,6 @@ impl Session {
         }
         let blobs = &self.registry.blobs;
         let ledger = &self.registry.ledger;
-        let key = ContentKey {
-            blake3: computed.blake3,
-            size: self.file.size,
-        };
         let receipts: Vec<PartReceipt> = ledger
             .part_receipts(id)
             .await?
@@ -93,7 +89,7 @@ impl Session {
                 tag: Some(tag),
             })
             .collect();
-        let locator = match blobs.complete(&self.staged, &receipts, &key).await {
+        let locator = match blobs.complete(&self.staged, &receipts).await {
             Ok(locator) => locator,
             Err(BlobError::UploadNotFound(_)) => {
                 return Err(lost("neither the content nor the staged upload is stored"));

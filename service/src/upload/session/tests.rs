@@ -14,7 +14,7 @@ use super::task::begin_staging;
 use super::writer::write_and_commit;
 use super::*;
 use crate::blob::{
-    BlobError, BlobStore, ContentKey, ContentLocator, FsBlobStore, Part, PartReceipt, StagedUpload,
+    BlobError, BlobStore, ContentLocator, FsBlobStore, Part, PartReceipt, StagedUpload,
     UploadHandle,
 };
 use crate::layout::Limits;
@@ -64,9 +64,8 @@ impl BlobStore for TestStore {
         &self,
         upload: &UploadHandle,
         parts: &[PartReceipt],
-        key: &ContentKey,
     ) -> Result<ContentLocator, BlobError> {
-        self.inner.complete(upload, parts, key).await
+        self.inner.complete(upload, parts).await
     }
 
     async fn free_space(&self) -> Result<Option<u64>, BlobError> {

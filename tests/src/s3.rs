@@ -1,0 +1,104 @@
+//! Real S3-compatible servers for the tests: SeaweedFS (an object store people run) and
+//! moto (the reference for AWS's semantics), installed by `scripts/test` into the tests'
+//! Python environment and started on loopback the first time a test binary asks, by
+//! `tests/python/s3_server.py`, which stops each and deletes its data when the test
+//! binary ends, however it ends (its standard input, held here, closes).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+use transfer_service::blob::{ObjectBlobStore, S3Settings, open_s3};
+
+/// A running S3-compatible server with one bucket the tests share; each test keeps to
+/// a prefix of its own ([`S3Server::fresh_url`]).
+pub struct S3Server {
+    pub name: &'static str,
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub bucket: String,
+    /// Closing it stops the server.
+    _alive: Mutex<ChildStdin>,
+    /// The supervising script, which outlives nothing: it ends with the test binary.
+    _process: Mutex<Child>,
+}
+
+/// SeaweedFS, started once per test binary.
+pub fn seaweedfs() -> &'static S3Server {
+    static SERVER: OnceLock<S3Server> = OnceLock::new();
+    SERVER.get_or_init(|| S3Server::start("seaweedfs"))
+}
+
+/// moto, started once per test binary.
+pub fn moto() -> &'static S3Server {
+    static SERVER: OnceLock<S3Server> = OnceLock::new();
+    SERVER.get_or_init(|| S3Server::start("moto"))
+}
+
+impl S3Server {
+    fn start(name: &'static str) -> Self {
+        let python = std::env::var("TRANSFER_TEST_PYTHON").unwrap_or_else(|_| {
+            panic!(
+                "TRANSFER_TEST_PYTHON is not set: run the tests with scripts/test, which \
+                 installs SeaweedFS and moto into target/test-python and sets it"
+            )
+        });
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/s3_server.py");
+        let mut child = Command::new(&python)
+            .arg(script)
+            .arg(name)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name} with {python}: {e}"));
+        let alive = child.stdin.take().expect("the server's stdin");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("the server's stdout"))
+            .read_line(&mut line)
+            .expect("reading whether the server started");
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let ["ready", endpoint, access_key, secret_key, bucket] = fields[..] else {
+            panic!(
+                "{name} did not start (its output is above; scripts/test installs it \
+                 into target/test-python from tests/python/requirements.txt): {line:?}"
+            );
+        };
+        Self {
+            name,
+            endpoint: endpoint.to_owned(),
+            access_key: access_key.to_owned(),
+            secret_key: secret_key.to_owned(),
+            bucket: bucket.to_owned(),
+            _alive: Mutex::new(alive),
+            _process: Mutex::new(child),
+        }
+    }
+
+    /// `s3://bucket/<a prefix no other test uses>`.
+    pub fn fresh_url(&self) -> String {
+        format!(
+            "s3://{}/t-{}",
+            self.bucket,
+            uuid::Uuid::new_v4().as_simple()
+        )
+    }
+
+    /// What reaches this server, as `transferd` would be told.
+    pub fn settings(&self) -> S3Settings {
+        S3Settings {
+            endpoint: Some(self.endpoint.clone()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some(self.access_key.clone()),
+            secret_access_key: Some(self.secret_key.clone()),
+            session_token: None,
+            virtual_hosted_style: false,
+        }
+    }
+
+    /// A blob store on `url` (from [`Self::fresh_url`]) of this server.
+    pub fn blob_store(&self, url: &str) -> ObjectBlobStore {
+        open_s3(url, &self.settings()).expect("an S3 blob store")
+    }
+}
