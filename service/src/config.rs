@@ -23,6 +23,9 @@ pub struct Settings {
     #[arg(long, env = "TRANSFERD_DATA_DIR", default_value = "transfer-data")]
     pub data_dir: PathBuf,
 
+    #[command(flatten)]
+    pub blobs: crate::store_config::BlobStoreSettings,
+
     /// The chunk ledger: `postgres://USER@HOST:PORT/DB` or `sqlite://PATH`. Without it, an
     /// embedded SQLite file in the data directory (`ledger.sqlite3`). Migrations are
     /// applied at start-up.

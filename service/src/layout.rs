@@ -40,15 +40,40 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The chunk size for a new session: the client's preference (or the default when it
-    /// has none) clamped to the configured bounds.
-    pub fn choose_chunk_size(&self, preferred: u32) -> u32 {
+    /// The chunk size for a new session of a `size`-byte file: the client's preference
+    /// (or the default when it has none) clamped to the configured bounds, and raised
+    /// where the blob store needs larger parts (one chunk is one part: S3 takes parts of
+    /// at least 5 MiB but the last, and at most 10,000 of them). `None` when the file
+    /// needs more parts than the store takes even at the largest chunk size.
+    pub fn choose_chunk_size(&self, preferred: u32, size: u64, rules: PartRules) -> Option<u32> {
         let wanted = if preferred == 0 {
             self.default_chunk_size
         } else {
             preferred
         };
-        wanted.clamp(self.min_chunk_size, self.max_chunk_size)
+        let wanted = wanted.clamp(self.min_chunk_size, self.max_chunk_size);
+        if size <= u64::from(wanted) {
+            // One chunk: the last part, of any size.
+            return Some(wanted);
+        }
+        const MIB: u64 = 1 << 20;
+        let for_count = size.div_ceil(rules.max_parts.max(1));
+        let needed = rules.min_part_size.max(for_count);
+        if needed <= u64::from(wanted) {
+            return Some(wanted);
+        }
+        // Whole MiB where the bounds allow, so sizes stay readable.
+        let rounded = needed.div_ceil(MIB) * MIB;
+        let max = u64::from(self.max_chunk_size);
+        let chosen = if rounded <= max { rounded } else { needed };
+        u32::try_from(chosen).ok().filter(|_| chosen <= max)
+    }
+
+    /// The largest file the store takes at the largest chunk size.
+    pub fn largest_file_for(&self, rules: PartRules) -> u64 {
+        u64::from(self.max_chunk_size)
+            .saturating_mul(rules.max_parts)
+            .min(self.max_file_size)
     }
 
     /// When an upload active now expires.
@@ -63,13 +88,14 @@ impl Limits {
 
 pub use transfer_shared::layout::ChunkLayout;
 
+use crate::blob::PartRules;
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn chunk_size_preference_is_clamped_to_bounds() {
-        let limits = Limits {
+    fn limits() -> Limits {
+        Limits {
             max_file_size: 1 << 40,
             min_chunk_size: 64,
             max_chunk_size: 1024,
@@ -84,10 +110,56 @@ mod tests {
             stream_idle_timeout: std::time::Duration::from_secs(1),
             hash_checkpoint_bytes: 1 << 20,
             upload_expiry: std::time::Duration::from_secs(1),
-        };
-        assert_eq!(limits.choose_chunk_size(0), 256);
-        assert_eq!(limits.choose_chunk_size(1), 64);
-        assert_eq!(limits.choose_chunk_size(100_000), 1024);
-        assert_eq!(limits.choose_chunk_size(512), 512);
+        }
+    }
+
+    #[test]
+    fn chunk_size_preference_is_clamped_to_bounds() {
+        let limits = limits();
+        let choose = |preferred| limits.choose_chunk_size(preferred, 1 << 20, PartRules::ANY);
+        assert_eq!(choose(0), Some(256));
+        assert_eq!(choose(1), Some(64));
+        assert_eq!(choose(100_000), Some(1024));
+        assert_eq!(choose(512), Some(512));
+    }
+
+    const MIB: u32 = 1 << 20;
+
+    fn s3_limits() -> Limits {
+        Limits {
+            min_chunk_size: 64 << 10,
+            default_chunk_size: 4 * MIB,
+            max_chunk_size: 64 * MIB,
+            ..limits()
+        }
+    }
+
+    #[test]
+    fn an_s3_store_gets_chunks_of_at_least_5_mib_but_a_file_of_one_chunk_keeps_its_size() {
+        let limits = s3_limits();
+        let choose = |preferred, size| limits.choose_chunk_size(preferred, size, PartRules::S3);
+        assert_eq!(
+            choose(0, 100 << 20),
+            Some(5 * MIB),
+            "4 MiB asked, 5 MiB needed"
+        );
+        assert_eq!(choose(8 * MIB, 100 << 20), Some(8 * MIB));
+        assert_eq!(choose(0, 1 << 20), Some(4 * MIB), "one chunk: any size");
+        assert_eq!(choose(1 << 20, 3 << 20), Some(5 * MIB));
+    }
+
+    #[test]
+    fn a_file_of_more_than_10000_parts_gets_larger_chunks_up_to_the_largest_allowed() {
+        let limits = s3_limits();
+        let choose = |size| limits.choose_chunk_size(0, size, PartRules::S3);
+        // 100 GiB in 10,000 parts: 10.24 MiB each, rounded up to 11 MiB.
+        assert_eq!(choose(100 << 30), Some(11 * MIB));
+        assert_eq!(
+            choose(625 << 30),
+            Some(64 * MIB),
+            "10,000 parts of 64 MiB exactly"
+        );
+        assert_eq!(choose((625 << 30) + 1), None);
+        assert_eq!(limits.largest_file_for(PartRules::S3), 625 << 30);
     }
 }

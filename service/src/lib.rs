@@ -28,6 +28,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod request;
 pub mod server;
+pub mod store_config;
 pub mod telemetry;
 pub mod upload;
 

@@ -11,7 +11,6 @@ use transfer_proto::v1::transfer_service_server::TransferServiceServer;
 use transfer_wire::aligned::{BufferPool, DEFAULT_POOL_BYTES};
 
 use crate::Settings;
-use crate::blob::{BlobError, BlobStore, FsBlobStore};
 use crate::bulk_route::BulkRoute;
 use crate::config::{DedupScope, Security, SettingsError};
 use crate::connections::LimitedIncoming;
@@ -21,6 +20,7 @@ use crate::grpc::TransferApi;
 use crate::identity::{Authenticator, IdentityLayer};
 use crate::ledger::{KeyLedger, LedgerError};
 use crate::lifecycle::{self, ExpirySweeper, GarbageCollector, sweep_orphaned_staging};
+use crate::store_config::BlobStoreError;
 use crate::upload::SessionRegistry;
 use crate::upload::possession::Challenges;
 
@@ -45,8 +45,8 @@ pub enum StartupError {
     Settings(#[from] SettingsError),
     #[error("opening the ledger failed: {0}")]
     Ledger(#[from] LedgerError),
-    #[error("opening the data directory failed: {0}")]
-    Blob(#[from] BlobError),
+    #[error(transparent)]
+    Blob(#[from] BlobStoreError),
     #[error("building gRPC reflection failed: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("serving gRPC failed: {0}")]
@@ -116,8 +116,10 @@ impl Transferd {
         // One pool of buffers for the server's bulk data: chunks read off the network,
         // content read back from disk.
         let buffers = BufferPool::new(DEFAULT_POOL_BYTES);
-        let blobs: Arc<dyn BlobStore> =
-            Arc::new(FsBlobStore::open(&settings.data_dir, Arc::clone(&buffers))?);
+        let blobs = settings
+            .blobs
+            .open(&settings.data_dir, Arc::clone(&buffers))?;
+        tracing::info!(blob_store = %settings.blobs.describe(&settings.data_dir), "blob store open");
         tokio::spawn(sweep_orphaned_staging(
             Arc::clone(&ledger),
             Arc::clone(&blobs),

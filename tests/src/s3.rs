@@ -8,6 +8,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 
+use futures::TryStreamExt;
+
 use transfer_service::blob::{ObjectBlobStore, S3Settings, open_s3};
 
 /// A running S3-compatible server with one bucket the tests share; each test keeps to
@@ -95,6 +97,48 @@ impl S3Server {
             session_token: None,
             virtual_hosted_style: false,
         }
+    }
+
+    /// Points a server's settings at `url` (from [`Self::fresh_url`]) on this server.
+    pub fn configure(&self, settings: &mut transfer_service::Settings, url: &str) {
+        let blobs = &mut settings.blobs;
+        blobs.blob_store = Some(url.to_owned());
+        blobs.s3_endpoint = Some(self.endpoint.clone());
+        blobs.s3_region = Some("us-east-1".into());
+        blobs.s3_access_key_id = Some(self.access_key.clone());
+        blobs.s3_secret_access_key = Some(self.secret_key.clone());
+    }
+
+    /// The keys of every object under `url`'s prefix, relative to it, sorted.
+    pub async fn keys(&self, url: &str) -> Vec<String> {
+        let prefix = url
+            .strip_prefix(&format!("s3://{}/", self.bucket))
+            .expect("a URL of this server's bucket");
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_bucket_name(&self.bucket)
+            .with_access_key_id(&self.access_key)
+            .with_secret_access_key(&self.secret_key)
+            .build()
+            .expect("an S3 client");
+        let listed: Vec<object_store::ObjectMeta> =
+            object_store::ObjectStore::list(&store, Some(&object_store::path::Path::from(prefix)))
+                .try_collect()
+                .await
+                .expect("listing the bucket");
+        let mut keys: Vec<String> = listed
+            .into_iter()
+            .map(|meta| {
+                let key = meta.location.to_string();
+                key.strip_prefix(&format!("{prefix}/"))
+                    .unwrap_or(&key)
+                    .to_owned()
+            })
+            .collect();
+        keys.sort();
+        keys
     }
 
     /// A blob store on `url` (from [`Self::fresh_url`]) of this server.

@@ -221,20 +221,19 @@ impl TestServer {
             .expect("opening the ledger")
     }
 
-    /// A garbage collector on this server's ledger and data directory, with this grace
+    /// A garbage collector on this server's ledger and blob store, with this grace
     /// period: tests run its passes themselves, where they want them.
     pub async fn collector(
         &self,
         grace: std::time::Duration,
     ) -> transfer_service::lifecycle::GarbageCollector {
         let buffers = transfer_wire::aligned::BufferPool::new(1 << 20);
-        let blobs = transfer_service::blob::FsBlobStore::open(self.data_dir(), buffers)
+        let blobs = self
+            .settings
+            .blobs
+            .open(self.data_dir(), buffers)
             .expect("opening the server's blob store");
-        transfer_service::lifecycle::GarbageCollector::new(
-            self.open_ledger().await,
-            std::sync::Arc::new(blobs),
-            grace,
-        )
+        transfer_service::lifecycle::GarbageCollector::new(self.open_ledger().await, blobs, grace)
     }
 
     /// Runs a garbage collection pass with no grace now: spare copies of content that

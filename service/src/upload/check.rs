@@ -325,7 +325,12 @@ async fn open_session(
     let _opening = sessions.opening(owner).await;
     within_owner_limits(ledger, limits, owner, intent.size).await?;
     has_room_for(blobs, intent.size).await?;
-    let chunk_size = limits.choose_chunk_size(intent.preferred_chunk_size);
+    let chunk_size = limits
+        .choose_chunk_size(intent.preferred_chunk_size, intent.size, blobs.part_rules())
+        .ok_or(ServiceError::FileTooLarge {
+            size: intent.size,
+            max: limits.largest_file_for(blobs.part_rules()),
+        })?;
     let opened = ledger
         .open_upload(&NewUpload {
             owner: owner.as_str().to_owned(),

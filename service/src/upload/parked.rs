@@ -47,6 +47,13 @@ impl ParkedChunks {
         Some(data)
     }
 
+    /// Drops every chunk.
+    pub fn clear(&mut self) {
+        while let Some((_, data)) = self.chunks.pop_last() {
+            self.sub(data.len());
+        }
+    }
+
     /// Drops the chunks needed last while this session is over its own limit or the
     /// server over its shared one.
     pub fn trim(&mut self) {

@@ -14,6 +14,7 @@ mod health;
 mod instant_upload;
 mod integrity;
 mod migrate;
+mod object_store;
 mod restart;
 mod resume;
 mod single_pass;

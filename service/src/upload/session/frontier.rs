@@ -8,6 +8,11 @@
 //! prefix is acked only as the hasher takes it, so a client sends no faster than the
 //! server hashes; one past a gap is acked at once. Every `--hash-checkpoint-mib` hashed,
 //! the hash state is saved to the ledger, so a restarted session re-reads little.
+//!
+//! A store that cannot read back an unfinished upload (an object store's multipart
+//! upload) cannot give a chunk no longer in memory: the frontier then stops, acks
+//! everything at once, and leaves the rest of the hash to completion, which reads it
+//! from the completed content ([`HashFrontier::is_deferred`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,6 +49,9 @@ pub(super) struct HashFrontier {
     /// ack waits until the hasher takes them: the client then refills its window only
     /// as fast as the server hashes, so memory stays about window x chunk size.
     acks_after_hash: BTreeMap<u64, u64>,
+    /// The hasher needed a chunk the store cannot give back: it takes no more, and
+    /// completion hashes the rest from the content.
+    deferred: bool,
 }
 
 impl HashFrontier {
@@ -69,6 +77,7 @@ impl HashFrontier {
             checkpoint_bytes: u64::MAX,
             parked,
             acks_after_hash: BTreeMap::new(),
+            deferred: false,
         }
     }
 
@@ -83,6 +92,17 @@ impl HashFrontier {
     pub(super) fn behind_by(&self, committed_prefix: u64) -> u64 {
         let end = self.layout.offset(committed_prefix).min(self.layout.size);
         end.saturating_sub(self.layout.offset(self.hashed))
+    }
+
+    /// Bytes hashed so far: the file's first bytes, up to here.
+    pub(super) fn hashed_bytes(&self) -> u64 {
+        self.layout.offset(self.hashed).min(self.layout.size)
+    }
+
+    /// Whether hashing was left to completion (see the module's docs).
+    #[cfg(test)]
+    pub(super) fn is_deferred(&self) -> bool {
+        self.deferred
     }
 
     /// Whether every chunk has been hashed.
@@ -102,7 +122,7 @@ impl HashFrontier {
 
     /// Whether the hasher has a committed chunk to take next.
     pub(super) fn can_feed(&self, committed: &CommittedChunks) -> bool {
-        self.hasher.is_some() && committed.contains(self.hashed)
+        self.hasher.is_some() && !self.deferred && committed.contains(self.hashed)
     }
 
     /// Takes in chunks a batch just committed (`(stream, index, bytes)`), and returns
@@ -113,6 +133,12 @@ impl HashFrontier {
         committed: &CommittedChunks,
         chunks: Vec<(u64, u64, Bytes)>,
     ) -> Vec<(u64, u64)> {
+        if self.deferred {
+            return chunks
+                .into_iter()
+                .map(|(stream, index, _)| (stream, index))
+                .collect();
+        }
         let next_to_hash = self.hashed;
         let mut hashable_end = next_to_hash;
         while self.hasher.is_some() && committed.contains(hashable_end) {
@@ -153,6 +179,10 @@ impl HashFrontier {
             let index = self.hashed;
             let data = match self.parked.get(index) {
                 Some(data) => data.clone(),
+                None if !self.blobs.reads_staged() => {
+                    self.defer(ack);
+                    break;
+                }
                 None => {
                     let len = self.layout.chunk_len(index).unwrap_or(0) as usize;
                     let data = self
@@ -188,6 +218,21 @@ impl HashFrontier {
         Ok(())
     }
 
+    /// Leaves the rest of the hash to completion: acks what waited for the hasher, and
+    /// keeps no chunk in memory for it.
+    fn defer(&mut self, ack: &mut (impl FnMut(u64, u64) + Send)) {
+        tracing::info!(
+            upload = %self.id,
+            hashed = self.hashed_bytes(),
+            "a chunk to hash is no longer in memory and the store cannot read it back: the rest is hashed from the content once complete"
+        );
+        self.deferred = true;
+        self.parked.clear();
+        for (index, stream) in std::mem::take(&mut self.acks_after_hash) {
+            ack(stream, index);
+        }
+    }
+
     /// Whether chunks were hashed since the last checkpoint.
     pub(super) fn has_unsaved(&self) -> bool {
         self.hashed > self.checkpointed
@@ -216,224 +261,5 @@ impl HashFrontier {
                 }
             }
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::blob::{FsBlobStore, Part};
-    use crate::ledger::{NewUpload, SqliteLedger};
-    use crate::upload::hasher::HashingSlots;
-    use crate::upload::memory::MemoryBudget;
-    use transfer_wire::aligned::{BufferPool, DEFAULT_POOL_BYTES};
-
-    const CHUNK: u32 = 4096;
-    const CHUNKS: u64 = 4;
-
-    struct Fixture {
-        _dir: tempfile::TempDir,
-        data: Vec<u8>,
-        ledger: Arc<SqliteLedger>,
-        blobs: Arc<FsBlobStore>,
-        id: Uuid,
-        staged: UploadHandle,
-        layout: ChunkLayout,
-    }
-
-    impl Fixture {
-        async fn new() -> Self {
-            let dir = tempfile::tempdir().unwrap();
-            let ledger = Arc::new(
-                SqliteLedger::open(&dir.path().join("ledger.sqlite3"), 2)
-                    .await
-                    .unwrap(),
-            );
-            let buffers = BufferPool::new(DEFAULT_POOL_BYTES);
-            let blobs = Arc::new(FsBlobStore::open(&dir.path().join("data"), buffers).unwrap());
-            let data: Vec<u8> = (0..CHUNKS * u64::from(CHUNK))
-                .map(|i| (i * 7 % 251) as u8)
-                .collect();
-            let id = ledger
-                .open_upload(&NewUpload {
-                    owner: "o".into(),
-                    name: "f.bin".into(),
-                    size: data.len() as u64,
-                    md5: Some(transfer_md5::Md5::digest(&data)),
-                    head_md5: None,
-                    chunk_size: CHUNK,
-                    chunk_count: CHUNKS,
-                    expires_at: chrono::Utc::now() + chrono::Duration::days(1),
-                })
-                .await
-                .unwrap()
-                .file
-                .id;
-            let layout = ChunkLayout::new(data.len() as u64, CHUNK);
-            let staged = blobs.begin(id, layout.size).await.unwrap();
-            Self {
-                _dir: dir,
-                data,
-                ledger,
-                blobs,
-                id,
-                staged,
-                layout,
-            }
-        }
-
-        /// A frontier from the start, keeping at most `parked_limit` bytes parked.
-        fn frontier(&self, parked_limit: usize) -> HashFrontier {
-            let budget = MemoryBudget::new(1 << 30, 1 << 30, Duration::from_secs(1));
-            HashFrontier::new(
-                self.id,
-                self.staged.clone(),
-                self.layout,
-                Arc::clone(&self.blobs) as Arc<dyn BlobStore>,
-                Arc::clone(&self.ledger) as Arc<dyn UploadLedger>,
-                (OrderedHasher::start(&HashingSlots::per_core()), 0),
-                ParkedChunks::new(parked_limit, budget),
-            )
-        }
-
-        fn chunk(&self, index: u64) -> Bytes {
-            let start = (index * u64::from(CHUNK)) as usize;
-            Bytes::copy_from_slice(&self.data[start..start + CHUNK as usize])
-        }
-
-        /// Writes chunks to staging and marks them committed, as the session's writer does.
-        async fn commit(
-            &self,
-            frontier: &mut HashFrontier,
-            committed: &mut CommittedChunks,
-            indexes: &[u64],
-        ) -> Vec<(u64, u64)> {
-            let parts: Vec<Part> = indexes
-                .iter()
-                .map(|&index| Part {
-                    index,
-                    offset: self.layout.offset(index),
-                    data: self.chunk(index),
-                })
-                .collect();
-            self.blobs.put_parts(&self.staged, &parts).await.unwrap();
-            for &index in indexes {
-                committed.insert(index);
-            }
-            // Stream 7 sent them all.
-            let stored = indexes.iter().map(|&i| (7, i, self.chunk(i))).collect();
-            frontier.committed(committed, stored)
-        }
-    }
-
-    async fn advance(frontier: &mut HashFrontier, committed: &CommittedChunks) -> Vec<u64> {
-        let mut acked = Vec::new();
-        frontier
-            .advance(committed, &mut |_, index| acked.push(index))
-            .await
-            .unwrap();
-        acked
-    }
-
-    async fn md5_of(frontier: &mut HashFrontier) -> [u8; 16] {
-        frontier.take_hasher().unwrap().finish().await.unwrap().md5
-    }
-
-    #[tokio::test]
-    async fn chunks_past_a_gap_are_acked_at_once_the_others_as_the_hasher_takes_them() {
-        let f = Fixture::new().await;
-        let mut frontier = f.frontier(1 << 20);
-        let mut committed = CommittedChunks::from_ranges([], CHUNKS);
-
-        let now = f.commit(&mut frontier, &mut committed, &[1, 2]).await;
-        assert_eq!(
-            now,
-            [(7, 1), (7, 2)],
-            "past the gap at chunk 0: acked at once"
-        );
-        assert!(!frontier.can_feed(&committed));
-
-        let now = f.commit(&mut frontier, &mut committed, &[0]).await;
-        assert!(now.is_empty(), "chunk 0 extends the prefix: its ack waits");
-        assert_eq!(advance(&mut frontier, &committed).await, [0]);
-
-        let now = f.commit(&mut frontier, &mut committed, &[3]).await;
-        assert!(now.is_empty());
-        assert_eq!(advance(&mut frontier, &committed).await, [3]);
-        assert!(frontier.all_hashed());
-        assert_eq!(
-            md5_of(&mut frontier).await,
-            transfer_md5::Md5::digest(&f.data)
-        );
-    }
-
-    #[tokio::test]
-    async fn a_chunk_no_longer_in_memory_is_read_back_from_staging() {
-        let f = Fixture::new().await;
-        // Nothing may stay parked: every chunk past the gap is dropped at once.
-        let mut frontier = f.frontier(0);
-        let mut committed = CommittedChunks::from_ranges([], CHUNKS);
-        f.commit(&mut frontier, &mut committed, &[3, 2, 1]).await;
-        f.commit(&mut frontier, &mut committed, &[0]).await;
-        assert_eq!(advance(&mut frontier, &committed).await, [0]);
-        assert!(frontier.all_hashed());
-        assert_eq!(
-            md5_of(&mut frontier).await,
-            transfer_md5::Md5::digest(&f.data)
-        );
-    }
-
-    #[tokio::test]
-    async fn the_hash_is_checkpointed_as_it_goes_and_resumes_from_the_checkpoint() {
-        let f = Fixture::new().await;
-        let mut frontier = f.frontier(1 << 20).checkpointing_every(u64::from(CHUNK));
-        let mut committed = CommittedChunks::from_ranges([], CHUNKS);
-        f.commit(&mut frontier, &mut committed, &[0, 1]).await;
-        advance(&mut frontier, &committed).await;
-        assert!(!frontier.has_unsaved(), "saved after each chunk");
-        let mut saved = None;
-        for _ in 0..100 {
-            saved = f.ledger.hash_checkpoint(f.id).await.unwrap();
-            if saved.as_ref().is_some_and(|c| c.chunks == 2) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let saved = saved.expect("a checkpoint in the ledger");
-        assert_eq!(saved.chunks, 2);
-
-        // A new frontier resumes from it and finishes with the same digest.
-        let hasher =
-            OrderedHasher::resume(&saved.state, f.layout.offset(2), &HashingSlots::per_core())
-                .unwrap();
-        let budget = MemoryBudget::new(1 << 30, 1 << 30, Duration::from_secs(1));
-        let mut resumed = HashFrontier::new(
-            f.id,
-            f.staged.clone(),
-            f.layout,
-            Arc::clone(&f.blobs) as Arc<dyn BlobStore>,
-            Arc::clone(&f.ledger) as Arc<dyn UploadLedger>,
-            (hasher, 2),
-            ParkedChunks::new(1 << 20, budget),
-        );
-        assert_eq!(
-            resumed.behind_by(2),
-            0,
-            "nothing to read back up to the checkpoint"
-        );
-        assert_eq!(
-            resumed.behind_by(CHUNKS),
-            f.layout.size - f.layout.offset(2),
-            "the chunks past the checkpoint are read back"
-        );
-        f.commit(&mut resumed, &mut committed, &[2, 3]).await;
-        advance(&mut resumed, &committed).await;
-        assert!(resumed.all_hashed());
-        assert_eq!(
-            md5_of(&mut resumed).await,
-            transfer_md5::Md5::digest(&f.data)
-        );
     }
 }

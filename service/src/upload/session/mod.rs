@@ -32,6 +32,8 @@ mod task;
 mod writer;
 
 #[cfg(test)]
+mod frontier_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;

@@ -162,7 +162,9 @@ impl Session {
         // What this session reads back before it acks again: at most a checkpoint's
         // worth, unless the hash state was lost.
         let rehash = frontier.behind_by(prefix);
-        if rehash > 0 {
+        // (A store that cannot read staged bytes back has them hashed at completion,
+        // counted there.)
+        if rehash > 0 && registry.blobs.reads_staged() {
             metrics().bytes_rehashed.add(rehash, &[]);
             tracing::info!(upload = %id, bytes = rehash, "reading staged bytes back to rebuild the hash");
         }
