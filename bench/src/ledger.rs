@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
+use transfer_service::ledger::Lease;
 
 use anyhow::{Context, Result, bail};
 use transfer_client::proto::check_upload_response::Result as CheckResult;
@@ -40,7 +41,7 @@ pub async fn commits_per_sec(ledger: &dyn Ledger, chunks: u64, batch: u64) -> Re
             })
             .collect();
         index += rows.len() as u64;
-        ledger.commit_chunks(id, &rows).await?;
+        ledger.commit_chunks(id, Lease::UNTAKEN, &rows).await?;
     }
     Ok(chunks as f64 / started.elapsed().as_secs_f64())
 }

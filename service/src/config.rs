@@ -173,6 +173,12 @@ pub struct Settings {
     #[arg(long, env = "TRANSFERD_SESSION_IDLE_SECS", default_value_t = 60)]
     pub session_idle_secs: u64,
 
+    /// Seconds a replica's leases on uploads outlive its last heartbeat (renewed four
+    /// times as often): how long other replicas wait before taking over the uploads of
+    /// one that died. A replica that stops cleanly lets go at once.
+    #[arg(long, env = "TRANSFERD_LEASE_SECS", default_value_t = 10)]
+    pub lease_secs: u64,
+
     /// HTTP/2 flow-control window of one stream, in bytes: how much one upload may have
     /// in flight before the server's acknowledgement of bytes reaches the client. A
     /// stream moves at most this much per round trip (hyper's default, 64 KiB, allows
@@ -446,6 +452,10 @@ impl Settings {
 
     pub fn session_idle_timeout(&self) -> Duration {
         Duration::from_secs(self.session_idle_secs.max(1))
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.lease_secs.max(1))
     }
 
     pub fn gc_grace(&self) -> Duration {

@@ -19,6 +19,12 @@ pub enum ServiceError {
     FileTooLarge { size: u64, max: u64 },
     #[error("no upload session {0}")]
     UploadNotFound(Uuid),
+    /// Another replica took the upload over: streams go on there.
+    #[error("upload {0} moved to another server; resume it (send what is missing)")]
+    MovedAway(Uuid),
+    /// Another replica writes the upload and did not let go in time.
+    #[error("upload {0} is being written through another server; try again shortly")]
+    HeldElsewhere(Uuid),
     #[error("no file {0}")]
     FileNotFound(Uuid),
     #[error("file {0} was deleted while it was being read")]
@@ -149,7 +155,9 @@ impl ServiceError {
             ServiceError::Ledger(LedgerError::NotUploading { .. }) => Code::FailedPrecondition,
             // gRPC's code for a concurrency conflict: the client retries.
             ServiceError::Ledger(LedgerError::RetryableConflict(_)) => Code::Aborted,
-            ServiceError::Ledger(LedgerError::Unavailable(_))
+            ServiceError::Ledger(LedgerError::Unavailable(_) | LedgerError::LeaseLost(_))
+            | ServiceError::MovedAway(_)
+            | ServiceError::HeldElsewhere(_)
             | ServiceError::SessionClosed
             | ServiceError::ShuttingDown => Code::Unavailable,
             ServiceError::Ledger(_) | ServiceError::Randomness(_) => Code::Internal,

@@ -26,6 +26,7 @@ pub mod layout;
 pub mod ledger;
 pub mod lifecycle;
 pub mod metrics;
+pub mod replica;
 pub mod request;
 pub mod server;
 pub mod store_config;

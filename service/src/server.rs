@@ -20,9 +20,11 @@ use crate::grpc::TransferApi;
 use crate::identity::{Authenticator, IdentityLayer};
 use crate::ledger::{KeyLedger, LedgerError};
 use crate::lifecycle::{self, ExpirySweeper, GarbageCollector, sweep_orphaned_staging};
+use crate::replica::Replica;
 use crate::store_config::BlobStoreError;
 use crate::upload::SessionRegistry;
 use crate::upload::possession::Challenges;
+use tokio_util::sync::CancellationToken;
 
 /// Largest HTTP/2 frame the client may send: a 4 MiB chunk in 16 KiB frames (the
 /// protocol's default) costs the server 256 frames of bookkeeping and wake-ups.
@@ -65,6 +67,8 @@ pub enum StartupError {
 /// A `transferd` with its storage opened, ready to serve.
 pub struct Transferd {
     api: TransferApi,
+    /// This replica's heartbeat, stopped once the server has stopped (its leases then go).
+    heartbeat: (CancellationToken, tokio::task::JoinHandle<()>),
     authenticator: Arc<Authenticator>,
     tls: Option<ServerTlsConfig>,
     max_streams_per_connection: u32,
@@ -135,13 +139,22 @@ impl Transferd {
                 ))
             }
         };
+        // Alive in the ledger before any session takes a lease: other replicas take over
+        // at once the uploads of a holder they do not see alive.
+        let replica = Arc::new(Replica::new(settings.lease_ttl()));
+        ledger.heartbeat(&replica.id, replica.lease_ttl).await?;
+        tracing::info!(replica = %replica.id, "replica alive in the ledger");
+        let stop_heartbeat = CancellationToken::new();
+        let heartbeat = replica.spawn_heartbeat(Arc::clone(&ledger), stop_heartbeat.clone());
         let sessions = SessionRegistry::new(
             Arc::clone(&ledger),
             Arc::clone(&blobs),
             limits,
             settings.session_idle_timeout(),
             buffers,
+            replica,
         );
+        sessions.listen_for_handovers();
         lifecycle::spawn(
             ExpirySweeper::new(
                 Arc::clone(&ledger),
@@ -154,6 +167,7 @@ impl Transferd {
         );
         Ok(Self {
             api: TransferApi::new(ledger, blobs, sessions, limits, control, challenges),
+            heartbeat: (stop_heartbeat, heartbeat),
             authenticator,
             tls,
             max_streams_per_connection: settings.max_streams_per_connection,
@@ -246,6 +260,11 @@ impl Transferd {
                 shutdown,
             )
             .await?;
+        // Stopped cleanly: let go of this replica's leases, so that others take its
+        // uploads over at once rather than after the lease period.
+        let (stop_heartbeat, heartbeat) = self.heartbeat;
+        stop_heartbeat.cancel();
+        let _ = heartbeat.await;
         Ok(())
     }
 }

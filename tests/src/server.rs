@@ -72,6 +72,22 @@ impl TestServer {
         }
     }
 
+    /// Another replica of this server: the same ledger and blob store (an object store
+    /// both reach), its own data directory and port. The database stays this server's.
+    pub async fn replica(&self) -> Self {
+        let data_dir = tempfile::tempdir().expect("creating a temporary data directory");
+        let mut settings = self.settings.clone();
+        settings.data_dir = data_dir.path().to_owned();
+        let (addr, running) = launch(&settings).await;
+        Self {
+            addr,
+            settings,
+            running: Some(running),
+            data_dir,
+            db: None,
+        }
+    }
+
     /// Stops the server and starts a new one on the same database and data directory,
     /// as after a restart of the process. Calls still running are cut off.
     pub async fn restart(&mut self) {

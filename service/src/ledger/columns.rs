@@ -2,17 +2,26 @@
 
 use uuid::Uuid;
 
-use super::{Blake3Digest, FileRecord, FileState, LedgerError, Md5Digest};
+use super::{Blake3Digest, FileState, Lease, LedgerError, Md5Digest};
 
-/// Checks that `file` (the ledger's row for `id`) exists and is open for chunks.
-pub(super) fn require_open(id: Uuid, file: Option<&FileRecord>) -> Result<(), LedgerError> {
-    match file {
-        None => Err(LedgerError::NotFound(id)),
-        Some(file) if file.state != FileState::Uploading => Err(LedgerError::NotUploading {
-            id,
-            state: file.state,
-        }),
-        Some(_) => Ok(()),
+/// Why a session write to an upload changed nothing, from its state and lease epoch
+/// (`None`: no such upload): unknown, closed, or taken over by another replica under a
+/// newer lease. A write that should have changed something and found none of these
+/// lost a race: try again.
+pub(super) fn not_writable(
+    id: Uuid,
+    found: Option<(FileState, u64)>,
+    lease: Option<Lease>,
+) -> LedgerError {
+    match found {
+        None => LedgerError::NotFound(id),
+        Some((state, _)) if state != FileState::Uploading => {
+            LedgerError::NotUploading { id, state }
+        }
+        Some((_, epoch)) if lease.is_some_and(|lease| lease.epoch != epoch) => {
+            LedgerError::LeaseLost(id)
+        }
+        Some(_) => LedgerError::RetryableConflict(format!("upload {id} changed while written")),
     }
 }
 

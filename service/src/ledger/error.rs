@@ -11,6 +11,9 @@ pub enum LedgerError {
     NotFound(Uuid),
     #[error("upload {id} is {state}, not open")]
     NotUploading { id: Uuid, state: FileState },
+    /// Another replica took the upload's session over: this one's writes no longer count.
+    #[error("upload {0} is being written by another server now")]
+    LeaseLost(Uuid),
     /// Only a file whose upload is over can be deleted: abort an open upload first.
     #[error("upload {0} is still open")]
     StillUploading(Uuid),

@@ -25,6 +25,7 @@ mod error;
 mod expiry;
 mod garbage;
 pub mod keys;
+mod leases;
 mod location;
 mod postgres;
 mod records;
@@ -40,6 +41,7 @@ pub use error::LedgerError;
 pub use expiry::UploadExpiry;
 pub use garbage::ContentGarbage;
 pub use keys::{ApiKeyRecord, KeyLedger, NewApiKey};
+pub use leases::{Lease, LeaseOutcome, UploadLeases};
 pub use location::LedgerLocation;
 pub use postgres::PostgresLedger;
 pub use records::{
@@ -51,12 +53,20 @@ pub use uploads::UploadLedger;
 
 /// A whole ledger: every record kind, in one database.
 pub trait Ledger:
-    UploadLedger + UploadExpiry + FileCatalog + ContentIndex + ContentGarbage + LedgerExport + KeyLedger
+    UploadLedger
+    + UploadLeases
+    + UploadExpiry
+    + FileCatalog
+    + ContentIndex
+    + ContentGarbage
+    + LedgerExport
+    + KeyLedger
 {
 }
 
 impl<L> Ledger for L where
     L: UploadLedger
+        + UploadLeases
         + UploadExpiry
         + FileCatalog
         + ContentIndex

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{
-    Blake3Digest, CommittedChunk, FileRecord, HashCheckpoint, LedgerError, Md5Digest, NewUpload,
-    OpenedUpload,
+    Blake3Digest, CommittedChunk, FileRecord, HashCheckpoint, Lease, LedgerError, Md5Digest,
+    NewUpload, OpenedUpload,
 };
 
 /// The durable record of upload sessions.
@@ -20,6 +20,10 @@ use super::{
 /// - A complete file always has its MD5.
 /// - Chunks are recorded only while their file is `Uploading`; recording an index twice
 ///   keeps the first record.
+/// - The writes of an upload's session name the [`Lease`] it holds
+///   ([`super::UploadLeases`]); under any other epoch they fail with
+///   [`LedgerError::LeaseLost`] and change nothing. An upload nobody took a lease on has
+///   epoch 0 ([`Lease::UNTAKEN`]).
 #[async_trait]
 pub trait UploadLedger: Send + Sync + 'static {
     /// Opens an upload session, or returns the open one for the same owner, MD5 and
@@ -50,6 +54,7 @@ pub trait UploadLedger: Send + Sync + 'static {
     async fn commit_chunks(
         &self,
         id: Uuid,
+        lease: Lease,
         chunks: &[CommittedChunk],
     ) -> Result<Vec<u64>, LedgerError>;
 
@@ -61,6 +66,7 @@ pub trait UploadLedger: Send + Sync + 'static {
     async fn save_hash_checkpoint(
         &self,
         id: Uuid,
+        lease: Lease,
         checkpoint: &HashCheckpoint,
     ) -> Result<(), LedgerError>;
 
@@ -72,6 +78,7 @@ pub trait UploadLedger: Send + Sync + 'static {
     async fn complete_upload(
         &self,
         id: Uuid,
+        lease: Lease,
         md5: &Md5Digest,
         blake3: &Blake3Digest,
         locator: &str,
@@ -80,14 +87,19 @@ pub trait UploadLedger: Send + Sync + 'static {
     /// Keeps the blob store's handle of an open upload's staged bytes, unless one is kept
     /// already; returns the handle kept. Fails with [`LedgerError::NotUploading`] when
     /// the upload is closed.
-    async fn keep_blob_upload(&self, id: Uuid, handle: &str) -> Result<String, LedgerError>;
+    async fn keep_blob_upload(
+        &self,
+        id: Uuid,
+        lease: Lease,
+        handle: &str,
+    ) -> Result<String, LedgerError>;
 
     /// The receipts recorded with an upload's committed chunks, by ascending index
     /// (chunks recorded without one are left out).
     async fn part_receipts(&self, id: Uuid) -> Result<Vec<(u64, String)>, LedgerError>;
 
     /// Marks an open upload failed, with the reason, and forgets its chunks.
-    async fn fail_upload(&self, id: Uuid, reason: &str) -> Result<(), LedgerError>;
+    async fn fail_upload(&self, id: Uuid, lease: Lease, reason: &str) -> Result<(), LedgerError>;
 
     /// Marks an open upload aborted and forgets its chunks.
     async fn abort_upload(&self, id: Uuid) -> Result<(), LedgerError>;

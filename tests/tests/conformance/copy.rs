@@ -2,6 +2,7 @@
 //! implementations, and copying again changes nothing.
 
 use std::sync::Arc;
+use transfer_service::ledger::Lease;
 
 use transfer_service::ledger::{
     CommittedChunk, ContentDump, FileDump, HashCheckpoint, Ledger, NewUpload, copy_ledger,
@@ -31,9 +32,12 @@ async fn populate(ledger: &dyn Ledger) {
         receipt: (index != 1).then(|| format!("etag-{index}")),
     };
     let open = ledger.open_upload(&upload("open")).await.unwrap().file.id;
-    ledger.keep_blob_upload(open, "uploads/open").await.unwrap();
     ledger
-        .commit_chunks(open, &[chunk(0), chunk(2)])
+        .keep_blob_upload(open, Lease::UNTAKEN, "uploads/open")
+        .await
+        .unwrap();
+    ledger
+        .commit_chunks(open, Lease::UNTAKEN, &[chunk(0), chunk(2)])
         .await
         .unwrap();
     let checkpoint = HashCheckpoint {
@@ -41,17 +45,18 @@ async fn populate(ledger: &dyn Ledger) {
         state: vec![7; 24],
     };
     ledger
-        .save_hash_checkpoint(open, &checkpoint)
+        .save_hash_checkpoint(open, Lease::UNTAKEN, &checkpoint)
         .await
         .unwrap();
     let done = ledger.open_upload(&upload("done")).await.unwrap().file.id;
     ledger
-        .commit_chunks(done, &[chunk(0), chunk(1), chunk(2)])
+        .commit_chunks(done, Lease::UNTAKEN, &[chunk(0), chunk(1), chunk(2)])
         .await
         .unwrap();
     let done = ledger
         .complete_upload(
             done,
+            Lease::UNTAKEN,
             &digest("done"),
             blake3::hash(b"done").as_bytes(),
             "stored/done",
@@ -70,7 +75,7 @@ async fn populate(ledger: &dyn Ledger) {
         .unwrap();
     let failed = ledger.open_upload(&upload("failed")).await.unwrap().file.id;
     ledger
-        .fail_upload(failed, "MD5 mismatch: a vs b")
+        .fail_upload(failed, Lease::UNTAKEN, "MD5 mismatch: a vs b")
         .await
         .unwrap();
     let aborted = ledger
@@ -86,7 +91,7 @@ async fn populate(ledger: &dyn Ledger) {
     };
     let single_pass = ledger.open_upload(&single_pass).await.unwrap().file.id;
     ledger
-        .commit_chunks(single_pass, &[chunk(1)])
+        .commit_chunks(single_pass, Lease::UNTAKEN, &[chunk(1)])
         .await
         .unwrap();
     // Content stored before BLAKE3 named it, found by its MD5 and the locator kept.

@@ -15,6 +15,7 @@ mod instant_upload;
 mod integrity;
 mod migrate;
 mod object_store;
+mod replicas;
 mod restart;
 mod resume;
 mod single_pass;

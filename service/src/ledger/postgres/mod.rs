@@ -11,15 +11,17 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
-use super::columns::{blake3_from, digest_from, parse_state, to_i64, to_u64};
-use super::{FileRecord, FileState, LedgerError, Md5Digest};
+use super::columns::{blake3_from, digest_from, not_writable, parse_state, to_i64, to_u64};
+use super::{FileRecord, FileState, Lease, LedgerError, Md5Digest};
 
 mod catalog;
 mod contents;
 mod expiry;
 mod export;
 mod garbage;
+mod handover;
 mod keys;
+mod leases;
 mod tls;
 mod uploads;
 
@@ -41,7 +43,8 @@ const COMMITTED_RANGES: &str = "SELECT min(idx), max(idx) + 1 FROM ( \
 
 /// Records chunks of an open upload; see [`UploadLedger::commit_chunks`](super::UploadLedger::commit_chunks).
 const COMMIT_CHUNKS: &str = "WITH open AS ( \
-         SELECT id FROM files WHERE id = $1 AND state = 'uploading' FOR SHARE) \
+         SELECT id FROM files WHERE id = $1 AND state = 'uploading' AND lease_epoch = $6 \
+         FOR SHARE) \
      INSERT INTO chunks (file_id, idx, size, crc32c, receipt) \
      SELECT open.id, c.idx, c.size, c.crc32c, c.receipt FROM open, \
          unnest($2::BIGINT[], $3::INTEGER[], $4::BIGINT[], $5::TEXT[]) \
@@ -55,6 +58,9 @@ pub struct PostgresLedger {
     /// `CheckUpload` never waits for a connection behind hundreds of chunk commits, each
     /// of which holds its connection until the WAL reaches the disk.
     sessions: Pool,
+    /// Where the pools connect, for the connection that listens for hand-overs.
+    config: tokio_postgres::Config,
+    tls: DatabaseTls,
 }
 
 impl PostgresLedger {
@@ -107,6 +113,8 @@ impl PostgresLedger {
         Ok(Self {
             requests: pool(for_requests, requests_runtime)?,
             sessions: pool(pool_size.saturating_sub(for_requests).max(2), None)?,
+            config,
+            tls,
         })
     }
 
@@ -128,38 +136,50 @@ impl PostgresLedger {
 
     /// Why a state change of `id` matched no open upload: it is missing or not open.
     async fn not_open(client: &impl GenericClient, id: Uuid) -> Result<LedgerError, LedgerError> {
-        let row = client
-            .query_opt("SELECT state FROM files WHERE id = $1", &[&id])
-            .await
-            .map_err(db_error)?;
-        Ok(match row {
-            None => LedgerError::NotFound(id),
-            Some(row) => LedgerError::NotUploading {
-                id,
-                state: parse_state(row.get(0))?,
-            },
-        })
+        Self::not_writable(client, id, None).await
     }
 
-    /// Moves an open upload to `aborted` or `failed` and deletes its chunk rows.
+    /// Why a write of an upload's session under `lease` changed nothing (see
+    /// [`not_writable`]).
+    async fn not_writable(
+        client: &impl GenericClient,
+        id: Uuid,
+        lease: Option<Lease>,
+    ) -> Result<LedgerError, LedgerError> {
+        let row = client
+            .query_opt("SELECT state, lease_epoch FROM files WHERE id = $1", &[&id])
+            .await
+            .map_err(db_error)?;
+        let found = match row {
+            None => None,
+            Some(row) => Some((parse_state(row.get(0))?, to_u64(row.get(1))?)),
+        };
+        Ok(not_writable(id, found, lease))
+    }
+
+    /// Moves an open upload to `aborted` or `failed` and deletes its chunk rows; under
+    /// `lease` only, when one is named.
     async fn close_upload(
         &self,
         id: Uuid,
         state: FileState,
         reason: Option<&str>,
+        lease: Option<Lease>,
     ) -> Result<(), LedgerError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
+        let epoch = lease.map(|lease| to_i64(lease.epoch)).transpose()?;
         let updated = tx
             .execute(
                 "UPDATE files SET state = $2, failure = $3, updated_at = now() \
-                 WHERE id = $1 AND state = 'uploading'",
-                &[&id, &state.as_str(), &reason],
+                 WHERE id = $1 AND state = 'uploading' \
+                   AND ($4::BIGINT IS NULL OR lease_epoch = $4)",
+                &[&id, &state.as_str(), &reason, &epoch],
             )
             .await
             .map_err(db_error)?;
         if updated == 0 {
-            return Err(Self::not_open(&tx, id).await?);
+            return Err(Self::not_writable(&tx, id, lease).await?);
         }
         tx.execute("DELETE FROM chunks WHERE file_id = $1", &[&id])
             .await

@@ -6,9 +6,9 @@ use super::{
     COMMIT_CHUNKS, COMMITTED_RANGES, FILE_COLUMNS, PostgresLedger, db_error, file_from_row,
     select_open_upload,
 };
-use crate::ledger::columns::{require_open, to_i64, to_u64};
+use crate::ledger::columns::{to_i64, to_u64};
 use crate::ledger::{
-    Blake3Digest, CommittedChunk, FileCatalog, FileRecord, FileState, HashCheckpoint, LedgerError,
+    Blake3Digest, CommittedChunk, FileRecord, FileState, HashCheckpoint, Lease, LedgerError,
     Md5Digest, NewUpload, OpenedUpload, UploadLedger,
 };
 use deadpool_postgres::GenericClient;
@@ -105,6 +105,7 @@ impl UploadLedger for PostgresLedger {
     async fn commit_chunks(
         &self,
         id: Uuid,
+        lease: Lease,
         chunks: &[CommittedChunk],
     ) -> Result<Vec<u64>, LedgerError> {
         let mut indexes = Vec::with_capacity(chunks.len());
@@ -126,13 +127,21 @@ impl UploadLedger for PostgresLedger {
             .prepare_cached(COMMIT_CHUNKS)
             .await
             .map_err(db_error)?;
+        let epoch = to_i64(lease.epoch)?;
         let inserted = client
-            .query(&statement, &[&id, &indexes, &sizes, &crcs, &receipts])
+            .query(
+                &statement,
+                &[&id, &indexes, &sizes, &crcs, &receipts, &epoch],
+            )
             .await
             .map_err(db_error)?;
         if inserted.is_empty() && !chunks.is_empty() {
-            // Either every chunk was recorded before, or the file is not open.
-            require_open(id, self.get_file(id).await?.as_ref())?;
+            // Either every chunk was recorded before, or the file is not open to this
+            // lease.
+            match Self::not_writable(&client, id, Some(lease)).await? {
+                LedgerError::RetryableConflict(_) => {}
+                error => return Err(error),
+            }
         }
         let mut newly: Vec<u64> = inserted
             .iter()
@@ -164,20 +173,27 @@ impl UploadLedger for PostgresLedger {
     async fn save_hash_checkpoint(
         &self,
         id: Uuid,
+        lease: Lease,
         checkpoint: &HashCheckpoint,
     ) -> Result<(), LedgerError> {
         let client = self.session_client().await?;
+        let epoch = to_i64(lease.epoch)?;
         let updated = client
             .execute(
                 "UPDATE files SET hashed_chunks = $2, md5_state = $3 \
-                 WHERE id = $1 AND state = 'uploading' AND hashed_chunks <= $2",
-                &[&id, &to_i64(checkpoint.chunks)?, &checkpoint.state],
+                 WHERE id = $1 AND state = 'uploading' AND hashed_chunks <= $2 \
+                   AND lease_epoch = $4",
+                &[&id, &to_i64(checkpoint.chunks)?, &checkpoint.state, &epoch],
             )
             .await
             .map_err(db_error)?;
         if updated == 0 {
-            // A later checkpoint is already saved, or the upload is not open.
-            require_open(id, self.get_file(id).await?.as_ref())?;
+            // A later checkpoint is already saved, or the upload is not open to this
+            // lease.
+            match Self::not_writable(&client, id, Some(lease)).await? {
+                LedgerError::RetryableConflict(_) => {}
+                error => return Err(error),
+            }
         }
         Ok(())
     }
@@ -185,25 +201,28 @@ impl UploadLedger for PostgresLedger {
     async fn complete_upload(
         &self,
         id: Uuid,
+        lease: Lease,
         md5: &Md5Digest,
         blake3: &Blake3Digest,
         locator: &str,
     ) -> Result<FileRecord, LedgerError> {
         let mut client = self.session_client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
+        let epoch = to_i64(lease.epoch)?;
         let row = tx
             .query_opt(
                 &format!(
                     "UPDATE files SET state = 'complete', md5 = $2, \
                                       completed_at = now(), updated_at = now() \
-                     WHERE id = $1 AND state = 'uploading' RETURNING {FILE_COLUMNS}"
+                     WHERE id = $1 AND state = 'uploading' AND lease_epoch = $3 \
+                     RETURNING {FILE_COLUMNS}"
                 ),
-                &[&id, &md5.as_slice()],
+                &[&id, &md5.as_slice(), &epoch],
             )
             .await
             .map_err(db_error)?;
         let Some(row) = row else {
-            return Err(Self::not_open(&tx, id).await?);
+            return Err(Self::not_writable(&tx, id, Some(lease)).await?);
         };
         let size = to_i64(file_from_row(&row)?.size)?;
         tx.execute(
@@ -249,27 +268,35 @@ impl UploadLedger for PostgresLedger {
         Ok(file)
     }
 
-    async fn fail_upload(&self, id: Uuid, reason: &str) -> Result<(), LedgerError> {
-        self.close_upload(id, FileState::Failed, Some(reason)).await
+    async fn fail_upload(&self, id: Uuid, lease: Lease, reason: &str) -> Result<(), LedgerError> {
+        self.close_upload(id, FileState::Failed, Some(reason), Some(lease))
+            .await
     }
 
     async fn abort_upload(&self, id: Uuid) -> Result<(), LedgerError> {
-        self.close_upload(id, FileState::Aborted, None).await
+        self.close_upload(id, FileState::Aborted, None, None).await
     }
 
-    async fn keep_blob_upload(&self, id: Uuid, handle: &str) -> Result<String, LedgerError> {
+    async fn keep_blob_upload(
+        &self,
+        id: Uuid,
+        lease: Lease,
+        handle: &str,
+    ) -> Result<String, LedgerError> {
         let client = self.session_client().await?;
+        let epoch = to_i64(lease.epoch)?;
         let kept = client
             .query_opt(
                 "UPDATE files SET blob_upload = coalesce(blob_upload, $2) \
-                 WHERE id = $1 AND state = 'uploading' RETURNING blob_upload",
-                &[&id, &handle],
+                 WHERE id = $1 AND state = 'uploading' AND lease_epoch = $3 \
+                 RETURNING blob_upload",
+                &[&id, &handle, &epoch],
             )
             .await
             .map_err(db_error)?;
         match kept {
             Some(row) => row.try_get(0).map_err(db_error),
-            None => Err(Self::not_open(&client, id).await?),
+            None => Err(Self::not_writable(&client, id, Some(lease)).await?),
         }
     }
 

@@ -15,8 +15,8 @@ use deadpool_sqlite::{Config, Hook, HookError, Pool, Runtime};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use uuid::Uuid;
 
-use super::columns::{blake3_from, digest_from, parse_state, to_u64};
-use super::{FileRecord, FileState, LedgerError, Md5Digest};
+use super::columns::{blake3_from, digest_from, not_writable, parse_state, to_i64, to_u64};
+use super::{FileRecord, FileState, Lease, LedgerError, Md5Digest};
 
 mod catalog;
 mod contents;
@@ -24,6 +24,7 @@ mod expiry;
 mod export;
 mod garbage;
 mod keys;
+mod leases;
 mod uploads;
 mod writer;
 use writer::Writer;
@@ -158,6 +159,9 @@ fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
             "{broken} rows break a foreign key after migrating"
         )));
     }
+    // One process at a time serves from an embedded ledger: the replicas it remembers
+    // are processes that stopped, whose leases this one may take at once.
+    conn.execute("DELETE FROM replicas", []).map_err(db_error)?;
     Ok(())
 }
 
@@ -285,31 +289,49 @@ fn select_open_upload(
 
 /// The error for a state change of `id` that found no open upload.
 fn not_open(conn: &Connection, id: Uuid) -> Result<LedgerError, LedgerError> {
-    Ok(match select_file(conn, id)? {
-        None => LedgerError::NotFound(id),
-        Some(file) => LedgerError::NotUploading {
-            id,
-            state: file.state,
-        },
-    })
+    not_writable_under(conn, id, None)
 }
 
-/// Moves an open upload to `aborted` or `failed` and deletes its chunk rows.
+/// Why a write of an upload's session under `lease` changed nothing (see
+/// [`not_writable`]).
+fn not_writable_under(
+    conn: &Connection,
+    id: Uuid,
+    lease: Option<Lease>,
+) -> Result<LedgerError, LedgerError> {
+    let row: Option<(String, i64)> = conn
+        .prepare_cached("SELECT state, lease_epoch FROM files WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([id.to_string()], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })
+        .map_err(db_error)?;
+    let found = match row {
+        None => None,
+        Some((state, epoch)) => Some((parse_state(&state)?, to_u64(epoch)?)),
+    };
+    Ok(not_writable(id, found, lease))
+}
+
+/// Moves an open upload to `aborted` or `failed` and deletes its chunk rows; under
+/// `lease` only, when one is named.
 fn close_upload(
     tx: &Transaction<'_>,
     id: Uuid,
     state: FileState,
     reason: Option<&str>,
+    lease: Option<Lease>,
 ) -> Result<(), LedgerError> {
+    let epoch = lease.map(|lease| to_i64(lease.epoch)).transpose()?;
     let updated = tx
         .execute(
             "UPDATE files SET state = ?2, failure = ?3, updated_at = ?4 \
-             WHERE id = ?1 AND state = 'uploading'",
-            params![id.to_string(), state.as_str(), reason, now_micros()],
+             WHERE id = ?1 AND state = 'uploading' AND (?5 IS NULL OR lease_epoch = ?5)",
+            params![id.to_string(), state.as_str(), reason, now_micros(), epoch],
         )
         .map_err(db_error)?;
     if updated == 0 {
-        return Err(not_open(tx, id)?);
+        return Err(not_writable_under(tx, id, lease)?);
     }
     tx.execute("DELETE FROM chunks WHERE file_id = ?1", [id.to_string()])
         .map_err(db_error)?;

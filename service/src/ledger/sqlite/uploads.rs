@@ -3,13 +3,13 @@
 use async_trait::async_trait;
 
 use super::{
-    FILE_COLUMNS, SqliteLedger, close_upload, db_error, not_open, now_micros, raw_file,
-    select_file, select_open_upload,
+    FILE_COLUMNS, SqliteLedger, close_upload, db_error, not_writable_under, now_micros, raw_file,
+    select_open_upload,
 };
-use crate::ledger::columns::{parse_state, require_open, to_i64, to_u64};
+use crate::ledger::columns::{to_i64, to_u64};
 use crate::ledger::{
-    Blake3Digest, CommittedChunk, FileRecord, FileState, HashCheckpoint, LedgerError, Md5Digest,
-    NewUpload, OpenedUpload, UploadLedger,
+    Blake3Digest, CommittedChunk, FileRecord, FileState, HashCheckpoint, Lease, LedgerError,
+    Md5Digest, NewUpload, OpenedUpload, UploadLedger,
 };
 use rusqlite::{OptionalExtension, params};
 use uuid::Uuid;
@@ -105,17 +105,15 @@ impl UploadLedger for SqliteLedger {
     async fn commit_chunks(
         &self,
         id: Uuid,
+        lease: Lease,
         chunks: &[CommittedChunk],
     ) -> Result<Vec<u64>, LedgerError> {
         let chunks = chunks.to_vec();
         self.write(move |tx| {
-            let state: Option<String> = tx
-                .prepare_cached("SELECT state FROM files WHERE id = ?1")
-                .and_then(|mut s| s.query_row([id.to_string()], |row| row.get(0)).optional())
-                .map_err(db_error)?;
-            let state = parse_state(&state.ok_or(LedgerError::NotFound(id))?)?;
-            if state != FileState::Uploading {
-                return Err(LedgerError::NotUploading { id, state });
+            match not_writable_under(tx, id, Some(lease))? {
+                // Open, under this lease.
+                LedgerError::RetryableConflict(_) => {}
+                error => return Err(error),
             }
             let mut insert = tx
                 .prepare_cached(
@@ -173,20 +171,28 @@ impl UploadLedger for SqliteLedger {
     async fn save_hash_checkpoint(
         &self,
         id: Uuid,
+        lease: Lease,
         checkpoint: &HashCheckpoint,
     ) -> Result<(), LedgerError> {
         let chunks = to_i64(checkpoint.chunks)?;
         let state = checkpoint.state.clone();
+        let epoch = to_i64(lease.epoch)?;
         self.write(move |tx| {
             let updated = tx
                 .execute(
                     "UPDATE files SET hashed_chunks = ?2, md5_state = ?3 \
-                     WHERE id = ?1 AND state = 'uploading' AND hashed_chunks <= ?2",
-                    params![id.to_string(), chunks, state],
+                     WHERE id = ?1 AND state = 'uploading' AND hashed_chunks <= ?2 \
+                       AND lease_epoch = ?4",
+                    params![id.to_string(), chunks, state, epoch],
                 )
                 .map_err(db_error)?;
             if updated == 0 {
-                require_open(id, select_file(tx, id)?.as_ref())?;
+                // A later checkpoint is saved already, or the upload is not open to
+                // this lease.
+                match not_writable_under(tx, id, Some(lease))? {
+                    LedgerError::RetryableConflict(_) => {}
+                    error => return Err(error),
+                }
             }
             Ok(())
         })
@@ -196,26 +202,29 @@ impl UploadLedger for SqliteLedger {
     async fn complete_upload(
         &self,
         id: Uuid,
+        lease: Lease,
         md5: &Md5Digest,
         blake3: &Blake3Digest,
         locator: &str,
     ) -> Result<FileRecord, LedgerError> {
         let (md5, blake3, locator) = (*md5, *blake3, locator.to_owned());
+        let epoch = to_i64(lease.epoch)?;
         self.write(move |tx| {
             let now = now_micros();
             let updated = tx
                 .prepare_cached(&format!(
                     "UPDATE files SET state = 'complete', md5 = ?3, \
                                       completed_at = ?2, updated_at = ?2 \
-                     WHERE id = ?1 AND state = 'uploading' RETURNING {FILE_COLUMNS}"
+                     WHERE id = ?1 AND state = 'uploading' AND lease_epoch = ?4 \
+                     RETURNING {FILE_COLUMNS}"
                 ))
                 .and_then(|mut s| {
-                    s.query_row(params![id.to_string(), now, md5], raw_file)
+                    s.query_row(params![id.to_string(), now, md5, epoch], raw_file)
                         .optional()
                 })
                 .map_err(db_error)?;
             let Some(file) = updated else {
-                return Err(not_open(tx, id)?);
+                return Err(not_writable_under(tx, id, Some(lease))?);
             };
             let size = to_i64(FileRecord::try_from(file)?.size)?;
             tx.execute(
@@ -254,33 +263,40 @@ impl UploadLedger for SqliteLedger {
         .await
     }
 
-    async fn fail_upload(&self, id: Uuid, reason: &str) -> Result<(), LedgerError> {
+    async fn fail_upload(&self, id: Uuid, lease: Lease, reason: &str) -> Result<(), LedgerError> {
         let reason = reason.to_owned();
-        self.write(move |tx| close_upload(tx, id, FileState::Failed, Some(&reason)))
+        self.write(move |tx| close_upload(tx, id, FileState::Failed, Some(&reason), Some(lease)))
             .await
     }
 
     async fn abort_upload(&self, id: Uuid) -> Result<(), LedgerError> {
-        self.write(move |tx| close_upload(tx, id, FileState::Aborted, None))
+        self.write(move |tx| close_upload(tx, id, FileState::Aborted, None, None))
             .await
     }
 
-    async fn keep_blob_upload(&self, id: Uuid, handle: &str) -> Result<String, LedgerError> {
+    async fn keep_blob_upload(
+        &self,
+        id: Uuid,
+        lease: Lease,
+        handle: &str,
+    ) -> Result<String, LedgerError> {
         let handle = handle.to_owned();
+        let epoch = to_i64(lease.epoch)?;
         self.write(move |tx| {
             let kept: Option<String> = tx
                 .prepare_cached(
                     "UPDATE files SET blob_upload = coalesce(blob_upload, ?2) \
-                     WHERE id = ?1 AND state = 'uploading' RETURNING blob_upload",
+                     WHERE id = ?1 AND state = 'uploading' AND lease_epoch = ?3 \
+                     RETURNING blob_upload",
                 )
                 .and_then(|mut s| {
-                    s.query_row(params![id.to_string(), handle], |r| r.get(0))
+                    s.query_row(params![id.to_string(), handle, epoch], |r| r.get(0))
                         .optional()
                 })
                 .map_err(db_error)?;
             match kept {
                 Some(kept) => Ok(kept),
-                None => Err(not_open(tx, id)?),
+                None => Err(not_writable_under(tx, id, Some(lease))?),
             }
         })
         .await

@@ -16,7 +16,7 @@ use crate::blob::{Part, UploadHandle};
 use crate::error::ServiceError;
 use crate::identity::Owner;
 use crate::layout::ChunkLayout;
-use crate::ledger::{CommittedChunk, FileRecord, FileState, Md5Digest};
+use crate::ledger::{CommittedChunk, FileRecord, FileState, Lease, Md5Digest};
 use crate::metrics::{attribute, metrics};
 use crate::upload::committed::CommittedChunks;
 use crate::upload::hasher::FileDigests;
@@ -39,6 +39,8 @@ pub(super) struct Session {
     pub(super) declared_md5: Option<Md5Digest>,
     /// The digests of the stored bytes, once hashing has finished.
     pub(super) computed: Option<FileDigests>,
+    /// This replica's lease on the upload: every ledger write of the session names it.
+    pub(super) lease: Lease,
     /// The blob store's handle of the upload's staged bytes.
     pub(super) staged: UploadHandle,
     pub(super) layout: ChunkLayout,
@@ -149,6 +151,7 @@ impl Session {
             match command {
                 Command::Attach { owner, reply } => self.attach(owner, reply).await?,
                 Command::Closed { state, done } => return self.closed(state, done),
+                Command::HandOver => return self.hand_over().await,
                 Command::Digest { stream, md5 } => self.declare(stream, md5).await?,
                 Command::Chunk { stream, chunk } => {
                     let mut batch_bytes = chunk.data.len();
@@ -171,6 +174,7 @@ impl Session {
                     match deferred {
                         Some(Command::Attach { owner, reply }) => self.attach(owner, reply).await?,
                         Some(Command::Closed { state, done }) => return self.closed(state, done),
+                        Some(Command::HandOver) => return self.hand_over().await,
                         Some(Command::Digest { stream, md5 }) => self.declare(stream, md5).await?,
                         Some(Command::Chunk { .. }) | None => {}
                     }
@@ -201,6 +205,18 @@ impl Session {
             return self.finish().await;
         }
         Ok(())
+    }
+
+    /// Another replica takes this upload over: what is stored is committed already (a
+    /// batch is written whole before the next command), so save the hash, tell the
+    /// streams to go on there, and stop; the lease goes as the task ends.
+    pub(super) async fn hand_over(&mut self) -> Result<(), Stop> {
+        if self.frontier.has_unsaved() {
+            let _ = self.frontier.save_checkpoint().await.await;
+        }
+        tracing::info!(upload = %self.id(), "handing the upload over to another replica");
+        self.fail_streams(ServiceError::MovedAway(self.id()));
+        Err(Stop::Closed)
     }
 
     pub(super) fn closed(&self, state: FileState, done: oneshot::Sender<()>) -> Result<(), Stop> {
@@ -294,6 +310,7 @@ impl Session {
         let write = write_and_commit(
             Arc::clone(&self.registry),
             self.id(),
+            self.lease,
             self.staged.clone(),
             parts,
             rows,

@@ -35,7 +35,7 @@ impl Session {
         };
         self.registry
             .ledger
-            .fail_upload(self.id(), &error.to_string())
+            .fail_upload(self.id(), self.lease, &error.to_string())
             .await?;
         if let Some(content) = content {
             self.registry.blobs.delete(content).await?;
@@ -133,7 +133,7 @@ impl Session {
                     };
                     self.registry
                         .ledger
-                        .save_hash_checkpoint(id, &checkpoint)
+                        .save_hash_checkpoint(id, self.lease, &checkpoint)
                         .await?;
                 }
                 hasher
@@ -156,7 +156,13 @@ impl Session {
             None => self.complete_blob().await?,
         };
         let file = match ledger
-            .complete_upload(id, &computed.md5, &computed.blake3, locator.as_str())
+            .complete_upload(
+                id,
+                self.lease,
+                &computed.md5,
+                &computed.blake3,
+                locator.as_str(),
+            )
             .await
         {
             Ok(file) => file,

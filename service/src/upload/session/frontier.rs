@@ -23,7 +23,7 @@ use uuid::Uuid;
 use crate::blob::{BlobStore, UploadHandle};
 use crate::error::ServiceError;
 use crate::layout::ChunkLayout;
-use crate::ledger::{HashCheckpoint, LedgerError, UploadLedger};
+use crate::ledger::{HashCheckpoint, Lease, LedgerError, UploadLedger};
 use crate::upload::committed::CommittedChunks;
 use crate::upload::hasher::OrderedHasher;
 use crate::upload::parked::ParkedChunks;
@@ -31,6 +31,8 @@ use crate::upload::parked::ParkedChunks;
 /// Where a session's hash stands.
 pub(super) struct HashFrontier {
     id: Uuid,
+    /// The session's lease, which checkpoints are saved under.
+    lease: Lease,
     /// The upload's staged bytes, read back for chunks no longer in memory.
     staged: UploadHandle,
     layout: ChunkLayout,
@@ -57,7 +59,7 @@ pub(super) struct HashFrontier {
 impl HashFrontier {
     /// A frontier whose `hasher` has hashed the first `hashed` chunks.
     pub(super) fn new(
-        id: Uuid,
+        (id, lease): (Uuid, Lease),
         staged: UploadHandle,
         layout: ChunkLayout,
         blobs: Arc<dyn BlobStore>,
@@ -67,6 +69,7 @@ impl HashFrontier {
     ) -> Self {
         Self {
             id,
+            lease,
             staged,
             layout,
             blobs,
@@ -248,14 +251,14 @@ impl HashFrontier {
         let chunks = self.hashed;
         self.checkpointed = chunks;
         let ledger = Arc::clone(&self.ledger);
-        let id = self.id;
+        let (id, lease) = (self.id, self.lease);
         tokio::spawn(async move {
             let Ok(state) = answer.await else {
                 return;
             };
             let checkpoint = HashCheckpoint { chunks, state };
-            match ledger.save_hash_checkpoint(id, &checkpoint).await {
-                Ok(()) | Err(LedgerError::NotUploading { .. }) => {}
+            match ledger.save_hash_checkpoint(id, lease, &checkpoint).await {
+                Ok(()) | Err(LedgerError::NotUploading { .. } | LedgerError::LeaseLost(_)) => {}
                 Err(error) => {
                     tracing::warn!(upload = %id, %error, "saving a hash checkpoint failed")
                 }

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::frontier::HashFrontier;
 use crate::blob::{BlobStore, FsBlobStore, ObjectBlobStore, Part, PartRules, UploadHandle};
 use crate::layout::ChunkLayout;
-use crate::ledger::UploadLedger;
+use crate::ledger::{Lease, UploadLedger};
 use crate::ledger::{NewUpload, SqliteLedger};
 use crate::upload::committed::CommittedChunks;
 use crate::upload::hasher::HashingSlots;
@@ -95,7 +95,7 @@ impl Fixture {
     fn frontier(&self, parked_limit: usize) -> HashFrontier {
         let budget = MemoryBudget::new(1 << 30, 1 << 30, Duration::from_secs(1));
         HashFrontier::new(
-            self.id,
+            (self.id, Lease::UNTAKEN),
             self.staged.clone(),
             self.layout,
             Arc::clone(&self.blobs) as Arc<dyn BlobStore>,
@@ -216,7 +216,7 @@ async fn the_hash_is_checkpointed_as_it_goes_and_resumes_from_the_checkpoint() {
         OrderedHasher::resume(&saved.state, f.layout.offset(2), &HashingSlots::per_core()).unwrap();
     let budget = MemoryBudget::new(1 << 30, 1 << 30, Duration::from_secs(1));
     let mut resumed = HashFrontier::new(
-        f.id,
+        (f.id, Lease::UNTAKEN),
         f.staged.clone(),
         f.layout,
         Arc::clone(&f.blobs) as Arc<dyn BlobStore>,

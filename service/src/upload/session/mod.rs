@@ -181,4 +181,6 @@ pub(super) enum Command {
         state: FileState,
         done: oneshot::Sender<()>,
     },
+    /// Another replica asks for this upload: stop, leaving everything for it.
+    HandOver,
 }

@@ -16,7 +16,8 @@ use crate::blob::BlobStore;
 use crate::error::ServiceError;
 use crate::identity::Owner;
 use crate::layout::Limits;
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{LeaseOutcome, Ledger, LedgerError};
+use crate::replica::Replica;
 use crate::upload::hasher::HashingSlots;
 use crate::upload::memory::MemoryBudget;
 use crate::upload::opening::OpeningLocks;
@@ -40,6 +41,8 @@ pub struct SessionRegistry {
     /// Cancelled when the server begins to stop: streams finish what they have in flight
     /// and end with UNAVAILABLE, and no new one starts.
     draining: CancellationToken,
+    /// This server as a replica: sessions run under its leases.
+    pub(super) replica: Arc<Replica>,
 }
 
 impl SessionRegistry {
@@ -49,6 +52,7 @@ impl SessionRegistry {
         limits: Limits,
         idle_timeout: Duration,
         buffers: Arc<BufferPool>,
+        replica: Arc<Replica>,
     ) -> Arc<Self> {
         Arc::new(Self {
             ledger,
@@ -65,7 +69,48 @@ impl SessionRegistry {
             hashing: HashingSlots::per_core(),
             buffers,
             draining: CancellationToken::new(),
+            replica,
         })
+    }
+
+    /// This server as a replica.
+    pub fn replica(&self) -> &Arc<Replica> {
+        &self.replica
+    }
+
+    /// Hands uploads over to the replicas that ask for them, for as long as the server
+    /// runs (where the ledger carries such requests: PostgreSQL).
+    pub fn listen_for_handovers(self: &Arc<Self>) {
+        let Some(mut requests) = self.ledger.handover_requests(&self.replica.id) else {
+            return;
+        };
+        let registry = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(id) = requests.recv().await {
+                let Some(registry) = registry.upgrade() else {
+                    break;
+                };
+                registry.hand_over(id).await;
+            }
+        });
+    }
+
+    /// Lets another replica have upload `id`: its session here stops (its streams are
+    /// told to go on elsewhere) and its lease goes.
+    pub async fn hand_over(&self, id: Uuid) {
+        let commands = self.lock().get(&id).map(|s| s.commands.clone());
+        if let Some(commands) = commands
+            && commands.send(Command::HandOver).await.is_ok()
+        {
+            return;
+        }
+        // No session here, yet asked: a lease this replica failed to let go of. Taking
+        // it again gives the epoch to let go of.
+        if let Ok(LeaseOutcome::Acquired(lease)) =
+            self.ledger.acquire_lease(id, &self.replica.id).await
+        {
+            let _ = self.ledger.release_lease(id, lease).await;
+        }
     }
 
     /// Cancelled once the server drains (see [`SessionRegistry::drain`]).

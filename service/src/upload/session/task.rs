@@ -13,7 +13,7 @@ use super::*;
 use crate::blob::UploadHandle;
 use crate::error::ServiceError;
 use crate::layout::ChunkLayout;
-use crate::ledger::{FileRecord, FileState, UploadLedger};
+use crate::ledger::{FileRecord, FileState, Lease, LedgerError, UploadLedger};
 use crate::metrics::metrics;
 use crate::upload::committed::CommittedChunks;
 use crate::upload::hasher::OrderedHasher;
@@ -53,6 +53,11 @@ impl SessionTask {
                 active.add(1, &[]);
                 let _ = session.serve(&mut inbox).await;
                 active.add(-1, &[]);
+                // Another replica may take the upload at once (the epoch keeps any
+                // write still under way here from counting).
+                if let Err(error) = registry.ledger.release_lease(id, session.lease).await {
+                    tracing::warn!(upload = %id, %error, "letting go of an upload's lease failed: another replica takes it once this one's heartbeat lapses");
+                }
                 Ended::Served
             }
             Ok(Loaded::Complete(file)) => Ended::AlreadyComplete(file),
@@ -118,6 +123,24 @@ impl Session {
         if file.state != FileState::Uploading {
             return Ok(Loaded::Closed(file));
         }
+        // Taken before anything is read: what this replica reads next is what the
+        // previous holder left, and none of its writes count after this.
+        let lease = match registry.replica.take_lease(ledger.as_ref(), id).await {
+            Ok(lease) => lease,
+            Err(ServiceError::Ledger(
+                LedgerError::NotUploading { .. } | LedgerError::NotFound(_),
+            )) => {
+                let file = ledger
+                    .get_file(id)
+                    .await?
+                    .ok_or(ServiceError::UploadNotFound(id))?;
+                return Ok(match file.state {
+                    FileState::Complete => Loaded::Complete(file),
+                    _ => Loaded::Closed(file),
+                });
+            }
+            Err(error) => return Err(error),
+        };
         let layout = ChunkLayout::new(file.size, file.chunk_size);
         let committed =
             CommittedChunks::from_ranges(ledger.committed_ranges(id).await?, layout.chunk_count());
@@ -136,7 +159,7 @@ impl Session {
         let staged = match file.blob_upload.as_deref() {
             Some(kept) => UploadHandle::new(kept),
             // Nothing is committed, so nothing staged can be lost by beginning.
-            None if committed.len() == 0 => begin_staging(&registry, &file).await?,
+            None if committed.len() == 0 => begin_staging(&registry, &file, lease).await?,
             None => {
                 return Err(ServiceError::StoredDataLost {
                     id,
@@ -150,7 +173,7 @@ impl Session {
             Arc::clone(&registry.memory),
         );
         let frontier = HashFrontier::new(
-            id,
+            (id, lease),
             staged.clone(),
             layout,
             Arc::clone(&registry.blobs),
@@ -172,6 +195,7 @@ impl Session {
             registry: Arc::clone(&registry),
             commands: handle.commands,
             live_streams: handle.live_streams,
+            lease,
             declared_md5: file.md5,
             computed: None,
             staged,
@@ -214,11 +238,12 @@ impl Session {
 pub(super) async fn begin_staging(
     registry: &SessionRegistry,
     file: &FileRecord,
+    lease: Lease,
 ) -> Result<UploadHandle, ServiceError> {
     let handle = registry.blobs.begin(file.id, file.size).await?;
     match registry
         .ledger
-        .keep_blob_upload(file.id, handle.as_str())
+        .keep_blob_upload(file.id, lease, handle.as_str())
         .await
     {
         Ok(kept) if kept == handle.as_str() => Ok(handle),

@@ -18,7 +18,9 @@ use crate::blob::{
     UploadHandle,
 };
 use crate::layout::Limits;
-use crate::ledger::{CommittedChunk, FileCatalog, Ledger, NewUpload, SqliteLedger, UploadLedger};
+use crate::ledger::{
+    CommittedChunk, FileCatalog, Lease, Ledger, NewUpload, SqliteLedger, UploadLedger,
+};
 
 /// A filesystem store that tags its receipts, as an object store's ETags, or refuses
 /// every write.
@@ -136,6 +138,7 @@ impl Fixture {
             limits,
             Duration::from_secs(5),
             buffers,
+            Arc::new(crate::replica::Replica::new(Duration::from_secs(10))),
         );
         Self {
             _dir: dir,
@@ -189,11 +192,14 @@ fn batch(indexes: &[u64]) -> (Vec<Part>, Vec<CommittedChunk>) {
 async fn a_batch_is_recorded_with_the_receipts_the_store_gave_for_each_part() {
     let f = Fixture::new(false).await;
     let file = f.upload("o").await;
-    let staged = begin_staging(&f.registry, &file).await.unwrap();
+    let staged = begin_staging(&f.registry, &file, Lease::UNTAKEN)
+        .await
+        .unwrap();
     let (parts, rows) = batch(&[2, 0]);
     write_and_commit(
         Arc::clone(&f.registry),
         file.id,
+        Lease::UNTAKEN,
         staged,
         parts,
         rows,
@@ -215,11 +221,14 @@ async fn a_batch_is_recorded_with_the_receipts_the_store_gave_for_each_part() {
 async fn a_batch_the_store_refused_is_not_recorded() {
     let f = Fixture::new(true).await;
     let file = f.upload("o").await;
-    let staged = begin_staging(&f.registry, &file).await.unwrap();
+    let staged = begin_staging(&f.registry, &file, Lease::UNTAKEN)
+        .await
+        .unwrap();
     let (parts, rows) = batch(&[0, 1]);
     let written = write_and_commit(
         Arc::clone(&f.registry),
         file.id,
+        Lease::UNTAKEN,
         staged,
         parts,
         rows,
@@ -234,7 +243,9 @@ async fn a_batch_the_store_refused_is_not_recorded() {
 async fn beginning_keeps_its_handle_and_gives_way_to_one_kept_first() {
     let f = Fixture::new(false).await;
     let file = f.upload("o").await;
-    let ours = begin_staging(&f.registry, &file).await.unwrap();
+    let ours = begin_staging(&f.registry, &file, Lease::UNTAKEN)
+        .await
+        .unwrap();
     let kept = f
         .ledger
         .get_file(file.id)
@@ -248,10 +259,12 @@ async fn beginning_keeps_its_handle_and_gives_way_to_one_kept_first() {
     // this one began is dropped.
     let other = f.upload("p").await;
     f.ledger
-        .keep_blob_upload(other.id, "elsewhere/1")
+        .keep_blob_upload(other.id, Lease::UNTAKEN, "elsewhere/1")
         .await
         .unwrap();
-    let used = begin_staging(&f.registry, &other).await.unwrap();
+    let used = begin_staging(&f.registry, &other, Lease::UNTAKEN)
+        .await
+        .unwrap();
     assert_eq!(used.as_str(), "elsewhere/1");
     let staged: Vec<Uuid> = f
         .blobs
@@ -273,7 +286,7 @@ async fn beginning_an_upload_closed_meanwhile_leaves_no_staging() {
     let f = Fixture::new(false).await;
     let file = f.upload("o").await;
     f.ledger.abort_upload(file.id).await.unwrap();
-    let begun = begin_staging(&f.registry, &file).await;
+    let begun = begin_staging(&f.registry, &file, Lease::UNTAKEN).await;
     assert!(begun.is_err(), "{begun:?}");
     assert!(f.blobs.list_staged().await.unwrap().is_empty());
 }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::*;
 use crate::blob::{Part, UploadHandle};
 use crate::error::ServiceError;
-use crate::ledger::CommittedChunk;
+use crate::ledger::{CommittedChunk, Lease};
 use crate::metrics::metrics;
 
 /// Writes a batch's chunks to the blob store (durably), then records them in the
@@ -16,6 +16,7 @@ use crate::metrics::metrics;
 pub(super) async fn write_and_commit(
     registry: Arc<SessionRegistry>,
     id: Uuid,
+    lease: Lease,
     staged: UploadHandle,
     parts: Vec<Part>,
     mut rows: Vec<CommittedChunk>,
@@ -35,7 +36,7 @@ pub(super) async fn write_and_commit(
     let started = std::time::Instant::now();
     let committed = registry
         .ledger
-        .commit_chunks(id, &rows)
+        .commit_chunks(id, lease, &rows)
         .instrument(
             tracing::info_span!(parent: &parent, "ledger.commit_chunks", chunks = rows.len()),
         )

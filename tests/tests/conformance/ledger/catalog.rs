@@ -33,6 +33,7 @@ pub mod suite {
         ledger
             .complete_upload(
                 done,
+                Lease::UNTAKEN,
                 &md5_for("done"),
                 &blake3_for("done"),
                 &locator_for("done"),
@@ -91,7 +92,13 @@ pub mod suite {
         );
 
         ledger
-            .complete_upload(open.id, &md5_for("h"), &blake3_for("h"), &locator_for("h"))
+            .complete_upload(
+                open.id,
+                Lease::UNTAKEN,
+                &md5_for("h"),
+                &blake3_for("h"),
+                &locator_for("h"),
+            )
             .await
             .unwrap();
         let found = find("alice").await;
@@ -127,7 +134,13 @@ pub mod suite {
             let id = opened(ledger, &upload(owner, seed)).await;
             if seed.starts_with("done") {
                 ledger
-                    .complete_upload(id, &md5_for(seed), &blake3_for(seed), &locator_for(seed))
+                    .complete_upload(
+                        id,
+                        Lease::UNTAKEN,
+                        &md5_for(seed),
+                        &blake3_for(seed),
+                        &locator_for(seed),
+                    )
                     .await
                     .unwrap();
             }
@@ -264,7 +277,10 @@ pub mod suite {
     pub async fn an_open_upload_is_not_deleted(b: &impl LedgerBackend) {
         let ledger = b.open().await;
         let open = opened(&ledger, &upload("o", "open")).await;
-        ledger.commit_chunks(open, &[chunk(0)]).await.unwrap();
+        ledger
+            .commit_chunks(open, Lease::UNTAKEN, &[chunk(0)])
+            .await
+            .unwrap();
         assert!(matches!(
             ledger.delete_file("o", open).await,
             Err(LedgerError::StillUploading(id)) if id == open

@@ -32,12 +32,13 @@ pub mod suite {
         assert!(none.is_none(), "no content before completion");
         let id = ledger.open_upload(&new).await.unwrap().file.id;
         ledger
-            .commit_chunks(id, &[chunk(0), chunk(1), chunk(2)])
+            .commit_chunks(id, Lease::UNTAKEN, &[chunk(0), chunk(1), chunk(2)])
             .await
             .unwrap();
         let done = ledger
             .complete_upload(
                 id,
+                Lease::UNTAKEN,
                 &md5_for("done"),
                 &blake3_for("done"),
                 &locator_for("done"),
@@ -110,7 +111,7 @@ pub mod suite {
         assert!(before.is_none(), "no content before completion");
         let id = opened(&ledger, &new).await;
         ledger
-            .complete_upload(id, &md5, &blake3, "stored/proven")
+            .complete_upload(id, Lease::UNTAKEN, &md5, &blake3, "stored/proven")
             .await
             .unwrap();
 
@@ -172,6 +173,7 @@ pub mod suite {
         let a = ledger
             .complete_upload(
                 alices,
+                Lease::UNTAKEN,
                 &md5_for("twin"),
                 &blake3_for("good"),
                 &locator_for("good"),
@@ -181,6 +183,7 @@ pub mod suite {
         let b = ledger
             .complete_upload(
                 bobs,
+                Lease::UNTAKEN,
                 &md5_for("twin"),
                 &blake3_for("evil"),
                 &locator_for("evil"),
@@ -216,6 +219,7 @@ pub mod suite {
         ledger
             .complete_upload(
                 id,
+                Lease::UNTAKEN,
                 &md5_for("reuse"),
                 &blake3_for("reuse"),
                 &locator_for("reuse"),
@@ -247,12 +251,12 @@ pub mod suite {
         let (md5, blake3) = (md5_for("placed"), blake3_for("placed"));
         let first = opened(&ledger, &upload("alice", "placed")).await;
         let first = ledger
-            .complete_upload(first, &md5, &blake3, "stored/first")
+            .complete_upload(first, Lease::UNTAKEN, &md5, &blake3, "stored/first")
             .await
             .unwrap();
         let second = opened(&ledger, &upload("bob", "placed")).await;
         let second = ledger
-            .complete_upload(second, &md5, &blake3, "stored/second")
+            .complete_upload(second, Lease::UNTAKEN, &md5, &blake3, "stored/second")
             .await
             .unwrap();
         let copy = ledger

@@ -33,7 +33,7 @@ pub mod suite {
             .id;
         let later = opened(&ledger, &upload("o", "later")).await;
         ledger
-            .commit_chunks(id, &[chunk(0), chunk(1)])
+            .commit_chunks(id, Lease::UNTAKEN, &[chunk(0), chunk(1)])
             .await
             .unwrap();
         assert_eq!(
@@ -61,7 +61,7 @@ pub mod suite {
         assert_eq!(file.state, FileState::Expired);
         assert!(ledger.committed_ranges(id).await.unwrap().is_empty());
         assert!(matches!(
-            ledger.commit_chunks(id, &[chunk(2)]).await,
+            ledger.commit_chunks(id, Lease::UNTAKEN, &[chunk(2)]).await,
             Err(LedgerError::NotUploading {
                 state: FileState::Expired,
                 ..

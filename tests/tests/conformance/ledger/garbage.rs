@@ -35,7 +35,13 @@ pub mod suite {
     ) -> FileRecord {
         let id = opened(ledger, &upload(owner, content)).await;
         ledger
-            .complete_upload(id, &md5_for(content), &blake3_for(content), locator)
+            .complete_upload(
+                id,
+                Lease::UNTAKEN,
+                &md5_for(content),
+                &blake3_for(content),
+                locator,
+            )
             .await
             .unwrap()
     }
@@ -233,7 +239,7 @@ pub mod suite {
             };
             let (md5, blake3) = (md5_for(&content), blake3_for(&content));
             let locator = format!("loc/b{round}");
-            let completion = ledger.complete_upload(open, &md5, &blake3, &locator);
+            let completion = ledger.complete_upload(open, Lease::UNTAKEN, &md5, &blake3, &locator);
             let (_, completed) = tokio::join!(collector, completion);
             keeps_its_content(&ledger, &completed.unwrap()).await;
         }

@@ -1,5 +1,5 @@
 //! The ledger's contracts, one suite per trait ([`uploads`], [`catalog`], [`contents`],
-//! [`garbage`], [`expiry`];
+//! [`garbage`], [`expiry`], [`leases`];
 //! the export's in `copy`, the keys' in `keys`), each run on both dialects.
 
 use std::sync::Arc;
@@ -49,6 +49,7 @@ mod catalog;
 mod contents;
 mod expiry;
 mod garbage;
+mod leases;
 mod uploads;
 
 /// What the suites share: records to write and the imports they all use.
@@ -56,8 +57,8 @@ pub mod support {
     pub use super::LedgerBackend;
     pub use std::sync::Arc;
     pub use transfer_service::ledger::{
-        Blake3Digest, CommittedChunk, FileListing, FileState, HashCheckpoint, Ledger, LedgerError,
-        Md5Digest, NewUpload, OwnerUsage,
+        Blake3Digest, CommittedChunk, FileListing, FileState, HashCheckpoint, Lease, LeaseOutcome,
+        Ledger, LedgerError, Md5Digest, NewUpload, OwnerUsage,
     };
     pub use transfer_tests::md5;
     pub use uuid::Uuid;

@@ -71,12 +71,12 @@ pub mod suite {
         let id = ledger.open_upload(&upload("o", "c")).await.unwrap().file.id;
         assert!(ledger.committed_ranges(id).await.unwrap().is_empty());
         let newly = ledger
-            .commit_chunks(id, &[chunk(2), chunk(0)])
+            .commit_chunks(id, Lease::UNTAKEN, &[chunk(2), chunk(0)])
             .await
             .unwrap();
         assert_eq!(newly, vec![0, 2]);
         let newly = ledger
-            .commit_chunks(id, &[chunk(0), chunk(1)])
+            .commit_chunks(id, Lease::UNTAKEN, &[chunk(0), chunk(1)])
             .await
             .unwrap();
         assert_eq!(
@@ -92,7 +92,12 @@ pub mod suite {
         let id = opened(&ledger, &upload("o", "cc")).await;
         let commits = (0..8).map(|_| {
             let ledger = Arc::clone(&ledger);
-            tokio::spawn(async move { ledger.commit_chunks(id, &[chunk(1)]).await.unwrap() })
+            tokio::spawn(async move {
+                ledger
+                    .commit_chunks(id, Lease::UNTAKEN, &[chunk(1)])
+                    .await
+                    .unwrap()
+            })
         });
         let mut newly = 0;
         for commit in commits {
@@ -105,13 +110,19 @@ pub mod suite {
     pub async fn chunks_are_refused_once_an_upload_is_aborted(b: &impl LedgerBackend) {
         let ledger = b.open().await;
         let id = opened(&ledger, &upload("o", "ab")).await;
-        ledger.commit_chunks(id, &[chunk(0)]).await.unwrap();
+        ledger
+            .commit_chunks(id, Lease::UNTAKEN, &[chunk(0)])
+            .await
+            .unwrap();
         ledger.abort_upload(id).await.unwrap();
         assert!(
             ledger.committed_ranges(id).await.unwrap().is_empty(),
             "chunks forgotten"
         );
-        let refused = ledger.commit_chunks(id, &[chunk(1)]).await.unwrap_err();
+        let refused = ledger
+            .commit_chunks(id, Lease::UNTAKEN, &[chunk(1)])
+            .await
+            .unwrap_err();
         assert!(matches!(
             refused,
             LedgerError::NotUploading {
@@ -133,6 +144,7 @@ pub mod suite {
         ledger
             .complete_upload(
                 id,
+                Lease::UNTAKEN,
                 &md5_for("closed"),
                 &blake3_for("closed"),
                 &locator_for("closed"),
@@ -143,15 +155,19 @@ pub mod suite {
             ledger
                 .complete_upload(
                     id,
+                    Lease::UNTAKEN,
                     &md5_for("closed"),
                     &blake3_for("closed"),
                     &locator_for("closed"),
                 )
                 .await
                 .map(|_| ()),
-            ledger.fail_upload(id, "late").await,
+            ledger.fail_upload(id, Lease::UNTAKEN, "late").await,
             ledger.abort_upload(id).await,
-            ledger.commit_chunks(id, &[chunk(0)]).await.map(|_| ()),
+            ledger
+                .commit_chunks(id, Lease::UNTAKEN, &[chunk(0)])
+                .await
+                .map(|_| ()),
         ] {
             assert!(matches!(
                 refused,
@@ -167,8 +183,14 @@ pub mod suite {
         let ledger = b.open().await;
         let new = upload("o", "fail");
         let id = ledger.open_upload(&new).await.unwrap().file.id;
-        ledger.commit_chunks(id, &[chunk(0)]).await.unwrap();
-        ledger.fail_upload(id, "MD5 mismatch").await.unwrap();
+        ledger
+            .commit_chunks(id, Lease::UNTAKEN, &[chunk(0)])
+            .await
+            .unwrap();
+        ledger
+            .fail_upload(id, Lease::UNTAKEN, "MD5 mismatch")
+            .await
+            .unwrap();
         assert_eq!(
             ledger.get_file(id).await.unwrap().unwrap().state,
             FileState::Failed
@@ -198,12 +220,12 @@ pub mod suite {
         let id = Uuid::new_v4();
         assert!(ledger.get_file(id).await.unwrap().is_none());
         assert!(matches!(
-            ledger.commit_chunks(id, &[chunk(0)]).await,
+            ledger.commit_chunks(id, Lease::UNTAKEN, &[chunk(0)]).await,
             Err(LedgerError::NotFound(_))
         ));
         assert!(matches!(
             ledger
-                .complete_upload(id, &[0; 16], &[0; 32], "stored/none")
+                .complete_upload(id, Lease::UNTAKEN, &[0; 16], &[0; 32], "stored/none")
                 .await,
             Err(LedgerError::NotFound(_))
         ));
@@ -220,7 +242,10 @@ pub mod suite {
         let id = ledger.open_upload(&new).await.unwrap().file.id;
         let indexes = [0, 1, 2, 5, 7, 8, 9, 99];
         let chunks: Vec<_> = indexes.iter().map(|&i| chunk(i)).collect();
-        ledger.commit_chunks(id, &chunks).await.unwrap();
+        ledger
+            .commit_chunks(id, Lease::UNTAKEN, &chunks)
+            .await
+            .unwrap();
         assert_eq!(
             ledger.committed_ranges(id).await.unwrap(),
             vec![(0, 3), (5, 6), (7, 10), (99, 100)]
@@ -253,6 +278,7 @@ pub mod suite {
         ledger
             .complete_upload(
                 opened.id,
+                Lease::UNTAKEN,
                 &md5_for("find"),
                 &blake3_for("find"),
                 &locator_for("find"),
@@ -276,10 +302,16 @@ pub mod suite {
             chunks,
             state: vec![chunks as u8; 24],
         };
-        ledger.save_hash_checkpoint(id, &at(2)).await.unwrap();
+        ledger
+            .save_hash_checkpoint(id, Lease::UNTAKEN, &at(2))
+            .await
+            .unwrap();
         assert_eq!(ledger.hash_checkpoint(id).await.unwrap(), Some(at(2)));
         // A late save of an older checkpoint does not replace a newer one.
-        ledger.save_hash_checkpoint(id, &at(1)).await.unwrap();
+        ledger
+            .save_hash_checkpoint(id, Lease::UNTAKEN, &at(1))
+            .await
+            .unwrap();
         assert_eq!(ledger.hash_checkpoint(id).await.unwrap(), Some(at(2)));
         drop(ledger);
         let ledger = b.open().await;
@@ -291,6 +323,7 @@ pub mod suite {
         ledger
             .complete_upload(
                 id,
+                Lease::UNTAKEN,
                 &md5_for("hash"),
                 &blake3_for("hash"),
                 &locator_for("hash"),
@@ -298,7 +331,9 @@ pub mod suite {
             .await
             .unwrap();
         assert!(matches!(
-            ledger.save_hash_checkpoint(id, &at(3)).await,
+            ledger
+                .save_hash_checkpoint(id, Lease::UNTAKEN, &at(3))
+                .await,
             Err(LedgerError::NotUploading { .. })
         ));
     }
@@ -316,11 +351,17 @@ pub mod suite {
 
         let id = first.file.id;
         ledger
-            .commit_chunks(id, &[chunk(0), chunk(1), chunk(2)])
+            .commit_chunks(id, Lease::UNTAKEN, &[chunk(0), chunk(1), chunk(2)])
             .await
             .unwrap();
         let done = ledger
-            .complete_upload(id, &md5_for("sp"), &blake3_for("sp"), &locator_for("sp"))
+            .complete_upload(
+                id,
+                Lease::UNTAKEN,
+                &md5_for("sp"),
+                &blake3_for("sp"),
+                &locator_for("sp"),
+            )
             .await
             .unwrap();
         assert_eq!(done.state, FileState::Complete);
@@ -338,7 +379,7 @@ pub mod suite {
             let ledger = b.open().await;
             let id = opened(&ledger, &upload("o", "persist")).await;
             ledger
-                .commit_chunks(id, &[chunk(0), chunk(2)])
+                .commit_chunks(id, Lease::UNTAKEN, &[chunk(0), chunk(2)])
                 .await
                 .unwrap();
             id
@@ -363,9 +404,18 @@ pub mod suite {
         let id = opened(&ledger, &upload("o", "handle")).await;
         let file = ledger.get_file(id).await.unwrap().unwrap();
         assert_eq!(file.blob_upload, None, "nothing begun yet");
-        assert_eq!(ledger.keep_blob_upload(id, "first").await.unwrap(), "first");
         assert_eq!(
-            ledger.keep_blob_upload(id, "second").await.unwrap(),
+            ledger
+                .keep_blob_upload(id, Lease::UNTAKEN, "first")
+                .await
+                .unwrap(),
+            "first"
+        );
+        assert_eq!(
+            ledger
+                .keep_blob_upload(id, Lease::UNTAKEN, "second")
+                .await
+                .unwrap(),
             "first",
             "a later handle gives way to the kept one"
         );
@@ -374,11 +424,13 @@ pub mod suite {
         assert_eq!(file.blob_upload.as_deref(), Some("first"));
         reopened.abort_upload(id).await.unwrap();
         assert!(matches!(
-            reopened.keep_blob_upload(id, "late").await,
+            reopened.keep_blob_upload(id, Lease::UNTAKEN, "late").await,
             Err(LedgerError::NotUploading { .. })
         ));
         assert!(matches!(
-            reopened.keep_blob_upload(Uuid::new_v4(), "stray").await,
+            reopened
+                .keep_blob_upload(Uuid::new_v4(), Lease::UNTAKEN, "stray")
+                .await,
             Err(LedgerError::NotFound(_))
         ));
     }
@@ -391,11 +443,11 @@ pub mod suite {
             ..chunk(index)
         };
         ledger
-            .commit_chunks(id, &[with(2, "c"), chunk(1)])
+            .commit_chunks(id, Lease::UNTAKEN, &[with(2, "c"), chunk(1)])
             .await
             .unwrap();
         ledger
-            .commit_chunks(id, &[with(0, "a"), with(2, "again")])
+            .commit_chunks(id, Lease::UNTAKEN, &[with(0, "a"), with(2, "again")])
             .await
             .unwrap();
         assert_eq!(
