@@ -38,7 +38,7 @@ pub use data::{TestFile, crc32c, md5};
 pub use database::TestDatabase;
 pub use pki::TestPki;
 pub use process::TransferdProcess;
-pub use proxy::{CuttingProxy, Fault, SlowRepliesProxy};
+pub use proxy::{CuttingProxy, Fault, RoundRobinProxy, SlowRepliesProxy};
 pub use server::{Ledger, TestServer};
 
 /// Runs each listed `async fn NAME(ledger: Ledger)` once on every ledger, as the tests

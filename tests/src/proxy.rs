@@ -242,3 +242,51 @@ async fn relay_slow_replies(client: TcpStream, server: TcpStream, delay: std::ti
         _ = futures::future::join(read_replies, write_replies) => {}
     }
 }
+
+/// Spreads 127.0.0.1 connections over several targets, as a load balancer with no
+/// affinity does: each new connection goes to the next target that accepts it.
+pub struct RoundRobinProxy {
+    pub addr: SocketAddr,
+    accept: JoinHandle<()>,
+}
+
+impl RoundRobinProxy {
+    pub async fn start(targets: Vec<SocketAddr>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the proxy");
+        let addr = listener.local_addr().expect("the proxy's address");
+        let accept = tokio::spawn(async move {
+            let mut next = 0;
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut server = None;
+                // A target that is down (killed, restarting) is passed over.
+                for _ in 0..targets.len() {
+                    let target = targets[next % targets.len()];
+                    next += 1;
+                    if let Ok(connected) = TcpStream::connect(target).await {
+                        server = Some(connected);
+                        break;
+                    }
+                }
+                let Some(mut server) = server else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+            }
+        });
+        Self { addr, accept }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for RoundRobinProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}

@@ -99,6 +99,58 @@ impl S3Server {
         }
     }
 
+    /// The flags that point a `transferd` process at `url` on this server.
+    pub fn transferd_args(&self, url: &str) -> Vec<String> {
+        [
+            "--blob-store",
+            url,
+            "--s3-endpoint",
+            &self.endpoint,
+            "--s3-region",
+            "us-east-1",
+            "--s3-access-key-id",
+            &self.access_key,
+            "--s3-secret-access-key",
+            &self.secret_key,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    /// The keys of the multipart uploads still open under `url`'s prefix (asked with
+    /// boto3: `object_store` cannot list them).
+    pub async fn multipart_uploads(&self, url: &str) -> Vec<String> {
+        let prefix = url
+            .strip_prefix(&format!("s3://{}/", self.bucket))
+            .expect("a URL of this server's bucket");
+        let python = std::env::var("TRANSFER_TEST_PYTHON").expect("TRANSFER_TEST_PYTHON");
+        let script = format!(
+            "import boto3\n\
+             s3 = boto3.client('s3', endpoint_url='{endpoint}', region_name='us-east-1', \
+                 aws_access_key_id='{key}', aws_secret_access_key='{secret}')\n\
+             listed = s3.list_multipart_uploads(Bucket='{bucket}', Prefix='{prefix}/')\n\
+             for upload in listed.get('Uploads', []):\n    print(upload['Key'], upload['UploadId'])\n",
+            endpoint = self.endpoint,
+            key = self.access_key,
+            secret = self.secret_key,
+            bucket = self.bucket,
+        );
+        let output = tokio::process::Command::new(python)
+            .args(["-c", &script])
+            .output()
+            .await
+            .expect("running boto3");
+        assert!(
+            output.status.success(),
+            "listing multipart uploads: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Points a server's settings at `url` (from [`Self::fresh_url`]) on this server.
     pub fn configure(&self, settings: &mut transfer_service::Settings, url: &str) {
         let blobs = &mut settings.blobs;
@@ -114,6 +166,7 @@ impl S3Server {
         let prefix = url
             .strip_prefix(&format!("s3://{}/", self.bucket))
             .expect("a URL of this server's bucket");
+        transfer_service::blob::use_ring_for_tls();
         let store = object_store::aws::AmazonS3Builder::new()
             .with_endpoint(&self.endpoint)
             .with_allow_http(true)

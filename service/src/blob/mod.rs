@@ -17,7 +17,9 @@ use uuid::Uuid;
 
 pub use fs::FsBlobStore;
 pub use names::{ContentLocator, PartReceipt, StagedUpload, UploadHandle};
-pub use object::{MultipartObjectStore, ObjectBlobStore, S3ConfigError, S3Settings, open_s3};
+pub use object::{
+    MultipartObjectStore, ObjectBlobStore, S3ConfigError, S3Settings, open_s3, use_ring_for_tls,
+};
 
 /// One part of an upload: the chunk at `index`, placed at byte `offset` of the file.
 #[derive(Debug, Clone)]

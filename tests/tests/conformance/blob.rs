@@ -119,6 +119,7 @@ crate::conformance_tests!(crate::blob::suite; [
     another_process_completes_an_upload_from_the_kept_handle_and_receipts,
     an_empty_upload_completes,
     staged_uploads_are_listed_until_completed_or_aborted,
+    an_upload_begun_twice_leaves_no_staging_once_one_completes,
 ]);
 
 pub mod suite {
@@ -459,6 +460,35 @@ pub mod suite {
         assert_eq!(
             handles(store.list_staged().await.unwrap()),
             vec![open.to_string()]
+        );
+    }
+
+    pub async fn an_upload_begun_twice_leaves_no_staging_once_one_completes(b: &impl BlobBackend) {
+        // As when a replica died between beginning an upload and the ledger keeping the
+        // handle, and another began it again.
+        let store = b.open();
+        let part = part_of(store.as_ref());
+        let file = TestFile::new("f", 2 * part, 18);
+        let upload = Uuid::new_v4();
+        let size = file.data.len() as u64;
+        let forgotten = store.begin(upload, size).await.unwrap();
+        store
+            .put_parts(&forgotten, &parts(&file, part, &[0]))
+            .await
+            .unwrap();
+        let kept = store.begin(upload, size).await.unwrap();
+        let receipts = store
+            .put_parts(&kept, &parts(&file, part, &[0, 1]))
+            .await
+            .unwrap();
+        let content = store
+            .complete(&kept, &super::suite::kept(receipts))
+            .await
+            .unwrap();
+        assert_eq!(store.list_staged().await.unwrap(), vec![]);
+        assert_eq!(
+            read_all(store.as_ref(), &content, file.data.len()).await,
+            file.data
         );
     }
 }

@@ -10,6 +10,7 @@
 mod cuts;
 mod database;
 mod kills;
+mod replicas;
 
 use std::path::PathBuf;
 use std::time::Duration;

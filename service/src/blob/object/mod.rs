@@ -33,7 +33,7 @@ use super::{
 
 mod s3;
 
-pub use s3::{S3ConfigError, S3Settings, open_s3};
+pub use s3::{S3ConfigError, S3Settings, open_s3, use_ring_for_tls};
 
 /// An object store with multipart uploads (S3, the in-memory store).
 pub trait MultipartObjectStore: ObjectStore + MultipartStore {}
@@ -142,6 +142,61 @@ impl ObjectBlobStore {
             Ok(false) => BlobError::UploadNotFound(handle.clone()),
             Ok(true) => failed(action, error),
             Err(unknown) => unknown,
+        }
+    }
+
+    /// Aborts one multipart upload and drops its marker.
+    async fn abort_one(&self, upload: &UploadHandle) -> Result<(), BlobError> {
+        let (id, multipart) = Self::parse_handle(upload)?;
+        let aborted = self
+            .store
+            .abort_multipart(&self.upload_key(id), &multipart)
+            .await;
+        if let Err(error) = aborted {
+            let action = "aborting a multipart upload";
+            match self
+                .failed_on_upload(upload, (id, &multipart), action, error)
+                .await
+            {
+                // Aborted or completed before: nothing staged is left.
+                BlobError::UploadNotFound(_) => {}
+                failure => return Err(failure),
+            }
+        }
+        self.drop_marker(id, &multipart).await
+    }
+
+    /// Aborts every multipart upload of upload `upload` whose marker is still there: ones
+    /// begun by a replica that died before the ledger kept its handle (another replica's
+    /// then became the upload's). Called once the kept one completed or was aborted;
+    /// what fails here stays for the start-up sweep.
+    async fn abort_others(&self, upload: Uuid) {
+        let dir = self.staging_dir().join(upload.as_simple().to_string());
+        let keys: Result<Vec<Path>, _> = self
+            .store
+            .list(Some(&dir))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await;
+        let keys = match keys {
+            Ok(keys) => keys,
+            Err(error) => {
+                tracing::warn!(%upload, %error, "could not list an upload's other staging");
+                return;
+            }
+        };
+        for key in keys {
+            let staged = match self.staged_upload(&key).await {
+                Ok(Some(staged)) => staged,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!(%upload, %error, "could not read a staging marker");
+                    continue;
+                }
+            };
+            if let Err(error) = self.abort_one(&staged.handle).await {
+                tracing::warn!(%upload, %error, "could not abort an upload's other staging");
+            }
         }
     }
 
@@ -325,6 +380,7 @@ impl BlobStore for ObjectBlobStore {
             }
         }
         self.drop_marker(id, &multipart).await?;
+        self.abort_others(id).await;
         Ok(Self::locator(id))
     }
 
@@ -337,23 +393,10 @@ impl BlobStore for ObjectBlobStore {
     }
 
     async fn abort(&self, upload: &UploadHandle) -> Result<(), BlobError> {
-        let (id, multipart) = Self::parse_handle(upload)?;
-        let aborted = self
-            .store
-            .abort_multipart(&self.upload_key(id), &multipart)
-            .await;
-        if let Err(error) = aborted {
-            let action = "aborting a multipart upload";
-            match self
-                .failed_on_upload(upload, (id, &multipart), action, error)
-                .await
-            {
-                // Aborted or completed before: nothing staged is left.
-                BlobError::UploadNotFound(_) => {}
-                failure => return Err(failure),
-            }
-        }
-        self.drop_marker(id, &multipart).await
+        self.abort_one(upload).await?;
+        let (id, _) = Self::parse_handle(upload)?;
+        self.abort_others(id).await;
+        Ok(())
     }
 
     async fn list_staged(&self) -> Result<Vec<StagedUpload>, BlobError> {

@@ -48,6 +48,16 @@ fn parse_url(url: &str) -> Result<(String, Path), String> {
     Ok((bucket.to_owned(), prefix))
 }
 
+/// Makes ring the process's TLS provider, as object stores' HTTP client needs (its
+/// rustls comes without one). Already installed, by an earlier store or the TLS set-up,
+/// is as good.
+pub fn use_ring_for_tls() {
+    // Deprecated for lacking post-quantum key exchange, which ring does not have; the
+    // workspace builds rustls on ring alone rather than on aws-lc's C build.
+    #[allow(deprecated)]
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Opens the bucket `url` names (`s3://bucket/prefix`) as a blob store, with S3's part
 /// rules. Nothing is sent yet: an unreachable store shows on first use.
 pub fn open_s3(url: &str, settings: &S3Settings) -> Result<ObjectBlobStore, S3ConfigError> {
@@ -56,12 +66,7 @@ pub fn open_s3(url: &str, settings: &S3Settings) -> Result<ObjectBlobStore, S3Co
         reason,
     };
     let (bucket, prefix) = parse_url(url).map_err(config_error)?;
-    // reqwest's TLS is rustls without a provider of its own: ring, as everywhere here.
-    // (Already installed, by an earlier store or the TLS set-up, is as good.) Deprecated
-    // for lacking post-quantum key exchange, which ring does not have; the workspace
-    // builds rustls on ring alone rather than on aws-lc's C build.
-    #[allow(deprecated)]
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    use_ring_for_tls();
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
     if let Some(endpoint) = &settings.endpoint {
         builder = builder

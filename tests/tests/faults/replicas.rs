@@ -1,0 +1,133 @@
+//! Three `transferd` replicas on one PostgreSQL ledger and one SeaweedFS bucket, behind
+//! a round-robin proxy (a new connection goes to the next replica, no affinity), killed
+//! with SIGKILL and started again one at a time while uploads run: every upload
+//! completes byte for byte, none twice, each chunk recorded once, and nothing is left
+//! in the bucket or the ledger that is not a file's.
+
+use std::time::Duration;
+
+use transfer_proto::v1::transfer_service_client::TransferServiceClient;
+use transfer_tests::process::TransferdProcess;
+use transfer_tests::proxy::RoundRobinProxy;
+use transfer_tests::s3::seaweedfs;
+use transfer_tests::{TestDatabase, TestFile, download};
+
+use crate::{client, figure, on_disk, scaled, sessions_left};
+
+const MIB: usize = 1 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_through_replicas_killed_one_at_a_time_complete_once_and_leave_nothing_behind() {
+    let db = TestDatabase::create().await;
+    let s3 = seaweedfs();
+    let url = s3.fresh_url();
+    let mut args = s3.transferd_args(&url);
+    args.extend(
+        [
+            "--lease-secs",
+            "2",
+            "--gc-grace-secs",
+            "0",
+            "--gc-interval-secs",
+            "1",
+        ]
+        .map(str::to_owned),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(TransferdProcess::start_on_database(&db.url, &args).await);
+    }
+    let proxy = RoundRobinProxy::start(replicas.iter().map(|r| r.addr).collect()).await;
+
+    let mut rng = fastrand::Rng::with_seed(19);
+    let files: Vec<TestFile> = (0..scaled(8, 20))
+        .map(|i| {
+            let size = rng.usize(1..=4) * 5 * MIB - rng.usize(0..MIB);
+            TestFile::new(&format!("replicated-{i}.bin"), size, 600 + i as u64)
+        })
+        .collect();
+    let (_dir, paths) = on_disk(&files);
+    let uploads: Vec<_> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, path)| client(proxy.endpoint(), i % 2 == 1).upload_path(path))
+        .collect();
+    let progress: Vec<_> = uploads.iter().map(|upload| upload.watch()).collect();
+    let moved = || -> u64 { progress.iter().map(|p| p.borrow().bytes_done).sum() };
+    let all_done = || progress.iter().all(|p| p.borrow().state.is_finished());
+    let mut kills = 0;
+    'killing: for round in 0..scaled(3, 10) {
+        let since = moved();
+        while moved() < since + (4 << 20) as u64 {
+            if all_done() {
+                break 'killing;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let victim = &mut replicas[round % 3];
+        victim.kill();
+        tokio::time::sleep(Duration::from_millis(rng.u64(50..500))).await;
+        victim.restart().await;
+        kills += 1;
+    }
+    assert!(kills >= 1, "no kill landed while uploads ran");
+    let mut uploaded = Vec::new();
+    for upload in uploads {
+        uploaded.push(upload.wait().await.expect("every upload completes"));
+    }
+    figure("replica kills during uploads", kills);
+
+    // Every file reads back byte for byte, through any replica.
+    let mut raw = TransferServiceClient::connect(proxy.endpoint())
+        .await
+        .expect("connecting through the proxy");
+    for (file, done) in files.iter().zip(&uploaded) {
+        let read = download(&mut raw, None, &done.file.file_id, 0, 0)
+            .await
+            .expect("download");
+        assert!(
+            read.data == file.data,
+            "{} arrives byte for byte",
+            file.name
+        );
+    }
+    assert_eq!(sessions_left(&mut raw).await, 0, "no session left behind");
+
+    // The ledger: each file complete once, with its chunks recorded once each.
+    let ledger = db.client().await;
+    let complete: i64 = ledger
+        .query_one("SELECT count(*) FROM files WHERE state = 'complete'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(complete, files.len() as i64, "each upload completed once");
+
+    // The bucket: once the collector has run, exactly the content the ledger holds,
+    // and no multipart upload still open.
+    let mut objects = Vec::new();
+    for _ in 0..100 {
+        objects = s3.keys(&url).await;
+        if objects == held(&ledger).await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        objects,
+        held(&ledger).await,
+        "the bucket holds the ledger's content only"
+    );
+    assert_eq!(objects.len(), files.len());
+    let open = s3.multipart_uploads(&url).await;
+    assert!(open.is_empty(), "multipart uploads left open: {open:?}");
+}
+
+/// The locators of the content the ledger holds, sorted.
+async fn held(ledger: &tokio_postgres::Client) -> Vec<String> {
+    let rows = ledger
+        .query("SELECT locator FROM content_blobs ORDER BY locator", &[])
+        .await
+        .unwrap();
+    rows.iter().map(|row| row.get::<_, String>(0)).collect()
+}
