@@ -11,3 +11,7 @@ ALTER TABLE files ADD COLUMN lease_holder TEXT;
 ALTER TABLE files ADD COLUMN lease_epoch BIGINT NOT NULL DEFAULT 0 CHECK (lease_epoch >= 0);
 -- A stopping replica frees the leases it holds.
 CREATE INDEX files_by_lease_holder ON files (lease_holder) WHERE lease_holder IS NOT NULL;
+-- The ledger's own identity, made with it: replicas that share a ledger share it, and
+-- an object store's prefix is claimed by one ledger's deployment only.
+CREATE TABLE ledger_identity (id TEXT PRIMARY KEY);
+INSERT INTO ledger_identity (id) VALUES (replace(gen_random_uuid()::text, '-', ''));

@@ -120,9 +120,16 @@ impl Transferd {
         // One pool of buffers for the server's bulk data: chunks read off the network,
         // content read back from disk.
         let buffers = BufferPool::new(DEFAULT_POOL_BYTES);
+        let embedded = matches!(location, crate::ledger::LedgerLocation::Sqlite(_));
         let blobs = settings
             .blobs
-            .open(&settings.data_dir, Arc::clone(&buffers))?;
+            .open_claimed(
+                &settings.data_dir,
+                Arc::clone(&buffers),
+                ledger.as_ref(),
+                embedded,
+            )
+            .await?;
         tracing::info!(blob_store = %settings.blobs.describe(&settings.data_dir), "blob store open");
         tokio::spawn(sweep_orphaned_staging(
             Arc::clone(&ledger),

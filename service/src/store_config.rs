@@ -7,6 +7,7 @@ use std::sync::Arc;
 use transfer_wire::aligned::BufferPool;
 
 use crate::blob::{BlobError, BlobStore, FsBlobStore, S3ConfigError, S3Settings, open_s3};
+use crate::ledger::{Ledger, LedgerError};
 
 /// The blob store's flags. The S3 ones fall back to the standard `AWS_*` variables
 /// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
@@ -46,6 +47,34 @@ pub enum BlobStoreError {
     DataDir(#[from] BlobError),
     #[error(transparent)]
     S3(#[from] S3ConfigError),
+    #[error("the object store failed at start-up: {0}")]
+    Unreachable(BlobError),
+    #[error("the ledger failed at start-up: {0}")]
+    Ledger(#[from] LedgerError),
+    /// The prefix belongs to another deployment (another ledger).
+    #[error("{}", claimed_message(url, key, claimant, *embedded))]
+    ClaimedByAnother {
+        url: String,
+        key: String,
+        claimant: String,
+        embedded: bool,
+    },
+}
+
+/// What an operator is told when a bucket prefix is another deployment's.
+fn claimed_message(url: &str, key: &str, claimant: &str, embedded: bool) -> String {
+    let whose = format!(
+        "{url} belongs to another transferd deployment ({claimant}, written at {key}): replicas that share a bucket prefix must share one ledger"
+    );
+    if embedded {
+        format!(
+            "{whose}. An embedded SQLite ledger serves one replica only: to run several, give them one PostgreSQL ledger (--database-url postgres://...), or give this one a prefix of its own"
+        )
+    } else {
+        format!(
+            "{whose}. After moving a deployment onto this ledger with `transferd migrate-ledger`, delete {key} and start again"
+        )
+    }
 }
 
 impl BlobStoreSettings {
@@ -55,6 +84,7 @@ impl BlobStoreSettings {
     }
 
     /// Opens the configured store; the data directory's unless `--blob-store` names one.
+    /// (No claim: for tools beside a server, see [`BlobStoreSettings::open_claimed`].)
     pub fn open(
         &self,
         data_dir: &Path,
@@ -62,17 +92,48 @@ impl BlobStoreSettings {
     ) -> Result<Arc<dyn BlobStore>, BlobStoreError> {
         match &self.blob_store {
             None => Ok(Arc::new(FsBlobStore::open(data_dir, buffers)?)),
-            Some(url) => {
-                let settings = S3Settings {
-                    endpoint: self.s3_endpoint.clone(),
-                    region: self.s3_region.clone(),
-                    access_key_id: self.s3_access_key_id.clone(),
-                    secret_access_key: self.s3_secret_access_key.clone(),
-                    session_token: None,
-                    virtual_hosted_style: self.s3_virtual_hosted_style,
-                };
-                Ok(Arc::new(open_s3(url, &settings)?))
-            }
+            Some(url) => Ok(Arc::new(open_s3(url, &self.s3_settings())?)),
+        }
+    }
+
+    /// Opens the configured store for a server on `ledger` (`embedded`: a SQLite ledger):
+    /// an object store's prefix is claimed for the ledger's deployment first, and one
+    /// claimed by another refuses to start.
+    pub async fn open_claimed(
+        &self,
+        data_dir: &Path,
+        buffers: Arc<BufferPool>,
+        ledger: &dyn Ledger,
+        embedded: bool,
+    ) -> Result<Arc<dyn BlobStore>, BlobStoreError> {
+        let Some(url) = &self.blob_store else {
+            return self.open(data_dir, buffers);
+        };
+        let store = open_s3(url, &self.s3_settings())?;
+        let claimant = format!("transfer ledger {}", ledger.ledger_id().await?);
+        if let Some(claimant) = store
+            .claim(&claimant)
+            .await
+            .map_err(BlobStoreError::Unreachable)?
+        {
+            return Err(BlobStoreError::ClaimedByAnother {
+                url: url.clone(),
+                key: store.claim_key().to_string(),
+                claimant,
+                embedded,
+            });
+        }
+        Ok(Arc::new(store))
+    }
+
+    fn s3_settings(&self) -> S3Settings {
+        S3Settings {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            access_key_id: self.s3_access_key_id.clone(),
+            secret_access_key: self.s3_secret_access_key.clone(),
+            session_token: None,
+            virtual_hosted_style: self.s3_virtual_hosted_style,
         }
     }
 

@@ -49,7 +49,9 @@ pub enum LeaseOutcome {
 ///   upload's current one fail with [`LedgerError::LeaseLost`] and change nothing.
 /// - `release_lease` frees a lease still held with that epoch (nothing otherwise);
 ///   `forget_replica` frees every lease the replica holds and forgets its heartbeat.
-/// - `held_by_live_replica(id)` says whether some alive replica holds upload `id`.
+/// - `live_holder(id)` names the alive replica that holds upload `id`, if one does.
+/// - `ledger_id()` is the ledger's own identity, made with it and never changed:
+///   replicas that share the ledger share it.
 /// - `ask_to_hand_over(id, holder)` asks replica `holder` to let go of upload `id`; the
 ///   holder hears of it on the receiver `handover_requests(holder)` gave it, where the
 ///   ledger can carry such messages (PostgreSQL's LISTEN/NOTIFY; an embedded ledger has
@@ -64,7 +66,9 @@ pub trait UploadLeases: Send + Sync + 'static {
 
     async fn forget_replica(&self, replica: &str) -> Result<(), LedgerError>;
 
-    async fn held_by_live_replica(&self, id: Uuid) -> Result<bool, LedgerError>;
+    async fn live_holder(&self, id: Uuid) -> Result<Option<String>, LedgerError>;
+
+    async fn ledger_id(&self) -> Result<String, LedgerError>;
 
     async fn ask_to_hand_over(&self, id: Uuid, holder: &str) -> Result<(), LedgerError>;
 

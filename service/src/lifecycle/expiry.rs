@@ -50,7 +50,7 @@ impl ExpirySweeper {
             let due = self.ledger.expired_uploads(now, BATCH).await?;
             let mut extended = 0;
             for file in &due {
-                if self.sessions.has_streams(file.id).await {
+                if self.sessions.in_use_anywhere(file.id).await? {
                     // In use: streaming is activity, however long one stream runs.
                     self.ledger
                         .extend_upload(file.id, self.limits.expiry_from_now())

@@ -292,7 +292,7 @@ async fn probe(
         .iter()
         .filter(|f| f.state == FileState::Uploading && f.md5.is_none() && f.name == intent.name)
     {
-        if !sessions.has_streams(open.id).await {
+        if !sessions.in_use_anywhere(open.id).await? {
             return session(ledger, limits, open.clone(), true).await;
         }
     }

@@ -4,8 +4,10 @@
 //! collector.
 
 use tonic::Code;
+use transfer_service::server::Transferd;
 use transfer_tests::client::{delete_file, open_session};
 use transfer_tests::s3::{S3Server, seaweedfs};
+use transfer_tests::server::default_settings;
 use transfer_tests::{ChunkStream, Ledger, TestFile, TestServer, download};
 
 const MIB: usize = 1 << 20;
@@ -145,7 +147,33 @@ async fn a_deleted_files_object_is_collected_from_the_bucket(ledger: Ledger) {
     assert_eq!(objects(s3, &url).await, (vec![], vec![]));
 }
 
+async fn a_prefix_one_ledger_claimed_refuses_a_server_on_another(ledger: Ledger) {
+    let (server, s3, url) = server_on_s3(ledger).await;
+    // A second single node, with an embedded ledger of its own, on the same prefix.
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = default_settings();
+    settings.data_dir = dir.path().to_owned();
+    s3.configure(&mut settings, &url);
+    let refused = match Transferd::open(&settings).await {
+        Ok(_) => panic!("a second deployment started on a claimed prefix"),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        refused.contains("belongs to another transferd deployment"),
+        "{refused}"
+    );
+    assert!(refused.contains("PostgreSQL ledger"), "{refused}");
+    if ledger == Ledger::Postgres {
+        // A replica of the first, on its ledger, is welcome.
+        let replica = server.replica().await;
+        let mut client = replica.client().await;
+        let file = TestFile::new("welcome.bin", 1000, 305);
+        open_session(&mut client, None, &file, 0).await;
+    }
+}
+
 transfer_tests::ledger_tests!(
+    a_prefix_one_ledger_claimed_refuses_a_server_on_another,
     an_upload_into_a_bucket_takes_5_mib_parts_completes_and_downloads_intact,
     after_a_restart_the_hash_is_finished_from_the_completed_object,
     bytes_unlike_the_declared_md5_fail_with_data_loss_and_leave_no_object,

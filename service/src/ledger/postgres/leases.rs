@@ -107,14 +107,23 @@ impl UploadLeases for PostgresLedger {
         Ok(())
     }
 
-    async fn held_by_live_replica(&self, id: Uuid) -> Result<bool, LedgerError> {
+    async fn live_holder(&self, id: Uuid) -> Result<Option<String>, LedgerError> {
         let client = self.client().await?;
         let row = client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM files f JOIN replicas r ON r.id = f.lease_holder \
-                                WHERE f.id = $1 AND r.alive_until > now())",
+            .query_opt(
+                "SELECT f.lease_holder FROM files f JOIN replicas r ON r.id = f.lease_holder \
+                 WHERE f.id = $1 AND r.alive_until > now()",
                 &[&id],
             )
+            .await
+            .map_err(db_error)?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    async fn ledger_id(&self) -> Result<String, LedgerError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT id FROM ledger_identity", &[])
             .await
             .map_err(db_error)?;
         Ok(row.get(0))

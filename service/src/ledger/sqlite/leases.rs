@@ -112,15 +112,24 @@ impl UploadLeases for SqliteLedger {
         .await
     }
 
-    async fn held_by_live_replica(&self, id: Uuid) -> Result<bool, LedgerError> {
+    async fn live_holder(&self, id: Uuid) -> Result<Option<String>, LedgerError> {
         self.with(move |conn| {
             conn.query_row(
-                "SELECT EXISTS (SELECT 1 FROM files f JOIN replicas r ON r.id = f.lease_holder \
-                                WHERE f.id = ?1 AND r.alive_until > ?2)",
+                "SELECT f.lease_holder FROM files f JOIN replicas r ON r.id = f.lease_holder \
+                 WHERE f.id = ?1 AND r.alive_until > ?2",
                 params![id.to_string(), now_micros()],
                 |row| row.get(0),
             )
+            .optional()
             .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn ledger_id(&self) -> Result<String, LedgerError> {
+        self.with(|conn| {
+            conn.query_row("SELECT id FROM ledger_identity", [], |row| row.get(0))
+                .map_err(db_error)
         })
         .await
     }

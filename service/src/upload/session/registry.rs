@@ -205,7 +205,17 @@ impl SessionRegistry {
         }
     }
 
-    /// Whether a client is streaming into upload `id` right now.
+    /// Whether upload `id` is in use: a client streams into it here, or another replica
+    /// alive holds its session (replicas share no memory: the lease is what they see).
+    pub async fn in_use_anywhere(&self, id: Uuid) -> Result<bool, LedgerError> {
+        if self.has_streams(id).await {
+            return Ok(true);
+        }
+        let holder = self.ledger.live_holder(id).await?;
+        Ok(holder.is_some_and(|holder| holder != self.replica.id))
+    }
+
+    /// Whether a client is streaming into upload `id` right now, here.
     pub async fn has_streams(&self, id: Uuid) -> bool {
         self.lock()
             .get(&id)

@@ -38,7 +38,7 @@ pub mod suite {
         // Taken again by its holder (a session started anew): a newer epoch.
         let second = acquired(&ledger, id, "a").await;
         assert_eq!(second.epoch, first.epoch + 1);
-        assert!(ledger.held_by_live_replica(id).await.unwrap());
+        assert_eq!(ledger.live_holder(id).await.unwrap().as_deref(), Some("a"));
     }
 
     pub async fn a_live_holder_keeps_its_lease_and_is_named(b: &impl LedgerBackend) {
@@ -64,7 +64,7 @@ pub mod suite {
             .unwrap();
         let old = acquired(&ledger, id, "a").await;
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!ledger.held_by_live_replica(id).await.unwrap());
+        assert_eq!(ledger.live_holder(id).await.unwrap(), None);
         ledger.heartbeat("b", LONG).await.unwrap();
         let new = acquired(&ledger, id, "b").await;
         assert_eq!(new.epoch, old.epoch + 1);
@@ -160,14 +160,14 @@ pub mod suite {
         let held = acquired(&ledger, one, "a").await;
         acquired(&ledger, two, "a").await;
         ledger.release_lease(one, held).await.unwrap();
-        assert!(!ledger.held_by_live_replica(one).await.unwrap());
+        assert_eq!(ledger.live_holder(one).await.unwrap(), None);
         acquired(&ledger, one, "b").await;
         // Releasing under an old epoch lets go of nothing.
         ledger.release_lease(one, held).await.unwrap();
-        assert!(ledger.held_by_live_replica(one).await.unwrap());
+        assert_eq!(ledger.live_holder(one).await.unwrap().as_deref(), Some("b"));
 
         ledger.forget_replica("a").await.unwrap();
-        assert!(!ledger.held_by_live_replica(two).await.unwrap());
+        assert_eq!(ledger.live_holder(two).await.unwrap(), None);
         acquired(&ledger, two, "b").await;
     }
 
