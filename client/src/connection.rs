@@ -65,9 +65,12 @@ impl ServerConnection {
     /// [`crate::upload_wire`]); the requests flow before the call's answer is back.
     pub(crate) fn upload_chunks(
         &self,
+        upload_id: &str,
         requests: impl futures::Stream<Item = UploadChunksRequest> + Send + 'static,
     ) -> OpeningUpload {
-        OpeningUpload::start(self.call_target(), requests)
+        let mut target = self.call_target();
+        target.owner = target.owner.for_upload(upload_id);
+        OpeningUpload::start(target, requests)
     }
 
     /// Starts a `Download` call, below tonic's codec so that each piece's data arrives

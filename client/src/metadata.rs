@@ -14,6 +14,9 @@ use tonic::{Request, Status};
 pub struct CallMetadata {
     owner: Option<MetadataValue<Ascii>>,
     authorization: Option<MetadataValue<Ascii>>,
+    /// `x-transfer-upload-id` on an upload's streams: what a load balancer in front of
+    /// several replicas may hash on, so that an upload's streams meet its session.
+    upload_id: Option<MetadataValue<Ascii>>,
 }
 
 impl CallMetadata {
@@ -24,7 +27,14 @@ impl CallMetadata {
         Self {
             owner,
             authorization,
+            upload_id: None,
         }
+    }
+
+    /// The same metadata, naming upload `id` as well.
+    pub(crate) fn for_upload(mut self, id: &str) -> Self {
+        self.upload_id = id.parse().ok();
+        self
     }
 }
 
@@ -36,6 +46,9 @@ impl Interceptor for CallMetadata {
         }
         if let Some(authorization) = &self.authorization {
             metadata.insert("authorization", authorization.clone());
+        }
+        if let Some(upload_id) = &self.upload_id {
+            metadata.insert("x-transfer-upload-id", upload_id.clone());
         }
         transfer_shared::trace_context::inject_current(metadata);
         Ok(request)

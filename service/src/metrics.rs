@@ -36,6 +36,8 @@ pub struct Metrics {
     pub ledger_transaction_duration: Histogram<f64>,
     /// From opening an upload session to its completion (`s`).
     pub upload_duration: Histogram<f64>,
+    /// How long taking an upload over from another replica took, waiting included.
+    pub takeover_seconds: Histogram<f64>,
     /// One `Download` stream (`s`).
     pub download_duration: Histogram<f64>,
 }
@@ -107,6 +109,10 @@ pub fn metrics() -> &'static Metrics {
             ledger_transaction_duration: seconds(
                 "transfer.ledger.transaction.duration",
                 "One ledger transaction recording a batch of chunks",
+            ),
+            takeover_seconds: seconds(
+                "transfer.upload.takeover.duration",
+                "Time to take an upload over from another replica: a live holder's hand-over, or a dead one's lease running out",
             ),
             upload_duration: seconds(
                 "transfer.upload.duration",

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::error::ServiceError;
 use crate::ledger::{Lease, LeaseOutcome, Ledger, LedgerError};
+use crate::metrics::metrics;
 
 /// How often a lease is asked for again while another replica holds it.
 const POLL: Duration = Duration::from_millis(20);
@@ -53,11 +54,19 @@ impl Replica {
     /// Takes the lease of upload `id` for this replica, asking a live holder to hand it
     /// over and waiting for that (at most [`Replica::lease_wait`]).
     pub async fn take_lease(&self, ledger: &dyn Ledger, id: Uuid) -> Result<Lease, ServiceError> {
-        let deadline = Instant::now() + self.lease_wait();
+        let started = Instant::now();
+        let deadline = started + self.lease_wait();
         let mut asked = None;
         loop {
             match ledger.acquire_lease(id, &self.id).await {
-                Ok(LeaseOutcome::Acquired(lease)) => return Ok(lease),
+                Ok(LeaseOutcome::Acquired(lease)) => {
+                    if let Some(holder) = asked {
+                        let waited = started.elapsed();
+                        metrics().takeover_seconds.record(waited.as_secs_f64(), &[]);
+                        tracing::info!(upload = %id, from = %holder, ?waited, "took the upload over");
+                    }
+                    return Ok(lease);
+                }
                 Ok(LeaseOutcome::HeldBy(holder)) => {
                     if asked.as_ref() != Some(&holder) {
                         tracing::info!(upload = %id, %holder, "asking the replica writing this upload to hand it over");

@@ -89,6 +89,11 @@ struct Http2Windows {
 }
 
 impl Transferd {
+    /// This server's name as a replica (what its leases carry).
+    pub fn replica_id(&self) -> &str {
+        &self.api.sessions().replica().id
+    }
+
     /// Opens the ledger (applying migrations) and the blob store, and starts this
     /// server's control runtime, where short calls run (see [`crate::control`]).
     pub async fn open(settings: &Settings) -> Result<Self, StartupError> {
@@ -197,6 +202,10 @@ impl Transferd {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartupError> {
+        // However serving ends, even dropped mid-way (a forced stop), the heartbeat stops
+        // and lets go of this replica's leases.
+        let (stop_heartbeat, heartbeat) = self.heartbeat;
+        let _stop_heartbeat_when_dropped = stop_heartbeat.clone().drop_guard();
         // Stopping begins with a drain: streams finish what they have in flight and end
         // with UNAVAILABLE, so the graceful shutdown that follows has little to wait for.
         let sessions = Arc::clone(self.api.sessions());
@@ -269,7 +278,6 @@ impl Transferd {
             .await?;
         // Stopped cleanly: let go of this replica's leases, so that others take its
         // uploads over at once rather than after the lease period.
-        let (stop_heartbeat, heartbeat) = self.heartbeat;
         stop_heartbeat.cancel();
         let _ = heartbeat.await;
         Ok(())

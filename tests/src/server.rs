@@ -35,6 +35,8 @@ pub enum Ledger {
 struct Running {
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<()>,
+    /// Its name as a replica.
+    replica: String,
 }
 
 pub struct TestServer {
@@ -117,6 +119,14 @@ impl TestServer {
                 .is_err()
             {
                 abort.abort();
+                // Its session tasks live on in this process (a real process would be
+                // gone): its leases go now, as a restarted process would find them
+                // lapsed, or the next server would wait them out.
+                self.open_ledger()
+                    .await
+                    .forget_replica(&running.replica)
+                    .await
+                    .expect("letting go of the stopped server's leases");
             }
         }
     }
@@ -289,6 +299,7 @@ async fn launch(settings: &Settings) -> (SocketAddr, Running) {
     let listener = transfer_service::server::listen(([127, 0, 0, 1], 0).into())
         .expect("binding an ephemeral port");
     let addr = listener.local_addr().expect("the listener's address");
+    let replica = transferd.replica_id().to_owned();
     let (shutdown, signal) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let stopped = async {
@@ -298,7 +309,14 @@ async fn launch(settings: &Settings) -> (SocketAddr, Running) {
             eprintln!("transferd stopped with an error: {e}");
         }
     });
-    (addr, Running { shutdown, task })
+    (
+        addr,
+        Running {
+            shutdown,
+            task,
+            replica,
+        },
+    )
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {

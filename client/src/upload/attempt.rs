@@ -150,7 +150,9 @@ impl<S: ChunkSource> Upload<'_, S> {
             None => false,
         };
         // The first chunks go out while the call's answer is on its way back.
-        let responses = self.server.upload_chunks(ReceiverStream::new(outgoing));
+        let responses = self
+            .server
+            .upload_chunks(&session.upload_id, ReceiverStream::new(outgoing));
         let to_send = ToSend::new(layout.chunk_count(), committed);
         let mut stream = ChunkStream::new(requests, responses, window, layout, to_send);
         stream.done_before(done_bytes, digest_sent);

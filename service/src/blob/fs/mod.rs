@@ -25,6 +25,7 @@ use uuid::Uuid;
 mod read;
 mod space;
 
+use super::names::{content_name, upload_content_locator};
 use super::{BlobError, BlobStore, ContentLocator, Part, PartReceipt, StagedUpload, UploadHandle};
 use read::{open_direct_read, read_at, read_direct};
 use transfer_shared::direct_write::DirectWriter;
@@ -78,43 +79,14 @@ impl FsBlobStore {
 
     /// Where the content of upload `upload` goes when it completes.
     fn locator(upload: Uuid) -> ContentLocator {
-        let id = upload.as_simple().to_string();
-        ContentLocator::new(format!("content/{}/u-{id}", &id[..2]))
+        upload_content_locator(upload)
     }
 
     /// The content file a locator names, if this store made the locator (by the upload,
     /// or, as it once did, by the content's BLAKE3 or MD5).
     fn content_path(&self, locator: &ContentLocator) -> Result<PathBuf, BlobError> {
-        let foreign = || BlobError::ForeignName(locator.to_string());
-        let mut parts = locator.as_str().split('/');
-        let (Some("content"), Some(fan_out), Some(name), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(foreign());
-        };
-        if let Some(id) = name.strip_prefix("u-") {
-            return match Uuid::try_parse(id) {
-                Ok(upload) if Self::locator(upload) == *locator => {
-                    Ok(self.content.join(fan_out).join(name))
-                }
-                _ => Err(foreign()),
-            };
-        }
-        // `b3-<BLAKE3>-<size>`, or `<MD5>-<size>` for content stored before BLAKE3.
-        let (digest_len, unprefixed) = match name.strip_prefix("b3-") {
-            Some(rest) => (64, rest),
-            None => (32, name),
-        };
-        let (digest, size) = unprefixed.split_once('-').ok_or_else(foreign)?;
-        let lower_hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        let well_formed = digest.len() == digest_len
-            && lower_hex(digest)
-            && fan_out.len() == 2
-            && digest.starts_with(fan_out)
-            && size.parse::<u64>().is_ok_and(|n| n.to_string() == size);
-        if !well_formed {
-            return Err(foreign());
-        }
+        let (fan_out, name) =
+            content_name(locator).ok_or_else(|| BlobError::ForeignName(locator.to_string()))?;
         Ok(self.content.join(fan_out).join(name))
     }
 }

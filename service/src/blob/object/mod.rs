@@ -4,7 +4,9 @@
 //! Keys under the store's prefix:
 //! - `content/<first two hex digits of the upload uuid>/u-<upload uuid>`: complete
 //!   content, made by completing the upload's multipart upload at that key (no copy, no
-//!   rename). The locator is this name, as on the filesystem store.
+//!   rename). The locator is this name, as on the filesystem store, whose older names
+//!   (`content/<xx>/b3-...`, `content/<xx>/<MD5>-<size>`) are read here too, so that a
+//!   single node's `content/` tree copied into the bucket serves as it did.
 //! - `staging/<upload uuid>/<tag>`: a marker while an upload is in progress, holding its
 //!   multipart id, so staging can be listed and swept (`object_store` cannot list
 //!   multipart uploads). `<tag>` is derived from the multipart id, so each multipart
@@ -29,6 +31,7 @@ use object_store::{
 };
 use uuid::Uuid;
 
+use super::names::{content_name, upload_content_locator};
 use super::{
     BlobError, BlobStore, ContentLocator, Part, PartReceipt, PartRules, StagedUpload, UploadHandle,
 };
@@ -80,19 +83,15 @@ impl ObjectBlobStore {
     }
 
     fn locator(upload: Uuid) -> ContentLocator {
-        let id = upload.as_simple().to_string();
-        ContentLocator::new(format!("content/{}/u-{id}", &id[..2]))
+        upload_content_locator(upload)
     }
 
-    /// The key of the content a locator names, if this store made the locator.
+    /// The key of the content a locator names, if it is a store's locator (content
+    /// copied here from a filesystem store keeps its names, older ones included).
     fn content_key(&self, locator: &ContentLocator) -> Result<Path, BlobError> {
-        let upload = locator
-            .as_str()
-            .rsplit_once("/u-")
-            .and_then(|(_, id)| Uuid::try_parse(id).ok())
-            .filter(|upload| Self::locator(*upload) == *locator)
-            .ok_or_else(|| BlobError::ForeignName(locator.to_string()))?;
-        Ok(self.upload_key(upload))
+        let (fan_out, name) =
+            content_name(locator).ok_or_else(|| BlobError::ForeignName(locator.to_string()))?;
+        Ok(self.prefix.clone().join("content").join(fan_out).join(name))
     }
 
     /// Where upload `upload`'s content is, once complete.

@@ -17,7 +17,9 @@ const FORGET_AFTER: &str = "1 day";
 #[async_trait]
 impl UploadLeases for PostgresLedger {
     async fn heartbeat(&self, replica: &str, ttl: Duration) -> Result<(), LedgerError> {
-        let client = self.client().await?;
+        // On the sessions' connections: the requests' belong to the server's control
+        // runtime, which is gone once the server stops, when the heartbeat still runs.
+        let client = self.session_client().await?;
         client
             .execute(
                 "INSERT INTO replicas (id, alive_until) \
@@ -92,7 +94,7 @@ impl UploadLeases for PostgresLedger {
     }
 
     async fn forget_replica(&self, replica: &str) -> Result<(), LedgerError> {
-        let client = self.client().await?;
+        let client = self.session_client().await?;
         client
             .execute(
                 "UPDATE files SET lease_holder = NULL WHERE lease_holder = $1",
