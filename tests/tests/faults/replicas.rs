@@ -2,19 +2,31 @@
 //! a round-robin proxy (a new connection goes to the next replica, no affinity), killed
 //! with SIGKILL and started again one at a time while uploads run: every upload
 //! completes byte for byte, none twice, each chunk recorded once, and nothing is left
-//! in the bucket or the ledger that is not a file's.
+//! in the bucket or the ledger that is not a file's. And a replica frozen past its lease
+//! finds, once it wakes, that another took its upload over and its writes do not count.
 
 use std::time::Duration;
 
+use tonic::Code;
+use transfer_proto::v1::check_upload_response;
 use transfer_proto::v1::transfer_service_client::TransferServiceClient;
+use transfer_tests::client::{Client, check_resuming, probe_session};
 use transfer_tests::process::TransferdProcess;
 use transfer_tests::proxy::RoundRobinProxy;
 use transfer_tests::s3::seaweedfs;
-use transfer_tests::{TestDatabase, TestFile, download};
+use transfer_tests::{ChunkStream, TestDatabase, TestFile, download};
 
-use crate::{client, figure, on_disk, scaled, sessions_left};
+use crate::{client, committed_indexes, figure, on_disk, scaled, sessions_left};
 
 const MIB: usize = 1 << 20;
+/// S3's smallest part: the chunk size on an object store.
+const PART: u32 = 5 << 20;
+
+async fn connect(server: &TransferdProcess) -> Client {
+    TransferServiceClient::connect(server.endpoint())
+        .await
+        .expect("connecting to a replica")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_through_replicas_killed_one_at_a_time_complete_once_and_leave_nothing_behind() {
@@ -105,9 +117,16 @@ async fn uploads_through_replicas_killed_one_at_a_time_complete_once_and_leave_n
 
     // The bucket: once the collector has run, exactly the content the ledger holds,
     // and no multipart upload still open.
+    // (Beside the deployment's claim on the prefix.)
+    let content = || async {
+        let mut keys = s3.keys(&url).await;
+        let claim = keys.iter().position(|key| key == "transfer-claim");
+        keys.remove(claim.expect("the prefix is claimed"));
+        keys
+    };
     let mut objects = Vec::new();
     for _ in 0..100 {
-        objects = s3.keys(&url).await;
+        objects = content().await;
         if objects == held(&ledger).await {
             break;
         }
@@ -130,4 +149,62 @@ async fn held(ledger: &tokio_postgres::Client) -> Vec<String> {
         .await
         .unwrap();
     rows.iter().map(|row| row.get::<_, String>(0)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_stalled_past_its_lease_finds_on_waking_that_its_writes_no_longer_count() {
+    let db = TestDatabase::create().await;
+    let s3 = seaweedfs();
+    let url = s3.fresh_url();
+    let mut args = s3.transferd_args(&url);
+    args.extend(["--lease-secs", "1"].map(str::to_owned));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let stalled = TransferdProcess::start_on_database(&db.url, &args).await;
+    let taker = TransferdProcess::start_on_database(&db.url, &args).await;
+    let file = TestFile::new("stalled.bin", 2 * PART as usize + 4096, 650);
+
+    let mut at_stalled = connect(&stalled).await;
+    let session = probe_session(&mut at_stalled, None, &file, PART).await;
+    let mut old = ChunkStream::open(&mut at_stalled, None, &session.upload_id)
+        .await
+        .unwrap();
+    old.send_and_ack(&file, PART, [0]).await;
+    // The holder stops in its tracks (a long GC pause, a frozen VM); a chunk reaches it
+    // meanwhile and waits in its socket.
+    stalled.pause();
+    old.send_chunk(2, file.chunk(2, PART)).await;
+
+    // Its lease lapses; the other replica takes the upload over and goes on.
+    let mut at_taker = connect(&taker).await;
+    let mut new = ChunkStream::open(&mut at_taker, None, &session.upload_id)
+        .await
+        .unwrap();
+    new.send_and_ack(&file, PART, [1]).await;
+
+    // The stalled replica wakes up and handles the chunk it was sent: stored in the
+    // bucket, but its commit, under the old lease, is refused and its stream told so.
+    stalled.resume();
+    let (_, end) = old.drain().await;
+    let status = end.expect_err("the stalled holder's stream ends");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let resumed = match check_resuming(&mut at_taker, None, &file, PART, &session.upload_id).await {
+        Ok(check_upload_response::Result::Session(session)) => session,
+        other => panic!("the session resumes: {other:?}"),
+    };
+    assert_eq!(
+        committed_indexes(&resumed),
+        [0, 1],
+        "the stalled holder's late chunk was not recorded"
+    );
+    new.send_chunk(2, file.chunk(2, PART)).await;
+    // (A single-pass upload: its MD5 comes last.)
+    new.send_digest(&file.md5).await;
+    let (_, end) = new.drain().await;
+    let done = end
+        .unwrap()
+        .expect("the upload completes at its new holder");
+    let read = download(&mut at_taker, None, &done.file_id, 0, 0)
+        .await
+        .expect("download");
+    assert!(read.data == file.data, "the file arrives byte for byte");
 }
