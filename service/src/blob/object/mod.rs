@@ -26,9 +26,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::{
-    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
-};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
 use uuid::Uuid;
 
 use super::names::{content_name, upload_content_locator};
@@ -36,7 +34,9 @@ use super::{
     BlobError, BlobStore, ContentLocator, Part, PartReceipt, PartRules, StagedUpload, UploadHandle,
 };
 
+mod claim;
 mod s3;
+mod staging;
 
 pub use s3::{S3ConfigError, S3Settings, open_s3, use_ring_for_tls};
 
@@ -104,186 +104,6 @@ impl ObjectBlobStore {
             .join(format!("u-{id}"))
     }
 
-    fn staging_dir(&self) -> Path {
-        self.prefix.clone().join("staging")
-    }
-
-    /// The marker of multipart upload `multipart` of upload `upload`.
-    fn marker_key(&self, upload: Uuid, multipart: &str) -> Path {
-        self.staging_dir()
-            .join(upload.as_simple().to_string())
-            .join(marker_tag(multipart))
-    }
-
-    /// Claims this store's prefix for `claimant` (one deployment: the ledger its
-    /// replicas share), so that two deployments never write under one prefix. `Ok(None)`
-    /// when the prefix was unclaimed (now claimed) or is `claimant`'s already;
-    /// otherwise the claimant found.
-    pub async fn claim(&self, claimant: &str) -> Result<Option<String>, BlobError> {
-        let key = self.claim_key();
-        loop {
-            match self.store.get(&key).await {
-                Ok(found) => {
-                    let body = found
-                        .bytes()
-                        .await
-                        .map_err(|e| failed("reading the prefix's claim", e))?;
-                    let found = String::from_utf8_lossy(&body).into_owned();
-                    return Ok((found != claimant).then_some(found));
-                }
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(error) => return Err(failed("reading the prefix's claim", error)),
-            }
-            let create = PutOptions::from(PutMode::Create);
-            match self
-                .store
-                .put_opts(&key, claimant.to_owned().into(), create)
-                .await
-            {
-                Ok(_) => return Ok(None),
-                // Claimed meanwhile: read whose it is.
-                Err(
-                    object_store::Error::AlreadyExists { .. }
-                    | object_store::Error::Precondition { .. },
-                ) => {}
-                Err(error) => return Err(failed("claiming the prefix", error)),
-            }
-        }
-    }
-
-    /// Where the prefix's claim is kept.
-    pub fn claim_key(&self) -> Path {
-        self.prefix.clone().join("transfer-claim")
-    }
-
-    /// Whether a multipart upload is still open, by its marker: written just after the
-    /// multipart upload was created and deleted just after it was completed or aborted.
-    /// (Servers differ on what a call on a finished multipart upload gets: 404, 500, or
-    /// for the in-memory store a generic error; the marker says the same everywhere.)
-    async fn is_staged(&self, upload: Uuid, multipart: &str) -> Result<bool, BlobError> {
-        match self.store.head(&self.marker_key(upload, multipart)).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(error) => Err(failed("reading a staging marker", error)),
-        }
-    }
-
-    /// What a failed call on a multipart upload means: that it is no longer open (when
-    /// its marker is gone), or the store's failure.
-    async fn failed_on_upload(
-        &self,
-        handle: &UploadHandle,
-        (upload, multipart): (Uuid, &str),
-        action: &'static str,
-        error: object_store::Error,
-    ) -> BlobError {
-        if matches!(error, object_store::Error::NotFound { .. }) {
-            return BlobError::UploadNotFound(handle.clone());
-        }
-        match self.is_staged(upload, multipart).await {
-            Ok(false) => BlobError::UploadNotFound(handle.clone()),
-            Ok(true) => failed(action, error),
-            Err(unknown) => unknown,
-        }
-    }
-
-    /// Aborts one multipart upload and drops its marker.
-    async fn abort_one(&self, upload: &UploadHandle) -> Result<(), BlobError> {
-        let (id, multipart) = Self::parse_handle(upload)?;
-        let aborted = self
-            .store
-            .abort_multipart(&self.upload_key(id), &multipart)
-            .await;
-        if let Err(error) = aborted {
-            let action = "aborting a multipart upload";
-            match self
-                .failed_on_upload(upload, (id, &multipart), action, error)
-                .await
-            {
-                // Aborted or completed before: nothing staged is left.
-                BlobError::UploadNotFound(_) => {}
-                failure => return Err(failure),
-            }
-        }
-        self.drop_marker(id, &multipart).await
-    }
-
-    /// Aborts every multipart upload of upload `upload` whose marker is still there: ones
-    /// begun by a replica that died before the ledger kept its handle (another replica's
-    /// then became the upload's). Called once the kept one completed or was aborted;
-    /// what fails here stays for the start-up sweep.
-    async fn abort_others(&self, upload: Uuid) {
-        let dir = self.staging_dir().join(upload.as_simple().to_string());
-        let keys: Result<Vec<Path>, _> = self
-            .store
-            .list(Some(&dir))
-            .map_ok(|meta| meta.location)
-            .try_collect()
-            .await;
-        let keys = match keys {
-            Ok(keys) => keys,
-            Err(error) => {
-                tracing::warn!(%upload, %error, "could not list an upload's other staging");
-                return;
-            }
-        };
-        for key in keys {
-            let staged = match self.staged_upload(&key).await {
-                Ok(Some(staged)) => staged,
-                Ok(None) => continue,
-                Err(error) => {
-                    tracing::warn!(%upload, %error, "could not read a staging marker");
-                    continue;
-                }
-            };
-            if let Err(error) = self.abort_one(&staged.handle).await {
-                tracing::warn!(%upload, %error, "could not abort an upload's other staging");
-            }
-        }
-    }
-
-    /// Deletes a marker; succeeds if there is none.
-    async fn drop_marker(&self, upload: Uuid, multipart: &str) -> Result<(), BlobError> {
-        match self.store.delete(&self.marker_key(upload, multipart)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(error) => Err(failed("deleting a staging marker", error)),
-        }
-    }
-
-    /// The staged upload a marker found by listing names, or `None` for a key this store
-    /// did not make.
-    async fn staged_upload(&self, key: &Path) -> Result<Option<StagedUpload>, BlobError> {
-        let mut parts = key.parts().map(|part| part.as_ref().to_owned());
-        let (Some(tag), Some(id)) = (parts.next_back(), parts.next_back()) else {
-            return Ok(None);
-        };
-        let Some(upload) = Uuid::try_parse(&id)
-            .ok()
-            .filter(|upload| upload.as_simple().to_string() == id)
-        else {
-            return Ok(None);
-        };
-        let body = match self.store.get(key).await {
-            Ok(found) => found
-                .bytes()
-                .await
-                .map_err(|e| failed("reading a staging marker", e))?,
-            // Completed or aborted since it was listed.
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(error) => return Err(failed("reading a staging marker", error)),
-        };
-        let Ok(multipart) = String::from_utf8(body.to_vec()) else {
-            return Ok(None);
-        };
-        if marker_tag(&multipart) != tag {
-            return Ok(None);
-        }
-        Ok(Some(StagedUpload {
-            upload,
-            handle: Self::handle(upload, &multipart),
-        }))
-    }
-
     /// The size of the object at `key`, or what went wrong asking.
     async fn size_of(&self, key: &Path, missing: BlobError) -> Result<u64, BlobError> {
         match self.store.head(key).await {
@@ -294,15 +114,9 @@ impl ObjectBlobStore {
     }
 }
 
-/// A short name derived from a multipart id (which may be long and need not be a
-/// valid key segment).
-fn marker_tag(multipart: &str) -> String {
-    hex::encode(&blake3::hash(multipart.as_bytes()).as_bytes()[..8])
-}
-
 /// An object store error, logged here with what it says (endpoints, keys), told to
 /// clients only as the action that failed.
-fn failed(action: &'static str, error: object_store::Error) -> BlobError {
+pub(super) fn failed(action: &'static str, error: object_store::Error) -> BlobError {
     tracing::warn!(%error, "object store: {action} failed");
     BlobError::ObjectStore { action }
 }
