@@ -138,8 +138,18 @@ async fn uploads_through_replicas_killed_one_at_a_time_complete_once_and_leave_n
         "the bucket holds the ledger's content only"
     );
     assert_eq!(objects.len(), files.len());
+    // A kill that lands between a replica creating a multipart upload and writing its
+    // marker leaves one that nothing can find: `object_store` cannot list multipart
+    // uploads (the bucket's lifecycle rule aborts them; README "Running several
+    // replicas"). At most one per kill, then, and only ever that way: every other one
+    // has a marker, and none is left (above).
     let open = s3.multipart_uploads(&url).await;
-    assert!(open.is_empty(), "multipart uploads left open: {open:?}");
+    figure("multipart uploads left by kills", open.len());
+    assert!(
+        open.len() <= kills,
+        "{} multipart uploads left open by {kills} kills: {open:?}",
+        open.len()
+    );
 }
 
 /// The locators of the content the ledger holds, sorted.
