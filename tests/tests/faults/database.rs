@@ -11,7 +11,7 @@ use transfer_tests::pg_cluster::ThrowawayCluster;
 use transfer_tests::process::TransferdProcess;
 use transfer_tests::{ChunkStream, TestFile, download};
 
-use crate::{CHUNK, client, committed_indexes, figure, on_disk, scaled, sessions_left};
+use crate::{CHUNK, UploadsUnderway, committed_indexes, figure, on_disk, scaled, sessions_left};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_through_a_database_crash_complete_and_keep_every_acked_chunk() {
@@ -37,11 +37,7 @@ async fn uploads_through_a_database_crash_complete_and_keep_every_acked_chunk() 
         .map(|i| TestFile::new(&format!("through-{i}.bin"), 6 << 20, 510 + i as u64))
         .collect();
     let (_dir, paths) = on_disk(&files);
-    let uploads: Vec<_> = paths
-        .iter()
-        .enumerate()
-        .map(|(i, path)| client(server.endpoint(), i % 2 == 1).upload_path(path))
-        .collect();
+    let uploads = UploadsUnderway::start(&server.endpoint(), &paths);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let crashes = scaled(1, 3);
     for _ in 0..crashes {
@@ -52,8 +48,7 @@ async fn uploads_through_a_database_crash_complete_and_keep_every_acked_chunk() 
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     figure("database crashes during uploads", crashes);
-    for (file, upload) in files.iter().zip(uploads) {
-        let done = upload.wait().await.expect("the upload completes");
+    for (file, done) in files.iter().zip(uploads.completed().await) {
         let read = download(&mut raw, None, &done.file.file_id, 0, 0)
             .await
             .expect("download");

@@ -9,7 +9,9 @@ use transfer_tests::client::{Client, check_resuming, probe_session};
 use transfer_tests::process::TransferdProcess;
 use transfer_tests::{ChunkStream, Ledger, TestFile, download};
 
-use crate::{CHUNK, WINDOW, client, committed_indexes, figure, on_disk, scaled, sessions_left};
+use crate::{
+    CHUNK, UploadsUnderway, WINDOW, committed_indexes, figure, on_disk, scaled, sessions_left,
+};
 
 async fn connect(server: &TransferdProcess) -> Client {
     for _ in 0..100 {
@@ -48,26 +50,14 @@ async fn uploads_through_random_kills_all_complete_intact_and_leave_nothing_behi
         })
         .collect();
     let (_dir, paths) = on_disk(&files);
-    let uploads: Vec<_> = paths
-        .iter()
-        .enumerate()
-        // Half of them hash first, half go in a single pass.
-        .map(|(i, path)| client(server.endpoint(), i % 2 == 1).upload_path(path))
-        .collect();
-    let progress: Vec<_> = uploads.iter().map(|upload| upload.watch()).collect();
-    let moved = || -> u64 { progress.iter().map(|p| p.borrow().bytes_done).sum() };
-    let all_done = || progress.iter().all(|p| p.borrow().state.is_finished());
+    let uploads = UploadsUnderway::start(&server.endpoint(), &paths);
     let mut rng = fastrand::Rng::new();
     let mut kills: u64 = 0;
-    'killing: for _ in 0..scaled(4, 15) {
+    for _ in 0..scaled(4, 15) {
         // Each kill lands while uploads move bytes: once a MiB more has been acked since
         // the last restart, after a random moment more.
-        let since = moved();
-        while moved() < since + (1 << 20) {
-            if all_done() {
-                break 'killing;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        if !uploads.moved_more(1 << 20).await {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(rng.u64(0..100))).await;
         server.kill();
@@ -76,10 +66,7 @@ async fn uploads_through_random_kills_all_complete_intact_and_leave_nothing_behi
     }
     // However fast the machine, the first kill lands while bytes move.
     assert!(kills >= 1, "no kill landed while uploads ran");
-    let mut uploaded = Vec::new();
-    for upload in uploads {
-        uploaded.push(upload.wait().await.expect("every upload completes"));
-    }
+    let uploaded = uploads.completed().await;
     figure("kills during uploads", kills);
     let mut raw = connect(&server).await;
     for (file, done) in files.iter().zip(&uploaded) {

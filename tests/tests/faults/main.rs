@@ -16,7 +16,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tempfile::TempDir;
-use transfer_client::{ClientConfig, RetryPolicy, TransferClient};
+use transfer_client::{
+    ClientConfig, Progress, RetryPolicy, TransferClient, TransferHandle, UploadedFile,
+};
 use transfer_tests::TestFile;
 
 /// Whether to run the long mode (`scripts/faults`).
@@ -47,6 +49,49 @@ pub fn client(endpoint: String, hash_first: bool) -> TransferClient {
         max_backoff: Duration::from_millis(500),
     };
     TransferClient::new(config).expect("a valid test client")
+}
+
+/// Uploads running at once from the client library, watched for the bytes they move.
+pub struct UploadsUnderway {
+    uploads: Vec<TransferHandle<UploadedFile>>,
+    progress: Vec<tokio::sync::watch::Receiver<Progress>>,
+}
+
+impl UploadsUnderway {
+    /// Starts uploading every file in `paths` through `endpoint` at once, half of them
+    /// hash-first, half in a single pass.
+    pub fn start(endpoint: &str, paths: &[PathBuf]) -> Self {
+        let uploads: Vec<_> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, path)| client(endpoint.to_owned(), i % 2 == 1).upload_path(path))
+            .collect();
+        let progress = uploads.iter().map(|upload| upload.watch()).collect();
+        Self { uploads, progress }
+    }
+
+    /// Waits until `bytes` more have been acked: a fault then lands while bytes move.
+    /// `false` if every upload finished first.
+    pub async fn moved_more(&self, bytes: u64) -> bool {
+        let moved = || -> u64 { self.progress.iter().map(|p| p.borrow().bytes_done).sum() };
+        let since = moved();
+        while moved() < since + bytes {
+            if self.progress.iter().all(|p| p.borrow().state.is_finished()) {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    /// Waits for every upload, which must complete.
+    pub async fn completed(self) -> Vec<UploadedFile> {
+        let mut uploaded = Vec::new();
+        for upload in self.uploads {
+            uploaded.push(upload.wait().await.expect("every upload completes"));
+        }
+        uploaded
+    }
 }
 
 /// Writes test files into a fresh directory.

@@ -16,7 +16,7 @@ use transfer_tests::proxy::RoundRobinProxy;
 use transfer_tests::s3::seaweedfs;
 use transfer_tests::{ChunkStream, TestDatabase, TestFile, download};
 
-use crate::{client, committed_indexes, figure, on_disk, scaled, sessions_left};
+use crate::{UploadsUnderway, committed_indexes, figure, on_disk, scaled, sessions_left};
 
 const MIB: usize = 1 << 20;
 /// S3's smallest part: the chunk size on an object store.
@@ -60,22 +60,11 @@ async fn uploads_through_replicas_killed_one_at_a_time_complete_once_and_leave_n
         })
         .collect();
     let (_dir, paths) = on_disk(&files);
-    let uploads: Vec<_> = paths
-        .iter()
-        .enumerate()
-        .map(|(i, path)| client(proxy.endpoint(), i % 2 == 1).upload_path(path))
-        .collect();
-    let progress: Vec<_> = uploads.iter().map(|upload| upload.watch()).collect();
-    let moved = || -> u64 { progress.iter().map(|p| p.borrow().bytes_done).sum() };
-    let all_done = || progress.iter().all(|p| p.borrow().state.is_finished());
+    let uploads = UploadsUnderway::start(&proxy.endpoint(), &paths);
     let mut kills = 0;
-    'killing: for round in 0..scaled(3, 10) {
-        let since = moved();
-        while moved() < since + (4 << 20) as u64 {
-            if all_done() {
-                break 'killing;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+    for round in 0..scaled(3, 10) {
+        if !uploads.moved_more(4 << 20).await {
+            break;
         }
         let victim = &mut replicas[round % 3];
         victim.kill();
@@ -84,10 +73,7 @@ async fn uploads_through_replicas_killed_one_at_a_time_complete_once_and_leave_n
         kills += 1;
     }
     assert!(kills >= 1, "no kill landed while uploads ran");
-    let mut uploaded = Vec::new();
-    for upload in uploads {
-        uploaded.push(upload.wait().await.expect("every upload completes"));
-    }
+    let uploaded = uploads.completed().await;
     figure("replica kills during uploads", kills);
 
     // Every file reads back byte for byte, through any replica.
