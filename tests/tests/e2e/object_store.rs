@@ -4,6 +4,7 @@
 //! collector.
 
 use tonic::Code;
+use transfer_proto::v1::{CheckUploadRequest, check_upload_response};
 use transfer_service::server::Transferd;
 use transfer_tests::client::{delete_file, open_session};
 use transfer_tests::s3::{S3Server, seaweedfs};
@@ -172,7 +173,45 @@ async fn a_prefix_one_ledger_claimed_refuses_a_server_on_another(ledger: Ledger)
     }
 }
 
+async fn a_file_needing_more_than_10000_of_the_largest_parts_is_refused_at_once(ledger: Ledger) {
+    let (server, _, _) = server_on_s3(ledger).await;
+    let mut client = server.client().await;
+    // 10,000 parts of the largest chunk (16 MiB by default) hold 156.25 GiB.
+    let largest = 10_000 * u64::from(server.settings.max_chunk_size);
+    let request = |size: u64| {
+        transfer_tests::client::request(
+            CheckUploadRequest {
+                name: "huge.bin".into(),
+                size,
+                md5: vec![7; 16].into(),
+                ..Default::default()
+            },
+            None,
+        )
+    };
+    let status = client
+        .check_upload(request(largest + 1))
+        .await
+        .expect_err("too many parts for the store");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains(&largest.to_string()),
+        "the message names the largest file: {status:?}"
+    );
+    let session = client
+        .check_upload(request(largest))
+        .await
+        .expect("the largest file the store takes")
+        .into_inner();
+    let Some(check_upload_response::Result::Session(session)) = session.result else {
+        panic!("a session: {session:?}");
+    };
+    assert_eq!(session.chunk_size, server.settings.max_chunk_size);
+    assert_eq!(session.chunk_count, 10_000);
+}
+
 transfer_tests::ledger_tests!(
+    a_file_needing_more_than_10000_of_the_largest_parts_is_refused_at_once,
     a_prefix_one_ledger_claimed_refuses_a_server_on_another,
     an_upload_into_a_bucket_takes_5_mib_parts_completes_and_downloads_intact,
     after_a_restart_the_hash_is_finished_from_the_completed_object,
