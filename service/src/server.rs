@@ -175,6 +175,7 @@ impl Transferd {
                 limits,
             ),
             GarbageCollector::new(Arc::clone(&ledger), Arc::clone(&blobs), settings.gc_grace()),
+            (Arc::clone(&ledger) as _, Arc::clone(&blobs)),
             settings.gc_interval(),
         );
         Ok(Self {

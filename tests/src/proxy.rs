@@ -244,10 +244,12 @@ async fn relay_slow_replies(client: TcpStream, server: TcpStream, delay: std::ti
 }
 
 /// Spreads 127.0.0.1 connections over several targets, as a load balancer with no
-/// affinity does: each new connection goes to the next target that accepts it.
+/// affinity does: each new connection goes to the next target that accepts it. Every
+/// connection open through it can be cut at once ([`RoundRobinProxy::cut_all`]).
 pub struct RoundRobinProxy {
     pub addr: SocketAddr,
     accept: JoinHandle<()>,
+    open: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl RoundRobinProxy {
@@ -256,6 +258,8 @@ impl RoundRobinProxy {
             .await
             .expect("binding the proxy");
         let addr = listener.local_addr().expect("the proxy's address");
+        let open = Arc::new(std::sync::Mutex::new(Vec::<tokio::task::AbortHandle>::new()));
+        let connections = Arc::clone(&open);
         let accept = tokio::spawn(async move {
             let mut next = 0;
             while let Ok((mut client, _)) = listener.accept().await {
@@ -272,16 +276,31 @@ impl RoundRobinProxy {
                 let Some(mut server) = server else {
                     continue;
                 };
-                tokio::spawn(async move {
+                let forward = tokio::spawn(async move {
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                 });
+                let mut connections = connections.lock().unwrap();
+                connections.retain(|c| !c.is_finished());
+                connections.push(forward.abort_handle());
             }
         });
-        Self { addr, accept }
+        Self { addr, accept, open }
     }
 
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Closes every connection open through the proxy, both sides (a load balancer
+    /// restarting, a network blip); returns how many there were. New ones are taken as
+    /// before.
+    pub fn cut_all(&self) -> usize {
+        let cut: Vec<_> = std::mem::take(&mut *self.open.lock().unwrap());
+        let live = cut.iter().filter(|c| !c.is_finished()).count();
+        for connection in cut {
+            connection.abort();
+        }
+        live
     }
 }
 

@@ -117,23 +117,49 @@ impl S3Server {
         .to_vec()
     }
 
-    /// The keys of the multipart uploads still open under `url`'s prefix (asked with
-    /// boto3: `object_store` cannot list them).
+    /// The keys and ids of the multipart uploads still open under `url`'s prefix (asked
+    /// with boto3, as a second opinion on the store's own listing).
     pub async fn multipart_uploads(&self, url: &str) -> Vec<String> {
-        let prefix = url
-            .strip_prefix(&format!("s3://{}/", self.bucket))
-            .expect("a URL of this server's bucket");
+        let prefix = self.prefix_of(url);
+        let listed = self
+            .boto3(&format!(
+                "listed = s3.list_multipart_uploads(Bucket='{bucket}', Prefix='{prefix}/')\n\
+                 for upload in listed.get('Uploads', []):\n    print(upload['Key'], upload['UploadId'])\n",
+                bucket = self.bucket,
+            ))
+            .await;
+        listed.lines().map(str::to_owned).collect()
+    }
+
+    /// Creates a multipart upload at `key` under `url`'s prefix behind the blob store's
+    /// back (as a replica killed before it wrote its staging marker leaves one); returns
+    /// its id.
+    pub async fn create_multipart(&self, url: &str, key: &str) -> String {
+        let prefix = self.prefix_of(url);
+        let created = self
+            .boto3(&format!(
+                "print(s3.create_multipart_upload(Bucket='{bucket}', Key='{prefix}/{key}')['UploadId'])\n",
+                bucket = self.bucket,
+            ))
+            .await;
+        created.trim().to_owned()
+    }
+
+    fn prefix_of<'a>(&self, url: &'a str) -> &'a str {
+        url.strip_prefix(&format!("s3://{}/", self.bucket))
+            .expect("a URL of this server's bucket")
+    }
+
+    /// Runs `script` with `s3`, a boto3 client of this server; returns what it printed.
+    async fn boto3(&self, script: &str) -> String {
         let python = std::env::var("TRANSFER_TEST_PYTHON").expect("TRANSFER_TEST_PYTHON");
         let script = format!(
             "import boto3\n\
              s3 = boto3.client('s3', endpoint_url='{endpoint}', region_name='us-east-1', \
-                 aws_access_key_id='{key}', aws_secret_access_key='{secret}')\n\
-             listed = s3.list_multipart_uploads(Bucket='{bucket}', Prefix='{prefix}/')\n\
-             for upload in listed.get('Uploads', []):\n    print(upload['Key'], upload['UploadId'])\n",
+                 aws_access_key_id='{key}', aws_secret_access_key='{secret}')\n{script}",
             endpoint = self.endpoint,
             key = self.access_key,
             secret = self.secret_key,
-            bucket = self.bucket,
         );
         let output = tokio::process::Command::new(python)
             .args(["-c", &script])
@@ -142,13 +168,10 @@ impl S3Server {
             .expect("running boto3");
         assert!(
             output.status.success(),
-            "listing multipart uploads: {}",
+            "boto3 failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// Points a server's settings at `url` (from [`Self::fresh_url`]) on this server.

@@ -144,7 +144,7 @@ pub mod suite {
     }
 
     /// Receipts as the ledger keeps and returns them: the tagged ones, by index.
-    fn kept(mut receipts: Vec<PartReceipt>) -> Vec<PartReceipt> {
+    pub fn kept(mut receipts: Vec<PartReceipt>) -> Vec<PartReceipt> {
         receipts.retain(|r| r.tag.is_some());
         receipts.sort_by_key(|r| r.index);
         receipts

@@ -4,6 +4,7 @@
 
 mod blob;
 mod blob_fs;
+mod blob_s3;
 mod copy;
 mod keys;
 mod ledger;

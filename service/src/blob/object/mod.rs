@@ -35,9 +35,11 @@ use super::{
 };
 
 mod claim;
+mod listing;
 mod s3;
 mod staging;
 
+pub use listing::{MultipartListing, S3MultipartListing};
 pub use s3::{S3ConfigError, S3Settings, open_s3, use_ring_for_tls};
 
 /// An object store with multipart uploads (S3, the in-memory store).
@@ -50,6 +52,9 @@ pub struct ObjectBlobStore {
     /// Every key this store makes is under it.
     prefix: Path,
     rules: PartRules,
+    /// The bucket's own list of unfinished multipart uploads, where the store has one
+    /// (S3): it finds those begun without a staging marker.
+    listing: Option<Arc<dyn MultipartListing>>,
 }
 
 impl ObjectBlobStore {
@@ -60,7 +65,14 @@ impl ObjectBlobStore {
             store,
             prefix,
             rules,
+            listing: None,
         }
+    }
+
+    /// Also finds unfinished multipart uploads by listing them (see [`MultipartListing`]).
+    pub fn with_listing(mut self, listing: Arc<dyn MultipartListing>) -> Self {
+        self.listing = Some(listing);
+        self
     }
 
     fn handle(upload: Uuid, multipart: &str) -> UploadHandle {
@@ -102,6 +114,13 @@ impl ObjectBlobStore {
             .join("content")
             .join(&id[..2])
             .join(format!("u-{id}"))
+    }
+
+    /// The upload whose content key `key` is, if it is one.
+    fn upload_of_key(&self, key: &Path) -> Option<Uuid> {
+        let name = key.filename()?;
+        let upload = Uuid::try_parse(name.strip_prefix("u-")?).ok()?;
+        (self.upload_key(upload) == *key).then_some(upload)
     }
 
     /// The size of the object at `key`, or what went wrong asking.
@@ -266,6 +285,11 @@ impl BlobStore for ObjectBlobStore {
         let mut staged = Vec::with_capacity(keys.len());
         for key in &keys {
             staged.extend(self.staged_upload(key).await?);
+        }
+        for unmarked in self.unmarked_uploads().await? {
+            if !staged.contains(&unmarked) {
+                staged.push(unmarked);
+            }
         }
         Ok(staged)
     }

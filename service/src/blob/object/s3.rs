@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path;
 
-use super::ObjectBlobStore;
+use super::{ObjectBlobStore, S3MultipartListing};
 use crate::blob::PartRules;
 
 /// Where and how to reach the bucket; `None` leaves a setting to the `AWS_*` variables
@@ -88,8 +88,38 @@ pub fn open_s3(url: &str, settings: &S3Settings) -> Result<ObjectBlobStore, S3Co
     if settings.virtual_hosted_style {
         builder = builder.with_virtual_hosted_style_request(true);
     }
-    let store = builder.build().map_err(|e| config_error(e.to_string()))?;
-    Ok(ObjectBlobStore::new(Arc::new(store), prefix, PartRules::S3))
+    let bucket_url = bucket_url(&builder);
+    let region = builder
+        .get_config_value(&AmazonS3ConfigKey::Region)
+        .unwrap_or_else(|| "us-east-1".to_owned());
+    let store = Arc::new(builder.build().map_err(|e| config_error(e.to_string()))?);
+    let blobs = ObjectBlobStore::new(Arc::clone(&store) as _, prefix, PartRules::S3);
+    Ok(match bucket_url {
+        Some(url) => blobs.with_listing(Arc::new(S3MultipartListing::new(store, url, region))),
+        None => blobs,
+    })
+}
+
+/// The bucket's address as `object_store` makes it (`AmazonS3Builder::build`): the
+/// endpoint as given for virtual-hosted style, else the endpoint and the bucket, else
+/// Amazon's. `None` for S3 Express buckets, whose zonal endpoints are left to
+/// `object_store` (their multipart uploads are found by their markers only).
+fn bucket_url(builder: &AmazonS3Builder) -> Option<String> {
+    let value = |key| builder.get_config_value(&key);
+    if value(AmazonS3ConfigKey::S3Express).as_deref() == Some("true") {
+        return None;
+    }
+    let bucket = value(AmazonS3ConfigKey::Bucket)?;
+    let region = value(AmazonS3ConfigKey::Region).unwrap_or_else(|| "us-east-1".to_owned());
+    let virtual_hosted =
+        value(AmazonS3ConfigKey::VirtualHostedStyleRequest).as_deref() == Some("true");
+    let endpoint = value(AmazonS3ConfigKey::S3Endpoint).or(value(AmazonS3ConfigKey::Endpoint));
+    Some(match (endpoint, virtual_hosted) {
+        (Some(endpoint), true) => endpoint,
+        (Some(endpoint), false) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
+        (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+        (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
+    })
 }
 
 #[cfg(test)]

@@ -75,11 +75,60 @@ impl ObjectBlobStore {
         self.drop_marker(id, &multipart).await
     }
 
-    /// Aborts every multipart upload of upload `upload` whose marker is still there: ones
-    /// begun by a replica that died before the ledger kept its handle (another replica's
-    /// then became the upload's). Called once the kept one completed or was aborted;
-    /// what fails here stays for the start-up sweep.
+    /// Aborts every multipart upload of upload `upload` still open: ones begun by a
+    /// replica that died before the ledger kept its handle (another replica's then
+    /// became the upload's), found by their markers and, where the bucket can list
+    /// them, at the upload's key (a replica killed before it wrote the marker leaves one
+    /// without). Called once the kept one completed or was aborted; what fails here
+    /// stays for the start-up sweep.
     pub(super) async fn abort_others(&self, upload: Uuid) {
+        self.abort_marked(upload).await;
+        let Some(listing) = &self.listing else {
+            return;
+        };
+        let key = self.upload_key(upload);
+        let open = match listing.list_open(&key).await {
+            Ok(open) => open,
+            Err(error) => {
+                tracing::warn!(%upload, %error, "could not list an upload's multipart uploads");
+                return;
+            }
+        };
+        for other in open.into_iter().filter(|open| open.key == key) {
+            let handle = Self::handle(upload, &other.multipart);
+            if let Err(error) = self.abort_one(&handle).await {
+                tracing::warn!(%upload, %error, "could not abort an upload's other staging");
+            }
+        }
+    }
+
+    /// Unfinished multipart uploads at content keys that have no marker, where the
+    /// bucket can list them.
+    pub(super) async fn unmarked_uploads(&self) -> Result<Vec<StagedUpload>, BlobError> {
+        let Some(listing) = &self.listing else {
+            return Ok(Vec::new());
+        };
+        let content = self.prefix.clone().join("content");
+        let open = listing.list_open(&content).await.map_err(|error| {
+            tracing::warn!(%error, "object store: listing multipart uploads failed");
+            BlobError::ObjectStore {
+                action: "listing multipart uploads",
+            }
+        })?;
+        Ok(open
+            .into_iter()
+            .filter_map(|open| {
+                let upload = self.upload_of_key(&open.key)?;
+                Some(StagedUpload {
+                    upload,
+                    handle: Self::handle(upload, &open.multipart),
+                })
+            })
+            .collect())
+    }
+
+    /// Aborts the multipart uploads of `upload` that have a marker.
+    async fn abort_marked(&self, upload: Uuid) {
         let dir = self.staging_dir().join(upload.as_simple().to_string());
         let keys: Result<Vec<Path>, _> = self
             .store
