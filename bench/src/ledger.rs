@@ -239,7 +239,8 @@ pub async fn section(bench: &mut crate::Bench) -> Result<()> {
                 .tempdir_in(&bench.work)?
                 .keep();
             seed_sqlite(&data_dir.join("ledger.sqlite3"), seeded).await?;
-            Transferd::start_in(data_dir, LedgerChoice::Embedded, None, &open_sessions).await?
+            Transferd::start_in(data_dir, LedgerChoice::Embedded, None, &open_sessions, None)
+                .await?
         };
         println!(
             "{backend}: seeded {seeded} files in {:.1} s",

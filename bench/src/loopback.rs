@@ -116,7 +116,7 @@ pub async fn section(bench: &mut Bench) -> Result<()> {
     let single_note = format!("{}{versus_tus}", bench.of_md5(single_pass.median()));
     let report = &mut bench.report;
     report.section(format!(
-        "Loopback: {} MiB, client library defaults (chunk 4 MiB, window 16), embedded ledger",
+        "Loopback: {} MiB, client library defaults (chunk 4 MiB, window 64 MiB), embedded ledger",
         size >> 20
     ));
     report.row(
@@ -233,7 +233,7 @@ pub async fn memory_section(bench: &mut Bench) -> Result<()> {
             format!("upload of {} MiB", size >> 20),
             &rss,
             "MiB",
-            "bound: 64 MiB + window 16 × chunk 4 MiB = 128 MiB (the max counts)",
+            "bound: 64 MiB + window 64 MiB = 128 MiB (the max counts)",
         );
     }
     report.row(

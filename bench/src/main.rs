@@ -14,7 +14,9 @@ mod concurrent;
 mod ledger;
 mod link;
 mod loopback;
+mod object_store;
 mod postgres;
+mod replicas;
 mod report;
 mod resume;
 mod security;
@@ -49,6 +51,7 @@ enum Part {
     SlowLink,
     Sweep,
     Security,
+    Replicas,
 }
 
 /// Transfer's benchmark: ceilings, loopback, memory, resume, many uploads, the ledger, a
@@ -309,6 +312,9 @@ async fn run(args: Args) -> Result<()> {
     }
     if wants(Part::Security) {
         security::section(&mut bench).await?;
+    }
+    if wants(Part::Replicas) {
+        replicas::section(&mut bench).await?;
     }
     let elapsed = started.elapsed();
     println!("\ndone in {:.0} s", elapsed.as_secs_f64());

@@ -1,4 +1,4 @@
-//! Sweeps of the settings that decide upload speed (chunk size, window, HTTP/2 windows),
+//! Sweeps of the settings that decide upload speed (chunk size, window in bytes, HTTP/2 windows),
 //! on loopback and at 50 ms round trip, to choose the defaults from figures.
 
 use std::time::Duration;
@@ -21,16 +21,16 @@ fn points() -> Vec<Point> {
     let mut points = Vec::new();
     for chunk in [1u32, 4, 8, 16] {
         points.push(Point {
-            label: format!("chunk {chunk} MiB, window 16"),
+            label: format!("chunk {chunk} MiB, window 64 MiB"),
             client: Box::new(move |c| c.chunk_size = chunk << 20),
             server: Vec::new(),
         });
     }
-    for window in [1u32, 2, 4, 8, 16, 32] {
+    for window in [4u64, 8, 16, 32, 64, 128] {
         points.push(Point {
-            label: format!("window {window}, chunk 4 MiB"),
-            client: Box::new(move |c| c.window = window),
-            server: vec!["--max-window".into(), "32".into()],
+            label: format!("window {window} MiB, chunk 4 MiB"),
+            client: Box::new(move |c| c.window_bytes = window << 20),
+            server: vec!["--max-window-bytes".into(), (128u64 << 20).to_string()],
         });
     }
     for (stream, connection) in [(1u32, 2u32), (4, 8), (16, 32), (32, 64), (64, 128)] {

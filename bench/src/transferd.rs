@@ -20,6 +20,13 @@ pub enum LedgerChoice {
     Postgres(String),
 }
 
+/// Where a transferd's log goes, and at which levels (an `EnvFilter` directive), when
+/// the benchmark reads what it logged.
+pub struct Logging {
+    pub filter: String,
+    pub to: PathBuf,
+}
+
 /// A transferd process with its own data directory, stopped when dropped.
 pub struct Transferd {
     pub addr: SocketAddr,
@@ -47,15 +54,17 @@ impl Transferd {
             .tempdir_in(work)
             .context("creating a data directory")?
             .keep();
-        Self::start_in(data_dir, ledger, database, extra).await
+        Self::start_in(data_dir, ledger, database, extra, None).await
     }
 
-    /// Starts transferd on an existing data directory.
+    /// Starts transferd on an existing data directory; its warnings go to this
+    /// program's standard error, or its log to `logging`.
     pub async fn start_in(
         data_dir: PathBuf,
         ledger: LedgerChoice,
         database: Option<BenchDatabase>,
         extra: &[String],
+        logging: Option<Logging>,
     ) -> Result<Self> {
         let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let mut command = Command::new(binary("transferd")?);
@@ -72,6 +81,11 @@ impl Transferd {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
+        if let Some(logging) = logging {
+            let log = std::fs::File::create(&logging.to)
+                .with_context(|| format!("creating {}", logging.to.display()))?;
+            command.env("RUST_LOG", logging.filter).stderr(log);
+        }
         if let LedgerChoice::Postgres(url) = &ledger {
             command.arg("--database-url").arg(url);
         }
@@ -130,6 +144,11 @@ impl Transferd {
     /// User plus system CPU time so far, in seconds.
     pub fn cpu_seconds(&self) -> Result<f64> {
         process_cpu_seconds(self.pid()?)
+    }
+
+    /// Kills the process (SIGKILL), as a crash would; its data stay until [`Self::stop`].
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
     }
 
     /// Stops the process (SIGKILL: nothing to flush that a benchmark needs) and removes

@@ -99,7 +99,12 @@ pub struct ClientConfig {
     /// This client's certificate and key (PEM), for servers that authenticate clients
     /// by certificate.
     pub client_identity: Option<ClientIdentity>,
-    /// Most unacknowledged chunks in flight per upload; the server's `max_window` caps it.
+    /// Most unacknowledged bytes of chunks in flight per upload (at least one chunk);
+    /// the server's `max_window_bytes` caps it. The same bytes whatever the chunk size:
+    /// an object store's 5 MiB parts do not multiply it.
+    pub window_bytes: u64,
+    /// Most unacknowledged chunks in flight per upload, beside `window_bytes` (the
+    /// server's `max_window` caps it too).
     pub window: u32,
     /// Preferred chunk size in bytes; 0 lets the server choose.
     pub chunk_size: u32,
@@ -131,7 +136,8 @@ impl ClientConfig {
             token: None,
             ca_certificate: None,
             client_identity: None,
-            window: 16,
+            window_bytes: 64 << 20,
+            window: 1024,
             chunk_size: 0,
             stall_timeout: Duration::from_secs(30),
             max_chunk_resends: 3,

@@ -54,9 +54,16 @@ pub struct Settings {
     #[arg(long, env = "TRANSFERD_DEFAULT_CHUNK_SIZE", default_value_t = 4 * MIB)]
     pub default_chunk_size: u32,
 
-    /// Most unacknowledged chunks one upload stream may have in flight.
-    #[arg(long, env = "TRANSFERD_MAX_WINDOW", default_value_t = 16)]
-    pub max_window: u32,
+    /// Most unacknowledged bytes of chunks one upload stream may have in flight (always
+    /// at least one chunk): the same bytes whatever the chunk size, so that large chunks
+    /// do not multiply memory. Sessions say it in whole chunks too (`max_window`).
+    #[arg(long, env = "TRANSFERD_MAX_WINDOW_BYTES", default_value_t = 64 * MIB as u64)]
+    pub max_window_bytes: u64,
+
+    /// Most unacknowledged chunks one upload stream may have in flight, beside
+    /// --max-window-bytes (default: no bound but the bytes).
+    #[arg(long, env = "TRANSFERD_MAX_WINDOW")]
+    pub max_window: Option<u32>,
 
     /// Most upload sessions one owner may have open at once; CheckUpload refuses a new
     /// one beyond it (RESOURCE_EXHAUSTED).
@@ -353,8 +360,14 @@ impl Settings {
                 )));
             }
         }
-        if self.max_window == 0 {
+        if self.max_window == Some(0) {
             return Err(SettingsError("--max-window must be at least 1".into()));
+        }
+        if self.max_window_bytes == 0 {
+            return Err(SettingsError(
+                "--max-window-bytes must be at least 1 (a window is never less than one chunk)"
+                    .into(),
+            ));
         }
         for (flag, secs) in [
             ("--first-message-secs", self.first_message_secs),
@@ -396,7 +409,8 @@ impl Settings {
             min_chunk_size: self.min_chunk_size,
             max_chunk_size: self.max_chunk_size,
             default_chunk_size: self.default_chunk_size,
-            max_window: self.max_window,
+            max_window_bytes: self.max_window_bytes,
+            max_window_chunks: self.max_window,
             max_open_uploads_per_owner: self.max_open_uploads_per_owner,
             max_files_per_owner: self.max_files_per_owner,
             owner_quota_bytes: self.owner_quota_bytes,

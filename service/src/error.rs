@@ -36,9 +36,9 @@ pub enum ServiceError {
     #[error("offset {offset} is past the end of the file ({size} bytes)")]
     OffsetPastEnd { offset: u64, size: u64 },
     #[error(
-        "more than {window} chunks sent without acknowledgement: keep at most the session's max_window in flight"
+        "more than {window} chunks ({bytes} bytes) sent without acknowledgement: keep at most the session's max_window in flight"
     )]
-    WindowExceeded { window: u32 },
+    WindowExceeded { window: u32, bytes: u64 },
     #[error("{0}")]
     UnexpectedMessage(&'static str),
     #[error("message {index} of the stream is not a valid UploadChunksRequest: {reason}")]

@@ -337,7 +337,7 @@ impl TransferApi {
                 file,
                 resumed,
                 committed,
-                max_window,
+                window,
             } => check_upload_response::Result::Session({
                 span.record("transfer.upload_id", file.id.to_string());
                 span.record("transfer.chunk_size", file.chunk_size);
@@ -350,7 +350,8 @@ impl TransferApi {
                         .into_iter()
                         .map(|(start, end)| ChunkRange { start, end })
                         .collect(),
-                    max_window,
+                    max_window: window.chunks,
+                    max_window_bytes: window.bytes,
                     expires_at: file
                         .expires_at
                         .map(|t| std::time::SystemTime::from(t).into()),

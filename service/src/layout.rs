@@ -12,8 +12,11 @@ pub struct Limits {
     pub max_chunk_size: u32,
     /// Chunk size used when the client states no preference.
     pub default_chunk_size: u32,
-    /// Most unacknowledged chunks one stream may have in flight.
-    pub max_window: u32,
+    /// Most unacknowledged bytes of chunks one stream may have in flight (at least one
+    /// chunk whatever its size).
+    pub max_window_bytes: u64,
+    /// Most unacknowledged chunks one stream may have in flight, beside the bytes.
+    pub max_window_chunks: Option<u32>,
     /// Most upload sessions one owner may have open at once.
     pub max_open_uploads_per_owner: u64,
     /// Most files one owner may have, in any state.
@@ -69,6 +72,20 @@ impl Limits {
         u32::try_from(chosen).ok().filter(|_| chosen <= max)
     }
 
+    /// The window of a session of `chunk_size`-byte chunks: the byte budget in whole
+    /// chunks, at least one.
+    pub fn window_for(&self, chunk_size: u32) -> Window {
+        let chunk = u64::from(chunk_size.max(1));
+        let by_bytes = u32::try_from(self.max_window_bytes / chunk).unwrap_or(u32::MAX);
+        let chunks = by_bytes
+            .min(self.max_window_chunks.unwrap_or(u32::MAX))
+            .max(1);
+        Window {
+            chunks,
+            bytes: u64::from(chunks) * chunk,
+        }
+    }
+
     /// The largest file the store takes at the largest chunk size.
     pub fn largest_file_for(&self, rules: PartRules) -> u64 {
         u64::from(self.max_chunk_size)
@@ -86,6 +103,14 @@ impl Limits {
     }
 }
 
+/// What one upload stream may have sent and not had acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub chunks: u32,
+    /// `chunks` full chunks' bytes.
+    pub bytes: u64,
+}
+
 pub use transfer_shared::layout::ChunkLayout;
 
 use crate::blob::PartRules;
@@ -100,7 +125,8 @@ mod tests {
             min_chunk_size: 64,
             max_chunk_size: 1024,
             default_chunk_size: 256,
-            max_window: 8,
+            max_window_bytes: 8 * 256,
+            max_window_chunks: None,
             max_open_uploads_per_owner: 1,
             max_files_per_owner: 1,
             owner_quota_bytes: 1,
@@ -111,6 +137,49 @@ mod tests {
             hash_checkpoint_bytes: 1 << 20,
             upload_expiry: std::time::Duration::from_secs(1),
         }
+    }
+
+    #[test]
+    fn the_window_is_the_byte_budget_in_whole_chunks_and_never_less_than_one() {
+        let mut limits = limits();
+        limits.max_window_bytes = 1000;
+        let window = |chunk| limits.window_for(chunk);
+        assert_eq!(
+            window(100),
+            Window {
+                chunks: 10,
+                bytes: 1000
+            }
+        );
+        assert_eq!(
+            window(300),
+            Window {
+                chunks: 3,
+                bytes: 900
+            }
+        );
+        assert_eq!(
+            window(1000),
+            Window {
+                chunks: 1,
+                bytes: 1000
+            }
+        );
+        assert_eq!(
+            window(4000),
+            Window {
+                chunks: 1,
+                bytes: 4000
+            }
+        );
+        limits.max_window_chunks = Some(4);
+        assert_eq!(
+            limits.window_for(100),
+            Window {
+                chunks: 4,
+                bytes: 400
+            }
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use transfer_proto::v1::{
     AbortUploadRequest, CheckUploadRequest, FileInfo, FileState, GetFileRequest,
-    UploadChunksRequest, UploadStart, check_upload_response, upload_chunks_request,
+    UploadChunksRequest, UploadSession, UploadStart, check_upload_response, upload_chunks_request,
 };
 use transfer_shared::layout::ChunkLayout;
 
@@ -129,7 +129,7 @@ impl<S: ChunkSource> Upload<'_, S> {
                 .map_err(|e| Interruption::Fatal(read_error(&self.label, e)))?;
         }
 
-        let window = self.server.config().window.min(session.max_window).max(1) as usize;
+        let window = chunks_in_flight(self.server.config(), &session);
         // Room for everything the stream can owe the server at once (the start, a window
         // of unacknowledged chunks, the digest): sending never waits on the channel, so
         // the stall timeout below covers every wait, even before the call is answered.
@@ -252,4 +252,19 @@ pub(super) fn holds_other_content(interruption: &Interruption) -> bool {
                 }
         )
     )
+}
+
+/// How many chunks one stream keeps unacknowledged: this client's window and the
+/// session's, in bytes and in chunks, whichever is least, and at least one. (A server
+/// from before `max_window_bytes` sends 0 there, and only its chunk count bounds.)
+fn chunks_in_flight(config: &crate::ClientConfig, session: &UploadSession) -> usize {
+    let chunk = u64::from(session.chunk_size.max(1));
+    let in_chunks = |bytes: u64| (bytes / chunk).max(1);
+    let mut chunks = in_chunks(config.window_bytes)
+        .min(u64::from(config.window.max(1)))
+        .min(u64::from(session.max_window.max(1)));
+    if session.max_window_bytes > 0 {
+        chunks = chunks.min(in_chunks(session.max_window_bytes));
+    }
+    usize::try_from(chunks).unwrap_or(usize::MAX)
 }

@@ -25,7 +25,7 @@ use crate::blob::{BlobError, BlobStore};
 use crate::error::ServiceError;
 use crate::files::abort_upload;
 use crate::identity::Owner;
-use crate::layout::{ChunkLayout, Limits};
+use crate::layout::{ChunkLayout, Limits, Window};
 use crate::ledger::{FileRecord, FileState, Ledger, Md5Digest, NewUpload};
 use crate::request::{parse_id, parse_md5};
 use uuid::Uuid;
@@ -121,7 +121,8 @@ pub enum CheckOutcome {
         resumed: bool,
         /// Committed chunks as half-open index ranges.
         committed: Vec<(u64, u64)>,
-        max_window: u32,
+        /// What one stream may have unacknowledged.
+        window: Window,
     },
 }
 
@@ -433,10 +434,11 @@ async fn session(
     } else {
         Vec::new()
     };
+    let window = limits.window_for(file.chunk_size);
     Ok(CheckOutcome::Session {
         resumed,
         file,
         committed,
-        max_window: limits.max_window,
+        window,
     })
 }

@@ -261,9 +261,12 @@ async fn receive_chunk(
         return reject(state, outbound, index, ChunkOutcome::BadChecksum, detail).await;
     }
 
-    let window = state.attached.info.max_window;
-    if state.in_flight >= window {
-        return Err(ServiceError::WindowExceeded { window });
+    let window = state.attached.info.window;
+    if state.in_flight >= window.chunks {
+        return Err(ServiceError::WindowExceeded {
+            window: window.chunks,
+            bytes: window.bytes,
+        });
     }
     state.in_flight += 1;
     metrics().bytes_received.add(data.len() as u64, &[]);

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use transfer_proto::v1::{Chunk, ChunkOutcome};
-use transfer_tests::client::open_session;
+use transfer_tests::client::{abort, open_session};
 use transfer_tests::{ChunkStream, Ledger, TestFile, TestServer, crc32c, download};
 
 use crate::CHUNK;
@@ -126,11 +126,14 @@ async fn a_chunk_index_past_the_end_is_rejected(ledger: Ledger) {
 }
 
 async fn sending_more_than_the_window_ends_the_stream_with_resource_exhausted(ledger: Ledger) {
-    let server = TestServer::start_with(ledger, |s| s.max_window = 2).await;
+    // A budget of two and a half chunks: two whole ones.
+    let budget = 2 * u64::from(CHUNK) + u64::from(CHUNK) / 2;
+    let server = TestServer::start_with(ledger, |s| s.max_window_bytes = budget).await;
     let mut client = server.client().await;
     let file = TestFile::new("window.bin", 400 * CHUNK as usize, 24);
     let session = open_session(&mut client, None, &file, CHUNK).await;
     assert_eq!(session.max_window, 2);
+    assert_eq!(session.max_window_bytes, 2 * u64::from(CHUNK));
     let mut stream = ChunkStream::open(&mut client, None, &session.upload_id)
         .await
         .unwrap();
@@ -151,6 +154,24 @@ async fn sending_more_than_the_window_ends_the_stream_with_resource_exhausted(le
     let resumed = open_session(&mut client, None, &file, CHUNK).await;
     let committed: u64 = resumed.committed.iter().map(|r| r.end - r.start).sum();
     assert!(committed >= acks.len() as u64);
+}
+
+async fn the_window_is_the_same_bytes_whatever_the_chunk_size(ledger: Ledger) {
+    let budget = 16 * u64::from(CHUNK);
+    let server = TestServer::start_with(ledger, |s| s.max_window_bytes = budget).await;
+    let mut client = server.client().await;
+    let file = TestFile::new("window-sizes.bin", 64 * CHUNK as usize, 25);
+    for (chunk, chunks) in [(CHUNK, 16), (4 * CHUNK, 4), (16 * CHUNK, 1)] {
+        let session = open_session(&mut client, None, &file, chunk).await;
+        assert_eq!(session.chunk_size, chunk);
+        assert_eq!(session.max_window, chunks, "chunks of {chunk} bytes");
+        assert_eq!(session.max_window_bytes, budget, "chunks of {chunk} bytes");
+        abort(&mut client, None, &session.upload_id).await.unwrap();
+    }
+    // A chunk larger than the budget: one at a time, never none.
+    let session = open_session(&mut client, None, &file, 32 * CHUNK).await;
+    assert_eq!(session.max_window, 1);
+    assert_eq!(session.max_window_bytes, 32 * u64::from(CHUNK));
 }
 
 async fn a_chunk_after_a_gap_is_acknowledged_before_the_gap_is_filled(ledger: Ledger) {
@@ -191,4 +212,5 @@ transfer_tests::ledger_tests!(
     a_chunk_of_the_wrong_length_is_rejected,
     a_chunk_index_past_the_end_is_rejected,
     sending_more_than_the_window_ends_the_stream_with_resource_exhausted,
+    the_window_is_the_same_bytes_whatever_the_chunk_size,
 );

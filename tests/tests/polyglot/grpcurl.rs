@@ -154,7 +154,13 @@ async fn every_grpcurl_command_of_the_walk_through_prints_what_it_shows() {
         session["chunkCount"], "1",
         "64-bit integers are JSON strings"
     );
-    assert_eq!(session["maxWindow"], server.settings.max_window);
+    let window = server.settings.max_window_bytes / u64::from(server.settings.default_chunk_size);
+    assert_eq!(session["maxWindow"], window);
+    assert_eq!(
+        session["maxWindowBytes"],
+        (window * u64::from(server.settings.default_chunk_size)).to_string(),
+        "64-bit integers are JSON strings"
+    );
 
     let hex = run(CHECK_UPLOAD_HEX, &server, &upload_id).await;
     assert_eq!(hex.status.code(), Some(64 + 3), "InvalidArgument");

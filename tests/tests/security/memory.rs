@@ -237,10 +237,11 @@ async fn clients_that_read_no_acks_are_refused_holding_no_more_than_their_window
             "{status:?}"
         );
     }
-    // Each stream: its window of chunks in flight and its HTTP/2 window, and slack.
+    // Each stream: its window of chunks in flight (in bytes) and its HTTP/2 window, and
+    // slack.
     report_growth(
         &server,
         before,
-        STREAMS * (16 * CHUNK + STREAM_WINDOW) + 32 * MIB,
+        STREAMS * (session.max_window_bytes + STREAM_WINDOW) + 32 * MIB,
     );
 }

@@ -94,9 +94,12 @@ enum Command {
         /// Preferred chunk size in bytes (the server clamps it); default: the server's.
         #[arg(long, default_value_t = 0)]
         chunk_size: u32,
-        /// Most unacknowledged chunks in flight per file.
-        #[arg(long, default_value_t = 16)]
-        window: u32,
+        /// Most unacknowledged bytes in flight per file (the server may allow fewer).
+        #[arg(long, default_value_t = 64 << 20)]
+        window_bytes: u64,
+        /// Most unacknowledged chunks in flight per file, beside --window-bytes.
+        #[arg(long)]
+        window: Option<u32>,
         /// Files uploaded at once.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
@@ -193,13 +196,17 @@ async fn main() -> ExitCode {
     }
     if let Command::Upload {
         chunk_size,
+        window_bytes,
         window,
         hash_first,
         ..
     } = &cli.command
     {
         config.chunk_size = *chunk_size;
-        config.window = *window;
+        config.window_bytes = *window_bytes;
+        if let Some(window) = window {
+            config.window = *window;
+        }
         config.hash_first = *hash_first;
     }
     let client = match TransferClient::new(config) {

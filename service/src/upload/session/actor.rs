@@ -247,7 +247,7 @@ impl Session {
             info: SessionInfo {
                 id: self.id(),
                 layout: self.layout,
-                max_window: self.registry.limits.max_window,
+                window: self.registry.limits.window_for(self.layout.chunk_size),
                 remaining: self.remaining(),
                 needs_digest: self.declared_md5.is_none(),
             },

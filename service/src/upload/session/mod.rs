@@ -45,7 +45,7 @@ use uuid::Uuid;
 
 use crate::error::ServiceError;
 use crate::identity::Owner;
-use crate::layout::ChunkLayout;
+use crate::layout::{ChunkLayout, Window};
 use crate::ledger::{FileRecord, FileState, Md5Digest};
 
 pub use registry::SessionRegistry;
@@ -83,7 +83,7 @@ pub enum SessionEvent {
 pub struct SessionInfo {
     pub id: Uuid,
     pub layout: ChunkLayout,
-    pub max_window: u32,
+    pub window: Window,
     /// Chunks still missing when the stream attached.
     pub remaining: u64,
     /// No whole-file MD5 was declared yet when the stream attached (single pass).

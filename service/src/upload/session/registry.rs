@@ -232,7 +232,10 @@ impl SessionRegistry {
         if let Some(session) = sessions.get(&id) {
             return session.commands.clone();
         }
-        let capacity = usize::try_from(self.limits.max_window).unwrap_or(1).max(1);
+        // A stream's window of chunks at the usual chunk size (the session's own is not
+        // known before its task loads it).
+        let window = self.limits.window_for(self.limits.default_chunk_size);
+        let capacity = usize::try_from(window.chunks).unwrap_or(1).max(1);
         let (commands, inbox) = mpsc::channel(capacity);
         let handle = SessionHandle {
             commands: commands.clone(),

@@ -169,7 +169,8 @@ impl Session {
             }
         };
         let parked = ParkedChunks::new(
-            (registry.limits.max_window as usize).saturating_mul(file.chunk_size as usize),
+            usize::try_from(registry.limits.window_for(file.chunk_size).bytes)
+                .unwrap_or(usize::MAX),
             Arc::clone(&registry.memory),
         );
         let frontier = HashFrontier::new(
