@@ -46,7 +46,9 @@ pub struct Settings {
     #[arg(long, env = "TRANSFERD_MIN_CHUNK_SIZE", default_value_t = 64 * 1024)]
     pub min_chunk_size: u32,
 
-    /// Largest chunk size a session may use, in bytes (at most 64 MiB).
+    /// Largest chunk size a session may use, in bytes (at most 256 MiB). On an object
+    /// store it also decides the largest file: 10,000 parts of it (a 1 TiB file needs
+    /// 105 MiB).
     #[arg(long, env = "TRANSFERD_MAX_CHUNK_SIZE", default_value_t = 16 * MIB)]
     pub max_chunk_size: u32,
 
@@ -323,15 +325,19 @@ pub enum DedupScope {
     Global,
 }
 
+/// The largest chunk a server may be configured for: one chunk is one message held whole
+/// in memory, and on an object store 10,000 of them make the largest file (2.4 TiB).
+const MAX_CHUNK_SIZE: u32 = 256 * MIB;
+
 impl Settings {
     /// The configured bounds, checked for consistency.
     pub fn limits(&self) -> Result<Limits, SettingsError> {
         if self.min_chunk_size == 0 {
             return Err(SettingsError("--min-chunk-size must be above 0".into()));
         }
-        if self.max_chunk_size > 64 * MIB {
+        if self.max_chunk_size > MAX_CHUNK_SIZE {
             return Err(SettingsError(
-                "--max-chunk-size may be at most 64 MiB".into(),
+                "--max-chunk-size may be at most 256 MiB (268435456 bytes)".into(),
             ));
         }
         if !(self.min_chunk_size <= self.default_chunk_size
@@ -517,6 +523,34 @@ mod tests {
         assert!(secured.security().is_ok_and(|s| s.authenticates()));
         let insecure = settings(&["--listen", "0.0.0.0:1", "--insecure"]);
         assert!(insecure.security().is_ok());
+    }
+
+    #[test]
+    fn chunks_of_up_to_256_mib_may_be_allowed_for_an_object_stores_largest_files() {
+        let most = (256u32 << 20).to_string();
+        let memory = [
+            "--upload-memory-bytes",
+            "1073741824",
+            "--owner-upload-memory-bytes",
+            "1073741824",
+        ];
+        let ok = settings(&[&["--max-chunk-size", &most][..], &memory].concat()).limits();
+        assert!(ok.is_ok_and(|l| l.max_chunk_size == 256 << 20));
+        let over = ((256u32 << 20) + 1).to_string();
+        let refused = settings(&[&["--max-chunk-size", &over][..], &memory].concat()).limits();
+        assert!(refused.is_err_and(|e| e.to_string().contains("at most 256 MiB")));
+    }
+
+    #[test]
+    fn the_window_is_64_mib_with_no_bound_on_the_count_unless_asked() {
+        let limits = settings(&[]).limits().unwrap();
+        assert_eq!(limits.max_window_bytes, 64 << 20);
+        assert_eq!(limits.max_window_chunks, None);
+        assert_eq!(limits.window_for(4 << 20).chunks, 16);
+        assert!(settings(&["--max-window-bytes", "0"]).limits().is_err());
+        assert!(settings(&["--max-window", "0"]).limits().is_err());
+        let counted = settings(&["--max-window", "4"]).limits().unwrap();
+        assert_eq!(counted.window_for(1 << 20).chunks, 4);
     }
 
     #[test]

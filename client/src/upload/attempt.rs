@@ -40,6 +40,7 @@ impl<S: ChunkSource> Upload<'_, S> {
                 // After an interruption, the session this upload was streaming into.
                 resume_upload_id: self.session_id.clone().unwrap_or_default(),
             };
+            let request = naming_upload(request, self.session_id.as_deref());
             let check = guarded(reporter, deadline, raw.check_upload(request))
                 .await?
                 .into_inner();
@@ -267,4 +268,71 @@ fn chunks_in_flight(config: &crate::ClientConfig, session: &UploadSession) -> us
         chunks = chunks.min(in_chunks(session.max_window_bytes));
     }
     usize::try_from(chunks).unwrap_or(usize::MAX)
+}
+
+/// A `CheckUpload` that resumes a session carries its id as `x-transfer-upload-id`
+/// too, as the session's streams do: a load balancer hashing on it sends the whole
+/// resumption to the replica that holds the session.
+fn naming_upload(
+    request: CheckUploadRequest,
+    session_id: Option<&str>,
+) -> tonic::Request<CheckUploadRequest> {
+    let mut request = tonic::Request::new(request);
+    if let Some(id) = session_id.and_then(|id| id.parse().ok()) {
+        request.metadata_mut().insert("x-transfer-upload-id", id);
+    }
+    request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_that_resumes_a_session_names_it_in_its_metadata() {
+        let resuming = naming_upload(
+            CheckUploadRequest::default(),
+            Some("9d7a4d9b-faa9-4d18-b203-d3c30a37c320"),
+        );
+        assert_eq!(
+            resuming
+                .metadata()
+                .get("x-transfer-upload-id")
+                .map(|v| v.to_str().unwrap()),
+            Some("9d7a4d9b-faa9-4d18-b203-d3c30a37c320")
+        );
+        let first = naming_upload(CheckUploadRequest::default(), None);
+        assert!(first.metadata().get("x-transfer-upload-id").is_none());
+    }
+
+    #[test]
+    fn a_stream_keeps_the_least_of_both_windows_in_whole_chunks_and_at_least_one() {
+        let mut config = crate::ClientConfig::new("http://127.0.0.1:1");
+        config.window_bytes = 64 << 20;
+        let session = |chunk_size: u32, max_window: u32, max_window_bytes: u64| UploadSession {
+            chunk_size,
+            max_window,
+            max_window_bytes,
+            ..Default::default()
+        };
+        // The server's 32 MiB of 4 MiB chunks.
+        assert_eq!(chunks_in_flight(&config, &session(4 << 20, 8, 32 << 20)), 8);
+        // This client's 64 MiB of 4 MiB chunks, below the server's 128 MiB.
+        assert_eq!(
+            chunks_in_flight(&config, &session(4 << 20, 32, 128 << 20)),
+            16
+        );
+        // Chunks larger than either window: one at a time.
+        assert_eq!(
+            chunks_in_flight(&config, &session(128 << 20, 1, 128 << 20)),
+            1
+        );
+        // A server from before max_window_bytes: its count alone.
+        assert_eq!(chunks_in_flight(&config, &session(1 << 20, 4, 0)), 4);
+        config.window = 2;
+        assert_eq!(
+            chunks_in_flight(&config, &session(1 << 20, 64, 64 << 20)),
+            2
+        );
+    }
 }

@@ -143,7 +143,9 @@ async fn two_streams_racing_to_the_end_both_hear_completed(ledger: Ledger) {
 }
 
 async fn aborting_tells_every_stream_of_the_session(ledger: Ledger) {
-    let server = TestServer::start(ledger).await;
+    // A window of 16 chunks: the streams are still sending when the abort comes.
+    let server =
+        TestServer::start_with(ledger, |s| s.max_window_bytes = 16 * u64::from(CHUNK)).await;
     let mut client = server.client().await;
     let file = TestFile::new("abort-all.bin", 400 * CHUNK as usize, 64);
     let session = open_session(&mut client, None, &file, CHUNK).await;
