@@ -248,6 +248,8 @@ async fn takeovers(bench: &mut Bench, s3: &S3Server) -> Result<()> {
             figures
                 .client
                 .push(took * if killed { 1.0 } else { 1000.0 }, load);
+            // The hash is finished (read back, where it must be) before `completed`.
+            moved.until_completed().await?;
             drop(held);
             // What the new holder logged: how long it waited for the lease, and how
             // much it read back to finish the hash.
@@ -450,8 +452,22 @@ impl ChunkSender {
         })
     }
 
-    /// Sends chunk `index` of `file` and waits until it is stored (or the upload
-    /// completes with it).
+    /// Waits for the stream's `completed`.
+    async fn until_completed(&self) -> Result<()> {
+        let mut responses = self.responses.lock().await;
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(60), responses.message())
+                .await
+                .context("no `completed` within a minute")??;
+            match message.and_then(|m| m.message) {
+                Some(Incoming::Completed(_)) => return Ok(()),
+                Some(Incoming::Ack(_)) => {}
+                None => bail!("the stream ended before the upload completed"),
+            }
+        }
+    }
+
+    /// Sends chunk `index` of `file` and waits until it is acknowledged (stored).
     async fn send(&self, file: &TwoParts, index: u64) -> Result<()> {
         let data = file.chunk(index);
         let crc32c = crc32c::crc32c(&data);
@@ -474,7 +490,9 @@ impl ChunkSender {
             match message.and_then(|m| m.message) {
                 Some(Incoming::Ack(ack)) if ack.index == index => return Ok(()),
                 Some(Incoming::Ack(_)) => {}
-                Some(Incoming::Completed(_)) => return Ok(()),
+                Some(Incoming::Completed(_)) => {
+                    bail!("completed before chunk {index} was acknowledged")
+                }
                 None => bail!("the stream ended before chunk {index} was acknowledged"),
             }
         }

@@ -140,15 +140,14 @@ async fn send_pieces(
         if tx.send(Ok(first)).await.is_err() {
             return tonic::Code::Cancelled;
         }
+        // Read in the store's own units (an object store's GET costs a request, so it
+        // reads several pieces at once), sent piece by piece.
+        let unit = (source.blobs.read_size() as u64).max(PIECE_SIZE);
         let mut offset = offset;
         while offset < end {
-            let len = (end - offset).min(PIECE_SIZE) as usize;
-            let piece = match source.read(offset, len).await {
-                Ok(data) => DataPiece {
-                    offset,
-                    crc32c: crc32c::crc32c(&data),
-                    data,
-                },
+            let len = (end - offset).min(unit) as usize;
+            let read = match source.read(offset, len).await {
+                Ok(data) => data,
                 Err(error) => {
                     error.log_if_server_fault();
                     let code = error.code();
@@ -156,13 +155,22 @@ async fn send_pieces(
                     return code;
                 }
             };
-            let message = DownloadResponse {
-                message: Some(download_response::Message::Piece(piece)),
-            };
-            if tx.send(Ok(message)).await.is_err() {
-                return tonic::Code::Cancelled;
+            for start in (0..read.len()).step_by(PIECE_SIZE as usize) {
+                let data = read.slice(start..read.len().min(start + PIECE_SIZE as usize));
+                let len = data.len() as u64;
+                let piece = DataPiece {
+                    offset: offset + start as u64,
+                    crc32c: crc32c::crc32c(&data),
+                    data,
+                };
+                let message = DownloadResponse {
+                    message: Some(download_response::Message::Piece(piece)),
+                };
+                if tx.send(Ok(message)).await.is_err() {
+                    return tonic::Code::Cancelled;
+                }
+                metrics().bytes_sent.add(len, &[]);
             }
-            metrics().bytes_sent.add(len as u64, &[]);
             offset += len as u64;
         }
     }

@@ -157,6 +157,13 @@ pub trait BlobStore: Send + Sync + 'static {
         true
     }
 
+    /// How many bytes one [`BlobStore::read`] of complete content should cover where a
+    /// reader may choose (a download): a filesystem reads a piece at a time, an object
+    /// store's GET costs a request and a round trip, so it reads more at once.
+    fn read_size(&self) -> usize {
+        1 << 20
+    }
+
     /// Prepares staging for upload `upload` of `size` bytes, reserving the space where
     /// the store can ([`BlobError::NoSpace`] when there is none).
     async fn begin(&self, upload: Uuid, size: u64) -> Result<UploadHandle, BlobError>;

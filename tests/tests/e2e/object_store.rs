@@ -210,8 +210,46 @@ async fn a_file_needing_more_than_10000_of_the_largest_parts_is_refused_at_once(
     assert_eq!(session.chunk_count, 10_000);
 }
 
+async fn any_range_of_a_file_in_the_bucket_downloads_exactly(ledger: Ledger) {
+    // The store reads 8 MiB at a time and sends 1 MiB pieces: ranges that begin and end
+    // inside reads and pieces.
+    let (server, _s3, _url) = server_on_s3(ledger).await;
+    let mut client = server.client().await;
+    let file = TestFile::new("ranges.bin", 4 * 5 * MIB + 100, 302);
+    let session = open_session(&mut client, None, &file, 5 * MIB as u32).await;
+    let mut stream = ChunkStream::open(&mut client, None, &session.upload_id)
+        .await
+        .unwrap();
+    for index in 0..session.chunk_count {
+        stream
+            .send_chunk(index, file.chunk(index, session.chunk_size))
+            .await;
+    }
+    let (_, end) = stream.drain().await;
+    let done = end.unwrap().expect("the upload completes");
+    let size = file.data.len() as u64;
+    let mib = MIB as u64;
+    for (offset, length) in [
+        (0, 0),
+        (3 * mib + 7, 0),
+        (8 * mib - 1, 8 * mib + 3),
+        (size - 5, 0),
+        (17 * mib, mib),
+    ] {
+        let read = download(&mut client, None, &done.file_id, offset, length)
+            .await
+            .unwrap();
+        let end = if length == 0 { size } else { offset + length };
+        assert!(
+            read.data == file.data[offset as usize..end as usize],
+            "bytes {offset}..{end}"
+        );
+    }
+}
+
 transfer_tests::ledger_tests!(
     a_file_needing_more_than_10000_of_the_largest_parts_is_refused_at_once,
+    any_range_of_a_file_in_the_bucket_downloads_exactly,
     a_prefix_one_ledger_claimed_refuses_a_server_on_another,
     an_upload_into_a_bucket_takes_5_mib_parts_completes_and_downloads_intact,
     after_a_restart_the_hash_is_finished_from_the_completed_object,

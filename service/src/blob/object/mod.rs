@@ -154,6 +154,10 @@ impl BlobStore for ObjectBlobStore {
         false
     }
 
+    fn read_size(&self) -> usize {
+        8 << 20
+    }
+
     async fn begin(&self, upload: Uuid, _size: u64) -> Result<UploadHandle, BlobError> {
         let multipart = self
             .store
