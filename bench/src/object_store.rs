@@ -37,6 +37,9 @@ impl S3Server {
         let mut child = Command::new(&python)
             .arg(root.join("tests/python/s3_server.py"))
             .arg("seaweedfs")
+            // Room for everything the benchmark writes (SeaweedFS reclaims deleted data
+            // only later): 100 volumes of 256 MB.
+            .arg("100")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

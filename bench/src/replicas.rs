@@ -44,7 +44,9 @@ pub async fn section(bench: &mut Bench) -> Result<()> {
 }
 
 /// One upload and one download of the main size on each store, one replica on the
-/// embedded ledger: rates and transferd's CPU per GiB.
+/// embedded ledger: rates and transferd's CPU per GiB. SeaweedFS twice: over plain
+/// HTTP (each part's SHA-256 signed, the default there) and with `UNSIGNED-PAYLOAD`
+/// (the default over TLS).
 async fn stores(bench: &mut Bench, s3: &S3Server) -> Result<()> {
     let size = bench.plan.size;
     let file = bench.file(size)?;
@@ -58,17 +60,23 @@ async fn stores(bench: &mut Bench, s3: &S3Server) -> Result<()> {
         down_cpu: Samples,
         store_cpu: Samples,
     }
-    let mut fs = Figures::default();
-    let mut object = Figures::default();
+    let stores: [(&str, Option<&str>); 3] = [
+        ("filesystem", None),
+        ("SeaweedFS, payload signed", Some("true")),
+        ("SeaweedFS, payload unsigned", Some("false")),
+    ];
+    let mut figures: Vec<Figures> = stores.iter().map(|_| Figures::default()).collect();
     for run in 1..=bench.plan.runs {
         println!("stores: run {run} of {}", bench.plan.runs);
-        for on_s3 in [false, true] {
-            let extra = if on_s3 {
-                s3.transferd_args()
-            } else {
-                Vec::new()
+        for ((_, signed), figures) in stores.iter().zip(&mut figures) {
+            let extra = match signed {
+                Some(signed) => {
+                    let mut args = s3.transferd_args();
+                    args.extend(["--s3-sign-payload".to_owned(), (*signed).to_owned()]);
+                    args
+                }
+                None => Vec::new(),
             };
-            let figures = if on_s3 { &mut object } else { &mut fs };
             let server = bench.server(&extra).await?;
             let config = bench.client(&server.endpoint());
             let (cpu, store_cpu) = (server.cpu_seconds()?, s3.cpu_seconds());
@@ -81,7 +89,7 @@ async fn stores(bench: &mut Bench, s3: &S3Server) -> Result<()> {
             figures
                 .up_cpu
                 .push((server.cpu_seconds()? - cpu) / gib, load);
-            if on_s3 {
+            if signed.is_some() {
                 figures
                     .store_cpu
                     .push((s3.cpu_seconds() - store_cpu) / gib, load);
@@ -98,6 +106,7 @@ async fn stores(bench: &mut Bench, s3: &S3Server) -> Result<()> {
             settle().await;
         }
     }
+    let fs = &figures[0];
     let ratio =
         |s3: &Samples, fs: &Samples| format!("{:.2}× the filesystem's", s3.median() / fs.median());
     let cpu_note = |s3: &Samples, fs: &Samples| {
@@ -109,50 +118,46 @@ async fn stores(bench: &mut Bench, s3: &S3Server) -> Result<()> {
         "Object store, one replica: {} MiB, client defaults (the object store raises 4 MiB chunks to 5 MiB parts), embedded ledger",
         size >> 20
     ));
-    report.row("upload, filesystem store", &fs.up, "MiB/s", "");
-    report.row(
-        "upload, SeaweedFS",
-        &object.up,
-        "MiB/s",
-        ratio(&object.up, &fs.up),
-    );
-    report.row("download, filesystem store", &fs.down, "MiB/s", "");
-    report.row(
-        "download, SeaweedFS",
-        &object.down,
-        "MiB/s",
-        ratio(&object.down, &fs.down),
-    );
-    report.row(
-        "transferd CPU per GiB uploaded, filesystem",
-        &fs.up_cpu,
-        "s",
-        "",
-    );
-    report.row(
-        "transferd CPU per GiB uploaded, SeaweedFS",
-        &object.up_cpu,
-        "s",
-        cpu_note(&object.up_cpu, &fs.up_cpu),
-    );
-    report.row(
-        "transferd CPU per GiB downloaded, filesystem",
-        &fs.down_cpu,
-        "s",
-        "",
-    );
-    report.row(
-        "transferd CPU per GiB downloaded, SeaweedFS",
-        &object.down_cpu,
-        "s",
-        cpu_note(&object.down_cpu, &fs.down_cpu),
-    );
-    report.row(
-        "SeaweedFS's own CPU per GiB uploaded",
-        &object.store_cpu,
-        "s",
-        "on the same two cores",
-    );
+    for ((name, _), store) in stores.iter().zip(&figures) {
+        let is_fs = std::ptr::eq(store, fs);
+        let note = |ours: &Samples, theirs: &Samples, cpu: bool| match (is_fs, cpu) {
+            (true, _) => String::new(),
+            (false, false) => ratio(ours, theirs),
+            (false, true) => cpu_note(ours, theirs),
+        };
+        report.row(
+            format!("upload, {name}"),
+            &store.up,
+            "MiB/s",
+            note(&store.up, &fs.up, false),
+        );
+        report.row(
+            format!("download, {name}"),
+            &store.down,
+            "MiB/s",
+            note(&store.down, &fs.down, false),
+        );
+        report.row(
+            format!("transferd CPU per GiB uploaded, {name}"),
+            &store.up_cpu,
+            "s",
+            note(&store.up_cpu, &fs.up_cpu, true),
+        );
+        report.row(
+            format!("transferd CPU per GiB downloaded, {name}"),
+            &store.down_cpu,
+            "s",
+            note(&store.down_cpu, &fs.down_cpu, true),
+        );
+        if !is_fs {
+            report.row(
+                format!("SeaweedFS's own CPU per GiB uploaded, {name}"),
+                &store.store_cpu,
+                "s",
+                "on the same two cores",
+            );
+        }
+    }
     Ok(())
 }
 

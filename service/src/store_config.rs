@@ -38,6 +38,13 @@ pub struct BlobStoreSettings {
     /// Address the bucket as `https://BUCKET.HOST/` rather than `https://HOST/BUCKET/`.
     #[arg(long, env = "TRANSFERD_S3_VIRTUAL_HOSTED_STYLE")]
     pub s3_virtual_hosted_style: bool,
+
+    /// Sign each part's bytes (SigV4 with the payload's SHA-256) rather than send
+    /// `UNSIGNED-PAYLOAD`. Default: only over plain `http://`, where the signature is the
+    /// bytes' only check in transit; over TLS it hashes every byte again for nothing
+    /// TLS does not already give (AWS's SDKs do the same).
+    #[arg(long, env = "TRANSFERD_S3_SIGN_PAYLOAD")]
+    pub s3_sign_payload: Option<bool>,
 }
 
 /// Why the blob store could not be opened.
@@ -134,6 +141,7 @@ impl BlobStoreSettings {
             secret_access_key: self.s3_secret_access_key.clone(),
             session_token: None,
             virtual_hosted_style: self.s3_virtual_hosted_style,
+            sign_payload: self.s3_sign_payload,
         }
     }
 

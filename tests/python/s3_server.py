@@ -1,12 +1,13 @@
 """An S3-compatible server for the tests, alive as long as whoever started it.
 
-    s3_server.py seaweedfs|moto
+    s3_server.py seaweedfs|moto [VOLUMES]
 
 Starts SeaweedFS (`weed`) or moto (`moto_server`), installed beside this Python, on loopback, with
 telemetry off, creates the bucket `transfer`, prints one line
 `ready <endpoint> <access key> <secret key> <bucket>`, then waits for its standard input
 to close (the test process ended, however it ended) and stops the server and deletes
-its data.
+its data. SeaweedFS gets VOLUMES volumes of 256 MB (default 32: 8 GB; it does not reclaim
+deleted data at once, so a run that writes more, like the benchmark, asks for more).
 """
 
 import json
@@ -33,7 +34,7 @@ def free_ports(count):
     return ports
 
 
-def seaweedfs(bin_dir, data):
+def seaweedfs(bin_dir, data, volumes):
     master, volume, filer, s3, master_grpc, volume_grpc, filer_grpc, s3_grpc = free_ports(8)
     with open(os.path.join(data, "s3.json"), "w") as config:
         json.dump(
@@ -59,21 +60,22 @@ def seaweedfs(bin_dir, data):
         "-s3.port.iceberg=0", "-s3.port.lance=0",
         # On by default, posting to an outside address.
         "-master.telemetry=false",
-        "-master.volumeSizeLimitMB=256", "-volume.max=32",
+        "-master.volumeSizeLimitMB=256", f"-volume.max={volumes}",
     ]
     return command, f"http://127.0.0.1:{s3}"
 
 
-def moto(bin_dir, _data):
+def moto(bin_dir, _data, _volumes):
     (port,) = free_ports(1)
     return [os.path.join(bin_dir, "moto_server"), "-H", "127.0.0.1", "-p", str(port)], f"http://127.0.0.1:{port}"
 
 
 def main():
     kind = sys.argv[1]
+    volumes = int(sys.argv[2]) if len(sys.argv) > 2 else 32
     bin_dir = os.path.dirname(sys.executable)
     data = tempfile.mkdtemp(prefix=f"transfer-test-{kind}-")
-    command, endpoint = {"seaweedfs": seaweedfs, "moto": moto}[kind](bin_dir, data)
+    command, endpoint = {"seaweedfs": seaweedfs, "moto": moto}[kind](bin_dir, data, volumes)
     log = open(os.path.join(data, "server.log"), "w")
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:

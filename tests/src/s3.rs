@@ -96,6 +96,7 @@ impl S3Server {
             secret_access_key: Some(self.secret_key.clone()),
             session_token: None,
             virtual_hosted_style: false,
+            sign_payload: None,
         }
     }
 

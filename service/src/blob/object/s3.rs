@@ -23,6 +23,9 @@ pub struct S3Settings {
     pub session_token: Option<String>,
     /// `https://bucket.host/key` instead of the path-style `https://host/bucket/key`.
     pub virtual_hosted_style: bool,
+    /// Sign request bodies (their SHA-256 in the SigV4 signature); `None`: only over
+    /// plain `http://`, where nothing else checks them in transit.
+    pub sign_payload: Option<bool>,
 }
 
 /// A blob store's location that is not `s3://bucket[/prefix]`, or settings that do not
@@ -88,6 +91,12 @@ pub fn open_s3(url: &str, settings: &S3Settings) -> Result<ObjectBlobStore, S3Co
     if settings.virtual_hosted_style {
         builder = builder.with_virtual_hosted_style_request(true);
     }
+    let over_plain_http = builder
+        .get_config_value(&AmazonS3ConfigKey::S3Endpoint)
+        .or(builder.get_config_value(&AmazonS3ConfigKey::Endpoint))
+        .is_some_and(|endpoint| endpoint.starts_with("http://"));
+    let sign_payload = settings.sign_payload.unwrap_or(over_plain_http);
+    builder = builder.with_unsigned_payload(!sign_payload);
     let bucket_url = bucket_url(&builder);
     let region = builder
         .get_config_value(&AmazonS3ConfigKey::Region)
