@@ -57,11 +57,55 @@ pub enum StartupError {
     ControlPlane(std::io::Error),
     #[error("drawing the secret for possession challenges failed: {0}")]
     Randomness(getrandom::Error),
+    /// Another `transferd` has this embedded ledger open.
+    #[error(
+        "{} is in use by another transferd (its lock {} is held): an embedded SQLite ledger serves one process only; stop the other, give this one its own --data-dir, or run replicas on one PostgreSQL ledger (--database-url)",
+        ledger.display(), lock.display()
+    )]
+    LedgerInUse {
+        ledger: std::path::PathBuf,
+        lock: std::path::PathBuf,
+    },
+    #[error("locking {} failed: {error}", lock.display())]
+    LedgerLock {
+        lock: std::path::PathBuf,
+        error: std::io::Error,
+    },
     #[error("reading {file} failed: {error}")]
     TlsFile {
         file: std::path::PathBuf,
         error: std::io::Error,
     },
+}
+
+/// Takes the lock of an embedded ledger (`<ledger>.lock` beside it) for as long as the
+/// returned file is open: a second `transferd` on the same file would reset the first's
+/// heartbeat and race its sessions, and its staging files. Released by the kernel
+/// however the process ends.
+fn lock_embedded_ledger(ledger: &std::path::Path) -> Result<std::fs::File, StartupError> {
+    let lock = ledger.with_extension("lock");
+    if let Some(dir) = lock.parent() {
+        // The ledger creates its directory too; the lock comes first.
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let failed = |error| StartupError::LedgerLock {
+        lock: lock.clone(),
+        error,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartupError::LedgerInUse {
+            ledger: ledger.to_owned(),
+            lock,
+        }),
+        Err(std::fs::TryLockError::Error(error)) => Err(failed(error)),
+    }
 }
 
 /// A `transferd` with its storage opened, ready to serve.
@@ -77,6 +121,8 @@ pub struct Transferd {
     max_message_size: usize,
     reflection: bool,
     http2: Http2Windows,
+    /// Held while this server lives, for an embedded ledger: see [`lock_embedded_ledger`].
+    _ledger_lock: Option<std::fs::File>,
 }
 
 /// HTTP/2 flow control: hyper's defaults let one stream move only 64 KiB per round
@@ -106,6 +152,10 @@ impl Transferd {
         }
         let security = settings.security()?;
         let location = settings.ledger_location()?;
+        let ledger_lock = match &location {
+            crate::ledger::LedgerLocation::Sqlite(path) => Some(lock_embedded_ledger(path)?),
+            _ => None,
+        };
         let control = Arc::new(ControlPlane::start().map_err(StartupError::ControlPlane)?);
         let ledger = location
             .open(settings.database_pool_size, Some(control.handle().clone()))
@@ -193,6 +243,7 @@ impl Transferd {
                 connection: settings.http2_connection_window,
                 adaptive: settings.http2_adaptive_window,
             },
+            _ledger_lock: ledger_lock,
         })
     }
 
