@@ -6,7 +6,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::*;
-use crate::blob::{Part, UploadHandle};
+use crate::blob::{BlobError, Part, UploadHandle};
 use crate::error::ServiceError;
 use crate::ledger::{CommittedChunk, Lease};
 use crate::metrics::metrics;
@@ -22,11 +22,18 @@ pub(super) async fn write_and_commit(
     mut rows: Vec<CommittedChunk>,
     parent: tracing::Span,
 ) -> Result<(), ServiceError> {
-    let receipts = registry
+    let put = registry
         .blobs
         .put_parts(&staged, &parts)
         .instrument(tracing::info_span!(parent: &parent, "blob.put_parts", chunks = parts.len()))
-        .await?;
+        .await;
+    let receipts = match put {
+        Ok(receipts) => receipts,
+        Err(error @ BlobError::UploadNotFound(_)) => {
+            return Err(closed_or(&registry, id, error).await);
+        }
+        Err(error) => return Err(error.into()),
+    };
     // The receipts go into the same ledger transaction as the chunks they are for.
     for receipt in receipts {
         if let Some(row) = rows.iter_mut().find(|row| row.index == receipt.index) {
@@ -47,4 +54,21 @@ pub(super) async fn write_and_commit(
     // This task is the session's only writer, so every chunk it commits is new.
     committed?;
     Ok(())
+}
+
+/// What a vanished staged upload means: the upload was closed meanwhile where this
+/// session could not see it (aborted, expired or failed through another replica, which
+/// dropped its staging), said as such; or, while the ledger still has it open, the
+/// store's own error.
+async fn closed_or(registry: &SessionRegistry, id: Uuid, error: BlobError) -> ServiceError {
+    match registry.ledger.get_file(id).await {
+        Ok(Some(file)) if file.state != crate::ledger::FileState::Uploading => {
+            ServiceError::UploadNotOpen {
+                id,
+                state: file.state,
+            }
+        }
+        Ok(None) => ServiceError::UploadNotFound(id),
+        _ => error.into(),
+    }
 }
