@@ -194,8 +194,16 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Deletes complete content. Succeeds if there is none.
     async fn delete(&self, content: &ContentLocator) -> Result<(), BlobError>;
 
-    /// Drops an upload's staging. Succeeds if there is none.
+    /// Drops an upload's staging, all of it (a store that may hold several for one
+    /// upload drops them all): the upload is closed. Succeeds if there is none.
     async fn abort(&self, upload: &UploadHandle) -> Result<(), BlobError>;
+
+    /// Drops the staging of this one handle only, leaving any other of the same upload:
+    /// a handle begun but not the one the ledger kept (another replica's was). Succeeds
+    /// if there is none.
+    async fn discard(&self, upload: &UploadHandle) -> Result<(), BlobError> {
+        self.abort(upload).await
+    }
 
     /// The uploads that have staging, in no particular order.
     async fn list_staged(&self) -> Result<Vec<StagedUpload>, BlobError>;

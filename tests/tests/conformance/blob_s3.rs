@@ -94,6 +94,28 @@ async fn parts_sent_unsigned_complete_into_the_file(server: &S3Server) {
     assert!(read == file.data, "the content reads back exactly");
 }
 
+async fn discarding_a_handle_not_kept_leaves_the_kept_one(server: &S3Server) {
+    // Two replicas began the same upload; the ledger kept the second's handle, and the
+    // first drops its own: the kept one must go on (aborting the upload would take it).
+    let url = server.fresh_url();
+    let store = server.blob_store(&url);
+    let part = part_of(&store);
+    let file = TestFile::new("f", part + 10, 33);
+    let upload = Uuid::new_v4();
+    let size = file.data.len() as u64;
+    let lost = store.begin(upload, size).await.unwrap();
+    let kept_handle = store.begin(upload, size).await.unwrap();
+    store.discard(&lost).await.unwrap();
+    let receipts = store
+        .put_parts(&kept_handle, &parts(&file, part, &[0, 1]))
+        .await
+        .expect("the kept upload takes parts after the other was discarded");
+    let content = store.complete(&kept_handle, &kept(receipts)).await.unwrap();
+    let read = store.read(&content, 0, file.data.len()).await.unwrap();
+    assert!(read == file.data, "the content reads back exactly");
+    assert_eq!(server.multipart_uploads(&url).await, Vec::<String>::new());
+}
+
 macro_rules! on_both_servers {
     ($($test:ident),* $(,)?) => {
         mod seaweedfs {
@@ -120,4 +142,5 @@ on_both_servers!(
     completing_an_upload_aborts_every_other_multipart_upload_at_its_key,
     aborting_an_upload_aborts_every_multipart_upload_at_its_key,
     parts_sent_unsigned_complete_into_the_file,
+    discarding_a_handle_not_kept_leaves_the_kept_one,
 );

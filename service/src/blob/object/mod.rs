@@ -271,6 +271,10 @@ impl BlobStore for ObjectBlobStore {
         }
     }
 
+    async fn discard(&self, upload: &UploadHandle) -> Result<(), BlobError> {
+        self.abort_one(upload).await
+    }
+
     async fn abort(&self, upload: &UploadHandle) -> Result<(), BlobError> {
         self.abort_one(upload).await?;
         let (id, _) = Self::parse_handle(upload)?;

@@ -251,12 +251,14 @@ pub(super) async fn begin_staging(
         Ok(kept) => {
             // Stores that name staging by the upload id give every process the same
             // handle, so this branch is for stores that make a new upload per `begin`.
-            registry.blobs.abort(&handle).await?;
+            // Only ours goes: aborting the upload's staging would take the kept one.
+            registry.blobs.discard(&handle).await?;
             Ok(UploadHandle::new(kept))
         }
         Err(error) => {
-            // The upload closed meanwhile: nobody will complete or abort this staging.
-            if let Err(abort) = registry.blobs.abort(&handle).await {
+            // The upload closed meanwhile, or another replica took it over and keeps its
+            // own staging: nobody will complete or abort this one. Only this one goes.
+            if let Err(abort) = registry.blobs.discard(&handle).await {
                 tracing::warn!(upload = %file.id, error = %abort, "could not drop staging");
             }
             Err(error.into())

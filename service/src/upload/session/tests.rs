@@ -82,6 +82,10 @@ impl BlobStore for TestStore {
         self.inner.abort(upload).await
     }
 
+    async fn discard(&self, upload: &UploadHandle) -> Result<(), BlobError> {
+        self.inner.discard(upload).await
+    }
+
     async fn list_staged(&self) -> Result<Vec<StagedUpload>, BlobError> {
         self.inner.list_staged().await
     }
