@@ -146,6 +146,17 @@ impl S3Server {
         created.trim().to_owned()
     }
 
+    /// Aborts a multipart upload (`key id`, as [`Self::multipart_uploads`] lists them)
+    /// behind the blob store's back.
+    pub async fn abort_multipart(&self, listed: &str) {
+        let (key, id) = listed.split_once(' ').expect("`key id`");
+        self.boto3(&format!(
+            "s3.abort_multipart_upload(Bucket='{bucket}', Key='{key}', UploadId='{id}')\n",
+            bucket = self.bucket,
+        ))
+        .await;
+    }
+
     fn prefix_of<'a>(&self, url: &'a str) -> &'a str {
         url.strip_prefix(&format!("s3://{}/", self.bucket))
             .expect("a URL of this server's bucket")

@@ -247,7 +247,37 @@ async fn any_range_of_a_file_in_the_bucket_downloads_exactly(ledger: Ledger) {
     }
 }
 
+async fn staged_parts_lost_from_the_bucket_end_the_upload_with_data_loss(ledger: Ledger) {
+    let (server, s3, url) = server_on_s3(ledger).await;
+    let mut client = server.client().await;
+    let file = TestFile::new("lost.bin", 3 * 5 * MIB, 303);
+    let session = open_session(&mut client, None, &file, 5 * MIB as u32).await;
+    let mut stream = ChunkStream::open(&mut client, None, &session.upload_id)
+        .await
+        .unwrap();
+    stream.send_and_ack(&file, session.chunk_size, [0]).await;
+    // A bucket rule (or a person) aborts the multipart upload under the server.
+    let open = s3.multipart_uploads(&url).await;
+    assert_eq!(open.len(), 1, "{open:?}");
+    s3.abort_multipart(&open[0]).await;
+    stream
+        .send_chunk(1, file.chunk(1, session.chunk_size))
+        .await;
+    let (_, end) = stream.drain().await;
+    let status = end.expect_err("the stream ends");
+    assert_eq!(status.code(), tonic::Code::DataLoss, "{status:?}");
+    assert!(
+        status.message().contains("gone from the blob store"),
+        "{status:?}"
+    );
+    assert!(
+        !status.message().contains("mp/"),
+        "no store name: {status:?}"
+    );
+}
+
 transfer_tests::ledger_tests!(
+    staged_parts_lost_from_the_bucket_end_the_upload_with_data_loss,
     a_file_needing_more_than_10000_of_the_largest_parts_is_refused_at_once,
     any_range_of_a_file_in_the_bucket_downloads_exactly,
     a_prefix_one_ledger_claimed_refuses_a_server_on_another,

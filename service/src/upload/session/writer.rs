@@ -58,8 +58,9 @@ pub(super) async fn write_and_commit(
 
 /// What a vanished staged upload means: the upload was closed meanwhile where this
 /// session could not see it (aborted, expired or failed through another replica, which
-/// dropped its staging), said as such; or, while the ledger still has it open, the
-/// store's own error.
+/// dropped its staging), said as such; or, while the ledger still has it open, that its
+/// stored parts are lost (a bucket rule aborted them, say): DATA_LOSS, not a failure
+/// worth retrying, and no store's name for it.
 async fn closed_or(registry: &SessionRegistry, id: Uuid, error: BlobError) -> ServiceError {
     match registry.ledger.get_file(id).await {
         Ok(Some(file)) if file.state != crate::ledger::FileState::Uploading => {
@@ -69,6 +70,11 @@ async fn closed_or(registry: &SessionRegistry, id: Uuid, error: BlobError) -> Se
             }
         }
         Ok(None) => ServiceError::UploadNotFound(id),
-        _ => error.into(),
+        Ok(Some(_)) => ServiceError::StoredDataLost {
+            id,
+            reason: "its staged parts are gone from the blob store: abort it and upload again"
+                .into(),
+        },
+        Err(_) => error.into(),
     }
 }
