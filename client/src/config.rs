@@ -99,13 +99,23 @@ pub struct ClientConfig {
     /// This client's certificate and key (PEM), for servers that authenticate clients
     /// by certificate.
     pub client_identity: Option<ClientIdentity>,
-    /// Most unacknowledged bytes of chunks in flight per upload (at least one chunk);
-    /// the server's `max_window_bytes` caps it. The same bytes whatever the chunk size:
-    /// an object store's 5 MiB parts do not multiply it.
+    /// Most unacknowledged bytes of chunks in flight per upload, over all the
+    /// connections it stripes over (at least one chunk). The server's
+    /// `max_window_bytes` caps what one connection carries, so one connection alone has
+    /// at most that. The same bytes whatever the chunk size: an object store's 5 MiB
+    /// parts do not multiply it.
     pub window_bytes: u64,
     /// Most unacknowledged chunks in flight per upload, beside `window_bytes` (the
-    /// server's `max_window` caps it too).
+    /// server's `max_window` caps each connection's too).
     pub window: u32,
+    /// Most connections one file's transfer uses at once. A transfer starts with one
+    /// and adds more only while they raise its rate, which on a long path (where one
+    /// TCP connection moves at most its window per round trip) they do; on loopback or
+    /// a short path it keeps one. 1 never stripes.
+    pub connections_per_file: u32,
+    /// Connections a file's transfer starts with (at most `connections_per_file`): more
+    /// than one for a path known to be long, where finding out costs a few round trips.
+    pub starting_connections: u32,
     /// Preferred chunk size in bytes; 0 lets the server choose.
     pub chunk_size: u32,
     /// A stream on which nothing is acknowledged for this long is treated as broken.
@@ -136,8 +146,12 @@ impl ClientConfig {
             token: None,
             ca_certificate: None,
             client_identity: None,
-            window_bytes: 64 << 20,
+            // Two servers' windows (64 MiB each): enough for two connections at 250 ms
+            // to go past what one connection's 32 MiB TCP window allows.
+            window_bytes: 128 << 20,
             window: 1024,
+            connections_per_file: 4,
+            starting_connections: 1,
             chunk_size: 0,
             stall_timeout: Duration::from_secs(30),
             max_chunk_resends: 3,

@@ -26,6 +26,9 @@ const DOWNLOAD_PATH: &str = "/transfer.v1.TransferService/Download";
 #[derive(Clone)]
 pub(crate) struct ServerConnection {
     current: Arc<Mutex<Connection>>,
+    /// Further connections, opened as transfers stripe over them: lane `n` is
+    /// `lanes[n - 1]` (lane 0 is `current`).
+    lanes: Arc<Mutex<Vec<Option<Connection>>>>,
     /// The server's address with its TLS settings.
     endpoint: Endpoint,
     metadata: CallMetadata,
@@ -40,6 +43,7 @@ impl ServerConnection {
         let connection = Connection::open(&endpoint, &config, metadata.clone());
         Ok(Self {
             current: Arc::new(Mutex::new(connection)),
+            lanes: Arc::new(Mutex::new(Vec::new())),
             endpoint,
             metadata,
             config: Arc::new(config),
@@ -61,14 +65,17 @@ impl ServerConnection {
         self.lock().raw.clone()
     }
 
-    /// Starts an `UploadChunks` call sending `requests`, below tonic's codec (see
-    /// [`crate::upload_wire`]); the requests flow before the call's answer is back.
+    /// Starts an `UploadChunks` call sending `requests` on connection `lane` (0 is the
+    /// one every other call uses; each other lane is a connection of its own), below
+    /// tonic's codec (see [`crate::upload_wire`]); the requests flow before the call's
+    /// answer is back.
     pub(crate) fn upload_chunks(
         &self,
+        lane: usize,
         upload_id: &str,
         requests: impl futures::Stream<Item = UploadChunksRequest> + Send + 'static,
     ) -> OpeningUpload {
-        let mut target = self.call_target();
+        let mut target = self.call_target(lane);
         target.owner = target.owner.for_upload(upload_id);
         OpeningUpload::start(target, requests)
     }
@@ -77,26 +84,59 @@ impl ServerConnection {
     /// page-aligned for the `.part` file's direct writes (see [`crate::grpc_call`]).
     pub(crate) async fn download_pieces(
         &self,
+        lane: usize,
         request: &DownloadRequest,
     ) -> Result<ResponseStream<DownloadResponse>, Status> {
         let body = crate::grpc_call::one_message(request);
-        crate::grpc_call::call(self.call_target(), DOWNLOAD_PATH, body).await
+        crate::grpc_call::call(self.call_target(lane), DOWNLOAD_PATH, body).await
     }
 
-    /// Drops the current connection for a new one: a hung TCP connection would keep
-    /// every new stream on it hung as well. Calls already running keep the old one.
+    /// Drops every connection for new ones: a hung TCP connection would keep every new
+    /// stream on it hung as well. Calls already running keep the old ones.
     pub(crate) fn reconnect(&self) {
         let mut connection = self.lock();
         *connection = Connection::open(&self.endpoint, &self.config, self.metadata.clone());
+        self.lock_lanes().clear();
     }
 
-    fn call_target(&self) -> CallTarget {
-        let connection = self.lock();
+    /// Drops connection `lane` for a new one (the next call on it opens it).
+    pub(crate) fn reconnect_lane(&self, lane: usize) {
+        match lane.checked_sub(1) {
+            None => self.reconnect(),
+            Some(index) => {
+                if let Some(slot) = self.lock_lanes().get_mut(index) {
+                    *slot = None;
+                }
+            }
+        }
+    }
+
+    fn call_target(&self, lane: usize) -> CallTarget {
+        let (channel, owner) = match lane.checked_sub(1) {
+            None => {
+                let connection = self.lock();
+                (connection.channel.clone(), connection.metadata.clone())
+            }
+            Some(index) => {
+                let mut lanes = self.lock_lanes();
+                if lanes.len() <= index {
+                    lanes.resize_with(index + 1, || None);
+                }
+                let connection = lanes[index].get_or_insert_with(|| {
+                    Connection::open(&self.endpoint, &self.config, self.metadata.clone())
+                });
+                (connection.channel.clone(), connection.metadata.clone())
+            }
+        };
         CallTarget {
-            channel: connection.channel.clone(),
-            owner: connection.metadata.clone(),
+            channel,
+            owner,
             buffers: Arc::clone(&self.buffers),
         }
+    }
+
+    fn lock_lanes(&self) -> std::sync::MutexGuard<'_, Vec<Option<Connection>>> {
+        self.lanes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {

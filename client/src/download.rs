@@ -200,7 +200,7 @@ impl Download<'_> {
         let stall = self.server.config().stall_timeout;
         // Opening waits at most the stall timeout, and gives way to pause and cancel.
         let opened = tokio::select! {
-            opened = tokio::time::timeout(stall, self.server.download_pieces(&request)) => opened,
+            opened = tokio::time::timeout(stall, self.server.download_pieces(0, &request)) => opened,
             command = reporter.command_changed() => {
                 return Err(match command {
                     Command::Cancel => Interruption::Cancelled,

@@ -57,6 +57,7 @@ mod retry;
 mod slots;
 mod source;
 mod streaming_md5;
+mod stripes;
 mod upload;
 mod upload_wire;
 

@@ -31,6 +31,7 @@ pub mod proxy;
 pub mod raw_call;
 pub mod s3;
 pub mod server;
+pub mod silent_server;
 pub mod tls_postgres;
 
 pub use client::{ChunkStream, DownloadResult, download, upload_file};

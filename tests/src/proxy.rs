@@ -25,6 +25,8 @@ pub struct CuttingProxy {
     cuts_made: Arc<AtomicUsize>,
     /// Bytes forwarded from clients to the target, and back, over every connection.
     counted: Arc<Counted>,
+    /// Bytes forwarded from clients to the target, per connection in the order accepted.
+    by_connection: Arc<std::sync::Mutex<Vec<Arc<AtomicU64>>>>,
     accept: JoinHandle<()>,
 }
 
@@ -41,6 +43,23 @@ impl CuttingProxy {
     }
 
     pub async fn with_fault(target: SocketAddr, fault: Fault, cut_after: u64, cuts: usize) -> Self {
+        Self::planned(target, fault, cut_after, 0, cuts).await
+    }
+
+    /// A proxy that cuts only connection number `nth` (from 0, in the order accepted),
+    /// once `cut_after` bytes have passed through it.
+    pub async fn cutting_connection(target: SocketAddr, nth: usize, cut_after: u64) -> Self {
+        Self::planned(target, Fault::Cut, cut_after, nth, 1).await
+    }
+
+    /// Connections `skip..skip + cuts` meet `fault` after `cut_after` bytes.
+    async fn planned(
+        target: SocketAddr,
+        fault: Fault,
+        cut_after: u64,
+        skip: usize,
+        cuts: usize,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding the proxy");
@@ -49,18 +68,21 @@ impl CuttingProxy {
         let counter = Arc::clone(&cuts_made);
         let counted = Arc::new(Counted::default());
         let counting = Arc::clone(&counted);
+        let by_connection = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let connections = Arc::clone(&by_connection);
         let accept = tokio::spawn(async move {
-            let mut cuts_left = cuts;
+            let mut accepted = 0;
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(target).await else {
                     continue;
                 };
-                let limit = if cuts_left > 0 {
-                    cuts_left -= 1;
-                    Some(cut_after)
-                } else {
-                    None
-                };
+                let limit = (skip..skip + cuts).contains(&accepted).then_some(cut_after);
+                accepted += 1;
+                let this_connection = Arc::new(AtomicU64::new(0));
+                connections
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(Arc::clone(&this_connection));
                 tokio::spawn(relay(
                     client,
                     server,
@@ -68,6 +90,7 @@ impl CuttingProxy {
                     limit,
                     Arc::clone(&counter),
                     Arc::clone(&counting),
+                    this_connection,
                 ));
             }
         });
@@ -75,8 +98,20 @@ impl CuttingProxy {
             addr,
             cuts_made,
             counted,
+            by_connection,
             accept,
         }
+    }
+
+    /// Bytes forwarded from clients to the target so far, per connection in the order
+    /// they were accepted.
+    pub fn bytes_to_server_by_connection(&self) -> Vec<u64> {
+        self.by_connection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|bytes| bytes.load(Ordering::SeqCst))
+            .collect()
     }
 
     /// Bytes forwarded from clients to the target so far: what uploads really sent,
@@ -113,6 +148,7 @@ async fn relay(
     limit: Option<u64>,
     cuts: Arc<AtomicUsize>,
     counted: Arc<Counted>,
+    this_connection: Arc<AtomicU64>,
 ) {
     let link = Arc::new(Link {
         fault,
@@ -125,9 +161,11 @@ async fn relay(
     let (server_read, server_write) = server.into_split();
     // When either direction ends or is cut, both are dropped: the connection is gone.
     // A stalled direction never ends by itself; it ends when the peer gives up.
+    let upstream = [&counted.to_server, &*this_connection];
+    let downstream = [&counted.to_client];
     tokio::select! {
-        _ = copy(client_read, server_write, Arc::clone(&link), &counted.to_server) => {}
-        _ = copy(server_read, client_write, link, &counted.to_client) => {}
+        _ = copy(client_read, server_write, Arc::clone(&link), &upstream) => {}
+        _ = copy(server_read, client_write, link, &downstream) => {}
     }
 }
 
@@ -146,7 +184,7 @@ async fn copy(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     link: Arc<Link>,
-    forwarded: &AtomicU64,
+    forwarded: &[&AtomicU64],
 ) {
     let mut buf = vec![0; 64 * 1024];
     loop {
@@ -162,7 +200,9 @@ async fn copy(
         if allowed > 0 && to.write_all(&buf[..allowed]).await.is_err() {
             return;
         }
-        forwarded.fetch_add(allowed as u64, Ordering::SeqCst);
+        for counter in forwarded {
+            counter.fetch_add(allowed as u64, Ordering::SeqCst);
+        }
         if allowed < n {
             if !link.faulted.swap(true, Ordering::SeqCst) {
                 link.cuts.fetch_add(1, Ordering::SeqCst);

@@ -1,11 +1,9 @@
 //! One attempt of an upload: `CheckUpload`, then one stream, until the file completes
 //! or the attempt is interrupted.
 
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use transfer_proto::v1::{
-    AbortUploadRequest, CheckUploadRequest, FileInfo, FileState, GetFileRequest,
-    UploadChunksRequest, UploadSession, UploadStart, check_upload_response, upload_chunks_request,
+    AbortUploadRequest, CheckUploadRequest, FileInfo, FileState, GetFileRequest, UploadSession,
+    check_upload_response,
 };
 use transfer_shared::layout::ChunkLayout;
 
@@ -15,7 +13,7 @@ use crate::progress::{Reporter, TransferState};
 use crate::retry::{Interruption, guarded};
 use crate::source::ChunkSource;
 
-use super::stream::{ChunkStream, digest_message};
+use super::streams::{ChunkStreams, Windows};
 use super::{Upload, UploadedFile, hash, prove_possession, read_error};
 
 impl<S: ChunkSource> Upload<'_, S> {
@@ -130,35 +128,18 @@ impl<S: ChunkSource> Upload<'_, S> {
                 .map_err(|e| Interruption::Fatal(read_error(&self.label, e)))?;
         }
 
-        let window = chunks_in_flight(self.server.config(), &session);
-        // Room for everything the stream can owe the server at once (the start, a window
-        // of unacknowledged chunks, the digest): sending never waits on the channel, so
-        // the stall timeout below covers every wait, even before the call is answered.
-        let (requests, outgoing) = mpsc::channel(window + 2);
-        let start = UploadChunksRequest {
-            message: Some(upload_chunks_request::Message::Start(UploadStart {
-                upload_id: session.upload_id.clone(),
-            })),
-        };
-        let _ = requests.send(start).await;
-        // The server needs the MD5 on every stream of a single-pass session once it is
-        // known; for any other session it is the same MD5 again, which does no harm.
-        let digest_sent = match self.md5 {
-            Some(md5) => {
-                let _ = requests.send(digest_message(md5)).await;
-                true
-            }
-            None => false,
-        };
-        // The first chunks go out while the call's answer is on its way back.
-        let responses = self
-            .server
-            .upload_chunks(&session.upload_id, ReceiverStream::new(outgoing));
+        let windows = windows(self.server.config(), &session);
         let to_send = ToSend::new(layout.chunk_count(), committed);
-        let mut stream = ChunkStream::new(requests, responses, window, layout, to_send);
-        stream.done_before(done_bytes, digest_sent);
+        let mut streams = ChunkStreams::open(
+            self,
+            &session.upload_id,
+            windows,
+            layout,
+            to_send,
+            done_bytes,
+        );
         // A call that could not be opened ends here like a stream that broke.
-        let interrupted = match stream.run(self, reporter).await {
+        let interrupted = match streams.run(self, reporter).await {
             Ok(done) => return Ok(done),
             Err(interruption) => interruption,
         };
@@ -216,6 +197,7 @@ impl<S: ChunkSource> Upload<'_, S> {
             instant,
             chunks_sent: self.chunks_sent,
             chunks_already_stored: self.chunks_already_stored,
+            connections: self.connections,
         })
     }
 
@@ -255,19 +237,23 @@ pub(super) fn holds_other_content(interruption: &Interruption) -> bool {
     )
 }
 
-/// How many chunks one stream keeps unacknowledged: this client's window and the
-/// session's, in bytes and in chunks, whichever is least, and at least one. (A server
-/// from before `max_window_bytes` sends 0 there, and only its chunk count bounds.)
-fn chunks_in_flight(config: &crate::ClientConfig, session: &UploadSession) -> usize {
+/// How many chunks may be unacknowledged: on all of an upload's stripes together, this
+/// client's window (in bytes and in chunks, whichever is less); on one stripe, also the
+/// session's (the server refuses more on one stream). At least one either way. (A
+/// server from before `max_window_bytes` sends 0 there, and only its chunk count bounds.)
+fn windows(config: &crate::ClientConfig, session: &UploadSession) -> Windows {
     let chunk = u64::from(session.chunk_size.max(1));
     let in_chunks = |bytes: u64| (bytes / chunk).max(1);
-    let mut chunks = in_chunks(config.window_bytes)
-        .min(u64::from(config.window.max(1)))
-        .min(u64::from(session.max_window.max(1)));
+    let shared = in_chunks(config.window_bytes).min(u64::from(config.window.max(1)));
+    let mut per_stripe = shared.min(u64::from(session.max_window.max(1)));
     if session.max_window_bytes > 0 {
-        chunks = chunks.min(in_chunks(session.max_window_bytes));
+        per_stripe = per_stripe.min(in_chunks(session.max_window_bytes));
     }
-    usize::try_from(chunks).unwrap_or(usize::MAX)
+    let usize_of = |chunks: u64| usize::try_from(chunks).unwrap_or(usize::MAX);
+    Windows {
+        per_stripe: usize_of(per_stripe),
+        shared: usize_of(shared),
+    }
 }
 
 /// A `CheckUpload` that resumes a session carries its id as `x-transfer-upload-id`
@@ -306,33 +292,42 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_keeps_the_least_of_both_windows_in_whole_chunks_and_at_least_one() {
+    fn stripes_share_the_clients_window_and_each_keeps_the_sessions() {
         let mut config = crate::ClientConfig::new("http://127.0.0.1:1");
-        config.window_bytes = 64 << 20;
+        config.window_bytes = 128 << 20;
         let session = |chunk_size: u32, max_window: u32, max_window_bytes: u64| UploadSession {
             chunk_size,
             max_window,
             max_window_bytes,
             ..Default::default()
         };
-        // The server's 32 MiB of 4 MiB chunks.
-        assert_eq!(chunks_in_flight(&config, &session(4 << 20, 8, 32 << 20)), 8);
-        // This client's 64 MiB of 4 MiB chunks, below the server's 128 MiB.
+        let windows = |per_stripe, shared| Windows { per_stripe, shared };
+        // The server's 32 MiB of 4 MiB chunks on one stream; this client's 128 MiB in all.
         assert_eq!(
-            chunks_in_flight(&config, &session(4 << 20, 32, 128 << 20)),
-            16
+            windows_of(&config, session(4 << 20, 8, 32 << 20)),
+            windows(8, 32)
+        );
+        // This client's 128 MiB below the server's 256 MiB.
+        assert_eq!(
+            windows_of(&config, session(4 << 20, 64, 256 << 20)),
+            windows(32, 32)
         );
         // Chunks larger than either window: one at a time.
         assert_eq!(
-            chunks_in_flight(&config, &session(128 << 20, 1, 128 << 20)),
-            1
+            windows_of(&config, session(256 << 20, 1, 128 << 20)),
+            windows(1, 1)
         );
         // A server from before max_window_bytes: its count alone.
-        assert_eq!(chunks_in_flight(&config, &session(1 << 20, 4, 0)), 4);
+        assert_eq!(windows_of(&config, session(1 << 20, 4, 0)), windows(4, 128));
+        // The count cap bounds the whole upload.
         config.window = 2;
         assert_eq!(
-            chunks_in_flight(&config, &session(1 << 20, 64, 64 << 20)),
-            2
+            windows_of(&config, session(1 << 20, 64, 64 << 20)),
+            windows(2, 2)
         );
+    }
+
+    fn windows_of(config: &crate::ClientConfig, session: UploadSession) -> Windows {
+        windows(config, &session)
     }
 }

@@ -22,7 +22,8 @@ use crate::source::{ChunkSource, head_md5_of, md5_of};
 use crate::streaming_md5::StreamingMd5;
 
 mod attempt;
-mod stream;
+mod streams;
+mod stripe;
 
 /// A finished upload.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +38,9 @@ pub struct UploadedFile {
     /// Acks that said a chunk was already stored: chunks whose earlier ack was lost with
     /// a broken connection (this client never re-sends a chunk whose ack it received).
     pub chunks_already_stored: u64,
+    /// The most connections it sent chunks over at once (see
+    /// [`crate::ClientConfig::connections_per_file`]).
+    pub connections: u32,
 }
 
 /// What the upload knows across attempts.
@@ -58,6 +62,8 @@ struct Upload<'a, S> {
     acked: ChunkSet,
     chunks_sent: u64,
     chunks_already_stored: u64,
+    /// The most stripes open at once.
+    connections: u32,
     /// The session was aborted by someone else (another client, `transfer abort`).
     aborted_elsewhere: bool,
     /// The session is an unfinished single-pass upload this client did not start (found
@@ -107,6 +113,7 @@ pub(crate) async fn upload(
         acked: ChunkSet::default(),
         chunks_sent: 0,
         chunks_already_stored: 0,
+        connections: 0,
         aborted_elsewhere: false,
         adopted: false,
         started_over: false,

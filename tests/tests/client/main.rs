@@ -4,6 +4,7 @@
 mod cli;
 mod download;
 mod manager;
+mod striping;
 mod upload;
 
 use std::path::PathBuf;

@@ -77,6 +77,18 @@ struct Cli {
     #[arg(long, env = "TRANSFER_RETRY_FOR", default_value_t = 300, global = true)]
     retry_for: u64,
 
+    /// Most connections one file's transfer uses at once. It starts with
+    /// --starting-connections and adds more only while they raise its rate (on long
+    /// paths, where one connection moves at most its TCP window per round trip).
+    #[arg(long, env = "TRANSFER_CONNECTIONS", default_value_t = 4, global = true,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    connections: u32,
+
+    /// Connections each file's transfer starts with (at most --connections).
+    #[arg(long, default_value_t = 1, global = true,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    starting_connections: u32,
+
     /// Print results as JSON, one object per line, on standard output.
     #[arg(long, global = true)]
     json: bool,
@@ -94,8 +106,9 @@ enum Command {
         /// Preferred chunk size in bytes (the server clamps it); default: the server's.
         #[arg(long, default_value_t = 0)]
         chunk_size: u32,
-        /// Most unacknowledged bytes in flight per file (the server may allow fewer).
-        #[arg(long, default_value_t = 64 << 20)]
+        /// Most unacknowledged bytes in flight per file, over all its connections (the
+        /// server may allow fewer on one connection).
+        #[arg(long, default_value_t = 128 << 20)]
         window_bytes: u64,
         /// Most unacknowledged chunks in flight per file, beside --window-bytes.
         #[arg(long)]
@@ -194,6 +207,8 @@ async fn main() -> ExitCode {
         report.error(&error);
         return ExitCode::from(EXIT_USAGE);
     }
+    config.connections_per_file = cli.connections;
+    config.starting_connections = cli.starting_connections.min(cli.connections);
     if let Command::Upload {
         chunk_size,
         window_bytes,

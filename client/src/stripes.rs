@@ -1,0 +1,398 @@
+//! How many connections one file's transfer uses at once ("stripes").
+//!
+//! One TCP connection moves at most its receive window per round trip: on a long path
+//! (250 ms, a 32 MiB window: 128 MiB/s) that, not the link, bounds a transfer, and
+//! several connections each bring their own window. On loopback or a short path a
+//! second connection buys nothing, so a transfer starts with one and adds connections
+//! only while they pay:
+//!
+//! - it measures the rate over periods of a few round trips;
+//! - it tries more connections (doubling, up to the most allowed) when the window was
+//!   full through the period, so the sender waited on acknowledgements, and the path's
+//!   own round trip is a real share of the wait (`base / mean latency`): when bytes
+//!   wait mostly in a queue in front of a busy CPU or a slow link, more windows only
+//!   lengthen the queue, and it does not try at all;
+//! - a try is kept when the rate grew by a fifth, and undone otherwise; after an undone
+//!   try it waits a while before trying again (conditions change over a long transfer).
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The shortest period the rate is measured over.
+const MIN_PERIOD: Duration = Duration::from_millis(250);
+/// A period is this many base round trips long (at least [`MIN_PERIOD`]).
+const PERIOD_ROUND_TRIPS: u32 = 2;
+/// The rate must grow by this factor for added connections to stay.
+const GROWTH: f64 = 1.2;
+/// Share of a period's samples in which the window must have been full.
+const BOUND_SHARE: f64 = 0.8;
+/// Least share of the mean latency the base round trip must be to try more connections.
+const ROUND_TRIP_SHARE: f64 = 0.25;
+/// Periods to wait after an undone try before trying again.
+const REPROBE_AFTER: u32 = 20;
+
+/// What the transfer should do about its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StripeChange {
+    /// Keep the connections it has.
+    Keep,
+    /// Open this many more.
+    Add(usize),
+    /// Retire this many of the newest (they finish what they carry, and take no more).
+    Retire(usize),
+}
+
+/// Decides, from what a transfer measures, how many connections it uses.
+#[derive(Debug)]
+pub(crate) struct StripeGovernor {
+    max: usize,
+    current: usize,
+    /// Least latency seen from sending to acknowledgement: the path's round trip plus
+    /// the least a chunk takes, with no queue.
+    base: Option<Duration>,
+    /// The period being measured; none until the first sample.
+    period: Option<Period>,
+    /// Samples before this instant are not measured (a change is settling).
+    settling_until: Option<Instant>,
+    /// A try under way: the connections before it and the rate they had.
+    trying: Option<Try>,
+    /// Periods left before trying again after an undone try.
+    cooling: u32,
+}
+
+#[derive(Debug)]
+struct Period {
+    start: Instant,
+    bytes_at_start: u64,
+    latency_sum: Duration,
+    latencies: u32,
+    samples: u32,
+    bound: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Try {
+    before: usize,
+    rate_before: f64,
+}
+
+impl StripeGovernor {
+    /// A transfer that starts with `starting` connections and may use up to `max` (at
+    /// least one either way).
+    pub fn new(starting: usize, max: usize) -> Self {
+        let max = max.max(1);
+        Self {
+            max,
+            current: starting.clamp(1, max),
+            base: None,
+            period: None,
+            settling_until: None,
+            trying: None,
+            cooling: 0,
+        }
+    }
+
+    /// Connections the transfer should have now.
+    pub fn stripes(&self) -> usize {
+        self.current
+    }
+
+    /// A connection was lost (it broke): the count goes down with it, and the try
+    /// under way, if any, is over.
+    pub fn lost(&mut self) {
+        self.current = self.current.saturating_sub(1).max(1);
+        self.trying = None;
+        self.period = None;
+    }
+
+    /// One acknowledgement: `latency` from sending to it (if known), `done` bytes in all
+    /// so far, and whether the window was full (the sender waiting on acknowledgements
+    /// with more to send).
+    pub fn sample(
+        &mut self,
+        now: Instant,
+        latency: Option<Duration>,
+        done: u64,
+        window_full: bool,
+    ) -> StripeChange {
+        if let Some(latency) = latency {
+            self.base = Some(self.base.map_or(latency, |base| base.min(latency)));
+        }
+        if self.settling_until.is_some_and(|until| now < until) {
+            return StripeChange::Keep;
+        }
+        self.settling_until = None;
+        let period_len = self.period_len();
+        let period = self.period.get_or_insert(Period {
+            start: now,
+            bytes_at_start: done,
+            latency_sum: Duration::ZERO,
+            latencies: 0,
+            samples: 0,
+            bound: 0,
+        });
+        period.samples += 1;
+        period.bound += u32::from(window_full);
+        if let Some(latency) = latency {
+            period.latency_sum += latency;
+            period.latencies += 1;
+        }
+        let elapsed = now.saturating_duration_since(period.start);
+        if elapsed < period_len {
+            return StripeChange::Keep;
+        }
+        let rate = done.saturating_sub(period.bytes_at_start) as f64 / elapsed.as_secs_f64();
+        let bound_share = f64::from(period.bound) / f64::from(period.samples.max(1));
+        let mean = (period.latencies > 0).then(|| period.latency_sum / period.latencies);
+        self.period = None;
+        self.decide(now, rate, bound_share, mean)
+    }
+
+    fn period_len(&self) -> Duration {
+        self.base
+            .map_or(MIN_PERIOD, |base| base * PERIOD_ROUND_TRIPS)
+            .max(MIN_PERIOD)
+    }
+
+    fn decide(
+        &mut self,
+        now: Instant,
+        rate: f64,
+        bound_share: f64,
+        mean: Option<Duration>,
+    ) -> StripeChange {
+        if let Some(tried) = self.trying.take()
+            && rate < tried.rate_before * GROWTH
+        {
+            let retire = self.current - tried.before;
+            self.current = tried.before;
+            self.cooling = REPROBE_AFTER;
+            self.settle(now);
+            return StripeChange::Retire(retire);
+        }
+        if self.cooling > 0 {
+            self.cooling -= 1;
+            return StripeChange::Keep;
+        }
+        let round_trip_share = match (self.base, mean) {
+            (Some(base), Some(mean)) if !mean.is_zero() => base.as_secs_f64() / mean.as_secs_f64(),
+            _ => 0.0,
+        };
+        if self.current >= self.max
+            || bound_share < BOUND_SHARE
+            || round_trip_share < ROUND_TRIP_SHARE
+        {
+            return StripeChange::Keep;
+        }
+        let add = self.current.min(self.max - self.current);
+        self.trying = Some(Try {
+            before: self.current,
+            rate_before: rate,
+        });
+        self.current += add;
+        self.settle(now);
+        StripeChange::Add(add)
+    }
+
+    /// The new connections' first acknowledgements are a round trip away: the next
+    /// period starts then.
+    fn settle(&mut self, now: Instant) {
+        self.settling_until = Some(now + self.base.unwrap_or(MIN_PERIOD));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Acknowledgements fed to a governor as time goes by.
+    struct Feed {
+        now: Instant,
+        done: u64,
+    }
+
+    impl Feed {
+        fn new() -> Self {
+            Self {
+                now: Instant::now(),
+                done: 0,
+            }
+        }
+
+        /// Feeds an acknowledgement every 10 ms for `for_ms`, at the rate `rate_of` gives
+        /// for the connections the governor has, with `latency` and the window `full`;
+        /// returns the changes it asked for.
+        fn run(
+            &mut self,
+            governor: &mut StripeGovernor,
+            for_ms: u64,
+            latency: Duration,
+            full: bool,
+            rate_of: impl Fn(usize) -> u64,
+        ) -> Vec<StripeChange> {
+            let mut changes = Vec::new();
+            for _ in 0..for_ms / 10 {
+                self.now += Duration::from_millis(10);
+                self.done += rate_of(governor.stripes()) / 100;
+                match governor.sample(self.now, Some(latency), self.done, full) {
+                    StripeChange::Keep => {}
+                    change => changes.push(change),
+                }
+            }
+            changes
+        }
+    }
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn a_long_path_where_each_connection_adds_its_window_grows_to_the_most_allowed() {
+        let mut governor = StripeGovernor::new(1, 4);
+        let mut feed = Feed::new();
+        // Each connection carries 128 MiB/s; acks come a round trip (250 ms) later.
+        let changes = feed.run(
+            &mut governor,
+            5_000,
+            Duration::from_millis(280),
+            true,
+            |n| n as u64 * 128 * MIB,
+        );
+        assert_eq!(changes, vec![StripeChange::Add(1), StripeChange::Add(2)]);
+        assert_eq!(governor.stripes(), 4);
+    }
+
+    #[test]
+    fn more_connections_that_do_not_raise_the_rate_are_retired() {
+        let mut governor = StripeGovernor::new(1, 4);
+        let mut feed = Feed::new();
+        // A long path, but the rate is capped elsewhere (a CPU, the link).
+        let changes = feed.run(
+            &mut governor,
+            3_000,
+            Duration::from_millis(280),
+            true,
+            |_| 300 * MIB,
+        );
+        assert_eq!(changes, vec![StripeChange::Add(1), StripeChange::Retire(1)]);
+        assert_eq!(governor.stripes(), 1);
+    }
+
+    #[test]
+    fn a_rate_that_stops_growing_keeps_the_connections_that_raised_it() {
+        let mut governor = StripeGovernor::new(1, 8);
+        let mut feed = Feed::new();
+        let changes = feed.run(
+            &mut governor,
+            5_000,
+            Duration::from_millis(280),
+            true,
+            |n| n.min(2) as u64 * 128 * MIB,
+        );
+        assert_eq!(
+            changes,
+            vec![
+                StripeChange::Add(1),
+                StripeChange::Add(2),
+                StripeChange::Retire(2)
+            ]
+        );
+        assert_eq!(governor.stripes(), 2);
+    }
+
+    #[test]
+    fn a_short_path_whose_latency_is_all_queue_never_tries_a_second_connection() {
+        let mut governor = StripeGovernor::new(1, 4);
+        let mut feed = Feed::new();
+        // The first chunk is acked in 5 ms; then every ack waits 160 ms behind a full
+        // window at a busy server.
+        governor.sample(feed.now, Some(Duration::from_millis(5)), 0, false);
+        let changes = feed.run(
+            &mut governor,
+            5_000,
+            Duration::from_millis(160),
+            true,
+            |n| n as u64 * 400 * MIB,
+        );
+        assert!(changes.is_empty(), "{changes:?}");
+        assert_eq!(governor.stripes(), 1);
+    }
+
+    #[test]
+    fn a_sender_that_is_not_waiting_on_its_window_keeps_one_connection() {
+        let mut governor = StripeGovernor::new(1, 4);
+        let mut feed = Feed::new();
+        let changes = feed.run(
+            &mut governor,
+            5_000,
+            Duration::from_millis(280),
+            false,
+            |n| n as u64 * 128 * MIB,
+        );
+        assert!(changes.is_empty(), "{changes:?}");
+    }
+
+    #[test]
+    fn one_connection_allowed_is_one_connection() {
+        let mut governor = StripeGovernor::new(1, 1);
+        let mut feed = Feed::new();
+        let changes = feed.run(
+            &mut governor,
+            5_000,
+            Duration::from_millis(280),
+            true,
+            |n| n as u64 * 128 * MIB,
+        );
+        assert!(changes.is_empty(), "{changes:?}");
+    }
+
+    #[test]
+    fn after_an_undone_try_it_tries_again_only_much_later() {
+        let mut governor = StripeGovernor::new(1, 2);
+        let mut feed = Feed::new();
+        let flat = |_: usize| 300 * MIB;
+        let latency = Duration::from_millis(280);
+        let first = feed.run(&mut governor, 2_000, latency, true, flat);
+        assert_eq!(first, vec![StripeChange::Add(1), StripeChange::Retire(1)]);
+        // Twenty periods of 560 ms: nothing for about 11 s, then a new try.
+        let quiet = feed.run(&mut governor, 10_000, latency, true, flat);
+        assert!(quiet.is_empty(), "{quiet:?}");
+        let later = feed.run(&mut governor, 4_000, latency, true, flat);
+        assert_eq!(later.first(), Some(&StripeChange::Add(1)));
+    }
+
+    #[test]
+    fn a_transfer_told_to_start_with_several_keeps_them_unless_they_break() {
+        let mut governor = StripeGovernor::new(3, 3);
+        let mut feed = Feed::new();
+        let changes = feed.run(
+            &mut governor,
+            3_000,
+            Duration::from_millis(280),
+            true,
+            |_| 300 * MIB,
+        );
+        assert!(changes.is_empty(), "{changes:?}");
+        assert_eq!(governor.stripes(), 3);
+        governor.lost();
+        assert_eq!(governor.stripes(), 2);
+    }
+
+    #[test]
+    fn a_lost_connection_counts_down_and_ends_the_try() {
+        let mut governor = StripeGovernor::new(1, 4);
+        let mut feed = Feed::new();
+        let changes = feed.run(
+            &mut governor,
+            1_000,
+            Duration::from_millis(280),
+            true,
+            |n| n as u64 * 128 * MIB,
+        );
+        assert_eq!(changes, vec![StripeChange::Add(1)]);
+        governor.lost();
+        assert_eq!(governor.stripes(), 1);
+        governor.lost();
+        assert_eq!(governor.stripes(), 1);
+    }
+}
