@@ -117,6 +117,24 @@ pub async fn tcp_send_mib_per_sec(addr: SocketAddr, bytes: u64) -> Result<f64> {
     Ok(bytes as f64 / MIB / started.elapsed().as_secs_f64())
 }
 
+/// Sends `bytes` split over `connections` TCP connections at once to `addr`, in MiB/s:
+/// what striping could reach at most.
+pub async fn tcp_send_parallel_mib_per_sec(
+    addr: SocketAddr,
+    bytes: u64,
+    connections: u64,
+) -> Result<f64> {
+    let started = Instant::now();
+    let each = bytes / connections;
+    let sends: Vec<_> = (0..connections)
+        .map(|_| tokio::spawn(tcp_send_mib_per_sec(addr, each)))
+        .collect();
+    for send in sends {
+        send.await??;
+    }
+    Ok(bytes as f64 / MIB / started.elapsed().as_secs_f64())
+}
+
 /// Single-row INSERT commits per second on a fresh database, for `duration`.
 pub async fn postgres_commits_per_sec(admin_url: &str, duration: Duration) -> Result<f64> {
     let database = BenchDatabase::create(admin_url).await?;

@@ -1,6 +1,7 @@
 //! A TCP proxy that plays a slower network link: it delays every byte by a one-way
-//! latency in each direction, can cap the rate, counts what passes, and can cut the
-//! first connection after some bytes (to measure what a resume costs).
+//! latency in each direction, can cap the rate with a queue in front of the cap (a
+//! router's buffer at the bottleneck), counts what passes, and can cut the first
+//! connection after some bytes (to measure what a resume costs).
 //!
 //! It delays bytes and, like TCP over a real long link, lets at most a receive window of
 //! bytes be in flight per connection and direction: a byte's room is freed one round
@@ -30,6 +31,9 @@ pub struct Link {
     pub one_way_delay: Duration,
     /// Most bytes per second in each direction; `None` is as fast as loopback.
     pub rate: Option<u64>,
+    /// Bytes that may wait at the rate cap, per connection and direction, before they
+    /// go on (then the delay): a bottleneck's queue. `None` queues one read's worth.
+    pub queue: Option<u64>,
     /// Cut the first connection once this many bytes went from client to server.
     pub cut_first_after: Option<u64>,
     /// Most bytes in flight per connection and direction (TCP's receive window); `None`
@@ -43,6 +47,7 @@ impl Link {
         Self {
             one_way_delay: one_way,
             rate,
+            queue: None,
             cut_first_after: None,
             window: Some(default_window()),
         }
@@ -54,6 +59,9 @@ impl Link {
         let mut name = format!("{rtt} ms RTT");
         if let Some(rate) = self.rate {
             name += &format!(", {} Mbit/s", rate * 8 / 1_000_000);
+            if let Some(queue) = self.queue {
+                name += &format!(" behind a {} MiB queue", queue >> 20);
+            }
         }
         if let Some(window) = self.window {
             name += &format!(", TCP window {:.1} MiB", window as f64 / f64::from(1 << 20));
@@ -149,8 +157,10 @@ async fn relay(
     let _ = futures::future::try_join(up, down).await;
 }
 
-/// One direction: a reader paced to the rate hands timestamped pieces to a writer that
-/// releases each one its delay later.
+/// One direction: a reader takes bytes in while the window has room; with a rate cap
+/// they queue (up to the link's queue) for a pacer that lets them on at the rate; then
+/// a writer releases each piece its delay later, and its room in the window comes back
+/// one delay after that (when the ACK would be back).
 async fn pipe(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
@@ -160,14 +170,19 @@ async fn pipe(
 ) -> Result<(), Cut> {
     let (pieces, mut due_pieces) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     let (acks, mut due_acks) = mpsc::unbounded_channel::<(Instant, usize)>();
+    let (queued, mut to_pace) = mpsc::unbounded_channel::<Vec<u8>>();
     let window = link
         .window
         .map(|w| Arc::new(Semaphore::new(w.max(MIN_WINDOW) as usize)));
+    let queue_room = Arc::new(Semaphore::new(
+        link.queue.unwrap_or(MIN_WINDOW).max(MIN_WINDOW) as usize,
+    ));
     let room = window.clone();
     let closing = window.clone();
+    let queue_taken = Arc::clone(&queue_room);
+    let delayed = pieces.clone();
     let reader = async move {
         let mut passed = 0u64;
-        let mut paced_until = Instant::now();
         loop {
             let mut buf = vec![0u8; READ_SIZE];
             let n = match from.read(&mut buf).await {
@@ -189,28 +204,50 @@ async fn pipe(
             if let Some(counter) = &counter {
                 counter.fetch_add(n as u64, Ordering::SeqCst);
             }
-            if let Some(rate) = link.rate {
-                // Reading no faster than the rate makes the sender's socket fill up, as
-                // a slow link would.
-                // Timers tick in milliseconds: sleep only once a few ms ahead, and let
-                // a late wake-up catch up, so the average rate is exact rather than
-                // capped by the timer. Only an idle link starts counting afresh.
-                let now = Instant::now();
-                if now > paced_until + PACING_SLACK {
-                    paced_until = now;
+            let sent = if link.rate.is_some() {
+                // A full queue stops the reading, so the sender's socket fills up, as
+                // at a real bottleneck.
+                if let Ok(taken) = queue_taken.acquire_many(n as u32).await {
+                    taken.forget();
                 }
-                paced_until += Duration::from_secs_f64(n as f64 / rate as f64);
-                if paced_until > now + PACING_SLACK {
-                    tokio::time::sleep_until(paced_until).await;
-                }
+                queued.send(buf).is_ok()
+            } else {
+                delayed
+                    .send((Instant::now() + link.one_way_delay, buf))
+                    .is_ok()
+            };
+            if !sent {
+                return Ok(());
             }
+        }
+    };
+    let pacer = async move {
+        let Some(rate) = link.rate else {
+            return Ok(());
+        };
+        let mut paced_until = Instant::now();
+        while let Some(buf) = to_pace.recv().await {
+            let n = buf.len();
+            // Timers tick in milliseconds: sleep only once a few ms ahead, and let a
+            // late wake-up catch up, so the average rate is exact rather than capped by
+            // the timer. Only an idle link starts counting afresh.
+            let now = Instant::now();
+            if now > paced_until + PACING_SLACK {
+                paced_until = now;
+            }
+            paced_until += Duration::from_secs_f64(n as f64 / rate as f64);
+            if paced_until > now + PACING_SLACK {
+                tokio::time::sleep_until(paced_until).await;
+            }
+            queue_room.add_permits(n);
             if pieces
                 .send((Instant::now() + link.one_way_delay, buf))
                 .is_err()
             {
-                return Ok(());
+                break;
             }
         }
+        Ok(())
     };
     let writer = async move {
         while let Some((due, piece)) = due_pieces.recv().await {
@@ -241,7 +278,7 @@ async fn pipe(
         }
         Ok(())
     };
-    futures::future::try_join3(reader, writer, acker)
+    futures::future::try_join4(reader, pacer, writer, acker)
         .await
         .map(|_| ())
 }

@@ -13,6 +13,7 @@ mod ceilings;
 mod concurrent;
 mod ledger;
 mod link;
+mod long_path;
 mod loopback;
 mod object_store;
 mod postgres;
@@ -49,6 +50,7 @@ enum Part {
     Concurrent,
     Ledger,
     SlowLink,
+    LongPath,
     Sweep,
     Security,
     Replicas,
@@ -306,6 +308,9 @@ async fn run(args: Args) -> Result<()> {
     }
     if wants(Part::SlowLink) {
         slow_link::section(&mut bench).await?;
+    }
+    if wants(Part::LongPath) {
+        long_path::section(&mut bench).await?;
     }
     if wants(Part::Sweep) {
         sweep::section(&mut bench).await?;

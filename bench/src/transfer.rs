@@ -22,6 +22,8 @@ pub struct UploadTiming {
     /// The MD5 the server recorded.
     pub md5: Vec<u8>,
     pub instant: bool,
+    /// The most connections it sent over at once.
+    pub connections: u32,
 }
 
 /// Uploads `path` with the client library and times its phases.
@@ -42,6 +44,7 @@ pub async fn upload(config: ClientConfig, path: &Path) -> Result<UploadTiming> {
         file_id: uploaded.file.file_id,
         md5: uploaded.file.md5.to_vec(),
         instant: uploaded.instant,
+        connections: uploaded.connections,
     })
 }
 
@@ -60,17 +63,22 @@ async fn when_uploading_starts(mut progress: watch::Receiver<Progress>) -> Optio
 /// Downloads `file_id` into `dest` (checking every piece's CRC32C and the whole MD5);
 /// returns the seconds it took.
 pub async fn download(config: ClientConfig, file_id: &str, dest: &Path) -> Result<f64> {
+    Ok(download_over(config, file_id, dest).await?.0)
+}
+
+/// As [`download`], also returning the most connections it received over at once.
+pub async fn download_over(config: ClientConfig, file_id: &str, dest: &Path) -> Result<(f64, u32)> {
     let client = TransferClient::new(config)?;
     let _ = tokio::fs::remove_file(dest).await;
     let started = Instant::now();
-    client
+    let downloaded = client
         .download(file_id, dest)
         .wait()
         .await
         .context("the download failed")?;
     let seconds = started.elapsed().as_secs_f64();
     tokio::fs::remove_file(dest).await?;
-    Ok(seconds)
+    Ok((seconds, downloaded.connections))
 }
 
 /// One `CheckUpload` with an MD5 (two-pass), timed: its answer and its seconds.

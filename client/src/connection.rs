@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures::StreamExt;
 use tonic::Status;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
@@ -91,6 +92,33 @@ impl ServerConnection {
         crate::grpc_call::call(self.call_target(lane), DOWNLOAD_PATH, body).await
     }
 
+    /// A `Download` of `length` bytes from `offset` on connection `lane`, made once the
+    /// stream is first polled; a call that could not be made is its only item.
+    pub(crate) fn download_range(
+        &self,
+        lane: usize,
+        file_id: &str,
+        offset: u64,
+        length: u64,
+    ) -> DownloadStream {
+        let target = self.call_target(lane);
+        let request = DownloadRequest {
+            file_id: file_id.to_owned(),
+            offset,
+            length,
+        };
+        let call = async move {
+            let body = crate::grpc_call::one_message(&request);
+            crate::grpc_call::call::<DownloadResponse>(target, DOWNLOAD_PATH, body).await
+        };
+        futures::stream::once(call)
+            .flat_map(|opened| match opened {
+                Ok(stream) => stream.left_stream(),
+                Err(status) => futures::stream::iter([Err(status)]).right_stream(),
+            })
+            .boxed()
+    }
+
     /// Drops every connection for new ones: a hung TCP connection would keep every new
     /// stream on it hung as well. Calls already running keep the old ones.
     pub(crate) fn reconnect(&self) {
@@ -143,6 +171,10 @@ impl ServerConnection {
         self.current.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
+
+/// The responses of a `Download` call.
+pub(crate) type DownloadStream =
+    futures::stream::BoxStream<'static, Result<DownloadResponse, Status>>;
 
 /// The generated client, with the call metadata added to every call.
 pub type RawClient = TransferServiceClient<InterceptedService<Channel, CallMetadata>>;

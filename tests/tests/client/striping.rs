@@ -1,12 +1,12 @@
-//! One file's chunks over several connections into one session ("stripes"): they share
-//! one window, and the upload goes on when one connection is cut.
+//! One file over several connections ("stripes"): an upload's chunks into one session,
+//! sharing one window, and a download's ranges; both go on when one connection is cut.
 
 use std::time::Duration;
 
-use transfer_client::{ClientConfig, TransferClient};
+use transfer_client::{ClientConfig, TransferClient, part_path};
 use transfer_proto::v1::UploadSession;
 use transfer_tests::silent_server::SilentServer;
-use transfer_tests::{CuttingProxy, Ledger, TestFile, TestServer, download};
+use transfer_tests::{CuttingProxy, Ledger, TestFile, TestServer, download, upload_file};
 
 use crate::{client, on_disk};
 
@@ -60,8 +60,36 @@ async fn a_file_striped_over_three_connections_completes_in_one_session_after_on
     assert_eq!(copy.data, file.data);
 }
 
+async fn a_download_striped_over_three_connections_is_the_file_after_one_is_cut(ledger: Ledger) {
+    let server = TestServer::start(ledger).await;
+    // Blocks are 16 MiB: the first stream, then blocks on three connections.
+    let file = TestFile::new("striped-down.bin", 56 << 20, 11);
+    let mut raw = server.client().await;
+    let stored = upload_file(&mut raw, None, &file, 4 << 20).await;
+    // Connection 0 carries the first stream; the cut one carries blocks.
+    let proxy = CuttingProxy::cutting_connection(server.addr, 2, 4 << 20).await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let dest = dir.path().join("copy.bin");
+
+    let downloaded = striping_client(proxy.endpoint(), 3)
+        .download(&stored.file_id, &dest)
+        .wait()
+        .await
+        .expect("the download completes");
+    assert_eq!(proxy.cuts_made(), 1, "one connection was cut");
+    assert_eq!(downloaded.resumed_from, 0);
+    assert_eq!(downloaded.connections, 3);
+    assert!(
+        proxy.bytes_to_server_by_connection().len() >= 3,
+        "three connections or more were opened"
+    );
+    assert_eq!(std::fs::read(&dest).expect("the file"), file.data);
+    assert!(!part_path(&dest).exists(), "the .part file became the file");
+}
+
 transfer_tests::ledger_tests!(
-    a_file_striped_over_three_connections_completes_in_one_session_after_one_is_cut
+    a_file_striped_over_three_connections_completes_in_one_session_after_one_is_cut,
+    a_download_striped_over_three_connections_is_the_file_after_one_is_cut,
 );
 
 #[tokio::test]

@@ -1,5 +1,8 @@
-//! Downloading: stream into `<dest>.part` from where an earlier run stopped, check every
-//! piece's CRC32C and the whole file's MD5, then rename into place.
+//! Downloading: stream into `<dest>.part` from where an earlier run stopped (over
+//! several connections on a long path, see [`receive`]), check every piece's CRC32C
+//! and the whole file's MD5, then rename into place.
+
+mod receive;
 
 use std::io::{self, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -15,13 +18,12 @@ use transfer_proto::v1::{DownloadRequest, FileInfo, FileState, download_response
 
 use crate::connection::ServerConnection;
 use crate::error::TransferError;
-use crate::grpc_call::ResponseStream;
 use crate::hash_pipe::md5_pipe;
 use crate::part_writer::PartWriter;
 use crate::progress::{Command, Reporter, TransferState};
 use crate::retry::{Ending, Interruption, Retrier};
 use crate::slots::take_slot;
-use transfer_shared::hash_pipe::HashPipe;
+use receive::{Receiver, Receiving};
 
 /// A finished download.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +32,9 @@ pub struct DownloadedFile {
     pub path: PathBuf,
     /// Bytes that were already in `<dest>.part` when this download started.
     pub resumed_from: u64,
+    /// The most connections it received over at once (see
+    /// [`crate::ClientConfig::connections_per_file`]).
+    pub connections: u32,
 }
 
 /// Where a download keeps its bytes until they are verified.
@@ -52,6 +57,8 @@ struct Download<'a> {
     dest: PathBuf,
     part: PathBuf,
     hash: PartHash,
+    /// The most connections received over at once.
+    connections: u32,
 }
 
 pub(crate) async fn download(
@@ -73,6 +80,7 @@ pub(crate) async fn download(
             md5: Md5::new(),
             len: 0,
         },
+        connections: 0,
     };
     let mut retrier = Retrier::new(&server.config().retry);
     let mut slot = None;
@@ -97,6 +105,7 @@ pub(crate) async fn download(
                     file,
                     path: download.dest,
                     resumed_from,
+                    connections: download.connections,
                 });
             }
             Err(interruption) => interruption,
@@ -198,6 +207,7 @@ impl Download<'_> {
             length: 0,
         };
         let stall = self.server.config().stall_timeout;
+        let asked = tokio::time::Instant::now();
         // Opening waits at most the stall timeout, and gives way to pause and cancel.
         let opened = tokio::select! {
             opened = tokio::time::timeout(stall, self.server.download_pieces(0, &request)) => opened,
@@ -245,9 +255,23 @@ impl Download<'_> {
             offset,
             Arc::clone(self.server.buffers()),
         );
-        let received = self
-            .receive_pieces(&mut stream, &writer, offset, reporter, &pipe)
-            .await;
+        let mut receiver = Receiver::new(
+            Receiving {
+                server: self.server,
+                label: &self.label,
+                file_id: &self.file_id,
+                file: &file,
+                writer: &writer,
+                pipe: &pipe,
+            },
+            stream.boxed(),
+            offset,
+            asked,
+        );
+        let received = receiver.run(reporter).await;
+        self.hash.len = receiver.written();
+        self.connections = self.connections.max(receiver.most_lanes());
+        drop(receiver);
         // Everything received is written (or the writer failed) before anything else:
         // `.part` then holds exactly what was hashed, or less, which the next attempt
         // notices.
@@ -301,62 +325,6 @@ impl Download<'_> {
             }
         }
         Ok(file)
-    }
-
-    /// Receives pieces into `.part` from `offset` until the stream ends; the bytes
-    /// received go to `pipe` to be hashed. Returns where the file now ends.
-    async fn receive_pieces(
-        &mut self,
-        stream: &mut ResponseStream<transfer_proto::v1::DownloadResponse>,
-        writer: &PartWriter,
-        offset: u64,
-        reporter: &mut Reporter,
-        pipe: &HashPipe<Md5>,
-    ) -> Result<u64, Interruption> {
-        let stall = self.server.config().stall_timeout;
-        let mut received = offset;
-        loop {
-            tokio::select! {
-                message = tokio::time::timeout(stall, stream.next()) => {
-                    let piece = match message {
-                        Ok(Some(Ok(response))) => match response.message {
-                            Some(download_response::Message::Piece(piece)) => piece,
-                            _ => return Err(self.protocol("a Download message that is not a piece")),
-                        },
-                        Ok(Some(Err(status))) => {
-                            return Err(Interruption::from_status(&self.label, &status));
-                        }
-                        Ok(None) => break,
-                        Err(_) => {
-                            return Err(Interruption::Stalled("no data: the stream is stalled".into()));
-                        }
-                    };
-                    if piece.offset != received {
-                        return Err(self.protocol(format!("a piece at offset {} where {received} was due", piece.offset)));
-                    }
-                    if crc32c::crc32c(&piece.data) != piece.crc32c {
-                        return Err(Interruption::Retry(format!("the piece at offset {received} failed its CRC32C")));
-                    }
-                    let len = piece.data.len() as u64;
-                    if writer.write(piece.data.clone()).await.is_err() {
-                        // The writer stopped on an error, which its `finish` reports.
-                        return Err(Interruption::Retry("writing the .part file stopped".into()));
-                    }
-                    pipe.feed(piece.data).await;
-                    received += len;
-                    self.hash.len = received;
-                    reporter.advance(received, received - offset);
-                }
-                command = reporter.command_changed() => {
-                    match command {
-                        Command::Cancel => return Err(Interruption::Cancelled),
-                        Command::Pause => return Err(Interruption::Paused),
-                        Command::Run => {}
-                    }
-                }
-            }
-        }
-        Ok(received)
     }
 
     async fn cancel(&self) -> Result<DownloadedFile, TransferError> {
