@@ -29,10 +29,12 @@ const PACING_SLACK: Duration = Duration::from_millis(4);
 pub struct Link {
     /// Added to every byte, in each direction (round trip = 2 × this).
     pub one_way_delay: Duration,
-    /// Most bytes per second in each direction; `None` is as fast as loopback.
+    /// Most bytes per second in each direction, shared by every connection across the
+    /// link (its bottleneck); `None` is as fast as loopback.
     pub rate: Option<u64>,
-    /// Bytes that may wait at the rate cap, per connection and direction, before they
-    /// go on (then the delay): a bottleneck's queue. `None` queues one read's worth.
+    /// Bytes that may wait at the rate cap, per direction over all connections, before
+    /// they go on (then the delay): the bottleneck's queue. `None` queues one read's
+    /// worth per connection.
     pub queue: Option<u64>,
     /// Cut the first connection once this many bytes went from client to server.
     pub cut_first_after: Option<u64>,
@@ -102,6 +104,8 @@ impl LinkProxy {
         let cuts_left = Arc::new(AtomicUsize::new(usize::from(
             link.cut_first_after.is_some(),
         )));
+        let up = Bottleneck::of(&link);
+        let down = Bottleneck::of(&link);
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let cut_after = if cuts_left
@@ -112,7 +116,15 @@ impl LinkProxy {
                 } else {
                     None
                 };
-                tokio::spawn(relay(client, target, link, Arc::clone(&counter), cut_after));
+                let bottlenecks = (up.clone(), down.clone());
+                tokio::spawn(relay(
+                    client,
+                    target,
+                    link,
+                    bottlenecks,
+                    Arc::clone(&counter),
+                    cut_after,
+                ));
             }
         });
         Ok(Self {
@@ -137,10 +149,49 @@ impl Drop for LinkProxy {
 /// The connection was cut on purpose.
 struct Cut;
 
+/// The link's narrowest point in one direction, shared by every connection across it:
+/// its rate, and the queue in front of it.
+struct Bottleneck {
+    rate: u64,
+    /// Room in the queue, in bytes.
+    queue: Semaphore,
+    /// When the cap is free for the next byte.
+    free_at: std::sync::Mutex<Instant>,
+}
+
+impl Bottleneck {
+    fn of(link: &Link) -> Option<Arc<Self>> {
+        let rate = link.rate?;
+        Some(Arc::new(Self {
+            rate,
+            queue: Semaphore::new(link.queue.unwrap_or(MIN_WINDOW).max(MIN_WINDOW) as usize),
+            free_at: std::sync::Mutex::new(Instant::now()),
+        }))
+    }
+
+    /// When `n` bytes that reach the cap now have passed it. Timers tick in
+    /// milliseconds: a piece a little late does not push the next ones back, so the
+    /// average rate is exact rather than capped by the timer; only an idle link starts
+    /// counting afresh.
+    fn departure(&self, n: usize) -> Instant {
+        let mut free_at = self
+            .free_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        if now > *free_at + PACING_SLACK {
+            *free_at = now;
+        }
+        *free_at += Duration::from_secs_f64(n as f64 / self.rate as f64);
+        *free_at
+    }
+}
+
 async fn relay(
     client: TcpStream,
     target: SocketAddr,
     link: Link,
+    (up, down): (Option<Arc<Bottleneck>>, Option<Arc<Bottleneck>>),
     upstream: Arc<AtomicU64>,
     cut_after: Option<u64>,
 ) {
@@ -151,20 +202,29 @@ async fn relay(
     let _ = server.set_nodelay(true);
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
-    let up = pipe(client_read, server_write, link, Some(upstream), cut_after);
-    let down = pipe(server_read, client_write, link, None, None);
+    let up = pipe(
+        client_read,
+        server_write,
+        link,
+        up,
+        Some(upstream),
+        cut_after,
+    );
+    let down = pipe(server_read, client_write, link, down, None, None);
     // A cut drops both directions at once, closing both sockets.
     let _ = futures::future::try_join(up, down).await;
 }
 
 /// One direction: a reader takes bytes in while the window has room; with a rate cap
-/// they queue (up to the link's queue) for a pacer that lets them on at the rate; then
-/// a writer releases each piece its delay later, and its room in the window comes back
-/// one delay after that (when the ACK would be back).
+/// they queue (while the bottleneck's queue has room) for a pacer that lets them past
+/// the cap at its rate, shared with every other connection; then a writer releases each
+/// piece its delay later, and its room in the window comes back one delay after that
+/// (when the ACK would be back).
 async fn pipe(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     link: Link,
+    bottleneck: Option<Arc<Bottleneck>>,
     counter: Option<Arc<AtomicU64>>,
     cut_after: Option<u64>,
 ) -> Result<(), Cut> {
@@ -174,12 +234,9 @@ async fn pipe(
     let window = link
         .window
         .map(|w| Arc::new(Semaphore::new(w.max(MIN_WINDOW) as usize)));
-    let queue_room = Arc::new(Semaphore::new(
-        link.queue.unwrap_or(MIN_WINDOW).max(MIN_WINDOW) as usize,
-    ));
     let room = window.clone();
     let closing = window.clone();
-    let queue_taken = Arc::clone(&queue_room);
+    let queue_taken = bottleneck.clone();
     let delayed = pieces.clone();
     let reader = async move {
         let mut passed = 0u64;
@@ -204,10 +261,10 @@ async fn pipe(
             if let Some(counter) = &counter {
                 counter.fetch_add(n as u64, Ordering::SeqCst);
             }
-            let sent = if link.rate.is_some() {
+            let sent = if let Some(bottleneck) = &queue_taken {
                 // A full queue stops the reading, so the sender's socket fills up, as
                 // at a real bottleneck.
-                if let Ok(taken) = queue_taken.acquire_many(n as u32).await {
+                if let Ok(taken) = bottleneck.queue.acquire_many(n as u32).await {
                     taken.forget();
                 }
                 queued.send(buf).is_ok()
@@ -222,24 +279,16 @@ async fn pipe(
         }
     };
     let pacer = async move {
-        let Some(rate) = link.rate else {
+        let Some(bottleneck) = bottleneck else {
             return Ok(());
         };
-        let mut paced_until = Instant::now();
         while let Some(buf) = to_pace.recv().await {
             let n = buf.len();
-            // Timers tick in milliseconds: sleep only once a few ms ahead, and let a
-            // late wake-up catch up, so the average rate is exact rather than capped by
-            // the timer. Only an idle link starts counting afresh.
-            let now = Instant::now();
-            if now > paced_until + PACING_SLACK {
-                paced_until = now;
+            let departure = bottleneck.departure(n);
+            if departure > Instant::now() + PACING_SLACK {
+                tokio::time::sleep_until(departure).await;
             }
-            paced_until += Duration::from_secs_f64(n as f64 / rate as f64);
-            if paced_until > now + PACING_SLACK {
-                tokio::time::sleep_until(paced_until).await;
-            }
-            queue_room.add_permits(n);
+            bottleneck.queue.add_permits(n);
             if pieces
                 .send((Instant::now() + link.one_way_delay, buf))
                 .is_err()
@@ -331,6 +380,31 @@ mod tests {
         send.await.unwrap().unwrap();
         assert!(started.elapsed() >= Duration::from_millis(240));
         assert!(got.iter().all(|&b| b == 7));
+    }
+
+    #[tokio::test]
+    async fn connections_across_the_link_share_its_rate_cap() {
+        // Two connections of 1 MiB each at 8 MiB/s in all: a quarter of a second, where
+        // a cap per connection would let both through in an eighth.
+        let link = Link::delayed(Duration::ZERO, Some(8 << 20));
+        let proxy = LinkProxy::start(sink_server().await, link).await.unwrap();
+        let started = std::time::Instant::now();
+        let sends: Vec<_> = (0..2)
+            .map(|_| {
+                let addr = proxy.addr;
+                tokio::spawn(async move {
+                    let mut socket = TcpStream::connect(addr).await.unwrap();
+                    socket.write_all(&vec![7u8; 1 << 20]).await.unwrap();
+                    let mut ack = [0u8; 8];
+                    socket.read_exact(&mut ack).await.unwrap();
+                })
+            })
+            .collect();
+        for send in sends {
+            send.await.unwrap();
+        }
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(230), "took {elapsed:?}");
     }
 
     #[tokio::test]

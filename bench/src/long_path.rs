@@ -37,7 +37,11 @@ pub async fn section(bench: &mut Bench) -> Result<()> {
         false => None,
     };
     let download_to = bench.work.join("long-path-download.bin");
-    for link in links() {
+    let wanted = |link: &Link| {
+        let rtt = link.one_way_delay.as_millis() as u64 * 2;
+        bench.plan.long_path_rtts.is_empty() || bench.plan.long_path_rtts.contains(&rtt)
+    };
+    for link in links().into_iter().filter(wanted) {
         println!("link: {}", link.describe());
         let [
             mut raw,
@@ -45,8 +49,10 @@ pub async fn section(bench: &mut Bench) -> Result<()> {
             mut tus_one,
             mut up_one,
             mut up_striped,
+            mut up_four,
             mut down_one,
             mut down_striped,
+            mut down_four,
         ] = std::array::from_fn(|_| Samples::default());
         let mut up_connections = Vec::new();
         let mut down_connections = Vec::new();
@@ -75,18 +81,24 @@ pub async fn section(bench: &mut Bench) -> Result<()> {
                 settle().await;
             }
 
-            for (connections, samples) in [(1, &mut up_one), (4, &mut up_striped)] {
+            let uploads = [
+                (1, 1, &mut up_one),
+                (4, 1, &mut up_striped),
+                (4, 4, &mut up_four),
+            ];
+            for (connections, starting, samples) in uploads {
                 let server = bench.server(&[]).await?;
                 let proxy = LinkProxy::start(server.addr, link).await?;
                 let mut config = bench.client(&format!("http://{}", proxy.addr));
                 config.connections_per_file = connections;
+                config.starting_connections = starting;
                 let load = load_average();
                 let up = transfer::upload(config, &file).await?;
                 if up.instant {
                     bail!("a fresh server already had the content");
                 }
                 samples.push(Bench::mib_per_sec(size, up.total), load);
-                if connections > 1 {
+                if connections > 1 && starting == 1 {
                     up_connections.push(up.connections);
                 }
                 drop(proxy);
@@ -96,15 +108,21 @@ pub async fn section(bench: &mut Bench) -> Result<()> {
 
             let server = bench.server(&[]).await?;
             let stored = transfer::upload(bench.client(&server.endpoint()), &file).await?;
-            for (connections, samples) in [(1, &mut down_one), (4, &mut down_striped)] {
+            let downloads = [
+                (1, 1, &mut down_one),
+                (4, 1, &mut down_striped),
+                (4, 4, &mut down_four),
+            ];
+            for (connections, starting, samples) in downloads {
                 let proxy = LinkProxy::start(server.addr, link).await?;
                 let mut config = bench.client(&format!("http://{}", proxy.addr));
                 config.connections_per_file = connections;
+                config.starting_connections = starting;
                 let load = load_average();
                 let (seconds, used) =
                     transfer::download_over(config, &stored.file_id, &download_to).await?;
                 samples.push(Bench::mib_per_sec(size, seconds), load);
-                if connections > 1 {
+                if connections > 1 && starting == 1 {
                     down_connections.push(used);
                 }
                 drop(proxy);
@@ -151,6 +169,12 @@ pub async fn section(bench: &mut Bench) -> Result<()> {
             ),
         );
         report.row(
+            "Transfer upload, four connections from the start (its steady state)",
+            &up_four,
+            "MiB/s",
+            share(up_four.median()),
+        );
+        report.row(
             "Transfer download, one connection",
             &down_one,
             "MiB/s",
@@ -164,6 +188,12 @@ pub async fn section(bench: &mut Bench) -> Result<()> {
                 "{}; connections {down_connections:?}",
                 share(down_striped.median())
             ),
+        );
+        report.row(
+            "Transfer download, four connections from the start (its steady state)",
+            &down_four,
+            "MiB/s",
+            share(down_four.median()),
         );
     }
     Ok(())

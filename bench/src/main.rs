@@ -82,6 +82,9 @@ struct Args {
     /// Files already in the ledger when measuring `CheckUpload` [default: 1000000; quick: 50000].
     #[arg(long)]
     seeded_files: Option<u64>,
+    /// Only the long-path links with these round trips, in ms (comma-separated; 50, 250).
+    #[arg(long, value_delimiter = ',')]
+    long_path_rtt: Vec<u64>,
     /// Only these parts (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Part>,
@@ -137,6 +140,7 @@ pub struct Plan {
     pub ledger_chunks: u64,
     pub quick: bool,
     pub tus: bool,
+    pub long_path_rtts: Vec<u64>,
     pub database_url: String,
 }
 
@@ -165,6 +169,7 @@ impl Plan {
             ledger_chunks: if quick { 1_500 } else { 6_000 },
             quick,
             tus: !args.no_tus,
+            long_path_rtts: args.long_path_rtt.clone(),
             database_url: args.database_url.clone(),
         }
     }
@@ -251,6 +256,14 @@ fn machine() -> String {
 
 #[tokio::main]
 async fn main() {
+    // `RUST_LOG=transfer_client=debug` shows, among others, how many connections each
+    // transfer stripes over and why.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     if let Err(error) = run(Args::parse()).await {
         eprintln!("transfer-bench: {error:#}");
         std::process::exit(1);

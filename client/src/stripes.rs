@@ -21,14 +21,17 @@ use tokio::time::Instant;
 
 /// The shortest period the rate is measured over.
 const MIN_PERIOD: Duration = Duration::from_millis(250);
-/// A period is this many base round trips long (at least [`MIN_PERIOD`]).
+/// A period is this many base round trips long (at least [`MIN_PERIOD`]): over one, at
+/// 250 ms, acknowledgements came in bursts that made the rate swing by half.
 const PERIOD_ROUND_TRIPS: u32 = 2;
 /// The rate must grow by this factor for added connections to stay.
 const GROWTH: f64 = 1.2;
 /// Share of a period's samples in which the window must have been full.
 const BOUND_SHARE: f64 = 0.8;
-/// Least share of the mean latency the base round trip must be to try more connections.
-const ROUND_TRIP_SHARE: f64 = 0.25;
+/// Least share of the mean latency the base round trip must be to try more connections
+/// (at 50 ms behind a busy CPU it was about a third; at 250 ms behind a TCP window of
+/// half the client's, a half).
+const ROUND_TRIP_SHARE: f64 = 0.4;
 /// Periods to wait after an undone try before trying again.
 const REPROBE_AFTER: u32 = 20;
 
@@ -59,6 +62,11 @@ pub(crate) struct StripeGovernor {
     trying: Option<Try>,
     /// Periods left before trying again after an undone try.
     cooling: u32,
+    /// Round trips a change is given before the rate is measured again.
+    settle_round_trips: u32,
+    /// The first acknowledgement has come. Measuring starts a round trip later: until
+    /// then come the acknowledgements of a first window sent all at once, in a burst.
+    warm: bool,
 }
 
 #[derive(Debug)]
@@ -90,7 +98,25 @@ impl StripeGovernor {
             settling_until: None,
             trying: None,
             cooling: 0,
+            warm: false,
+            settle_round_trips: 2,
         }
+    }
+
+    /// Gives each change `round_trips` base round trips before the rate is measured
+    /// again (2 by default: a new connection's first acknowledgements are one away, and
+    /// its window fills over the next).
+    pub fn settling_for(mut self, round_trips: u32) -> Self {
+        self.settle_round_trips = round_trips.max(1);
+        self
+    }
+
+    /// A round trip on the path with no queue in it (a small call's), known before the
+    /// first acknowledgement: the least latency an acknowledgement could have. A first
+    /// chunk's own acknowledgement also waits for the server to open the upload and
+    /// store the chunk, which on loopback looks like a long path.
+    pub fn path_round_trip(&mut self, round_trip: Duration) {
+        self.base = Some(self.base.map_or(round_trip, |base| base.min(round_trip)));
     }
 
     /// Connections the transfer should have now.
@@ -119,6 +145,9 @@ impl StripeGovernor {
         if let Some(latency) = latency {
             self.base = Some(self.base.map_or(latency, |base| base.min(latency)));
         }
+        if !std::mem::replace(&mut self.warm, true) {
+            self.settle(now, 1);
+        }
         if self.settling_until.is_some_and(|until| now < until) {
             return StripeChange::Keep;
         }
@@ -146,7 +175,17 @@ impl StripeGovernor {
         let bound_share = f64::from(period.bound) / f64::from(period.samples.max(1));
         let mean = (period.latencies > 0).then(|| period.latency_sum / period.latencies);
         self.period = None;
-        self.decide(now, rate, bound_share, mean)
+        let change = self.decide(now, rate, bound_share, mean);
+        tracing::debug!(
+            rate_mib_s = rate / f64::from(1 << 20),
+            bound_share,
+            base = ?self.base,
+            mean = ?mean,
+            ?change,
+            connections = self.current,
+            "striping"
+        );
+        change
     }
 
     fn period_len(&self) -> Duration {
@@ -168,7 +207,7 @@ impl StripeGovernor {
             let retire = self.current - tried.before;
             self.current = tried.before;
             self.cooling = REPROBE_AFTER;
-            self.settle(now);
+            self.settle(now, self.settle_round_trips);
             return StripeChange::Retire(retire);
         }
         if self.cooling > 0 {
@@ -191,14 +230,13 @@ impl StripeGovernor {
             rate_before: rate,
         });
         self.current += add;
-        self.settle(now);
+        self.settle(now, self.settle_round_trips);
         StripeChange::Add(add)
     }
 
-    /// The new connections' first acknowledgements are a round trip away: the next
-    /// period starts then.
-    fn settle(&mut self, now: Instant) {
-        self.settling_until = Some(now + self.base.unwrap_or(MIN_PERIOD));
+    /// Samples are not measured for `round_trips` base round trips from `now`.
+    fn settle(&mut self, now: Instant, round_trips: u32) {
+        self.settling_until = Some(now + self.base.unwrap_or(MIN_PERIOD) * round_trips);
     }
 }
 
@@ -316,6 +354,47 @@ mod tests {
         );
         assert!(changes.is_empty(), "{changes:?}");
         assert_eq!(governor.stripes(), 1);
+    }
+
+    #[test]
+    fn on_loopback_a_slow_first_acknowledgement_is_not_taken_for_a_long_path() {
+        let mut governor = StripeGovernor::new(1, 4);
+        let mut feed = Feed::new();
+        // CheckUpload came back in 2 ms; the first ack took 88 ms (the upload opened,
+        // the chunk stored), the rest wait about 130 ms behind a full window.
+        governor.path_round_trip(Duration::from_millis(2));
+        governor.sample(feed.now, Some(Duration::from_millis(88)), 0, true);
+        let changes = feed.run(
+            &mut governor,
+            5_000,
+            Duration::from_millis(130),
+            true,
+            |n| n as u64 * 450 * MIB,
+        );
+        assert!(changes.is_empty(), "{changes:?}");
+    }
+
+    #[test]
+    fn the_first_period_is_not_judged_by_the_burst_of_a_first_window() {
+        let mut governor = StripeGovernor::new(1, 4);
+        let mut feed = Feed::new();
+        let latency = Duration::from_millis(280);
+        // The first window's acks come all at once (400 MiB/s for a round trip), then
+        // one connection's 128 MiB/s: a second one, at 256 MiB/s, is kept.
+        let burst = feed.run(&mut governor, 270, latency, true, |_| 400 * MIB);
+        assert!(burst.is_empty(), "{burst:?}");
+        let changes = feed.run(&mut governor, 3_000, latency, true, |n| {
+            n.min(2) as u64 * 128 * MIB
+        });
+        assert_eq!(
+            changes,
+            vec![
+                StripeChange::Add(1),
+                StripeChange::Add(2),
+                StripeChange::Retire(2)
+            ]
+        );
+        assert_eq!(governor.stripes(), 2);
     }
 
     #[test]

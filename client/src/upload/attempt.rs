@@ -26,6 +26,7 @@ impl<S: ChunkSource> Upload<'_, S> {
         let size = self.source.size();
         let deadline = self.server.config().stall_timeout;
         let mut raw = self.server.raw();
+        let mut round_trip = std::time::Duration::MAX;
         let session = loop {
             let request = CheckUploadRequest {
                 name: self.name.clone(),
@@ -39,9 +40,12 @@ impl<S: ChunkSource> Upload<'_, S> {
                 resume_upload_id: self.session_id.clone().unwrap_or_default(),
             };
             let request = naming_upload(request, self.session_id.as_deref());
+            let asked = tokio::time::Instant::now();
             let check = guarded(reporter, deadline, raw.check_upload(request))
                 .await?
                 .into_inner();
+            // The path's round trip, and a little of the server's time.
+            round_trip = round_trip.min(asked.elapsed());
             self.proof = None;
             match check.result {
                 Some(check_upload_response::Result::AlreadyStored(file)) => {
@@ -137,6 +141,7 @@ impl<S: ChunkSource> Upload<'_, S> {
             layout,
             to_send,
             done_bytes,
+            round_trip,
         );
         // A call that could not be opened ends here like a stream that broke.
         let interrupted = match streams.run(self, reporter).await {

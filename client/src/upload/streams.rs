@@ -61,7 +61,8 @@ pub(super) struct ChunkStreams {
 
 impl ChunkStreams {
     /// The attempt's streams into session `upload_id`, starting with one stripe, sending
-    /// `to_send` of `layout`; `done_bytes` were committed before.
+    /// `to_send` of `layout`; `done_bytes` were committed before, and `CheckUpload` took
+    /// `round_trip`.
     pub(super) fn open<S: ChunkSource>(
         upload: &mut Upload<'_, S>,
         upload_id: &str,
@@ -69,13 +70,15 @@ impl ChunkStreams {
         layout: ChunkLayout,
         to_send: ToSend,
         done_bytes: u64,
+        round_trip: Duration,
     ) -> Self {
         let config = upload.server.config();
         let count = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
-        let governor = StripeGovernor::new(
+        let mut governor = StripeGovernor::new(
             count(config.starting_connections),
             count(config.connections_per_file),
         );
+        governor.path_round_trip(round_trip);
         let mut streams = Self {
             upload_id: upload_id.to_owned(),
             stripes: Vec::new(),
