@@ -166,6 +166,19 @@ pub async fn section(bench: &mut Bench) -> Result<()> {
             cpu_per_gib.median() / md5_cpu_per_gib
         ),
     );
+    let beyond_md5 = cpu_per_gib.less(md5_cpu_per_gib);
+    report.row(
+        "transferd CPU per GiB beyond its MD5 (target ≤ 0.45)",
+        &beyond_md5,
+        "CPU-s",
+        format!(
+            "{}: receiving, CRC32C, writing, the ledger",
+            match beyond_md5.median() <= 0.45 {
+                true => "met",
+                false => "not met",
+            }
+        ),
+    );
     report.row(
         "client library CPU per GiB sent, single pass",
         &client_cpu_single,

@@ -16,6 +16,7 @@ mod link;
 mod long_path;
 mod loopback;
 mod object_store;
+mod pinning;
 mod postgres;
 mod replicas;
 mod report;
@@ -88,6 +89,11 @@ struct Args {
     /// Only these parts (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Part>,
+    /// Pin this program (the clients, the link proxy, the raw TCP sink) to core 0 and
+    /// every server it starts (transferd, tus, PostgreSQL's and the object store's
+    /// excepted) to core 1, so that client and server stop competing for one core.
+    #[arg(long)]
+    pin: bool,
     /// Leave tus out (it needs Node.js and `npm ci --prefix bench/tus`).
     #[arg(long)]
     no_tus: bool,
@@ -276,7 +282,11 @@ async fn run(args: Args) -> Result<()> {
         .with_context(|| format!("creating {}", args.work_dir.display()))?;
     let work = args.work_dir.canonicalize()?;
     let wants = |part: Part| args.only.is_empty() || args.only.contains(&part);
-    let machine = machine();
+    let mut machine = machine();
+    if args.pin {
+        pinning::pin_self()?;
+        machine += "; pinned: clients on core 0, servers on core 1";
+    }
     println!("transfer-bench on {machine}");
     println!(
         "sizes: main {} MiB, big {} MiB, link {} MiB; {} run(s) each",

@@ -24,6 +24,14 @@ impl Samples {
         self.loads.push(load);
     }
 
+    /// The same samples less `amount` each.
+    pub fn less(&self, amount: f64) -> Self {
+        Self {
+            values: self.values.iter().map(|v| v - amount).collect(),
+            loads: self.loads.clone(),
+        }
+    }
+
     pub fn one(value: f64, load: f64) -> Self {
         let mut samples = Self::default();
         samples.push(value, load);

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::postgres::BenchDatabase;
 
@@ -67,7 +67,7 @@ impl Transferd {
         logging: Option<Logging>,
     ) -> Result<Self> {
         let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let mut command = Command::new(binary("transferd")?);
+        let mut command = crate::pinning::server_command(binary("transferd")?);
         command
             .arg("--listen")
             .arg(addr.to_string())

@@ -45,7 +45,7 @@ pub struct TusServer {
 impl TusServer {
     pub async fn start(work: &Path) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("tus-").tempdir_in(work)?;
-        let mut child = Command::new("node")
+        let mut child = crate::pinning::server_command("node")
             .arg(scripts_dir().join("server.mjs"))
             .args(["--port", "0", "--dir"])
             .arg(dir.path())
