@@ -55,7 +55,10 @@ pub async fn run(endpoint: &str, count: usize, size: usize, send: bool) -> Resul
         .into_iter()
         .enumerate()
         .map(|(i, (data, md5, crc))| {
-            let config = ClientConfig::new(endpoint);
+            // 200 clients of one owner would meet the server's bound on one owner's
+            // open uploads (64): each is an owner of its own, as many tenants are.
+            let mut config = ClientConfig::new(endpoint);
+            config.owner = Some(format!("bench-owner-{i}"));
             let checks = checks.handle().clone();
             tokio::spawn(async move { upload_one(config, &checks, i, data, md5, crc, send).await })
         })
