@@ -331,7 +331,9 @@ impl<'a> Receiver<'a> {
         self.striping = true;
         let size = self.at.file.size;
         if let Some(first) = self.blocks.values_mut().next_back() {
-            let cut = (first.start + first.received + BLOCK).min(size);
+            let cut = (first.start + first.received)
+                .saturating_add(BLOCK)
+                .min(size);
             first.end = cut;
             if first.missing() == 0 {
                 first.stream = None;
@@ -382,9 +384,9 @@ impl<'a> Receiver<'a> {
                 }
                 size
             } else {
-                (self.fetched_to + BLOCK).min(size)
+                self.fetched_to.saturating_add(BLOCK).min(size)
             };
-            if self.fetched_to >= size || (lanes > 1 && end > self.written + window) {
+            if self.fetched_to >= size || (lanes > 1 && end > self.written.saturating_add(window)) {
                 return;
             }
             self.most_lanes = self.most_lanes.max(lane + 1);
