@@ -104,6 +104,8 @@ pub(super) struct Receiver<'a> {
     most_lanes: usize,
     /// Bytes received in this attempt, in order or not: the rate the governor sees.
     received: u64,
+    /// More connections did not pay: the rest of the file comes as one stream.
+    one_stream_again: bool,
     /// Every connection had as many blocks asked for as it takes when blocks were last
     /// asked for (rather than the download window or the file's end stopping them).
     lanes_full: bool,
@@ -150,6 +152,7 @@ impl<'a> Receiver<'a> {
             stall: config.stall_timeout,
             most_lanes: 1,
             received: 0,
+            one_stream_again: false,
             lanes_full: false,
             governor,
             at,
@@ -320,23 +323,27 @@ impl<'a> Receiver<'a> {
             .governor
             .sample(now, Some(round_trip), self.received, window_full)
         {
-            StripeChange::Keep | StripeChange::Retire(_) => {}
-            StripeChange::Add(_) if !self.striping => self.start_striping(),
-            StripeChange::Add(_) => {}
+            StripeChange::Keep => {}
+            // More connections did not pay: back to one stream once the blocks come.
+            StripeChange::Retire(_) => self.one_stream_again = self.governor.stripes() == 1,
+            StripeChange::Add(_) => self.start_striping(),
         }
     }
 
     /// The rest of the file past a short way ahead of the first stream goes to blocks.
+    /// (Again, after going back to one stream: that stream is cut the same way.)
     fn start_striping(&mut self) {
         self.striping = true;
+        self.one_stream_again = false;
         let size = self.at.file.size;
-        if let Some(first) = self.blocks.values_mut().next_back() {
-            let cut = (first.start + first.received)
-                .saturating_add(BLOCK)
-                .min(size);
-            first.end = cut;
-            if first.missing() == 0 {
-                first.stream = None;
+        if let Some(last) = self.blocks.values_mut().next_back()
+            && last.end == size
+            && last.stream.is_some()
+        {
+            let cut = (last.start + last.received).saturating_add(BLOCK).min(size);
+            last.end = cut;
+            if last.missing() == 0 {
+                last.stream = None;
             }
             self.fetched_to = cut;
         }
@@ -376,7 +383,7 @@ impl<'a> Receiver<'a> {
                 continue;
             }
             let size = self.at.file.size;
-            let end = if lanes == 1 {
+            let end = if self.one_stream_again {
                 // One connection left (more did not pay): once the blocks asked for
                 // have come, the rest comes in one stream again, in order.
                 if self.blocks.values().any(|b| b.stream.is_some()) {
@@ -386,7 +393,9 @@ impl<'a> Receiver<'a> {
             } else {
                 self.fetched_to.saturating_add(BLOCK).min(size)
             };
-            if self.fetched_to >= size || (lanes > 1 && end > self.written.saturating_add(window)) {
+            if self.fetched_to >= size
+                || (!self.one_stream_again && end > self.written.saturating_add(window))
+            {
                 return;
             }
             self.most_lanes = self.most_lanes.max(lane + 1);

@@ -74,10 +74,9 @@ impl ChunkStreams {
     ) -> Self {
         let config = upload.server.config();
         let count = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
-        let mut governor = StripeGovernor::new(
-            count(config.starting_connections),
-            count(config.connections_per_file),
-        );
+        // More stripes than chunks the shared window holds would leave some idle.
+        let most = count(config.connections_per_file).min(windows.shared);
+        let mut governor = StripeGovernor::new(count(config.starting_connections), most);
         governor.path_round_trip(round_trip);
         let mut streams = Self {
             upload_id: upload_id.to_owned(),
@@ -124,6 +123,9 @@ impl ChunkStreams {
             }
             let deadline = self.next_deadline(stall);
             tokio::select! {
+                // Answers that are already here first: after a long wait of this
+                // client's own (reading and hashing a tail), they are not stalls.
+                biased;
                 (position, response) = next_response(&mut self.stripes) => {
                     let lane = self.stripes[position].lane;
                     self.heard.insert(lane, Instant::now());
@@ -174,7 +176,7 @@ impl ChunkStreams {
         let taking = self
             .stripes
             .iter()
-            .filter(|s| !s.retiring && !s.half_closed && !s.broken)
+            .filter(|s| Self::takes_chunks(s))
             .count();
         (taking * self.windows.per_stripe).min(self.windows.shared)
     }
@@ -202,6 +204,7 @@ impl ChunkStreams {
                 // The call has ended; its responses say why. The chunk goes on another.
                 stripe.broken = true;
                 self.to_send.again(index);
+                self.keep_one_taking();
                 continue;
             }
             if stripe.in_flight.is_empty() {
@@ -232,10 +235,13 @@ impl ChunkStreams {
             (None, None) => return Err(upload.protocol("no way to know the file's MD5")),
         };
         upload.md5 = Some(md5);
+        let now = Instant::now();
         for stripe in &mut self.stripes {
             if stripe.send_digest(md5).await.is_err() {
                 stripe.broken = true;
             }
+            // Finishing the hash may have read a long tail: the wait was this client's.
+            self.heard.insert(stripe.lane, now);
         }
         Ok(())
     }
@@ -319,7 +325,29 @@ impl ChunkStreams {
             return Err(why);
         }
         self.last_end = Some(why);
+        self.keep_one_taking();
         Ok(())
+    }
+
+    /// Whether a stripe takes new chunks.
+    fn takes_chunks(stripe: &Stripe) -> bool {
+        !stripe.retiring && !stripe.half_closed && !stripe.broken
+    }
+
+    /// With chunks left, some stripe must take them: if the last one that did broke
+    /// while others were retiring, the newest of those takes chunks again.
+    fn keep_one_taking(&mut self) {
+        if self.stripes.iter().any(Self::takes_chunks) {
+            return;
+        }
+        if let Some(stripe) = self
+            .stripes
+            .iter_mut()
+            .rev()
+            .find(|s| s.retiring && !s.half_closed && !s.broken)
+        {
+            stripe.retiring = false;
+        }
     }
 
     /// Opens one more stripe, on the lowest lane no stripe uses.
@@ -349,12 +377,18 @@ impl ChunkStreams {
                 }
             }
             StripeChange::Retire(count) => {
+                // Never the last that takes chunks.
+                let taking = self
+                    .stripes
+                    .iter()
+                    .filter(|s| Self::takes_chunks(s))
+                    .count();
                 for stripe in self
                     .stripes
                     .iter_mut()
                     .rev()
-                    .filter(|s| !s.retiring && !s.half_closed && !s.broken)
-                    .take(count)
+                    .filter(|s| Self::takes_chunks(s))
+                    .take(count.min(taking.saturating_sub(1)))
                 {
                     stripe.retiring = true;
                 }

@@ -26,9 +26,9 @@ async fn a_file_striped_over_three_connections_completes_in_one_session_after_on
     let server = TestServer::start(ledger).await;
     let file = TestFile::new("striped.bin", 6 << 20, 7);
     let (_dir, path) = on_disk(&file);
-    // The connections are opened in order: CheckUpload's (which the first stripe shares),
-    // then one per further stripe. The third is cut once 1 MiB went through it.
-    let proxy = CuttingProxy::cutting_connection(server.addr, 2, 1 << 20).await;
+    // The first connection (CheckUpload's, which the first stripe shares) is cut once
+    // 512 KiB went through it; the other two stripes go on.
+    let proxy = CuttingProxy::start(server.addr, 512 << 10, 1).await;
     let client = striping_client(proxy.endpoint(), 3);
 
     let uploaded = client
@@ -41,8 +41,8 @@ async fn a_file_striped_over_three_connections_completes_in_one_session_after_on
     let by_connection = proxy.bytes_to_server_by_connection();
     let carried_chunks = by_connection.iter().filter(|&&bytes| bytes > CHUNK).count();
     assert!(
-        carried_chunks >= 3,
-        "chunks went over at least three connections: {by_connection:?}"
+        carried_chunks >= 2,
+        "chunks went over several connections: {by_connection:?}"
     );
 
     // One session, every chunk recorded once, and the file is byte for byte the same.
