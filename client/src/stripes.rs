@@ -283,19 +283,20 @@ mod tests {
     }
 
     const MIB: u64 = 1 << 20;
+    /// Acknowledgements on a 250 ms path: its round trip and a chunk's own time.
+    const LONG_PATH: Duration = Duration::from_millis(280);
+
+    /// Each connection adds its own 32 MiB TCP window per 250 ms round trip.
+    fn per_connection(connections: usize) -> u64 {
+        connections as u64 * 128 * MIB
+    }
 
     #[test]
     fn a_long_path_where_each_connection_adds_its_window_grows_to_the_most_allowed() {
         let mut governor = StripeGovernor::new(1, 4);
         let mut feed = Feed::new();
         // Each connection carries 128 MiB/s; acks come a round trip (250 ms) later.
-        let changes = feed.run(
-            &mut governor,
-            5_000,
-            Duration::from_millis(280),
-            true,
-            |n| n as u64 * 128 * MIB,
-        );
+        let changes = feed.run(&mut governor, 5_000, LONG_PATH, true, per_connection);
         assert_eq!(changes, vec![StripeChange::Add(1), StripeChange::Add(2)]);
         assert_eq!(governor.stripes(), 4);
     }
@@ -305,13 +306,7 @@ mod tests {
         let mut governor = StripeGovernor::new(1, 4);
         let mut feed = Feed::new();
         // A long path, but the rate is capped elsewhere (a CPU, the link).
-        let changes = feed.run(
-            &mut governor,
-            3_000,
-            Duration::from_millis(280),
-            true,
-            |_| 300 * MIB,
-        );
+        let changes = feed.run(&mut governor, 3_000, LONG_PATH, true, |_| 300 * MIB);
         assert_eq!(changes, vec![StripeChange::Add(1), StripeChange::Retire(1)]);
         assert_eq!(governor.stripes(), 1);
     }
@@ -320,13 +315,9 @@ mod tests {
     fn a_rate_that_stops_growing_keeps_the_connections_that_raised_it() {
         let mut governor = StripeGovernor::new(1, 8);
         let mut feed = Feed::new();
-        let changes = feed.run(
-            &mut governor,
-            5_000,
-            Duration::from_millis(280),
-            true,
-            |n| n.min(2) as u64 * 128 * MIB,
-        );
+        let changes = feed.run(&mut governor, 5_000, LONG_PATH, true, |n| {
+            n.min(2) as u64 * 128 * MIB
+        });
         assert_eq!(
             changes,
             vec![
@@ -378,12 +369,11 @@ mod tests {
     fn the_first_period_is_not_judged_by_the_burst_of_a_first_window() {
         let mut governor = StripeGovernor::new(1, 4);
         let mut feed = Feed::new();
-        let latency = Duration::from_millis(280);
         // The first window's acks come all at once (400 MiB/s for a round trip), then
         // one connection's 128 MiB/s: a second one, at 256 MiB/s, is kept.
-        let burst = feed.run(&mut governor, 270, latency, true, |_| 400 * MIB);
+        let burst = feed.run(&mut governor, 270, LONG_PATH, true, |_| 400 * MIB);
         assert!(burst.is_empty(), "{burst:?}");
-        let changes = feed.run(&mut governor, 3_000, latency, true, |n| {
+        let changes = feed.run(&mut governor, 3_000, LONG_PATH, true, |n| {
             n.min(2) as u64 * 128 * MIB
         });
         assert_eq!(
@@ -401,13 +391,7 @@ mod tests {
     fn a_sender_that_is_not_waiting_on_its_window_keeps_one_connection() {
         let mut governor = StripeGovernor::new(1, 4);
         let mut feed = Feed::new();
-        let changes = feed.run(
-            &mut governor,
-            5_000,
-            Duration::from_millis(280),
-            false,
-            |n| n as u64 * 128 * MIB,
-        );
+        let changes = feed.run(&mut governor, 5_000, LONG_PATH, false, per_connection);
         assert!(changes.is_empty(), "{changes:?}");
     }
 
@@ -415,13 +399,7 @@ mod tests {
     fn one_connection_allowed_is_one_connection() {
         let mut governor = StripeGovernor::new(1, 1);
         let mut feed = Feed::new();
-        let changes = feed.run(
-            &mut governor,
-            5_000,
-            Duration::from_millis(280),
-            true,
-            |n| n as u64 * 128 * MIB,
-        );
+        let changes = feed.run(&mut governor, 5_000, LONG_PATH, true, per_connection);
         assert!(changes.is_empty(), "{changes:?}");
     }
 
@@ -430,13 +408,12 @@ mod tests {
         let mut governor = StripeGovernor::new(1, 2);
         let mut feed = Feed::new();
         let flat = |_: usize| 300 * MIB;
-        let latency = Duration::from_millis(280);
-        let first = feed.run(&mut governor, 2_000, latency, true, flat);
+        let first = feed.run(&mut governor, 2_000, LONG_PATH, true, flat);
         assert_eq!(first, vec![StripeChange::Add(1), StripeChange::Retire(1)]);
         // Twenty periods of 560 ms: nothing for about 11 s, then a new try.
-        let quiet = feed.run(&mut governor, 10_000, latency, true, flat);
+        let quiet = feed.run(&mut governor, 10_000, LONG_PATH, true, flat);
         assert!(quiet.is_empty(), "{quiet:?}");
-        let later = feed.run(&mut governor, 4_000, latency, true, flat);
+        let later = feed.run(&mut governor, 4_000, LONG_PATH, true, flat);
         assert_eq!(later.first(), Some(&StripeChange::Add(1)));
     }
 
@@ -444,13 +421,7 @@ mod tests {
     fn a_transfer_told_to_start_with_several_keeps_them_unless_they_break() {
         let mut governor = StripeGovernor::new(3, 3);
         let mut feed = Feed::new();
-        let changes = feed.run(
-            &mut governor,
-            3_000,
-            Duration::from_millis(280),
-            true,
-            |_| 300 * MIB,
-        );
+        let changes = feed.run(&mut governor, 3_000, LONG_PATH, true, |_| 300 * MIB);
         assert!(changes.is_empty(), "{changes:?}");
         assert_eq!(governor.stripes(), 3);
         governor.lost();
@@ -461,13 +432,7 @@ mod tests {
     fn a_lost_connection_counts_down_and_ends_the_try() {
         let mut governor = StripeGovernor::new(1, 4);
         let mut feed = Feed::new();
-        let changes = feed.run(
-            &mut governor,
-            1_000,
-            Duration::from_millis(280),
-            true,
-            |n| n as u64 * 128 * MIB,
-        );
+        let changes = feed.run(&mut governor, 1_000, LONG_PATH, true, per_connection);
         assert_eq!(changes, vec![StripeChange::Add(1)]);
         governor.lost();
         assert_eq!(governor.stripes(), 1);
