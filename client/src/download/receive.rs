@@ -30,10 +30,16 @@ use crate::retry::Interruption;
 use crate::stripes::{StripeChange, StripeGovernor};
 
 /// Bytes one block asks for.
-const BLOCK: u64 = 16 << 20;
-/// Blocks one connection fetches at once (a 32 MiB TCP window's worth), so that it
-/// does not idle a round trip between blocks.
+const BLOCK: u64 = 32 << 20;
+/// Blocks one connection fetches at once: its next block is asked for once the current
+/// one has at most [`LANE_AHEAD`] bytes to come, so that it does not idle a round trip
+/// between blocks, yet its blocks mostly come one after the other. (Two whole blocks at
+/// once on each connection finished together, and the next byte to write waited for
+/// both: at 250 ms, 16 MiB blocks two at a time reached 1.6-1.7× one connection,
+/// 32 MiB ones asked for half-way 1.9×, 2.5× from the start.)
 const BLOCKS_PER_LANE: usize = 2;
+/// Bytes a connection may still have to receive when its next block is asked for.
+const LANE_AHEAD: u64 = BLOCK / 2;
 /// Streams that may fail in a row, with no byte arriving between, before the attempt
 /// ends (and the next one, after a backoff, starts afresh).
 const FAILURES_IN_A_ROW: u32 = 3;
@@ -356,8 +362,10 @@ impl<'a> Receiver<'a> {
         let window = self.at.server.config().download_window_bytes.max(BLOCK);
         loop {
             let Some(lane) = (0..lanes)
-                .filter(|lane| self.streams_on(*lane) < BLOCKS_PER_LANE)
-                .min_by_key(|lane| self.streams_on(*lane))
+                .filter(|lane| {
+                    self.streams_on(*lane) < BLOCKS_PER_LANE && self.to_come_on(*lane) <= LANE_AHEAD
+                })
+                .min_by_key(|lane| self.to_come_on(*lane))
             else {
                 self.lanes_full = true;
                 return;
@@ -423,6 +431,15 @@ impl<'a> Receiver<'a> {
             );
             self.fetched_to = end;
         }
+    }
+
+    /// Bytes the streams on connection `lane` still have to bring.
+    fn to_come_on(&self, lane: usize) -> u64 {
+        self.blocks
+            .values()
+            .filter(|b| b.lane == lane && b.stream.is_some())
+            .map(Block::missing)
+            .sum()
     }
 
     fn streams_on(&self, lane: usize) -> usize {

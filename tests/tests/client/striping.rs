@@ -62,8 +62,8 @@ async fn a_file_striped_over_three_connections_completes_in_one_session_after_on
 
 async fn a_download_striped_over_three_connections_is_the_file_after_one_is_cut(ledger: Ledger) {
     let server = TestServer::start(ledger).await;
-    // Blocks are 16 MiB: the first stream, then blocks on three connections.
-    let file = TestFile::new("striped-down.bin", 56 << 20, 11);
+    // Blocks are 32 MiB: the first stream, then blocks on three connections.
+    let file = TestFile::new("striped-down.bin", 120 << 20, 11);
     let mut raw = server.client().await;
     let stored = upload_file(&mut raw, None, &file, 4 << 20).await;
     // Connection 0 carries the first stream; the cut one carries blocks.
