@@ -377,7 +377,6 @@ impl<'a> Receiver<'a> {
                 .find(|b| b.stream.is_none() && b.missing() > 0)
             {
                 let from = block.start + block.received;
-                block.stream = None;
                 block.lane = lane;
                 block.answered = false;
                 block.asked = Some(Instant::now());
