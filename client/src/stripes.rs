@@ -7,14 +7,19 @@
 //! only while they pay:
 //!
 //! - it measures the rate over periods of a few round trips;
-//! - it tries more connections (doubling, up to the most allowed) when the window was
-//!   full through the period, so the sender waited on acknowledgements, and the path's
-//!   own round trip is a real share of the wait (`base / mean latency`): when bytes
-//!   wait mostly in a queue in front of a busy CPU or a slow link, more windows only
-//!   lengthen the queue, and it does not try at all;
-//! - a try is kept when the rate grew by a fifth, and undone otherwise; after an undone
-//!   try it waits a while before trying again (conditions change over a long transfer).
+//! - it tries more connections, at once as many as allowed, when the window was full
+//!   through the period, so the sender waited on acknowledgements, and the path's own
+//!   round trip is a real share of the wait (`base / mean latency`): when bytes wait
+//!   mostly in a queue in front of a busy CPU or a slow link, more windows only
+//!   lengthen the queue, and it does not try at all. (Doubling step by step cost a
+//!   second per step at 250 ms, a quarter of a 1 GiB transfer, at the slower rate.)
+//! - a try is measured from a round trip after every connection it added has answered
+//!   (opening one takes round trips of its own: TCP, TLS), against the rate of the
+//!   last few periods before it; it is kept when the rate grew by a fifth, and undone
+//!   otherwise; after an undone try it waits a while before trying again (conditions
+//!   change over a long transfer).
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -22,7 +27,10 @@ use tokio::time::Instant;
 /// The shortest period the rate is measured over.
 const MIN_PERIOD: Duration = Duration::from_millis(250);
 /// A period is this many base round trips long (at least [`MIN_PERIOD`]): over one, at
-/// 250 ms, acknowledgements came in bursts that made the rate swing by half.
+/// 250 ms, acknowledgements came in bursts that made the rate swing by half. The
+/// transfer's first period is one round trip all the same: the sooner a long path is
+/// found, the more of the transfer gains, and a try at the most connections allowed
+/// gains far more than that swing where it pays at all.
 const PERIOD_ROUND_TRIPS: u32 = 2;
 /// The rate must grow by this factor for added connections to stay.
 const GROWTH: f64 = 1.2;
@@ -34,6 +42,13 @@ const BOUND_SHARE: f64 = 0.8;
 const ROUND_TRIP_SHARE: f64 = 0.4;
 /// Periods to wait after an undone try before trying again.
 const REPROBE_AFTER: u32 = 20;
+/// Most round trips a try waits for the connections it added to answer (TCP, TLS and
+/// HTTP/2 handshakes, then a first acknowledgement) before it is measured anyway: one
+/// that is given nothing to carry near the end of a transfer never answers.
+const MOST_ROUND_TRIPS_TO_ANSWER: u32 = 6;
+/// Periods whose rate a try is judged against: at 250 ms a single period's rate swung
+/// by a quarter (acknowledgements come in bursts of a window).
+const RATE_PERIODS: usize = 4;
 
 /// What the transfer should do about its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,11 +77,18 @@ pub(crate) struct StripeGovernor {
     trying: Option<Try>,
     /// Periods left before trying again after an undone try.
     cooling: u32,
-    /// Round trips a change is given before the rate is measured again.
+    /// Bytes and time of the last few periods measured with the current connections.
+    recent: VecDeque<(u64, Duration)>,
+    /// Connections added by the try under way that have not answered yet.
+    unanswered: usize,
+    /// Round trips a change is given, once its connections answered, before the rate is
+    /// measured again.
     settle_round_trips: u32,
     /// The first acknowledgement has come. Measuring starts a round trip later: until
     /// then come the acknowledgements of a first window sent all at once, in a burst.
     warm: bool,
+    /// A period has been measured (the first is shorter).
+    measured: bool,
 }
 
 #[derive(Debug)]
@@ -98,14 +120,17 @@ impl StripeGovernor {
             settling_until: None,
             trying: None,
             cooling: 0,
+            recent: VecDeque::new(),
+            unanswered: 0,
             warm: false,
-            settle_round_trips: 2,
+            measured: false,
+            settle_round_trips: 1,
         }
     }
 
-    /// Gives each change `round_trips` base round trips before the rate is measured
-    /// again (2 by default: a new connection's first acknowledgements are one away, and
-    /// its window fills over the next).
+    /// Gives each change `round_trips` base round trips, from when the connections it
+    /// added have answered, before the rate is measured again (1 by default: a new
+    /// connection's window fills over the round trip after its first answer).
     pub fn settling_for(mut self, round_trips: u32) -> Self {
         self.settle_round_trips = round_trips.max(1);
         self
@@ -129,7 +154,20 @@ impl StripeGovernor {
     pub fn lost(&mut self) {
         self.current = self.current.saturating_sub(1).max(1);
         self.trying = None;
+        self.unanswered = 0;
         self.period = None;
+        self.recent.clear();
+    }
+
+    /// A connection answered for the first time (its first acknowledgement or piece):
+    /// once all that a try added have, the try is measured a little later.
+    pub fn answered(&mut self, now: Instant) {
+        if self.unanswered > 0 {
+            self.unanswered -= 1;
+            if self.unanswered == 0 {
+                self.settle(now, self.settle_round_trips);
+            }
+        }
     }
 
     /// One acknowledgement: `latency` from sending to it (if known), `done` bytes in all
@@ -171,7 +209,13 @@ impl StripeGovernor {
         if elapsed < period_len {
             return StripeChange::Keep;
         }
-        let rate = done.saturating_sub(period.bytes_at_start) as f64 / elapsed.as_secs_f64();
+        self.measured = true;
+        let bytes = done.saturating_sub(period.bytes_at_start);
+        let rate = bytes as f64 / elapsed.as_secs_f64();
+        if self.recent.len() == RATE_PERIODS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((bytes, elapsed));
         let bound_share = f64::from(period.bound) / f64::from(period.samples.max(1));
         let mean = (period.latencies > 0).then(|| period.latency_sum / period.latencies);
         self.period = None;
@@ -189,8 +233,9 @@ impl StripeGovernor {
     }
 
     fn period_len(&self) -> Duration {
+        let round_trips = if self.measured { PERIOD_ROUND_TRIPS } else { 1 };
         self.base
-            .map_or(MIN_PERIOD, |base| base * PERIOD_ROUND_TRIPS)
+            .map_or(MIN_PERIOD, |base| base * round_trips)
             .max(MIN_PERIOD)
     }
 
@@ -224,19 +269,28 @@ impl StripeGovernor {
         {
             return StripeChange::Keep;
         }
-        let add = self.current.min(self.max - self.current);
+        let (bytes, time) = self
+            .recent
+            .iter()
+            .fold((0, Duration::ZERO), |(bytes, time), (b, t)| {
+                (bytes + b, time + *t)
+            });
+        let add = self.max - self.current;
         self.trying = Some(Try {
             before: self.current,
-            rate_before: rate,
+            rate_before: bytes as f64 / time.as_secs_f64().max(f64::MIN_POSITIVE),
         });
         self.current += add;
-        self.settle(now, self.settle_round_trips);
+        self.unanswered = add;
+        self.settle(now, MOST_ROUND_TRIPS_TO_ANSWER + self.settle_round_trips);
         StripeChange::Add(add)
     }
 
-    /// Samples are not measured for `round_trips` base round trips from `now`.
+    /// Samples are not measured for `round_trips` base round trips from `now`, and the
+    /// rate is measured afresh from then.
     fn settle(&mut self, now: Instant, round_trips: u32) {
         self.settling_until = Some(now + self.base.unwrap_or(MIN_PERIOD) * round_trips);
+        self.recent.clear();
     }
 }
 
@@ -248,6 +302,10 @@ mod tests {
     struct Feed {
         now: Instant,
         done: u64,
+        /// When connections a try added answer first (one long round trip after it).
+        answers: Vec<Instant>,
+        /// New connections never answer.
+        silent: bool,
     }
 
     impl Feed {
@@ -255,6 +313,8 @@ mod tests {
             Self {
                 now: Instant::now(),
                 done: 0,
+                answers: Vec::new(),
+                silent: false,
             }
         }
 
@@ -272,10 +332,19 @@ mod tests {
             let mut changes = Vec::new();
             for _ in 0..for_ms / 10 {
                 self.now += Duration::from_millis(10);
+                let now = self.now;
+                for _ in self.answers.extract_if(.., |at| *at <= now) {
+                    governor.answered(now);
+                }
                 self.done += rate_of(governor.stripes()) / 100;
                 match governor.sample(self.now, Some(latency), self.done, full) {
                     StripeChange::Keep => {}
-                    change => changes.push(change),
+                    change => {
+                        if let (StripeChange::Add(n), false) = (change, self.silent) {
+                            self.answers.extend(std::iter::repeat_n(now + LONG_PATH, n));
+                        }
+                        changes.push(change);
+                    }
                 }
             }
             changes
@@ -292,13 +361,22 @@ mod tests {
     }
 
     #[test]
-    fn a_long_path_where_each_connection_adds_its_window_grows_to_the_most_allowed() {
+    fn a_long_path_where_each_connection_adds_its_window_goes_to_the_most_allowed_at_once() {
         let mut governor = StripeGovernor::new(1, 4);
         let mut feed = Feed::new();
         // Each connection carries 128 MiB/s; acks come a round trip (250 ms) later.
         let changes = feed.run(&mut governor, 5_000, LONG_PATH, true, per_connection);
-        assert_eq!(changes, vec![StripeChange::Add(1), StripeChange::Add(2)]);
+        assert_eq!(changes, vec![StripeChange::Add(3)]);
         assert_eq!(governor.stripes(), 4);
+    }
+
+    #[test]
+    fn the_try_comes_two_round_trips_after_the_first_acknowledgement() {
+        let mut governor = StripeGovernor::new(1, 4);
+        let mut feed = Feed::new();
+        // One round trip not measured (the first window's burst), one measured.
+        let early = feed.run(&mut governor, 600, LONG_PATH, true, per_connection);
+        assert_eq!(early, vec![StripeChange::Add(3)]);
     }
 
     #[test]
@@ -307,26 +385,44 @@ mod tests {
         let mut feed = Feed::new();
         // A long path, but the rate is capped elsewhere (a CPU, the link).
         let changes = feed.run(&mut governor, 3_000, LONG_PATH, true, |_| 300 * MIB);
-        assert_eq!(changes, vec![StripeChange::Add(1), StripeChange::Retire(1)]);
+        assert_eq!(changes, vec![StripeChange::Add(3), StripeChange::Retire(3)]);
         assert_eq!(governor.stripes(), 1);
     }
 
     #[test]
-    fn a_rate_that_stops_growing_keeps_the_connections_that_raised_it() {
+    fn a_try_is_judged_only_once_every_connection_it_added_has_answered() {
+        let mut governor = StripeGovernor::new(1, 4);
+        let mut feed = Feed::new();
+        feed.silent = true;
+        // Opening the new connections takes long (a slow TLS handshake): the rate has
+        // not grown yet, and that is no reason to undo the try.
+        let waiting = feed.run(&mut governor, 2_000, LONG_PATH, true, |_| 300 * MIB);
+        assert_eq!(waiting, vec![StripeChange::Add(3)]);
+        for _ in 0..3 {
+            governor.answered(feed.now);
+        }
+        let judged = feed.run(&mut governor, 1_000, LONG_PATH, true, |_| 300 * MIB);
+        assert_eq!(judged, vec![StripeChange::Retire(3)]);
+    }
+
+    #[test]
+    fn a_try_whose_connections_never_answer_is_judged_after_a_few_round_trips() {
+        let mut governor = StripeGovernor::new(1, 4);
+        let mut feed = Feed::new();
+        feed.silent = true;
+        let changes = feed.run(&mut governor, 4_000, LONG_PATH, true, |_| 300 * MIB);
+        assert_eq!(changes, vec![StripeChange::Add(3), StripeChange::Retire(3)]);
+    }
+
+    #[test]
+    fn a_try_that_raised_the_rate_keeps_every_connection_it_added() {
         let mut governor = StripeGovernor::new(1, 8);
         let mut feed = Feed::new();
         let changes = feed.run(&mut governor, 5_000, LONG_PATH, true, |n| {
             n.min(2) as u64 * 128 * MIB
         });
-        assert_eq!(
-            changes,
-            vec![
-                StripeChange::Add(1),
-                StripeChange::Add(2),
-                StripeChange::Retire(2)
-            ]
-        );
-        assert_eq!(governor.stripes(), 2);
+        assert_eq!(changes, vec![StripeChange::Add(7)]);
+        assert_eq!(governor.stripes(), 8);
     }
 
     #[test]
@@ -376,15 +472,8 @@ mod tests {
         let changes = feed.run(&mut governor, 3_000, LONG_PATH, true, |n| {
             n.min(2) as u64 * 128 * MIB
         });
-        assert_eq!(
-            changes,
-            vec![
-                StripeChange::Add(1),
-                StripeChange::Add(2),
-                StripeChange::Retire(2)
-            ]
-        );
-        assert_eq!(governor.stripes(), 2);
+        assert_eq!(changes, vec![StripeChange::Add(3)]);
+        assert_eq!(governor.stripes(), 4);
     }
 
     #[test]
@@ -433,10 +522,13 @@ mod tests {
         let mut governor = StripeGovernor::new(1, 4);
         let mut feed = Feed::new();
         let changes = feed.run(&mut governor, 1_000, LONG_PATH, true, per_connection);
-        assert_eq!(changes, vec![StripeChange::Add(1)]);
+        assert_eq!(changes, vec![StripeChange::Add(3)]);
         governor.lost();
-        assert_eq!(governor.stripes(), 1);
-        governor.lost();
-        assert_eq!(governor.stripes(), 1);
+        assert_eq!(governor.stripes(), 3);
+        // The try is over: a flat rate now does not undo it (back to one); a new try
+        // for the fourth is, back to three.
+        let after = feed.run(&mut governor, 5_000, LONG_PATH, true, |_| 300 * MIB);
+        assert_eq!(after, vec![StripeChange::Add(1), StripeChange::Retire(1)]);
+        assert_eq!(governor.stripes(), 3);
     }
 }

@@ -201,10 +201,12 @@ impl Download<'_> {
 
     async fn attempt(&mut self, reporter: &mut Reporter) -> Result<FileInfo, Interruption> {
         let (mut part, offset) = self.open_part().await?;
+        // The first block; the receiver asks for the next ones (the server stops at
+        // the file's end).
         let request = DownloadRequest {
             file_id: self.file_id.clone(),
             offset,
-            length: 0,
+            length: receive::BLOCK,
         };
         let stall = self.server.config().stall_timeout;
         let asked = tokio::time::Instant::now();

@@ -53,8 +53,6 @@ pub(super) struct ChunkStreams {
     done_bytes: u64,
     /// Bytes acknowledged in this attempt, for the rate.
     phase_bytes: u64,
-    /// When each stripe (by lane) last heard from the server, or opened.
-    heard: BTreeMap<usize, Instant>,
     /// Why the last stripe to end ended: the attempt's interruption if none is left.
     last_end: Option<Interruption>,
 }
@@ -88,7 +86,6 @@ impl ChunkStreams {
             layout,
             done_bytes,
             phase_bytes: 0,
-            heard: BTreeMap::new(),
             last_end: None,
         };
         for _ in 0..streams.governor.stripes() {
@@ -127,8 +124,12 @@ impl ChunkStreams {
                 // client's own (reading and hashing a tail), they are not stalls.
                 biased;
                 (position, response) = next_response(&mut self.stripes) => {
-                    let lane = self.stripes[position].lane;
-                    self.heard.insert(lane, Instant::now());
+                    let now = Instant::now();
+                    let stripe = &mut self.stripes[position];
+                    stripe.heard = now;
+                    if !std::mem::replace(&mut stripe.answered, true) {
+                        self.governor.answered(now);
+                    }
                     match response {
                         Some(Ok(UploadChunksResponse { message: Some(message) })) => {
                             if let Some(done) = self.receive(upload, reporter, position, message)? {
@@ -209,7 +210,7 @@ impl ChunkStreams {
             }
             if stripe.in_flight.is_empty() {
                 // Its wait for an answer starts now, not when it was last answered.
-                self.heard.insert(stripe.lane, Instant::now());
+                stripe.heard = Instant::now();
             }
             stripe.in_flight.insert(index, Instant::now());
             upload.chunks_sent += 1;
@@ -241,7 +242,7 @@ impl ChunkStreams {
                 stripe.broken = true;
             }
             // Finishing the hash may have read a long tail: the wait was this client's.
-            self.heard.insert(stripe.lane, now);
+            stripe.heard = now;
         }
         Ok(())
     }
@@ -273,9 +274,9 @@ impl ChunkStreams {
         self.stripes
             .iter()
             .filter(|s| !s.in_flight.is_empty() || s.half_closed || s.broken)
-            .filter_map(|s| self.heard.get(&s.lane))
+            .map(|s| s.heard)
             .min()
-            .map_or_else(|| Instant::now() + stall, |heard| *heard + stall)
+            .map_or_else(|| Instant::now() + stall, |heard| heard + stall)
     }
 
     /// Ends the stripes that heard nothing for `stall` (their connections may hang:
@@ -287,8 +288,7 @@ impl ChunkStreams {
     ) -> Result<(), Interruption> {
         let now = Instant::now();
         while let Some(position) = self.stripes.iter().position(|s| {
-            (!s.in_flight.is_empty() || s.half_closed || s.broken)
-                && self.heard.get(&s.lane).is_some_and(|h| now >= *h + stall)
+            (!s.in_flight.is_empty() || s.half_closed || s.broken) && now >= s.heard + stall
         }) {
             let why =
                 Interruption::Stalled(format!("no answer for {stall:?}: the stream is stalled"));
@@ -310,7 +310,6 @@ impl ChunkStreams {
             return Err(why);
         }
         let stripe = self.stripes.remove(position);
-        self.heard.remove(&stripe.lane);
         for index in stripe.in_flight.into_keys() {
             self.to_send.again(index);
         }
@@ -362,7 +361,6 @@ impl ChunkStreams {
             self.windows.per_stripe,
             upload.md5,
         );
-        self.heard.insert(lane, Instant::now());
         self.stripes.push(stripe);
         let open = u32::try_from(self.stripes.len()).unwrap_or(u32::MAX);
         upload.connections = upload.connections.max(open);

@@ -30,6 +30,11 @@ pub(super) struct Stripe {
     pub half_closed: bool,
     /// A request could not go out: the call has ended, and its responses say how.
     pub broken: bool,
+    /// When it last heard from the server (or opened, or began to wait for an answer):
+    /// its stall deadline runs from here.
+    pub heard: Instant,
+    /// The server has answered on it at least once.
+    pub answered: bool,
 }
 
 /// Why a request could not go out: the call has ended (its responses say how).
@@ -68,6 +73,8 @@ impl Stripe {
             retiring: false,
             half_closed: false,
             broken: false,
+            heard: Instant::now(),
+            answered: false,
         }
     }
 
