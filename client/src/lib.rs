@@ -48,6 +48,7 @@ mod download;
 mod error;
 mod grpc_call;
 mod hash_pipe;
+mod host_cpu;
 mod manager;
 mod metadata;
 mod part_writer;

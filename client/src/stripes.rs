@@ -11,7 +11,10 @@
 //!   through the period, so the sender waited on acknowledgements, and the path's own
 //!   round trip is a real share of the wait (`base / mean latency`): when bytes wait
 //!   mostly in a queue in front of a busy CPU or a slow link, more windows only
-//!   lengthen the queue, and it does not try at all. (Doubling step by step cost a
+//!   lengthen the queue, and it does not try at all; nor while this host's CPUs had
+//!   next to nothing idle (more connections cost CPU: at 50 ms, with client, server and
+//!   link sharing two busy cores, four connections downloaded at 450 MiB/s and one at
+//!   547, and a try that was undone still cost 7-9%). (Doubling step by step cost a
 //!   second per step at 250 ms, a quarter of a 1 GiB transfer, at the slower rate.)
 //! - a try is measured from a round trip after every connection it added has answered
 //!   (opening one takes round trips of its own: TCP, TLS), against the rate of the
@@ -23,6 +26,8 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::host_cpu::{IdleCpu, ProcStat};
 
 /// The shortest period the rate is measured over.
 const MIN_PERIOD: Duration = Duration::from_millis(250);
@@ -46,6 +51,9 @@ const REPROBE_AFTER: u32 = 20;
 /// HTTP/2 handshakes, then a first acknowledgement) before it is measured anyway: one
 /// that is given nothing to carry near the end of a transfer never answers.
 const MOST_ROUND_TRIPS_TO_ANSWER: u32 = 6;
+/// Least share of this host's CPU time that must have gone idle over a period to try
+/// more connections.
+const MIN_IDLE_SHARE: f64 = 0.1;
 /// Periods whose rate a try is judged against: at 250 ms a single period's rate swung
 /// by a quarter (acknowledgements come in bursts of a window).
 const RATE_PERIODS: usize = 4;
@@ -89,6 +97,8 @@ pub(crate) struct StripeGovernor {
     warm: bool,
     /// A period has been measured (the first is shorter).
     measured: bool,
+    /// How much of this host's CPU time goes idle.
+    cpu: Box<dyn IdleCpu>,
 }
 
 #[derive(Debug)]
@@ -125,7 +135,15 @@ impl StripeGovernor {
             warm: false,
             measured: false,
             settle_round_trips: 1,
+            cpu: Box::new(ProcStat::default()),
         }
+    }
+
+    /// Reads the host's idle CPU time from `cpu` (rather than `/proc/stat`).
+    #[cfg(test)]
+    pub fn with_idle_cpu(mut self, cpu: Box<dyn IdleCpu>) -> Self {
+        self.cpu = cpu;
+        self
     }
 
     /// Gives each change `round_trips` base round trips, from when the connections it
@@ -191,6 +209,10 @@ impl StripeGovernor {
         }
         self.settling_until = None;
         let period_len = self.period_len();
+        if self.period.is_none() {
+            // The idle time is measured over the period.
+            self.cpu.idle_share();
+        }
         let period = self.period.get_or_insert(Period {
             start: now,
             bytes_at_start: done,
@@ -219,12 +241,14 @@ impl StripeGovernor {
         let bound_share = f64::from(period.bound) / f64::from(period.samples.max(1));
         let mean = (period.latencies > 0).then(|| period.latency_sum / period.latencies);
         self.period = None;
-        let change = self.decide(now, rate, bound_share, mean);
+        let idle = self.cpu.idle_share();
+        let change = self.decide(now, rate, bound_share, mean, idle);
         tracing::debug!(
             rate_mib_s = rate / f64::from(1 << 20),
             bound_share,
             base = ?self.base,
             mean = ?mean,
+            idle_cpu = ?idle,
             ?change,
             connections = self.current,
             "striping"
@@ -245,6 +269,7 @@ impl StripeGovernor {
         rate: f64,
         bound_share: f64,
         mean: Option<Duration>,
+        idle_cpu: Option<f64>,
     ) -> StripeChange {
         if let Some(tried) = self.trying.take()
             && rate < tried.rate_before * GROWTH
@@ -266,6 +291,7 @@ impl StripeGovernor {
         if self.current >= self.max
             || bound_share < BOUND_SHARE
             || round_trip_share < ROUND_TRIP_SHARE
+            || idle_cpu.is_some_and(|idle| idle < MIN_IDLE_SHARE)
         {
             return StripeChange::Keep;
         }
@@ -297,6 +323,21 @@ impl StripeGovernor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// This host's CPUs, as a test wants them: this share of their time idle.
+    #[derive(Debug)]
+    struct Idle(f64);
+
+    impl IdleCpu for Idle {
+        fn idle_share(&mut self) -> Option<f64> {
+            Some(self.0)
+        }
+    }
+
+    /// A governor on a host with CPU to spare (half of it idle).
+    fn spare_cpu(starting: usize, max: usize) -> StripeGovernor {
+        StripeGovernor::new(starting, max).with_idle_cpu(Box::new(Idle(0.5)))
+    }
 
     /// Acknowledgements fed to a governor as time goes by.
     struct Feed {
@@ -362,7 +403,7 @@ mod tests {
 
     #[test]
     fn a_long_path_where_each_connection_adds_its_window_goes_to_the_most_allowed_at_once() {
-        let mut governor = StripeGovernor::new(1, 4);
+        let mut governor = spare_cpu(1, 4);
         let mut feed = Feed::new();
         // Each connection carries 128 MiB/s; acks come a round trip (250 ms) later.
         let changes = feed.run(&mut governor, 5_000, LONG_PATH, true, per_connection);
@@ -372,7 +413,7 @@ mod tests {
 
     #[test]
     fn the_try_comes_two_round_trips_after_the_first_acknowledgement() {
-        let mut governor = StripeGovernor::new(1, 4);
+        let mut governor = spare_cpu(1, 4);
         let mut feed = Feed::new();
         // One round trip not measured (the first window's burst), one measured.
         let early = feed.run(&mut governor, 600, LONG_PATH, true, per_connection);
@@ -381,7 +422,7 @@ mod tests {
 
     #[test]
     fn more_connections_that_do_not_raise_the_rate_are_retired() {
-        let mut governor = StripeGovernor::new(1, 4);
+        let mut governor = spare_cpu(1, 4);
         let mut feed = Feed::new();
         // A long path, but the rate is capped elsewhere (a CPU, the link).
         let changes = feed.run(&mut governor, 3_000, LONG_PATH, true, |_| 300 * MIB);
@@ -391,7 +432,7 @@ mod tests {
 
     #[test]
     fn a_try_is_judged_only_once_every_connection_it_added_has_answered() {
-        let mut governor = StripeGovernor::new(1, 4);
+        let mut governor = spare_cpu(1, 4);
         let mut feed = Feed::new();
         feed.silent = true;
         // Opening the new connections takes long (a slow TLS handshake): the rate has
@@ -407,7 +448,7 @@ mod tests {
 
     #[test]
     fn a_try_whose_connections_never_answer_is_judged_after_a_few_round_trips() {
-        let mut governor = StripeGovernor::new(1, 4);
+        let mut governor = spare_cpu(1, 4);
         let mut feed = Feed::new();
         feed.silent = true;
         let changes = feed.run(&mut governor, 4_000, LONG_PATH, true, |_| 300 * MIB);
@@ -416,7 +457,7 @@ mod tests {
 
     #[test]
     fn a_try_that_raised_the_rate_keeps_every_connection_it_added() {
-        let mut governor = StripeGovernor::new(1, 8);
+        let mut governor = spare_cpu(1, 8);
         let mut feed = Feed::new();
         let changes = feed.run(&mut governor, 5_000, LONG_PATH, true, |n| {
             n.min(2) as u64 * 128 * MIB
@@ -427,7 +468,7 @@ mod tests {
 
     #[test]
     fn a_short_path_whose_latency_is_all_queue_never_tries_a_second_connection() {
-        let mut governor = StripeGovernor::new(1, 4);
+        let mut governor = spare_cpu(1, 4);
         let mut feed = Feed::new();
         // The first chunk is acked in 5 ms; then every ack waits 160 ms behind a full
         // window at a busy server.
@@ -445,7 +486,7 @@ mod tests {
 
     #[test]
     fn on_loopback_a_slow_first_acknowledgement_is_not_taken_for_a_long_path() {
-        let mut governor = StripeGovernor::new(1, 4);
+        let mut governor = spare_cpu(1, 4);
         let mut feed = Feed::new();
         // CheckUpload came back in 2 ms; the first ack took 88 ms (the upload opened,
         // the chunk stored), the rest wait about 130 ms behind a full window.
@@ -463,7 +504,7 @@ mod tests {
 
     #[test]
     fn the_first_period_is_not_judged_by_the_burst_of_a_first_window() {
-        let mut governor = StripeGovernor::new(1, 4);
+        let mut governor = spare_cpu(1, 4);
         let mut feed = Feed::new();
         // The first window's acks come all at once (400 MiB/s for a round trip), then
         // one connection's 128 MiB/s: a second one, at 256 MiB/s, is kept.
@@ -477,8 +518,16 @@ mod tests {
     }
 
     #[test]
+    fn a_host_with_no_cpu_to_spare_does_not_try_more_connections() {
+        let mut governor = StripeGovernor::new(1, 4).with_idle_cpu(Box::new(Idle(0.05)));
+        let mut feed = Feed::new();
+        let changes = feed.run(&mut governor, 5_000, LONG_PATH, true, per_connection);
+        assert!(changes.is_empty(), "{changes:?}");
+    }
+
+    #[test]
     fn a_sender_that_is_not_waiting_on_its_window_keeps_one_connection() {
-        let mut governor = StripeGovernor::new(1, 4);
+        let mut governor = spare_cpu(1, 4);
         let mut feed = Feed::new();
         let changes = feed.run(&mut governor, 5_000, LONG_PATH, false, per_connection);
         assert!(changes.is_empty(), "{changes:?}");
@@ -486,7 +535,7 @@ mod tests {
 
     #[test]
     fn one_connection_allowed_is_one_connection() {
-        let mut governor = StripeGovernor::new(1, 1);
+        let mut governor = spare_cpu(1, 1);
         let mut feed = Feed::new();
         let changes = feed.run(&mut governor, 5_000, LONG_PATH, true, per_connection);
         assert!(changes.is_empty(), "{changes:?}");
@@ -494,7 +543,7 @@ mod tests {
 
     #[test]
     fn after_an_undone_try_it_tries_again_only_much_later() {
-        let mut governor = StripeGovernor::new(1, 2);
+        let mut governor = spare_cpu(1, 2);
         let mut feed = Feed::new();
         let flat = |_: usize| 300 * MIB;
         let first = feed.run(&mut governor, 2_000, LONG_PATH, true, flat);
@@ -508,7 +557,7 @@ mod tests {
 
     #[test]
     fn a_transfer_told_to_start_with_several_keeps_them_unless_they_break() {
-        let mut governor = StripeGovernor::new(3, 3);
+        let mut governor = spare_cpu(3, 3);
         let mut feed = Feed::new();
         let changes = feed.run(&mut governor, 3_000, LONG_PATH, true, |_| 300 * MIB);
         assert!(changes.is_empty(), "{changes:?}");
@@ -519,7 +568,7 @@ mod tests {
 
     #[test]
     fn a_lost_connection_counts_down_and_ends_the_try() {
-        let mut governor = StripeGovernor::new(1, 4);
+        let mut governor = spare_cpu(1, 4);
         let mut feed = Feed::new();
         let changes = feed.run(&mut governor, 1_000, LONG_PATH, true, per_connection);
         assert_eq!(changes, vec![StripeChange::Add(3)]);

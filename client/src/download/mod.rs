@@ -201,12 +201,10 @@ impl Download<'_> {
 
     async fn attempt(&mut self, reporter: &mut Reporter) -> Result<FileInfo, Interruption> {
         let (mut part, offset) = self.open_part().await?;
-        // The first block; the receiver asks for the next ones (the server stops at
-        // the file's end).
         let request = DownloadRequest {
             file_id: self.file_id.clone(),
             offset,
-            length: receive::BLOCK,
+            length: 0,
         };
         let stall = self.server.config().stall_timeout;
         let asked = tokio::time::Instant::now();

@@ -1,14 +1,13 @@
 //! Receiving a download's bytes, in order, into the `.part` file and the hash: from one
 //! stream, or striped over several connections.
 //!
-//! A download is fetched as blocks of [`BLOCK`] bytes, a ranged `Download` each, from
-//! where `.part` ends: one connection at first, at most [`BLOCKS_PER_LANE`] at once on
-//! it (the next asked for before the current one ends, so it never waits a round trip
-//! between blocks). When the [`StripeGovernor`] asks for more connections, the next
-//! blocks go to them too; when it retires them, back to the first. Every stream asks
-//! for exactly the bytes wanted, so a change drops nothing in flight (an open-ended
-//! stream cut short dropped up to a window, which cost 4-7% where a try did not pay).
-//! Bytes that arrive ahead of the next one to write wait in memory, never more than
+//! A download starts as one `Download` call from where `.part` ends to the end of the
+//! file, written as it comes. When the [`StripeGovernor`] asks for more connections, the
+//! rest of the file is fetched as blocks (a ranged `Download` each, at most
+//! [`BLOCKS_PER_LANE`] at once on each connection, so a lane never waits a round trip
+//! between blocks): the first stream stops where the blocks begin (what the server had
+//! sent past that point is dropped, a stream window at most, once per download). Bytes
+//! that arrive ahead of the next one to write wait in memory, never more than
 //! [`crate::ClientConfig::download_window_bytes`] past it, and are written in order, so
 //! `.part` always holds exactly a verified prefix of the file and the MD5 sees every
 //! byte once.
@@ -31,7 +30,7 @@ use crate::retry::Interruption;
 use crate::stripes::{StripeChange, StripeGovernor};
 
 /// Bytes one block asks for.
-pub(super) const BLOCK: u64 = 32 << 20;
+const BLOCK: u64 = 32 << 20;
 /// Blocks one connection fetches at once: its next block is asked for once the current
 /// one has at most [`LANE_AHEAD`] bytes to come, so that it does not idle a round trip
 /// between blocks, yet its blocks mostly come one after the other. (Two whole blocks at
@@ -49,7 +48,7 @@ const FAILURES_IN_A_ROW: u32 = 3;
 /// 32 MiB; at 50 ms, held back by the client's CPU, 0.84).
 const WINDOW_SHARE: f64 = 0.9;
 
-/// A range of the file being fetched.
+/// A range of the file being fetched (or the first stream, to the end of the file).
 struct Block {
     start: u64,
     end: u64,
@@ -97,8 +96,6 @@ pub(super) struct Receiver<'a> {
     fetched_to: u64,
     /// The first byte of this attempt.
     offset: u64,
-    /// More than one connection is in use: a stream that fails is asked for again
-    /// while others run, rather than ending the attempt.
     striping: bool,
     governor: StripeGovernor,
     /// The least time from asking to the first answer: the path's round trip.
@@ -113,6 +110,8 @@ pub(super) struct Receiver<'a> {
     most_lanes: usize,
     /// Bytes received in this attempt, in order or not: the rate the governor sees.
     received: u64,
+    /// More connections did not pay: the rest of the file comes as one stream.
+    one_stream_again: bool,
     /// Every connection had as many blocks asked for as it takes when blocks were last
     /// asked for (rather than the download window or the file's end stopping them).
     lanes_full: bool,
@@ -121,13 +120,13 @@ pub(super) struct Receiver<'a> {
 }
 
 impl<'a> Receiver<'a> {
-    /// Receives from `stream` (the first call, [`BLOCK`] bytes from `offset`, answered
-    /// when it was made `asked` ago) and the blocks after it.
+    /// Receives from `stream` (the first call, from `offset` to the end of the file,
+    /// answered when it was made `asked` ago).
     pub fn new(at: Receiving<'a>, stream: DownloadStream, offset: u64, asked: Instant) -> Self {
         let config = at.server.config();
         let count = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
-        // A new connection's first blocks come after those already asked for on the
-        // others: a change needs a round trip more to show.
+        // Going from one stream to blocks drops what the first stream had on its way
+        // past where the blocks begin: a change needs a round trip more to show.
         let governor = StripeGovernor::new(
             count(config.starting_connections),
             count(config.connections_per_file),
@@ -136,10 +135,9 @@ impl<'a> Receiver<'a> {
         let lane_window = u64::from(config.http2_stream_window).min(tcp_receive_buffer());
         let now = Instant::now();
         let size = at.file.size;
-        let first_end = offset.saturating_add(BLOCK).min(size);
         let first = Block {
             start: offset,
-            end: first_end,
+            end: size,
             received: 0,
             written: 0,
             waiting: VecDeque::new(),
@@ -152,7 +150,7 @@ impl<'a> Receiver<'a> {
         let mut receiver = Self {
             blocks: BTreeMap::from([(offset, first)]),
             written: offset,
-            fetched_to: first_end,
+            fetched_to: size,
             offset,
             striping: false,
             round_trip: Some(now.saturating_duration_since(asked)),
@@ -162,12 +160,15 @@ impl<'a> Receiver<'a> {
             stall: config.stall_timeout,
             most_lanes: 1,
             received: 0,
+            one_stream_again: false,
             lanes_full: false,
             unanswered_lanes: BTreeSet::new(),
             governor,
             at,
         };
-        receiver.striping = receiver.governor.stripes() > 1;
+        if receiver.governor.stripes() > 1 {
+            receiver.start_striping();
+        }
         receiver
     }
 
@@ -176,7 +177,9 @@ impl<'a> Receiver<'a> {
     pub async fn run(&mut self, reporter: &mut Reporter) -> Result<u64, Interruption> {
         let size = self.at.file.size;
         while self.written < size {
-            self.ask_for_blocks();
+            if self.striping {
+                self.ask_for_blocks();
+            }
             let deadline = self.next_deadline();
             tokio::select! {
                 (start, message) = next_message(&mut self.blocks) => {
@@ -321,26 +324,48 @@ impl<'a> Receiver<'a> {
         }
         // One stream: a round trip's worth of bytes close to what its window allows
         // means the window, not the path's bandwidth or a CPU, holds it back. Blocks:
-        // every connection has all the blocks it takes under way.
-        let window_full = if self.striping {
-            self.lanes_full
-        } else {
-            let in_flight: u64 = self.recent.iter().map(|(_, n)| n).sum();
-            in_flight as f64 >= WINDOW_SHARE * self.lane_window as f64
-        };
+        // every connection has all the blocks it takes under way. Either way, not
+        // while the MD5 is behind: then it holds the download back (and the windows
+        // fill because of it).
+        let window_full = !self.at.pipe.is_behind()
+            && if self.striping {
+                self.lanes_full
+            } else {
+                let in_flight: u64 = self.recent.iter().map(|(_, n)| n).sum();
+                in_flight as f64 >= WINDOW_SHARE * self.lane_window as f64
+            };
         self.received += bytes;
         match self
             .governor
             .sample(now, Some(round_trip), self.received, window_full)
         {
             StripeChange::Keep => {}
-            // More connections did not pay: the next blocks go to the first again.
-            StripeChange::Retire(_) => self.striping = self.governor.stripes() > 1,
+            // More connections did not pay: back to one stream once the blocks come.
+            StripeChange::Retire(_) => self.one_stream_again = self.governor.stripes() == 1,
             StripeChange::Add(added) => {
                 let lanes = self.governor.stripes();
                 self.unanswered_lanes = (lanes - added..lanes).collect();
-                self.striping = true;
+                self.start_striping();
             }
+        }
+    }
+
+    /// The rest of the file past a short way ahead of the first stream goes to blocks.
+    /// (Again, after going back to one stream: that stream is cut the same way.)
+    fn start_striping(&mut self) {
+        self.striping = true;
+        self.one_stream_again = false;
+        let size = self.at.file.size;
+        if let Some(last) = self.blocks.values_mut().next_back()
+            && last.end == size
+            && last.stream.is_some()
+        {
+            let cut = (last.start + last.received).saturating_add(BLOCK).min(size);
+            last.end = cut;
+            if last.missing() == 0 {
+                last.stream = None;
+            }
+            self.fetched_to = cut;
         }
     }
 
@@ -379,8 +404,19 @@ impl<'a> Receiver<'a> {
                 continue;
             }
             let size = self.at.file.size;
-            let end = self.fetched_to.saturating_add(BLOCK).min(size);
-            if self.fetched_to >= size || end > self.written.saturating_add(window) {
+            let end = if self.one_stream_again {
+                // One connection left (more did not pay): once the blocks asked for
+                // have come, the rest comes in one stream again, in order.
+                if self.blocks.values().any(|b| b.stream.is_some()) {
+                    return;
+                }
+                size
+            } else {
+                self.fetched_to.saturating_add(BLOCK).min(size)
+            };
+            if self.fetched_to >= size
+                || (!self.one_stream_again && end > self.written.saturating_add(window))
+            {
                 return;
             }
             self.most_lanes = self.most_lanes.max(lane + 1);
