@@ -105,12 +105,6 @@ impl<S: Digest> HashPipe<S> {
         let _ = self.feed.send(Input::Bytes(bytes)).await;
     }
 
-    /// The hasher is behind: its queue is full, and the next `feed` would wait. A
-    /// transfer held back by it gains nothing from more connections.
-    pub fn is_behind(&self) -> bool {
-        self.feed.capacity() == 0
-    }
-
     /// Runs `look` on the state once everything fed so far is hashed; its answer comes
     /// then, so the caller need not wait for it.
     pub async fn look<T: Send + 'static>(

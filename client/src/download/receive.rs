@@ -43,10 +43,15 @@ const LANE_AHEAD: u64 = BLOCK / 2;
 /// Streams that may fail in a row, with no byte arriving between, before the attempt
 /// ends (and the next one, after a backoff, starts afresh).
 const FAILURES_IN_A_ROW: u32 = 3;
+/// Round trips the bytes in flight are averaged over: a window's bytes come in bursts,
+/// and over one round trip the share below was reached in half a period's samples or
+/// in all, by chance (a try came after 1 s or after 3 s).
+const RECENT_ROUND_TRIPS: u32 = 2;
 /// Share of a connection's window that must arrive per round trip for the download to
-/// count as held back by its windows (at 250 ms one connection brought 0.96 of its
-/// 32 MiB; at 50 ms, held back by the client's CPU, 0.84).
-const WINDOW_SHARE: f64 = 0.9;
+/// count as held back by its windows (at 250 ms one connection brought 0.96-1.1 of its
+/// 32 MiB, and 0.9 was missed in a third of the samples now and then; at 50 ms, held
+/// back by the CPUs, 0.84, which the governor's idle-CPU check tells apart).
+const WINDOW_SHARE: f64 = 0.75;
 
 /// A range of the file being fetched (or the first stream, to the end of the file).
 struct Block {
@@ -100,8 +105,11 @@ pub(super) struct Receiver<'a> {
     governor: StripeGovernor,
     /// The least time from asking to the first answer: the path's round trip.
     round_trip: Option<Duration>,
-    /// Pieces received within the last round trip, for the bytes in flight.
+    /// Pieces received within the last [`RECENT_ROUND_TRIPS`] round trips, for the
+    /// bytes in flight per round trip.
     recent: VecDeque<(Instant, u64)>,
+    /// When the first piece came.
+    first_piece: Option<Instant>,
     /// What one connection can have in flight: its HTTP/2 stream window, or this host's
     /// TCP receive buffer if less.
     lane_window: u64,
@@ -155,6 +163,7 @@ impl<'a> Receiver<'a> {
             striping: false,
             round_trip: Some(now.saturating_duration_since(asked)),
             recent: VecDeque::new(),
+            first_piece: None,
             lane_window,
             failures_in_a_row: 0,
             stall: config.stall_timeout,
@@ -315,25 +324,28 @@ impl<'a> Receiver<'a> {
             return;
         };
         self.recent.push_back((now, bytes));
+        let span = round_trip * RECENT_ROUND_TRIPS;
         while self
             .recent
             .front()
-            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > round_trip)
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > span)
         {
             self.recent.pop_front();
         }
+        let since_first = now.saturating_duration_since(*self.first_piece.get_or_insert(now));
+        let round_trips = (since_first.as_secs_f64() / round_trip.as_secs_f64().max(1e-6))
+            .clamp(1.0, f64::from(RECENT_ROUND_TRIPS));
         // One stream: a round trip's worth of bytes close to what its window allows
-        // means the window, not the path's bandwidth or a CPU, holds it back. Blocks:
-        // every connection has all the blocks it takes under way. Either way, not
-        // while the MD5 is behind: then it holds the download back (and the windows
-        // fill because of it).
-        let window_full = !self.at.pipe.is_behind()
-            && if self.striping {
-                self.lanes_full
-            } else {
-                let in_flight: u64 = self.recent.iter().map(|(_, n)| n).sum();
-                in_flight as f64 >= WINDOW_SHARE * self.lane_window as f64
-            };
+        // means the window, not the path's bandwidth, holds it back (a busy CPU the
+        // governor tells apart). Blocks: every connection has all the blocks it takes
+        // under way. (Whether the MD5's queue was full said nothing: a window's bytes
+        // come in a burst that fills it at any rate.)
+        let window_full = if self.striping {
+            self.lanes_full
+        } else {
+            let recent: u64 = self.recent.iter().map(|(_, n)| n).sum();
+            recent as f64 / round_trips >= WINDOW_SHARE * self.lane_window as f64
+        };
         self.received += bytes;
         match self
             .governor
@@ -341,7 +353,10 @@ impl<'a> Receiver<'a> {
         {
             StripeChange::Keep => {}
             // More connections did not pay: back to one stream once the blocks come.
-            StripeChange::Retire(_) => self.one_stream_again = self.governor.stripes() == 1,
+            StripeChange::Retire(_) => {
+                self.one_stream_again = self.governor.stripes() == 1;
+                self.unanswered_lanes.clear();
+            }
             StripeChange::Add(added) => {
                 let lanes = self.governor.stripes();
                 self.unanswered_lanes = (lanes - added..lanes).collect();
@@ -479,7 +494,7 @@ impl<'a> Receiver<'a> {
                 self.at.server.reconnect_lane(block.lane);
             }
         }
-        self.governor.lost();
+        self.governor.lost(Instant::now());
         self.unanswered_lanes.clear();
         Ok(())
     }

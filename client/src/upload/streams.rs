@@ -127,7 +127,9 @@ impl ChunkStreams {
                     let now = Instant::now();
                     let stripe = &mut self.stripes[position];
                     stripe.heard = now;
-                    if !std::mem::replace(&mut stripe.answered, true) {
+                    if matches!(response, Some(Ok(_)))
+                        && std::mem::take(&mut stripe.awaited_by_try)
+                    {
                         self.governor.answered(now);
                     }
                     match response {
@@ -315,7 +317,7 @@ impl ChunkStreams {
         }
         let failed = !stripe.half_closed || stripe.broken;
         if failed && !stripe.retiring {
-            self.governor.lost();
+            self.governor.lost(Instant::now());
         }
         if matches!(why, Interruption::Stalled(_)) {
             upload.server.reconnect_lane(stripe.lane);
@@ -370,8 +372,14 @@ impl ChunkStreams {
         match change {
             StripeChange::Keep => {}
             StripeChange::Add(count) => {
+                for stripe in &mut self.stripes {
+                    stripe.awaited_by_try = false;
+                }
                 for _ in 0..count {
                     self.add_stripe(upload);
+                    if let Some(added) = self.stripes.last_mut() {
+                        added.awaited_by_try = true;
+                    }
                 }
             }
             StripeChange::Retire(count) => {

@@ -33,8 +33,8 @@ pub(super) struct Stripe {
     /// When it last heard from the server (or opened, or began to wait for an answer):
     /// its stall deadline runs from here.
     pub heard: Instant,
-    /// The server has answered on it at least once.
-    pub answered: bool,
+    /// A try at more connections opened it and waits for its first answer.
+    pub awaited_by_try: bool,
 }
 
 /// Why a request could not go out: the call has ended (its responses say how).
@@ -74,7 +74,7 @@ impl Stripe {
             half_closed: false,
             broken: false,
             heard: Instant::now(),
-            answered: false,
+            awaited_by_try: false,
         }
     }
 
