@@ -108,6 +108,8 @@ pub(super) struct Receiver<'a> {
     /// Pieces received within the last [`RECENT_ROUND_TRIPS`] round trips, for the
     /// bytes in flight per round trip.
     recent: VecDeque<(Instant, u64)>,
+    /// The bytes of `recent`, summed.
+    recent_bytes: u64,
     /// When the first piece came.
     first_piece: Option<Instant>,
     /// What one connection can have in flight: its HTTP/2 stream window, or this host's
@@ -163,6 +165,7 @@ impl<'a> Receiver<'a> {
             striping: false,
             round_trip: Some(now.saturating_duration_since(asked)),
             recent: VecDeque::new(),
+            recent_bytes: 0,
             first_piece: None,
             lane_window,
             failures_in_a_row: 0,
@@ -324,13 +327,16 @@ impl<'a> Receiver<'a> {
             return;
         };
         self.recent.push_back((now, bytes));
+        self.recent_bytes += bytes;
         let span = round_trip * RECENT_ROUND_TRIPS;
         while self
             .recent
             .front()
             .is_some_and(|(at, _)| now.saturating_duration_since(*at) > span)
         {
-            self.recent.pop_front();
+            if let Some((_, gone)) = self.recent.pop_front() {
+                self.recent_bytes = self.recent_bytes.saturating_sub(gone);
+            }
         }
         let since_first = now.saturating_duration_since(*self.first_piece.get_or_insert(now));
         let round_trips = (since_first.as_secs_f64() / round_trip.as_secs_f64().max(1e-6))
@@ -343,8 +349,7 @@ impl<'a> Receiver<'a> {
         let window_full = if self.striping {
             self.lanes_full
         } else {
-            let recent: u64 = self.recent.iter().map(|(_, n)| n).sum();
-            recent as f64 / round_trips >= WINDOW_SHARE * self.lane_window as f64
+            self.recent_bytes as f64 / round_trips >= WINDOW_SHARE * self.lane_window as f64
         };
         self.received += bytes;
         match self

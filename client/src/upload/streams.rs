@@ -275,7 +275,7 @@ impl ChunkStreams {
     fn next_deadline(&self, stall: Duration) -> Instant {
         self.stripes
             .iter()
-            .filter(|s| !s.in_flight.is_empty() || s.half_closed || s.broken)
+            .filter(|s| s.awaits_answer())
             .map(|s| s.heard)
             .min()
             .map_or_else(|| Instant::now() + stall, |heard| heard + stall)
@@ -289,9 +289,11 @@ impl ChunkStreams {
         stall: Duration,
     ) -> Result<(), Interruption> {
         let now = Instant::now();
-        while let Some(position) = self.stripes.iter().position(|s| {
-            (!s.in_flight.is_empty() || s.half_closed || s.broken) && now >= s.heard + stall
-        }) {
+        while let Some(position) = self
+            .stripes
+            .iter()
+            .position(|s| s.awaits_answer() && now >= s.heard + stall)
+        {
             let why =
                 Interruption::Stalled(format!("no answer for {stall:?}: the stream is stalled"));
             self.stripe_ended(upload, position, why)?;

@@ -41,6 +41,12 @@ pub(super) struct Stripe {
 pub(super) struct StripeClosed;
 
 impl Stripe {
+    /// It owes this client an answer (chunks unacknowledged, or its end after a
+    /// half-close or a failed send): silence on it counts toward a stall.
+    pub fn awaits_answer(&self) -> bool {
+        !self.in_flight.is_empty() || self.half_closed || self.broken
+    }
+
     /// Opens a stream into session `upload_id` on connection `lane`, room for `window`
     /// chunks and the start and digest messages, telling the server the MD5 if known.
     /// The call's answer comes back while the first chunks already go out.
